@@ -1,0 +1,36 @@
+# `make run`: the gateway in front of a real local SeaweedFS catalog, with a first service user.
+# `make test`: lint, type-check and the whole test suite.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
+CONFIG ?= config/gateway.toml
+
+.PHONY: run test lint pytest clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed-run: $(BIN)/python setup.cfg pyproject.toml constraints.txt
+	$(PIP) -e '.[local]'
+	touch $@
+
+$(VENV)/.installed-test: $(BIN)/python setup.cfg pyproject.toml constraints.txt
+	$(PIP) -e '.[local,test]'
+	touch $@
+
+run: $(VENV)/.installed-run
+	$(BIN)/pangolin-gateway demo --config $(CONFIG)
+
+test: $(VENV)/.installed-test lint pytest
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check gateway admin_cli tests
+	$(BIN)/ruff format --check gateway admin_cli tests
+	$(BIN)/mypy
+
+pytest: $(VENV)/.installed-test
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) var build *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""``pangolin-admin``: manage service users, users and tenants of a running gateway."""

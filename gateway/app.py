@@ -1,0 +1,131 @@
+"""The application factory: wires settings, store, tokens, authentication and forwarding.
+
+Resources live in ``cleanup_ctx`` contexts, so what was set up is torn down in reverse order,
+and only if its set-up succeeded: the store (flushing ``last_used`` on the way out), then one
+upstream ``ClientSession`` for the whole app (keep-alive pool; no cookie jar, so one user's
+upstream cookies can never reach another).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+
+import aiohttp
+from aiohttp import web
+
+from . import catalog_routes, discovery, health
+from .authn import Authenticator
+from .keys import (
+    AUTHENTICATOR,
+    CLOCK,
+    FORWARDERS,
+    HTTP_SESSION,
+    SERVICE_USERS,
+    SETTINGS,
+    STORE,
+    TOKENS,
+)
+from .middlewares import authenticate_middleware, error_middleware, request_id_middleware
+from .proxy import Forwarder, HeaderPolicy, make_upstream_auth
+from .service_users import ServiceUserAdmin
+from .settings import Settings
+from .store import SqliteStore, Store
+from .tokens import TokenService
+
+__all__ = ("create_app",)
+
+_LOGGER = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    clock: Callable[[], float] = time.time,
+) -> web.Application:
+    """Build the gateway. A ``store`` passed in is used as is (opened, and closed by its owner)."""
+    app = web.Application(
+        middlewares=[error_middleware, request_id_middleware, authenticate_middleware],
+        # Only bodies we read whole (the token form) are bound by this; proxied bodies stream
+        # and are bound by server.max_body_bytes instead.
+        client_max_size=settings.server.max_form_bytes,
+    )
+    app[SETTINGS] = settings
+    app[CLOCK] = clock
+    app.cleanup_ctx.append(_store_context(store))
+    app.cleanup_ctx.append(_upstream_context)
+    app.router.add_get("/healthz", health.healthz)
+    app.router.add_get("/readyz", health.readyz)
+    app.router.add_get("/.well-known/jwks.json", discovery.jwks)
+    app.router.add_get("/.well-known/oauth-authorization-server", discovery.oauth_metadata)
+    app.router.add_get("/api/v1/catalogs", catalog_routes.list_catalogs)
+    app.router.add_route("*", "/v1/{tail:.*}", catalog_routes.catalog_request)
+    return app
+
+
+def _store_context(
+    given: Store | None,
+) -> Callable[[web.Application], contextlib.AbstractAsyncContextManager[None]]:
+    @contextlib.asynccontextmanager
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        settings = app[SETTINGS]
+        store = given if given is not None else SqliteStore(settings.store.path)
+        if given is None:
+            await store.open()
+        try:
+            tokens = await TokenService.load(store, settings.tokens, app[CLOCK])
+            authenticator = Authenticator(store, tokens, app[CLOCK])
+            admin = ServiceUserAdmin(store, clock=app[CLOCK])
+            admin.add_listener(authenticator.invalidate)
+            app[STORE], app[TOKENS], app[AUTHENTICATOR] = store, tokens, authenticator
+            app[SERVICE_USERS] = admin
+            background = asyncio.create_task(
+                authenticator.run_background(
+                    settings.store.change_poll_seconds, settings.store.last_used_flush_seconds
+                ),
+                name="pangolin-identity-refresh",
+            )
+            try:
+                yield
+            finally:
+                background.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await background
+                await authenticator.flush_last_used()
+        finally:
+            if given is None:
+                await store.close()
+
+    return context
+
+
+async def _upstream_context(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    session = aiohttp.ClientSession(
+        auto_decompress=False,  # pass bodies through byte for byte, Content-Encoding intact
+        cookie_jar=aiohttp.DummyCookieJar(),
+        connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
+        skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+    )
+    headers = HeaderPolicy(settings.role_headers)
+    trusted = frozenset(settings.server.trusted_proxies)
+    app[HTTP_SESSION] = session
+    app[FORWARDERS] = {
+        name: Forwarder(
+            session,
+            catalog,
+            make_upstream_auth(catalog, session),
+            headers,
+            max_body_bytes=settings.server.max_body_bytes,
+            trusted_proxies=trusted,
+        )  # fmt: skip
+        for name, catalog in settings.catalogs.items()
+    }
+    try:
+        yield
+    finally:
+        await session.close()

@@ -1,0 +1,226 @@
+"""Authentication: a request's credential becomes a ``Principal`` or a failure reason.
+
+Hot-path rules: no password hashing and no store write per request. Service users are cached
+by key id and by id, verified token signatures are cached until the token expires, and
+``last_used_at`` is collected in memory and written in batches.
+
+Freshness: a change made through this process's ``ServiceUserAdmin`` clears the caches before
+the change's call returns (so the very next request sees it). Changes made by other processes
+are noticed by polling the store's identity version every ``change_poll_seconds``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from .identity import KEY_PREFIX, ApiKey, Principal, ServiceUser, parse_key, verify_key
+from .store import Store
+from .tokens import MAX_TOKEN_BYTES, TokenClaims, TokenService
+
+__all__ = ("AuthOutcome", "Authenticator", "Credential", "parse_credential")
+
+_LOGGER = logging.getLogger(__name__)
+_MAX_CACHE: Final = 200_000
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """What the request presented: ``kind`` is ``api_key``, ``token`` or ``malformed``."""
+
+    kind: str
+    value: str
+
+    def __repr__(self) -> str:
+        return f"Credential(kind={self.kind!r}, value=<redacted>)"
+
+
+@dataclass(frozen=True, slots=True)
+class AuthOutcome:
+    principal: Principal | None
+    # Why authentication failed (for metrics and the audit log, never for the client).
+    reason: str | None = None
+
+
+ANONYMOUS: Final = AuthOutcome(None, "missing")
+
+
+def parse_credential(headers: Mapping[str, str]) -> Credential | None:
+    """Pick the credential from ``X-API-Key`` or ``Authorization: Bearer``; no I/O.
+
+    ``X-API-Key`` wins: PyIceberg configured with ``header.X-API-Key`` and no auth also sends
+    ``Authorization: Bearer None``, which therefore must not shadow the key. ``Bearer None``
+    on its own counts as no credential.
+    """
+    api_key = headers.get("X-API-Key")
+    if api_key is not None:
+        return Credential("api_key", api_key.strip())
+    authorization = headers.get("Authorization")
+    if authorization is None:
+        return None
+    scheme, _, value = authorization.strip().partition(" ")
+    value = value.strip()
+    if scheme.lower() != "bearer" or not value:
+        return Credential("malformed", "")
+    if value == "None":
+        return None
+    if value.startswith(KEY_PREFIX):
+        return Credential("api_key", value)
+    return Credential("token", value)
+
+
+class Authenticator:
+    def __init__(self, store: Store, tokens: TokenService, clock: Clock) -> None:
+        self._store = store
+        self._tokens = tokens
+        self._clock = clock
+        self._by_key_id: dict[str, ServiceUser | None] = {}
+        self._by_id: dict[str, ServiceUser | None] = {}
+        self._token_claims: dict[str, TokenClaims] = {}
+        # Bumped by every invalidation. A store read that started before an invalidation must
+        # not fill the cache afterwards with what may be the pre-change row.
+        self._epoch = 0
+        self._identity_version: int | None = None
+        self._last_used: dict[str, float] = {}
+
+    # -- authentication ----------------------------------------------------------------------
+
+    async def authenticate(self, headers: Mapping[str, str]) -> AuthOutcome:
+        credential = parse_credential(headers)
+        if credential is None:
+            return ANONYMOUS
+        if credential.kind == "api_key":
+            key = parse_key(credential.value)
+            if key is None:
+                return AuthOutcome(None, "malformed")
+            return await self.authenticate_key(key)
+        if credential.kind == "token":
+            return await self.authenticate_token(credential.value)
+        return AuthOutcome(None, "malformed")
+
+    async def authenticate_key(self, key: ApiKey) -> AuthOutcome:
+        user = await self._cached(self._by_key_id, key.key_id, self._store.service_user_by_key_id)
+        # Always compare, even when the key id is unknown, so both paths cost the same.
+        if not verify_key(key, user.key_digest if user is not None else None):
+            return AuthOutcome(None, "unknown_key" if user is None else "wrong_secret")
+        assert user is not None
+        return self._accept(user)
+
+    async def authenticate_token(self, token: str) -> AuthOutcome:
+        claims = self.verify_token(token)
+        if claims is None:
+            return AuthOutcome(None, "bad_token")
+        return await self.principal_for_claims(claims)
+
+    def verify_token(self, token: str, *, allow_expired: bool = False) -> TokenClaims | None:
+        """Signature and claims, cached per token until it expires."""
+        if len(token) > MAX_TOKEN_BYTES:
+            return None
+        now = self._clock()
+        claims = self._token_claims.get(token)
+        if claims is not None and (allow_expired or claims.expires_at > now):
+            return claims
+        claims = self._tokens.verify(token, allow_expired=allow_expired)
+        if claims is not None and claims.expires_at > now:
+            if len(self._token_claims) >= _MAX_CACHE:
+                self._prune_tokens(now)
+            self._token_claims[token] = claims
+        return claims
+
+    async def principal_for_claims(self, claims: TokenClaims) -> AuthOutcome:
+        if claims.principal_type != "service_user":
+            return AuthOutcome(None, "bad_token")
+        user = await self._cached(self._by_id, claims.subject, self._store.service_user)
+        if user is None:
+            return AuthOutcome(None, "deleted")
+        # Rotation bumps the key generation: tokens minted from an older key are dead.
+        if user.key_generation != claims.key_generation or user.tenant_id != claims.tenant_id:
+            return AuthOutcome(None, "rotated")
+        return self._accept(user)
+
+    def _accept(self, user: ServiceUser) -> AuthOutcome:
+        now = self._clock()
+        if not user.active:
+            return AuthOutcome(None, "inactive")
+        if not user.usable_at(now):
+            return AuthOutcome(None, "expired")
+        self._last_used[user.id] = now
+        return AuthOutcome(user.principal())
+
+    async def _cached(
+        self,
+        cache: dict[str, ServiceUser | None],
+        key: str,
+        load: Callable[[str], Awaitable[ServiceUser | None]],
+    ) -> ServiceUser | None:
+        try:
+            return cache[key]
+        except KeyError:
+            pass
+        epoch = self._epoch
+        user = await load(key)
+        if epoch == self._epoch:
+            if len(cache) >= _MAX_CACHE:
+                cache.clear()  # bounded: unknown key ids from a scanner must not grow memory
+            cache[key] = user
+        return user
+
+    def _prune_tokens(self, now: float) -> None:
+        self._token_claims = {t: c for t, c in self._token_claims.items() if c.expires_at > now}
+        if len(self._token_claims) >= _MAX_CACHE:
+            self._token_claims.clear()
+
+    # -- freshness ---------------------------------------------------------------------------
+
+    def invalidate(self, _user_id: str | None = None) -> None:
+        """Forget cached identities (token signatures stay cached: they do not change)."""
+        self._epoch += 1
+        self._by_key_id.clear()
+        self._by_id.clear()
+
+    async def check_for_changes(self) -> bool:
+        """Drop caches if another process changed identities; True if it did."""
+        version = await self._store.identity_version()
+        changed = self._identity_version is not None and version != self._identity_version
+        if changed:
+            self.invalidate()
+        self._identity_version = version
+        return changed
+
+    # -- last_used ---------------------------------------------------------------------------
+
+    @property
+    def pending_last_used(self) -> int:
+        return len(self._last_used)
+
+    async def flush_last_used(self) -> None:
+        batch, self._last_used = self._last_used, {}
+        if not batch:
+            return
+        try:
+            await self._store.record_last_used(batch)
+        except Exception:
+            # Keep the times for the next flush rather than lose them.
+            for id_, at in batch.items():
+                self._last_used[id_] = max(at, self._last_used.get(id_, 0.0))
+            raise
+
+    async def run_background(self, poll_seconds: float, flush_seconds: float) -> None:
+        """Poll for changes and flush last_used until cancelled."""
+        await self.check_for_changes()
+        loop = asyncio.get_running_loop()
+        next_flush = loop.time() + flush_seconds
+        while True:
+            await asyncio.sleep(poll_seconds)
+            try:
+                await self.check_for_changes()
+                if loop.time() >= next_flush:
+                    next_flush = loop.time() + flush_seconds
+                    await self.flush_last_used()
+            except Exception:
+                _LOGGER.exception("identity refresh failed; will retry")

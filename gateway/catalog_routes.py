@@ -1,0 +1,104 @@
+"""Catalog routes: everything under ``/v1/``, and the catalog list at ``/api/v1/catalogs``.
+
+Mounts: ``/v1/{name}/v1/...`` is catalog ``name`` (the seed's ``uri = .../v1/default/`` form,
+after which clients append ``v1/...``); every other ``/v1/...`` path belongs to the default
+catalog. Routing works on the raw path, because namespaces carry ``%1F`` and prefixes ``%2F``.
+
+Order of checks: the token endpoint is answered here and never forwarded; then the path must
+be safe, the caller authenticated (401), the catalog known (404) and allowed (403).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+from urllib.parse import unquote
+
+from aiohttp import web
+
+from .authz import may_use_catalog
+from .errors import BadRequest, Forbidden, NotFound, Unauthenticated
+from .identity import Principal
+from .keys import AUTH, FORWARDERS, REQUEST_ID, SETTINGS
+from .oauth import token_endpoint
+from .proxy import ForwardRequest
+from .settings import RESERVED_CATALOG_NAMES
+
+__all__ = ("catalog_request", "list_catalogs", "public_base_url", "split_catalog_path")
+
+_TOKEN_PATH: Final = re.compile(r"/*oauth/tokens/*", re.IGNORECASE)
+
+
+def split_catalog_path(rest: str) -> tuple[str | None, str]:
+    """``rest`` is the raw path after ``/v1/``: (mount name or None for default, tail)."""
+    name, sep, after = rest.partition("/")
+    # "/v1/namespaces/v1/..." is namespace "v1" of the default catalog, not a mount.
+    if sep and name not in RESERVED_CATALOG_NAMES and (after == "v1" or after.startswith("v1/")):
+        return name, after[3:]
+    return None, rest
+
+
+def _is_token_path(tail: str) -> bool:
+    # Compare the decoded form too: an upstream that decodes %2F would otherwise be reachable
+    # at its own token endpoint through ".../v1/oauth%2Ftokens".
+    return bool(_TOKEN_PATH.fullmatch(tail) or _TOKEN_PATH.fullmatch(unquote(tail)))
+
+
+def _check_safe(tail: str) -> None:
+    for segment in unquote(tail).split("/"):
+        if segment in (".", ".."):
+            raise BadRequest("Malformed request: dot segments are not allowed in paths")
+    if any(ord(ch) < 32 for ch in tail):
+        raise BadRequest("Malformed request: control characters in path")
+
+
+def _principal(request: web.Request) -> Principal:
+    principal = request[AUTH].principal
+    if principal is None:
+        raise Unauthenticated()
+    return principal
+
+
+async def catalog_request(request: web.Request) -> web.StreamResponse:
+    raw_path, _, query = request.raw_path.partition("?")
+    rest = raw_path[len("/v1/") :]
+    mount, tail = split_catalog_path(rest)
+    if _is_token_path(tail):
+        return await token_endpoint(request)
+    _check_safe(tail)
+    principal = _principal(request)
+    settings = request.app[SETTINGS]
+    name = mount if mount is not None else settings.default_catalog
+    catalog = settings.catalogs.get(name) if name else None
+    if catalog is None:
+        raise NotFound(f"No such catalog: {name}" if mount is not None else "No default catalog")
+    if not may_use_catalog(principal, catalog):
+        raise Forbidden()
+    forwarder = request.app[FORWARDERS][name]
+    return await forwarder.forward(
+        ForwardRequest(request, tail, query, principal, request[REQUEST_ID])
+    )
+
+
+def public_base_url(request: web.Request) -> str:
+    configured = request.app[SETTINGS].server.public_url
+    return configured.rstrip("/") if configured else f"{request.scheme}://{request.host}"
+
+
+async def list_catalogs(request: web.Request) -> web.Response:
+    """The catalogs the caller may use, with the settings to give a client."""
+    principal = _principal(request)
+    settings = request.app[SETTINGS]
+    base = public_base_url(request)
+    catalogs = [
+        {
+            "name": name,
+            "tenant": catalog.tenant,
+            "default": name == settings.default_catalog,
+            "uri": f"{base}/v1/{name}/",
+            "oauth2-server-uri": f"{base}/v1/{name}/v1/oauth/tokens",
+        }
+        for name, catalog in sorted(settings.catalogs.items())
+        if may_use_catalog(principal, catalog)
+    ]
+    return web.json_response({"catalogs": catalogs})

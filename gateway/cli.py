@@ -1,0 +1,129 @@
+"""``pangolin-gateway``: ``init``, ``serve``, ``check-config`` and ``demo``.
+
+Data goes to stdout, diagnostics to stderr; exit 0 on success, 1 on a refused or failed
+operation, 2 on usage errors (click's own).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .settings import Settings, SettingsError, load_settings
+
+__all__ = ("main",)
+
+_config_option = click.option(
+    "--config",
+    "-c",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="PANGOLIN_CONFIG",
+    required=True,
+    help="Gateway configuration file (TOML). Env: PANGOLIN_CONFIG.",
+)
+
+
+def _fail(message: str) -> None:
+    click.secho(message, err=True, fg="red")
+    sys.exit(1)
+
+
+def _load(config_path: Path) -> Settings:
+    try:
+        return load_settings(config_path, os.environ)
+    except SettingsError as exc:
+        click.secho(f"{config_path}: invalid configuration:", err=True, fg="red")
+        for problem in exc.problems:
+            click.echo(f"  - {problem}", err=True)
+        sys.exit(1)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="pangolin-gateway")
+def main() -> None:
+    """Pangolin Gateway: API keys and OAuth2 tokens in front of an Iceberg REST catalog."""
+
+
+@main.command("check-config")
+@_config_option
+def check_config(config_path: Path) -> None:
+    """List every problem in the configuration; exit 1 if there is one."""
+    settings = _load(config_path)
+    names = ", ".join(sorted(settings.catalogs))
+    click.echo(f"{config_path}: OK ({len(settings.catalogs)} catalog(s): {names})")
+
+
+@main.command()
+@_config_option
+@click.option("--json", "as_json", is_flag=True, help="Print {id, api_key} as JSON.")
+def init(config_path: Path, as_json: bool) -> None:
+    """Create the store, the token-signing key and a Root service user (shown once)."""
+    from .runner import run_init
+
+    settings = _load(config_path)
+    result = asyncio.run(run_init(settings))
+    store = settings.store.path
+    if result.root is None:
+        if as_json:
+            click.echo(json.dumps({"id": None, "api_key": None, "created": False}))
+        click.echo(f"Store {store} is already initialized; nothing was changed.", err=True)
+        return
+    user, key = result.root.user, result.root.api_key.plaintext()
+    if as_json:
+        click.echo(json.dumps({"id": user.id, "api_key": key, "created": True}))
+        return
+    click.echo(f"Initialized store {store}")
+    click.echo(f"Root service user id: {user.id}")
+    click.echo(f"Root API key:         {key}")
+    click.secho("Copy the key now: it is shown only this once.", err=True, fg="yellow")
+
+
+@main.command()
+@_config_option
+@click.option("--host", help="Override server.host.")
+@click.option("--port", type=int, help="Override server.port.")
+def serve(config_path: Path, host: str | None, port: int | None) -> None:
+    """Run the gateway."""
+    from .runner import serve_settings
+
+    settings = _load(config_path)
+    _configure_logging()
+    try:
+        serve_settings(settings, host=host, port=port)
+    except (LookupError, OSError) as exc:
+        _fail(f"cannot serve: {exc}")
+
+
+@main.command()
+@_config_option
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("var/demo"),
+    show_default=True,
+    help="Where the local SeaweedFS keeps its data and credentials.",
+)
+def demo(config_path: Path, data_dir: Path) -> None:
+    """Run the gateway in front of a real local SeaweedFS catalog (what `make run` does)."""
+    from .demo import run_demo
+
+    settings = _load(config_path)
+    _configure_logging()
+    try:
+        run_demo(settings, data_dir)
+    except (RuntimeError, OSError, LookupError) as exc:
+        _fail(f"demo failed: {exc}")
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )

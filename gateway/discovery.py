@@ -1,0 +1,33 @@
+"""Discovery documents: the token-signing key set and OAuth authorization-server metadata."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from .catalog_routes import public_base_url
+from .keys import SETTINGS, TOKENS
+
+__all__ = ("jwks", "oauth_metadata")
+
+
+async def jwks(request: web.Request) -> web.Response:
+    return web.json_response(
+        request.app[TOKENS].jwks(), headers={"Cache-Control": "public, max-age=300"}
+    )
+
+
+async def oauth_metadata(request: web.Request) -> web.Response:
+    """RFC 8414 metadata, so generic OAuth clients can find the token endpoint and keys."""
+    base = public_base_url(request)
+    return web.json_response(
+        {
+            "issuer": request.app[SETTINGS].tokens.issuer,
+            "token_endpoint": f"{base}/v1/oauth/tokens",
+            "jwks_uri": f"{base}/.well-known/jwks.json",
+            "grant_types_supported": [
+                "client_credentials",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
+            ],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        }
+    )

@@ -1,0 +1,147 @@
+"""Identities and API keys: roles, service users, principals, and the key format.
+
+An API key looks like ``pgl_<key_id>_<secret>``. The ``key_id`` is public and indexed, so a
+lookup is one fetch; the secret carries 256 bits from :mod:`secrets`. Because the secret is
+high-entropy, a plain SHA-256 digest is enough to store it: a slow password hash would add
+latency and a CPU-exhaustion lever without adding security.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Final
+
+__all__ = (
+    "KEY_PREFIX",
+    "ApiKey",
+    "Principal",
+    "Role",
+    "ServiceUser",
+    "Tenant",
+    "digest_key",
+    "generate_key",
+    "parse_key",
+    "verify_key",
+)
+
+KEY_PREFIX: Final = "pgl_"
+_KEY_ID_BYTES: Final = 8  # 16 hex characters: public, only needs to be unique
+_SECRET_BYTES: Final = 32  # 256 bits
+_KEY_RE: Final = re.compile(r"pgl_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
+# Compared against when the key id is unknown, so that path costs the same as a wrong secret.
+_DUMMY_DIGEST: Final = hashlib.sha256(b"pangolin-gateway-dummy-key").digest()
+
+
+class Role(enum.StrEnum):
+    """System roles, highest first. ``rank`` orders them for "never above your own" checks."""
+
+    ROOT = "Root"
+    TENANT_ADMIN = "TenantAdmin"
+    TENANT_USER = "TenantUser"
+
+    @property
+    def rank(self) -> int:
+        return {Role.ROOT: 3, Role.TENANT_ADMIN: 2, Role.TENANT_USER: 1}[self]
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    id: str
+    name: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceUser:
+    """A machine identity as stored. ``key_digest`` never leaves the store layer's callers."""
+
+    id: str
+    tenant_id: str
+    tenant_name: str
+    name: str
+    description: str
+    role: Role
+    key_id: str
+    key_digest: bytes
+    created_at: float
+    created_by: str | None
+    expires_at: float | None
+    active: bool
+    last_used_at: float | None
+    key_rotated_at: float | None
+    key_generation: int
+
+    def usable_at(self, now: float) -> bool:
+        """Whether this identity may authenticate at ``now`` (active and not expired)."""
+        return self.active and (self.expires_at is None or now < self.expires_at)
+
+    def principal(self) -> Principal:
+        return Principal(
+            id=self.id,
+            name=self.name,
+            type="service_user",
+            role=self.role,
+            tenant_id=self.tenant_id,
+            tenant_name=self.tenant_name,
+            key_generation=self.key_generation,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a request acts as, once authenticated."""
+
+    id: str
+    name: str
+    type: str
+    role: Role
+    tenant_id: str
+    tenant_name: str
+    key_generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """A parsed key. ``str()`` is deliberately not the plaintext, so it cannot leak via logs."""
+
+    key_id: str
+    secret: str
+
+    def plaintext(self) -> str:
+        return f"{KEY_PREFIX}{self.key_id}_{self.secret}"
+
+    def __repr__(self) -> str:
+        return f"ApiKey(key_id={self.key_id!r}, secret=<redacted>)"
+
+    __str__ = __repr__
+
+
+def generate_key() -> ApiKey:
+    return ApiKey(
+        key_id=secrets.token_hex(_KEY_ID_BYTES), secret=secrets.token_urlsafe(_SECRET_BYTES)
+    )
+
+
+def parse_key(value: str) -> ApiKey | None:
+    """Parse ``pgl_<key_id>_<secret>``; anything else (wrong shape, length, charset) is None."""
+    match = _KEY_RE.fullmatch(value)
+    if match is None:
+        return None
+    return ApiKey(key_id=match.group(1), secret=match.group(2))
+
+
+def digest_key(key: ApiKey) -> bytes:
+    # The digest covers the key id as well, so a digest cannot be moved to another key id.
+    return hashlib.sha256(key.plaintext().encode("ascii")).digest()
+
+
+def verify_key(key: ApiKey, stored_digest: bytes | None) -> bool:
+    """Constant-time check; an unknown key id (``None``) runs the same compare and fails."""
+    expected = _DUMMY_DIGEST if stored_digest is None else stored_digest
+    ok = hmac.compare_digest(digest_key(key), expected)
+    return ok and stored_digest is not None

@@ -1,0 +1,205 @@
+"""The OAuth2 token endpoint: ``POST /v1/oauth/tokens`` (and ``/v1/{catalog}/v1/oauth/tokens``).
+
+Gateway-owned and never forwarded: a server that proxies this endpoint becomes a credential
+man-in-the-middle (the reason the Iceberg spec deprecated it, apache/iceberg#10537).
+
+Grants:
+
+- ``client_credentials``: ``client_id`` = service-user UUID, ``client_secret`` = API key, in
+  the form (Java, PyIceberg legacy) or HTTP Basic (PyIceberg ``auth.type=oauth2``, DuckDB). A
+  secret without a client id also works, since the key names its owner. A stray
+  ``Authorization: Bearer`` (Java and PyIceberg send the old token along) is ignored, as are
+  unknown form fields. Any scope is accepted and echoed.
+- ``urn:ietf:params:oauth:grant-type:token-exchange``: a valid gateway token as
+  ``subject_token`` buys a fresh token for the same principal (how Java refreshes). With
+  client credentials as well (Java's refresh of an already-expired token), the subject may be
+  expired but must still be ours and belong to that client.
+
+Errors are RFC 6749 JSON built with authlib's error classes. An unknown client and a wrong
+secret get the same ``invalid_client`` answer and take the same path.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+from collections.abc import Mapping
+from typing import Final
+from urllib.parse import parse_qsl, unquote_plus
+
+from aiohttp import web
+from authlib.oauth2.rfc6749.errors import (
+    InvalidClientError,
+    InvalidGrantError,
+    InvalidRequestError,
+    OAuth2Error,
+    UnsupportedGrantTypeError,
+)
+
+from .authn import Authenticator, AuthOutcome
+from .identity import Principal, parse_key
+from .keys import AUTHENTICATOR, SETTINGS, TOKENS
+from .tokens import ACCESS_TOKEN_TYPE, MAX_TOKEN_BYTES
+
+__all__ = ("token_endpoint",)
+
+_LOGGER = logging.getLogger(__name__)
+
+CLIENT_CREDENTIALS: Final = "client_credentials"
+TOKEN_EXCHANGE: Final = "urn:ietf:params:oauth:grant-type:token-exchange"
+_SUBJECT_TYPES: Final = frozenset({ACCESS_TOKEN_TYPE, "urn:ietf:params:oauth:token-type:jwt"})
+_DEFAULT_SCOPE: Final = "catalog"
+_MAX_SCOPE: Final = 1024
+_MAX_FIELDS: Final = 64
+
+
+class _Refused(Exception):
+    def __init__(self, error: OAuth2Error) -> None:
+        super().__init__(error.error)
+        self.error = error
+
+
+def _error_response(error: OAuth2Error) -> web.Response:
+    status, body, headers = error()
+    return web.Response(status=status, text=json.dumps(body), headers=dict(headers))
+
+
+def _invalid_client() -> _Refused:
+    # One message for unknown ids, wrong secrets, inactive or expired identities alike.
+    return _Refused(InvalidClientError(description="Client authentication failed", status_code=401))
+
+
+def _invalid_request(description: str) -> _Refused:
+    return _Refused(InvalidRequestError(description=description))
+
+
+async def token_endpoint(request: web.Request) -> web.Response:
+    if request.method != "POST":
+        response = _error_response(InvalidRequestError(description="Use POST", status_code=405))
+        response.headers["Allow"] = "POST"
+        return response
+    try:
+        form = await _read_form(request)
+        issued = await _grant(request, form)
+    except _Refused as refused:
+        return _error_response(refused.error)
+    tokens = request.app[TOKENS]
+    body = {
+        "access_token": issued[0],
+        "token_type": "bearer",
+        "expires_in": tokens.lifetime,
+        # Java stores this as the token type for its next refresh; null breaks that refresh.
+        "issued_token_type": ACCESS_TOKEN_TYPE,
+        "scope": issued[1],
+    }
+    return web.json_response(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+
+
+async def _read_form(request: web.Request) -> Mapping[str, str]:
+    limit = request.app[SETTINGS].server.max_form_bytes
+    if (request.content_length or 0) > limit:
+        raise _Refused(InvalidRequestError(description="Request body too large", status_code=413))
+    if request.content_type != "application/x-www-form-urlencoded":
+        raise _invalid_request("Content-Type must be application/x-www-form-urlencoded")
+    raw = await request.content.read(limit + 1)
+    if len(raw) > limit:
+        raise _Refused(InvalidRequestError(description="Request body too large", status_code=413))
+    try:
+        pairs = parse_qsl(
+            raw.decode("utf-8"), keep_blank_values=True, strict_parsing=False,
+            max_num_fields=_MAX_FIELDS, errors="strict",
+        )  # fmt: skip
+    except (UnicodeDecodeError, ValueError):
+        raise _invalid_request("Malformed form body") from None
+    form: dict[str, str] = {}
+    for name, value in pairs:
+        if name in form:
+            raise _invalid_request(f"Parameter {name} is repeated")
+        form[name] = value
+    return form
+
+
+async def _grant(request: web.Request, form: Mapping[str, str]) -> tuple[str, str]:
+    grant_type = form.get("grant_type")
+    if not grant_type:
+        raise _invalid_request("Missing grant_type")
+    scope = form.get("scope", "").strip() or _DEFAULT_SCOPE
+    if len(scope) > _MAX_SCOPE or not scope.isprintable():
+        raise _invalid_request("Invalid scope parameter")
+    authenticator = request.app[AUTHENTICATOR]
+    if grant_type == CLIENT_CREDENTIALS:
+        principal = await _client(authenticator, request, form, required=True)
+        assert principal is not None
+    elif grant_type == TOKEN_EXCHANGE:
+        principal = await _exchange(authenticator, request, form)
+    else:
+        raise _Refused(UnsupportedGrantTypeError(grant_type))
+    issued = request.app[TOKENS].issue(principal, scope)
+    return issued.access_token, issued.scope
+
+
+def _basic_credentials(request: web.Request) -> tuple[str | None, str] | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, encoded = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None  # includes a stray Bearer, which we ignore by design
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise _invalid_client() from None
+    client_id, sep, secret = decoded.partition(":")
+    if not sep:  # no colon: the whole value is the secret
+        return None, decoded
+    return client_id or None, secret
+
+
+async def _client(
+    authenticator: Authenticator,
+    request: web.Request,
+    form: Mapping[str, str],
+    *,
+    required: bool,
+) -> Principal | None:
+    """Authenticate the client from HTTP Basic or the form; None if none was presented."""
+    basic = _basic_credentials(request)
+    if basic is not None:
+        client_id, secret = basic
+    elif "client_secret" in form:
+        client_id, secret = form.get("client_id") or None, form["client_secret"]
+    elif required:
+        raise _invalid_client()
+    else:
+        return None
+    # RFC 6749 2.3.1 says Basic values are form-encoded first; DuckDB and PyIceberg send them
+    # raw. Our keys and UUIDs contain no character that encoding changes, so decoding is safe.
+    key = parse_key(secret) or parse_key(unquote_plus(secret))
+    if key is None:
+        raise _invalid_client()
+    outcome = await authenticator.authenticate_key(key)
+    principal = outcome.principal
+    if principal is None or (client_id is not None and client_id.strip() != principal.id):
+        raise _invalid_client()
+    return principal
+
+
+async def _exchange(
+    authenticator: Authenticator, request: web.Request, form: Mapping[str, str]
+) -> Principal:
+    subject = form.get("subject_token", "")
+    if not subject:
+        raise _invalid_request("Missing subject_token")
+    subject_type = form.get("subject_token_type", "")
+    if subject_type not in _SUBJECT_TYPES:
+        raise _invalid_request("Unsupported subject_token_type")
+    if len(subject) > MAX_TOKEN_BYTES:
+        raise _invalid_request("subject_token too large")
+    client = await _client(authenticator, request, form, required=False)
+    claims = authenticator.verify_token(subject, allow_expired=client is not None)
+    if claims is None:
+        raise _Refused(InvalidGrantError(description="Invalid subject_token"))
+    outcome: AuthOutcome = await authenticator.principal_for_claims(claims)
+    if outcome.principal is None or (client is not None and client.id != outcome.principal.id):
+        raise _Refused(InvalidGrantError(description="Invalid subject_token"))
+    return outcome.principal

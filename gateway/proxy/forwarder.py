@@ -1,0 +1,236 @@
+"""Forwarding one request to a catalog's upstream, streaming both ways.
+
+Method, path, query and body go upstream exactly as received (the path and query as raw,
+still-encoded text: namespaces carry ``%1F`` and prefixes may carry ``%2F``). Bodies stream in
+both directions; only ``/v1/config`` and table/view responses are read whole, because they
+may need rewriting (see ``rewrite``).
+
+Errors: the upstream cannot be reached (refused, connect timeout, DNS) -> 503; it accepted the
+request but did not answer in time -> 504; the connection broke otherwise -> 502. Upstream
+4xx/5xx answers pass through unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Final
+from urllib.parse import quote
+
+import aiohttp
+from aiohttp import web
+from yarl import URL
+
+from ..errors import (
+    GatewayError,
+    PayloadTooLarge,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from ..identity import Principal
+from ..settings import CatalogSettings
+from .headers import HeaderPolicy
+from .rewrite import rewrite_config, strip_table_credentials
+from .upstream_auth import UpstreamAuth
+
+__all__ = ("Forwarder", "ForwardRequest")
+
+_LOGGER = logging.getLogger(__name__)
+_CHUNK: Final = 64 * 1024
+# Responses that are read whole for rewriting are capped; a catalog answer above this is
+# refused rather than passed on uninspected.
+MAX_REWRITE_BYTES: Final = 128 * 1024 * 1024
+# Table and view responses (load, create, register, commit) carry a "config" map.
+_TABLE_ROUTE: Final = re.compile(
+    r"(?:[^/]+/)?namespaces/[^/]+/(?:(?:tables|views)(?:/[^/]+)?|register|register-view)/?"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardRequest:
+    """A catalog request after routing: ``tail`` is the raw path after ``/v1/``."""
+
+    request: web.Request
+    tail: str
+    query: str
+    principal: Principal
+    request_id: str
+
+
+class Forwarder:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        catalog: CatalogSettings,
+        auth: UpstreamAuth,
+        headers: HeaderPolicy,
+        *,
+        max_body_bytes: int,
+        trusted_proxies: frozenset[str],
+    ) -> None:
+        self._session = session
+        self._base = catalog.upstream.rstrip("/")
+        self._warehouse = catalog.warehouse
+        self._auth = auth
+        self._headers = headers
+        self._max_body = max_body_bytes
+        self._trusted = trusted_proxies
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, connect=catalog.connect_timeout_seconds,
+            sock_read=catalog.timeout_seconds,
+        )  # fmt: skip
+
+    def _query(self, fwd: ForwardRequest) -> str:
+        if fwd.tail == "config" and self._warehouse:
+            # Name this catalog's warehouse unless the client named one itself; DuckDB sends
+            # an empty ``warehouse=`` which counts as none.
+            params = [p for p in fwd.query.split("&") if p and p != "warehouse="]
+            if not any(p.startswith("warehouse=") for p in params):
+                params.append("warehouse=" + _quote(self._warehouse))
+            return "&".join(params)
+        return fwd.query
+
+    async def forward(self, fwd: ForwardRequest) -> web.StreamResponse:
+        request = fwd.request
+        length = request.content_length
+        if length is not None and length > self._max_body:
+            raise PayloadTooLarge()
+        query = self._query(fwd)
+        url = URL(f"{self._base}/v1/{fwd.tail}" + (f"?{query}" if query else ""), encoded=True)
+        limiter = _BodyLimit(self._max_body)
+        data: object = None
+        if request.body_exists:
+            data = request.content if length is not None else limiter.stream(request.content)
+        retry_on_401 = self._auth.renewable and not request.body_exists
+        while True:
+            headers = self._headers.upstream_request(
+                request.headers,
+                fwd.principal,
+                client_addr=request.remote or "",
+                proto=request.scheme,
+                host=request.host,
+                request_id=fwd.request_id,
+                authorization=await self._auth.authorization(),
+                trusted_forwarded_for=(request.remote or "") in self._trusted,
+            )
+            try:
+                upstream = await self._session.request(
+                    request.method, url, headers=headers, data=data, allow_redirects=False,
+                    timeout=self._timeout,
+                )  # fmt: skip
+            except GatewayError:
+                raise
+            except Exception as exc:
+                if limiter.exceeded:
+                    raise PayloadTooLarge() from None
+                raise _map_error(exc) from None
+            if upstream.status == 401 and retry_on_401:
+                # The upstream's token may have been revoked or its signing key rotated:
+                # fetch a new one and try once more (only bodiless requests can be replayed).
+                upstream.release()
+                self._auth.invalidate()
+                retry_on_401 = False
+                continue
+            break
+        try:
+            return await self._respond(fwd, upstream)
+        finally:
+            upstream.release()
+
+    async def _respond(
+        self, fwd: ForwardRequest, upstream: aiohttp.ClientResponse
+    ) -> web.StreamResponse:
+        request = fwd.request
+        path = fwd.tail.partition("?")[0]
+        rewrite = None
+        if upstream.status == 200 and request.method != "HEAD":
+            if path == "config":
+                rewrite = rewrite_config
+            elif _TABLE_ROUTE.fullmatch(path):
+                rewrite = strip_table_credentials
+        if rewrite is not None and _is_json(upstream):
+            body = await _read_capped(upstream)
+            new_body = rewrite(body)
+            headers = HeaderPolicy.downstream_response(upstream.headers, drop=("Content-Length",))
+            if new_body is not None:
+                headers.pop("ETag", None)  # the representation changed
+            return web.Response(
+                status=upstream.status, reason=upstream.reason, headers=headers,
+                body=new_body if new_body is not None else body,
+            )  # fmt: skip
+        response = web.StreamResponse(
+            status=upstream.status,
+            reason=upstream.reason,
+            headers=HeaderPolicy.downstream_response(upstream.headers),
+        )
+        await response.prepare(request)
+        try:
+            async for chunk in upstream.content.iter_chunked(_CHUNK):
+                await response.write(chunk)
+        except ConnectionResetError:
+            # The client went away mid-stream; nothing left to do but let go of upstream.
+            _LOGGER.info("client disconnected during response (request %s)", fwd.request_id)
+            return response
+        except (aiohttp.ClientError, TimeoutError):
+            # The status line is already sent, so no error response is possible: cut the
+            # connection so the client sees a truncated answer, not a complete-looking one.
+            _LOGGER.warning("upstream broke off its response (request %s)", fwd.request_id)
+            if request.transport is not None:
+                request.transport.close()
+            return response
+        await response.write_eof()
+        return response
+
+
+class _BodyLimit:
+    """Streams a request body of unknown length, noting when it passes the limit."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.exceeded = False
+
+    async def stream(self, content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+        seen = 0
+        async for chunk in content.iter_chunked(_CHUNK):
+            seen += len(chunk)
+            if seen > self.limit:
+                self.exceeded = True
+                raise PayloadTooLarge()
+            yield chunk
+
+
+def _is_json(upstream: aiohttp.ClientResponse) -> bool:
+    return "json" in upstream.headers.get("Content-Type", "").lower()
+
+
+async def _read_capped(upstream: aiohttp.ClientResponse) -> bytes:
+    length = upstream.content_length
+    if length is not None and length > MAX_REWRITE_BYTES:
+        raise UpstreamError("The catalog's response is too large to inspect")
+    chunks: list[bytes] = []
+    total = 0
+    try:
+        async for chunk in upstream.content.iter_chunked(_CHUNK):
+            total += len(chunk)
+            if total > MAX_REWRITE_BYTES:
+                raise UpstreamError("The catalog's response is too large to inspect")
+            chunks.append(chunk)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise _map_error(exc) from None
+    return b"".join(chunks)
+
+
+def _map_error(exc: BaseException) -> GatewayError:
+    if isinstance(exc, aiohttp.ConnectionTimeoutError | aiohttp.ClientConnectorError):
+        return UpstreamUnavailable()
+    if isinstance(exc, TimeoutError):  # includes aiohttp's socket read timeout
+        return UpstreamTimeout()
+    _LOGGER.warning("upstream request failed: %s", type(exc).__name__)
+    return UpstreamError()
+
+
+def _quote(value: str) -> str:
+    return quote(value, safe="")

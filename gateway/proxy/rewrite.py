@@ -1,0 +1,62 @@
+"""Rewrites of catalog JSON that keep clients coming through the gateway.
+
+``/v1/config``: clients apply ``overrides`` (and ``defaults``) over their own settings. An
+upstream ``uri`` would send them around the gateway; ``oauth2-server-uri``, ``token``,
+``credential`` and ``header.*`` would hand them the upstream's auth. All are dropped.
+
+Table and view responses: a ``token`` in ``config`` makes the Java client use that (upstream
+minted) token for the table's later requests, so it is stripped, with the other session
+credentials the Java client reads there.
+
+Bodies are re-serialized only when something was removed. Python's ``json`` keeps integers
+exact, so int64 snapshot ids survive a rewrite (unlike JavaScript's number parsing).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final
+
+__all__ = ("rewrite_config", "strip_table_credentials")
+
+_CONFIG_DROP: Final = frozenset({"uri", "oauth2-server-uri", "token", "credential", "scope"})
+_CONFIG_DROP_PREFIXES: Final = ("header.", "rest.auth.", "rest.sigv4", "rest.signing")
+_TABLE_DROP: Final = frozenset({"token", "credential"})
+_TABLE_DROP_PREFIXES: Final = ("urn:ietf:params:oauth:token-type:", "header.")
+
+
+def _drop_keys(section: Any, exact: frozenset[str], prefixes: tuple[str, ...]) -> bool:
+    if not isinstance(section, dict):
+        return False
+    doomed = [k for k in section if k in exact or k.startswith(prefixes)]
+    for key in doomed:
+        del section[key]
+    return bool(doomed)
+
+
+def rewrite_config(body: bytes) -> bytes | None:
+    """The rewritten ``/v1/config`` body, or None to send the original bytes unchanged."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return None  # not JSON: nothing a client could apply
+    if not isinstance(doc, dict):
+        return None
+    changed = False
+    for section in ("defaults", "overrides"):
+        changed |= _drop_keys(doc.get(section), _CONFIG_DROP, _CONFIG_DROP_PREFIXES)
+    return json.dumps(doc, separators=(",", ":")).encode() if changed else None
+
+
+def strip_table_credentials(body: bytes) -> bytes | None:
+    """The table/view response without upstream session tokens, or None if it had none."""
+    if b'"config"' not in body:
+        return None  # fast path: most responses are passed on byte for byte
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(doc, dict):
+        return None
+    changed = _drop_keys(doc.get("config"), _TABLE_DROP, _TABLE_DROP_PREFIXES)
+    return json.dumps(doc, separators=(",", ":")).encode() if changed else None

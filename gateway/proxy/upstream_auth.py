@@ -1,0 +1,141 @@
+"""How the gateway authenticates itself to a catalog: ``none``, static ``bearer``, or OAuth2
+``client_credentials`` against the catalog's own token endpoint.
+
+The OAuth2 token is cached and renewed before it expires (a tenth of its lifetime early, at
+most a minute), with a single fetch in flight however many requests are waiting. Upstream
+secrets never appear in an error message or a log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Protocol
+from urllib.parse import urlencode
+
+import aiohttp
+
+from ..errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from ..settings import CatalogSettings
+
+__all__ = ("OAuth2ClientCredentials", "StaticBearer", "UpstreamAuth", "make_upstream_auth")
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class UpstreamAuth(Protocol):
+    # Whether a fresh credential can be fetched after an upstream 401 (worth one retry).
+    renewable: bool
+
+    async def authorization(self) -> str | None:
+        """The ``Authorization`` value to send upstream, if any."""
+
+    def invalidate(self) -> None:
+        """The upstream refused the current credential (401): fetch a new one next time."""
+
+
+class NoUpstreamAuth:
+    renewable = False
+
+    async def authorization(self) -> str | None:
+        return None
+
+    def invalidate(self) -> None:
+        pass
+
+
+class StaticBearer:
+    renewable = False
+
+    def __init__(self, token: str) -> None:
+        self._value = f"Bearer {token}"
+
+    async def authorization(self) -> str | None:
+        return self._value
+
+    def invalidate(self) -> None:
+        pass
+
+
+class OAuth2ClientCredentials:
+    renewable = True
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        token_url: str,
+        client_id: str,
+        client_secret: str,
+        scope: str,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._session = session
+        self._token_url = token_url
+        self._form = {"grant_type": "client_credentials", "client_id": client_id,
+                      "client_secret": client_secret}  # fmt: skip
+        if scope:
+            self._form["scope"] = scope
+        self._clock = clock
+        self._value: str | None = None
+        self._renew_at = 0.0
+        self._lock = asyncio.Lock()
+
+    async def authorization(self) -> str | None:
+        if self._value is not None and self._clock() < self._renew_at:
+            return self._value
+        async with self._lock:  # one fetch in flight; the others reuse its result
+            if self._value is None or self._clock() >= self._renew_at:
+                await self._fetch()
+        return self._value
+
+    def invalidate(self) -> None:
+        self._value = None
+
+    async def _fetch(self) -> None:
+        try:
+            async with self._session.post(
+                self._token_url,
+                data=urlencode(self._form),
+                # Explicit: the shared session skips automatic headers to forward faithfully.
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+                allow_redirects=False,
+            ) as resp:
+                if resp.status != 200:
+                    _LOGGER.error(
+                        "upstream token endpoint %s answered %s", self._token_url, resp.status
+                    )
+                    raise UpstreamError("The gateway could not authenticate to the catalog")
+                body = await resp.json(content_type=None)
+        except aiohttp.ConnectionTimeoutError:
+            raise UpstreamUnavailable() from None
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            raise UpstreamTimeout() from None
+        except aiohttp.ClientConnectorError:
+            raise UpstreamUnavailable() from None
+        except (aiohttp.ClientError, ValueError):
+            raise UpstreamError("The gateway could not authenticate to the catalog") from None
+        token = body.get("access_token") if isinstance(body, dict) else None
+        if not isinstance(token, str) or not token:
+            raise UpstreamError("The gateway could not authenticate to the catalog")
+        expires_in = body.get("expires_in")
+        lifetime = float(expires_in) if isinstance(expires_in, int | float) else 3600.0
+        self._value = f"Bearer {token}"
+        self._renew_at = self._clock() + lifetime - min(60.0, lifetime / 10)
+
+
+def make_upstream_auth(catalog: CatalogSettings, session: aiohttp.ClientSession) -> UpstreamAuth:
+    auth = catalog.upstream_auth
+    if auth.type == "bearer":
+        return StaticBearer(auth.token)
+    if auth.type == "oauth2":
+        return OAuth2ClientCredentials(
+            session,
+            token_url=auth.token_url or catalog.upstream.rstrip("/") + "/v1/oauth/tokens",
+            client_id=auth.client_id,
+            client_secret=auth.client_secret,
+            scope=auth.scope,
+        )
+    return NoUpstreamAuth()

@@ -1,0 +1,15 @@
+"""Persistent state: the ``Store`` Protocol and its embedded SQLite implementation."""
+
+from __future__ import annotations
+
+from .base import AuditRecord, Store, StoreError, UniqueViolation
+from .sqlite import DEFAULT_TENANT, SqliteStore
+
+__all__ = (
+    "DEFAULT_TENANT",
+    "AuditRecord",
+    "SqliteStore",
+    "Store",
+    "StoreError",
+    "UniqueViolation",
+)

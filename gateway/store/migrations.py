@@ -1,0 +1,69 @@
+"""Schema migrations, applied in order; ``PRAGMA user_version`` records how far a store is.
+
+Each entry runs in one transaction together with its version bump, so a crash mid-migration
+leaves the store at the previous version. Never edit a released entry: append a new one.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = ("MIGRATIONS",)
+
+MIGRATIONS: Final[tuple[str, ...]] = (
+    # 1: tenants, service users, signing keys, audit log, change counter.
+    """
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    -- Bumped in the same transaction as every identity change; other processes poll it to
+    -- drop their caches, which is what bounds how long a rotated key stays usable elsewhere.
+    INSERT INTO meta (key, value) VALUES ('identity_version', '0');
+
+    CREATE TABLE tenants (
+        id         TEXT PRIMARY KEY,
+        name       TEXT NOT NULL UNIQUE,
+        created_at REAL NOT NULL
+    );
+
+    CREATE TABLE service_users (
+        id             TEXT PRIMARY KEY,
+        tenant_id      TEXT NOT NULL REFERENCES tenants (id),
+        name           TEXT NOT NULL,
+        description    TEXT NOT NULL DEFAULT '',
+        role           TEXT NOT NULL CHECK (role IN ('Root', 'TenantAdmin', 'TenantUser')),
+        key_id         TEXT NOT NULL UNIQUE,
+        key_digest     BLOB NOT NULL,
+        created_at     REAL NOT NULL,
+        created_by     TEXT,
+        expires_at     REAL,
+        active         INTEGER NOT NULL DEFAULT 1,
+        last_used_at   REAL,
+        key_rotated_at REAL,
+        key_generation INTEGER NOT NULL DEFAULT 1,
+        UNIQUE (tenant_id, name)
+    );
+
+    CREATE TABLE signing_keys (
+        kid        TEXT PRIMARY KEY,
+        private_jwk TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+
+    CREATE TABLE audit_log (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        at          REAL NOT NULL,
+        actor       TEXT NOT NULL,
+        action      TEXT NOT NULL,
+        target_type TEXT,
+        target_id   TEXT,
+        tenant_id   TEXT,
+        outcome     TEXT NOT NULL CHECK (outcome IN ('success', 'failure')),
+        client_addr TEXT,
+        user_agent  TEXT,
+        detail      TEXT
+    );
+    CREATE INDEX audit_log_at ON audit_log (at);
+    """,
+)

@@ -1,0 +1,165 @@
+"""Gateway access tokens: ES256 JWTs (joserfc) with a ``kid``, published as a JWK set.
+
+Asymmetric signing lets anyone verify a token with ``/.well-known/jwks.json`` without being
+able to mint one. A token records the key generation of its service user: rotation bumps the
+generation, so every token minted from the old key stops verifying against the principal's
+current state (that check lives in ``authn``; this module checks only the token itself).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import ECKey, KeySet
+
+from .identity import Principal
+from .settings import TokenSettings
+from .store import Store
+
+__all__ = ("MAX_TOKEN_BYTES", "IssuedToken", "TokenClaims", "TokenService", "create_signing_key")
+
+ALGORITHM: Final = "ES256"
+# Reject oversized tokens before any parsing (Home Assistant uses the same bound).
+MAX_TOKEN_BYTES: Final = 8192
+ACCESS_TOKEN_TYPE: Final = "urn:ietf:params:oauth:token-type:access_token"
+PRINCIPAL_TYPE_CLAIM: Final = "ptype"
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    access_token: str
+    expires_in: int
+    scope: str
+
+    def __repr__(self) -> str:
+        return f"IssuedToken(access_token=<redacted>, expires_in={self.expires_in})"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenClaims:
+    """What a verified token says; the principal's live state is checked separately."""
+
+    subject: str
+    principal_type: str
+    tenant_id: str
+    key_generation: int
+    expires_at: float
+    scope: str
+
+
+async def create_signing_key(store: Store) -> str:
+    """Create and store a new ES256 signing key; returns its ``kid`` (the JWK thumbprint)."""
+    key = ECKey.generate_key("P-256", parameters={"use": "sig", "alg": ALGORITHM}, auto_kid=True)
+    kid = key.kid
+    assert kid is not None
+    await store.insert_signing_key(kid, json.dumps(key.as_dict(private=True)))
+    return kid
+
+
+class TokenService:
+    """Issues and verifies gateway tokens. Build it with :meth:`load`."""
+
+    def __init__(self, settings: TokenSettings, keys: list[ECKey], clock: Clock) -> None:
+        if not keys:
+            raise ValueError("no signing key")
+        self._settings = settings
+        self._signing_key = keys[0]  # newest signs; older ones still verify until removed
+        self._key_set = KeySet(list(keys))
+        self._clock = clock
+        self._public_jwks = KeySet(list(keys)).as_dict(private=False)
+
+    @classmethod
+    async def load(cls, store: Store, settings: TokenSettings, clock: Clock) -> TokenService:
+        rows = await store.signing_keys()
+        if not rows:
+            raise LookupError("the store has no token-signing key; run `pangolin-gateway init`")
+        keys = [ECKey.import_key(json.loads(jwk)) for _kid, jwk in rows]
+        return cls(settings, keys, clock)
+
+    @property
+    def lifetime(self) -> int:
+        return self._settings.lifetime_seconds
+
+    def jwks(self) -> dict[str, Any]:
+        return dict(self._public_jwks)
+
+    def issue(self, principal: Principal, scope: str) -> IssuedToken:
+        now = int(self._clock())
+        claims = {
+            "iss": self._settings.issuer,
+            "sub": principal.id,
+            "aud": self._settings.audience,
+            "iat": now,
+            "exp": now + self._settings.lifetime_seconds,
+            "jti": str(uuid.uuid4()),
+            "tenant": principal.tenant_id,
+            "role": principal.role.value,
+            PRINCIPAL_TYPE_CLAIM: principal.type,
+            "kgen": principal.key_generation,
+            "scope": scope,
+        }
+        header = {"alg": ALGORITHM, "kid": self._signing_key.kid}
+        token = jwt.encode(header, claims, self._signing_key, algorithms=[ALGORITHM])
+        return IssuedToken(token, self._settings.lifetime_seconds, scope)
+
+    def verify(self, token: str, *, allow_expired: bool = False) -> TokenClaims | None:
+        """Signature, issuer, audience, expiry and shape; None for anything wrong.
+
+        ``allow_expired`` is for token exchange with client credentials, where an expired
+        subject is acceptable because the caller proves who it is by other means.
+        """
+        if len(token) > MAX_TOKEN_BYTES or token.count(".") != 2:
+            return None
+        try:
+            decoded = jwt.decode(token, self._key_set, algorithms=[ALGORITHM])
+            registry = jwt.JWTClaimsRegistry(
+                now=lambda: int(self._clock()),
+                leeway=5,
+                iss={"essential": True, "value": self._settings.issuer},
+                aud={"essential": True, "value": self._settings.audience},
+                sub={"essential": True},
+                iat={"essential": True},
+                exp={"essential": True},
+            )
+            claims = decoded.claims
+            if allow_expired:
+                claims = {**claims, "exp": int(self._clock()) + 60}
+            registry.validate(claims)
+            real = decoded.claims
+            return TokenClaims(
+                subject=_str(real["sub"]),
+                principal_type=_str(real[PRINCIPAL_TYPE_CLAIM]),
+                tenant_id=_str(real["tenant"]),
+                key_generation=_int(real["kgen"]),
+                expires_at=float(_int(real["exp"])),
+                scope=_str(real.get("scope", "")),
+            )
+        except (JoseError, KeyError, TypeError, ValueError):
+            # joserfc raises JoseError subclasses for bad signatures, unknown kid, bad claims;
+            # the rest cover well-signed tokens with a shape we never issue.
+            return None
+
+
+def _str(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError("expected a string claim")
+    return value
+
+
+def _int(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError("expected an integer claim")
+    return value
+
+
+def default_clock() -> float:
+    return time.time()

@@ -1,0 +1,138 @@
+"""Shared fixtures.
+
+- ``make_gateway``: the real app (``create_app``) with a real SQLite store, in the test's loop,
+  in front of a recording fake upstream, for header/auth/token tests.
+- ``seaweed`` (session): one real SeaweedFS with credentials for the whole run, and
+  ``live_gateway`` (session): the gateway in a thread in front of it, for real clients such as
+  PyIceberg, which are synchronous.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from gateway.app import create_app
+from gateway.bootstrap import initialize
+from gateway.identity import Role
+from gateway.keys import AUTHENTICATOR, SERVICE_USERS
+from gateway.service_users import CreatedKey, ServiceUserAdmin
+from gateway.settings import CatalogSettings, Settings, StoreSettings, UpstreamAuthSettings
+from gateway.store import SqliteStore
+
+from .fakes import FakeClock, RecordingUpstream
+from .live import LiveGateway, SeaweedUpstream
+
+pytest_plugins = ("aiohttp.pytest_plugin",)
+
+
+def make_settings(tmp_path: Path, catalogs: dict[str, CatalogSettings], **changes: Any) -> Settings:
+    settings = Settings(
+        store=StoreSettings(path=str(tmp_path / "pangolin.db")),
+        catalogs=catalogs,
+    )
+    return dataclasses.replace(settings, **changes)
+
+
+@dataclasses.dataclass
+class Gateway:
+    client: TestClient[web.Request, web.Application]
+    app: web.Application
+    store: SqliteStore
+    root: CreatedKey
+    upstream: RecordingUpstream
+    clock: FakeClock
+
+    @property
+    def admin(self) -> ServiceUserAdmin:
+        return self.app[SERVICE_USERS]
+
+    async def user(
+        self, name: str = "etl", role: Role = Role.TENANT_USER, tenant: str = "default",
+        **kwargs: Any,
+    ) -> CreatedKey:  # fmt: skip
+        return await self.admin.create(name=name, role=role, tenant=tenant, actor="test", **kwargs)
+
+    async def token(self, created: CreatedKey, path: str = "/v1/oauth/tokens") -> str:
+        resp = await self.client.post(
+            path,
+            data={"grant_type": "client_credentials", "client_id": created.user.id,
+                  "client_secret": created.api_key.plaintext()},
+        )  # fmt: skip
+        assert resp.status == 200, await resp.text()
+        token: str = (await resp.json())["access_token"]
+        return token
+
+    async def flush(self) -> None:
+        await self.app[AUTHENTICATOR].flush_last_used()
+
+
+MakeGateway = Callable[..., Awaitable[Gateway]]
+
+
+@pytest.fixture
+async def make_gateway(
+    tmp_path: Path, aiohttp_client: Any, aiohttp_server: Any
+) -> AsyncIterator[MakeGateway]:
+    stores: list[SqliteStore] = []
+
+    async def make(
+        *,
+        upstream: RecordingUpstream | None = None,
+        catalogs: dict[str, CatalogSettings] | None = None,
+        upstream_auth: UpstreamAuthSettings | None = None,
+        **changes: Any,
+    ) -> Gateway:
+        upstream = upstream or RecordingUpstream()
+        server: TestServer = await aiohttp_server(upstream.app())
+        base = str(server.make_url("")).rstrip("/")
+        if catalogs is None:
+            catalogs = {
+                "default": CatalogSettings(
+                    upstream=base, upstream_auth=upstream_auth or UpstreamAuthSettings()
+                )
+            }
+        else:
+            catalogs = {
+                name: dataclasses.replace(c, upstream=c.upstream or base)
+                for name, c in catalogs.items()
+            }
+        settings = make_settings(tmp_path / f"gw{len(stores)}", catalogs, **changes)
+        clock = FakeClock()
+        store = SqliteStore(settings.store.path)
+        await store.open()
+        stores.append(store)
+        result = await initialize(store, ServiceUserAdmin(store, clock=clock))
+        assert result.root is not None
+        app = create_app(settings, store=store, clock=clock)
+        client = await aiohttp_client(app)
+        return Gateway(client, app, store, result.root, upstream, clock)
+
+    yield make
+    for store in stores:
+        await store.close()
+
+
+@pytest.fixture
+async def gateway(make_gateway: MakeGateway) -> Gateway:
+    return await make_gateway()
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedUpstream]:
+    with SeaweedUpstream.start(tmp_path_factory.mktemp("seaweedfs")) as upstream:
+        yield upstream
+
+
+@pytest.fixture(scope="session")
+def live_gateway(
+    seaweed: SeaweedUpstream, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveGateway]:
+    with LiveGateway.start(tmp_path_factory.mktemp("live-gateway"), seaweed) as gateway:
+        yield gateway

@@ -1,0 +1,150 @@
+"""Real parts for integration tests: a SeaweedFS catalog with credentials, and the gateway
+running in its own thread and event loop, so synchronous clients (PyIceberg) can call it."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import secrets
+import threading
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from gateway.app import create_app
+from gateway.identity import Role
+from gateway.keys import AUTHENTICATOR, SERVICE_USERS, STORE
+from gateway.runner import run_init
+from gateway.seaweedfs import SeaweedFS, free_ports
+from gateway.service_users import CreatedKey, ServiceUserAdmin
+from gateway.settings import (
+    CatalogSettings,
+    Settings,
+    StoreSettings,
+    UpstreamAuthSettings,
+)
+from gateway.store import SqliteStore
+
+__all__ = ("LiveGateway", "SeaweedUpstream")
+
+T = TypeVar("T")
+WAREHOUSE = "warehouse"
+
+
+@dataclass
+class SeaweedUpstream:
+    server: SeaweedFS
+    access_key: str
+    secret_key: str
+
+    @classmethod
+    @contextmanager
+    def start(cls, data_dir: Path) -> Iterator[SeaweedUpstream]:
+        access_key = "PGLTEST" + secrets.token_hex(4).upper()
+        secret_key = secrets.token_urlsafe(24)
+        server = SeaweedFS(
+            data_dir, ports=free_ports(), access_key=access_key, secret_key=secret_key,
+            table_bucket=WAREHOUSE,
+        )  # fmt: skip
+        with server:  # starts it, and stops it on the way out
+            yield cls(server, access_key, secret_key)
+
+    def s3_properties(self) -> dict[str, str]:
+        """What a client needs to read and write table data (S3 goes around the gateway)."""
+        return {
+            "s3.endpoint": self.server.s3_endpoint,
+            "s3.region": "us-east-1",
+            "s3.access-key-id": self.access_key,
+            "s3.secret-access-key": self.secret_key,
+        }
+
+    def catalog(self, **changes: Any) -> CatalogSettings:
+        catalog = CatalogSettings(
+            upstream=self.server.iceberg_url,
+            warehouse=WAREHOUSE,
+            upstream_auth=UpstreamAuthSettings(
+                type="oauth2", client_id=self.access_key, client_secret=self.secret_key
+            ),
+        )
+        return dataclasses.replace(catalog, **changes)
+
+
+class LiveGateway:
+    """The gateway on a real port, served from a background thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    @classmethod
+    @contextmanager
+    def start(
+        cls, tmp_path: Path, seaweed: SeaweedUpstream, **catalog_changes: Any
+    ) -> Iterator[LiveGateway]:
+        settings = Settings(
+            store=StoreSettings(path=str(tmp_path / "pangolin.db")),
+            catalogs={"default": seaweed.catalog(**catalog_changes)},
+        )
+        asyncio.run(run_init(settings))
+        gateway = cls(settings)
+        gateway._thread.start()
+        try:
+            gateway.call(gateway._serve())
+            yield gateway
+        finally:
+            gateway.close()
+
+    async def _serve(self) -> None:
+        self.app = create_app(self.settings)
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        self.url = f"http://{host}:{port}"
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
+        """Run ``coro`` on the gateway's loop (where its store connection lives)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    @property
+    def admin(self) -> ServiceUserAdmin:
+        return self.app[SERVICE_USERS]
+
+    @property
+    def store(self) -> SqliteStore:
+        store = self.app[STORE]
+        assert isinstance(store, SqliteStore)
+        return store
+
+    def user(self, name: str, role: Role = Role.TENANT_USER, **kwargs: Any) -> CreatedKey:
+        name = f"{name}-{secrets.token_hex(3)}"  # tests share this gateway: unique names
+        return self.call(self.admin.create(name=name, role=role, actor="test", **kwargs))
+
+    def flush_last_used(self) -> None:
+        self.call(self.app[AUTHENTICATOR].flush_last_used())
+
+    def pyiceberg_properties(self, created: CreatedKey, seaweed: SeaweedUpstream) -> dict[str, str]:
+        """The seed's PyIceberg snippet, plus the storage settings of the local SeaweedFS."""
+        return {
+            "type": "rest",
+            "uri": f"{self.url}/v1/default/",
+            "credential": f"{created.user.id}:{created.api_key.plaintext()}",
+            "oauth2-server-uri": f"{self.url}/v1/default/v1/oauth/tokens",
+            "scope": "catalog",
+            **seaweed.s3_properties(),
+        }
+
+    def close(self) -> None:
+        if self._runner is not None:
+            self.call(self._runner.cleanup())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=30)
+        self.loop.close()
