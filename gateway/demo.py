@@ -150,6 +150,8 @@ def _print_welcome(
     if root is not None:
         out(f"  Root service user {root.user.id}")
         out(f"    key (shown once): {root.api_key.plaintext()}")
+    else:
+        out("  Root service user: created by the first run, which showed its key")
     out(f"  Service user {DEMO_USER!r} (TenantUser)")
     out(f"    id:  {demo.user.id}")
     out(f"    key: {key}   (shown once; each `make run` issues a new one)")
