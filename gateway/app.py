@@ -49,7 +49,7 @@ def create_app(
 ) -> web.Application:
     """Build the gateway. A ``store`` passed in is used as is (opened, and closed by its owner)."""
     app = web.Application(
-        middlewares=[error_middleware, request_id_middleware, authenticate_middleware],
+        middlewares=[request_id_middleware, error_middleware, authenticate_middleware],
         # Only bodies we read whole (the token form) are bound by this; proxied bodies stream
         # and are bound by server.max_body_bytes instead.
         client_max_size=settings.server.max_form_bytes,

@@ -10,8 +10,6 @@ be safe, the caller authenticated (401), the catalog known (404) and allowed (40
 
 from __future__ import annotations
 
-import re
-from typing import Final
 from urllib.parse import unquote
 
 from aiohttp import web
@@ -26,8 +24,6 @@ from .settings import RESERVED_CATALOG_NAMES
 
 __all__ = ("catalog_request", "list_catalogs", "public_base_url", "split_catalog_path")
 
-_TOKEN_PATH: Final = re.compile(r"/*oauth/tokens/*", re.IGNORECASE)
-
 
 def split_catalog_path(rest: str) -> tuple[str | None, str]:
     """``rest`` is the raw path after ``/v1/``: (mount name or None for default, tail)."""
@@ -38,14 +34,30 @@ def split_catalog_path(rest: str) -> tuple[str | None, str]:
     return None, rest
 
 
+def _lenient(tail: str) -> str:
+    """``tail`` as the most lenient upstream may read it: decoded (repeatedly: ``%252F``),
+    cut at a NUL, ``\\`` as ``/``, without ``;parameters`` (servlet containers drop them:
+    ``..;`` is ``..`` and ``oauth;x/tokens`` is ``oauth/tokens``) and with ``//`` merged, as
+    Tomcat and Spring do: the classic ways around a proxy's path checks."""
+    decoded = tail
+    for _ in range(3):
+        once = unquote(decoded)
+        if once == decoded:
+            break
+        decoded = once
+    decoded = decoded.partition("\x00")[0].replace("\\", "/")
+    segments = (segment.partition(";")[0] for segment in decoded.split("/"))
+    return "/".join(segment for segment in segments if segment)
+
+
 def _is_token_path(tail: str) -> bool:
-    # Compare the decoded form too: an upstream that decodes %2F would otherwise be reachable
-    # at its own token endpoint through ".../v1/oauth%2Ftokens".
-    return bool(_TOKEN_PATH.fullmatch(tail) or _TOKEN_PATH.fullmatch(unquote(tail)))
+    # Judged on the lenient form: an upstream that decodes %2F, drops ;params or merges //
+    # would otherwise be reachable at its own token endpoint through a disguised path.
+    return _lenient(tail).lower() == "oauth/tokens"
 
 
 def _check_safe(tail: str) -> None:
-    for segment in unquote(tail).split("/"):
+    for segment in _lenient(tail).split("/"):
         if segment in (".", ".."):
             raise BadRequest("Malformed request: dot segments are not allowed in paths")
     if any(ord(ch) < 32 for ch in tail):

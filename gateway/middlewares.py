@@ -1,4 +1,6 @@
-"""Middlewares, outermost first: errors, request id, authentication (annotates, never rejects)."""
+"""Middlewares, outermost first: request id, errors, authentication (annotates, never rejects).
+
+The request id is outermost so that every answer carries it, error answers included."""
 
 from __future__ import annotations
 

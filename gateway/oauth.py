@@ -25,6 +25,7 @@ import base64
 import binascii
 import json
 import logging
+import re
 from collections.abc import Mapping
 from typing import Final
 from urllib.parse import parse_qsl, unquote_plus
@@ -53,6 +54,9 @@ _SUBJECT_TYPES: Final = frozenset({ACCESS_TOKEN_TYPE, "urn:ietf:params:oauth:tok
 _DEFAULT_SCOPE: Final = "catalog"
 _MAX_SCOPE: Final = 1024
 _MAX_FIELDS: Final = 64
+# A "%" not followed by two hex digits. parse_qsl keeps such text literally, so the value we
+# would use is not the one the client meant to send (a secret, a scope): refuse it instead.
+_BAD_ESCAPE: Final = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 
 
 class _Refused(Exception):
@@ -103,9 +107,19 @@ async def _read_form(request: web.Request) -> Mapping[str, str]:
         raise _Refused(InvalidRequestError(description="Request body too large", status_code=413))
     if request.content_type != "application/x-www-form-urlencoded":
         raise _invalid_request("Content-Type must be application/x-www-form-urlencoded")
-    raw = await request.content.read(limit + 1)
+    # read(n) returns what has arrived so far, not n bytes: read until EOF (or past the limit),
+    # or a body arriving in pieces (chunked, slow client) is parsed truncated and a chunked
+    # body over the limit escapes the 413.
+    raw = b""
+    while len(raw) <= limit:
+        chunk = await request.content.read(limit + 1 - len(raw))
+        if not chunk:
+            break
+        raw += chunk
     if len(raw) > limit:
         raise _Refused(InvalidRequestError(description="Request body too large", status_code=413))
+    if _BAD_ESCAPE.search(raw):
+        raise _invalid_request("Malformed form body")
     try:
         pairs = parse_qsl(
             raw.decode("utf-8"), keep_blank_values=True, strict_parsing=False,
@@ -116,7 +130,10 @@ async def _read_form(request: web.Request) -> Mapping[str, str]:
     form: dict[str, str] = {}
     for name, value in pairs:
         if name in form:
-            raise _invalid_request(f"Parameter {name} is repeated")
+            # Name only safe names: authlib raises ValueError (a 500) for a description with
+            # '"', '\\' or non-ASCII, and a client's arbitrary text is not ours to echo anyway.
+            safe = name.isascii() and name.isidentifier()
+            raise _invalid_request(f"Parameter {name} is repeated" if safe else "Repeated field")
         form[name] = value
     return form
 

@@ -29,8 +29,6 @@ from gateway.store import SqliteStore
 from .fakes import FakeClock, RecordingUpstream
 from .live import LiveGateway, SeaweedUpstream
 
-pytest_plugins = ("aiohttp.pytest_plugin",)
-
 
 def make_settings(tmp_path: Path, catalogs: dict[str, CatalogSettings], **changes: Any) -> Settings:
     settings = Settings(
@@ -81,6 +79,7 @@ async def make_gateway(
     tmp_path: Path, aiohttp_client: Any, aiohttp_server: Any
 ) -> AsyncIterator[MakeGateway]:
     stores: list[SqliteStore] = []
+    clients: list[TestClient[web.Request, web.Application]] = []
 
     async def make(
         *,
@@ -112,9 +111,13 @@ async def make_gateway(
         assert result.root is not None
         app = create_app(settings, store=store, clock=clock)
         client = await aiohttp_client(app)
+        clients.append(client)
         return Gateway(client, app, store, result.root, upstream, clock)
 
     yield make
+    # Apps first: their shutdown flushes last_used into the store, which must still be open.
+    for client in clients:
+        await client.close()
     for store in stores:
         await store.close()
 

@@ -3,7 +3,8 @@
 Method, path, query and body go upstream exactly as received (the path and query as raw,
 still-encoded text: namespaces carry ``%1F`` and prefixes may carry ``%2F``). Bodies stream in
 both directions; only ``/v1/config`` and table/view responses are read whole, because they
-may need rewriting (see ``rewrite``).
+may need rewriting (see ``rewrite``). Those are asked for uncompressed, and a compressed one
+is refused (502) rather than passed on uninspected.
 
 Errors: the upstream cannot be reached (refused, connect timeout, DNS) -> 503; it accepted the
 request but did not answer in time -> 504; the connection broke otherwise -> 502. Upstream
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Final
 from urllib.parse import quote
@@ -43,10 +44,12 @@ _CHUNK: Final = 64 * 1024
 # Responses that are read whole for rewriting are capped; a catalog answer above this is
 # refused rather than passed on uninspected.
 MAX_REWRITE_BYTES: Final = 128 * 1024 * 1024
-# Table and view responses (load, create, register, commit) carry a "config" map.
+# Table and view responses (load, create, register, commit) carry a "config" map. The prefix
+# may span several segments (clients paste the config's ``prefix`` verbatim, slashes too).
 _TABLE_ROUTE: Final = re.compile(
-    r"(?:[^/]+/)?namespaces/[^/]+/(?:(?:tables|views)(?:/[^/]+)?|register|register-view)/?"
+    r"(?:.+/)?namespaces/[^/]+/(?:(?:tables|views)(?:/[^/]+)?|register|register-view)/?"
 )
+_Rewrite = Callable[[bytes], bytes | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +108,7 @@ class Forwarder:
         if request.body_exists:
             data = request.content if length is not None else limiter.stream(request.content)
         retry_on_401 = self._auth.renewable and not request.body_exists
+        rewrite = _rewrite_for(request.method, fwd.tail)
         while True:
             headers = self._headers.upstream_request(
                 request.headers,
@@ -116,6 +120,10 @@ class Forwarder:
                 authorization=await self._auth.authorization(),
                 trusted_forwarded_for=(request.remote or "") in self._trusted,
             )
+            if rewrite is not None:
+                # A body we must inspect has to arrive readable: a gzip answer (clients send
+                # Accept-Encoding: gzip) would otherwise pass on with its tokens unfiltered.
+                headers["Accept-Encoding"] = "identity"
             try:
                 upstream = await self._session.request(
                     request.method, url, headers=headers, data=data, allow_redirects=False,
@@ -136,25 +144,26 @@ class Forwarder:
                 continue
             break
         try:
-            return await self._respond(fwd, upstream)
+            return await self._respond(fwd, upstream, rewrite)
         finally:
             upstream.release()
 
     async def _respond(
-        self, fwd: ForwardRequest, upstream: aiohttp.ClientResponse
+        self, fwd: ForwardRequest, upstream: aiohttp.ClientResponse, rewrite: _Rewrite | None
     ) -> web.StreamResponse:
         request = fwd.request
-        path = fwd.tail.partition("?")[0]
-        rewrite = None
-        if upstream.status == 200 and request.method != "HEAD":
-            if path == "config":
-                rewrite = rewrite_config
-            elif _TABLE_ROUTE.fullmatch(path):
-                rewrite = strip_table_credentials
-        if rewrite is not None and _is_json(upstream):
+        # Set here, not by the request-id middleware: a streamed response is already sent
+        # when the middleware sees it. The upstream's own id (if any) is not ours to pass on.
+        extra = {"X-Request-Id": fwd.request_id}
+        # Regardless of the declared Content-Type: clients parse these bodies as JSON anyway, so
+        # a mislabelled answer must not skip the filter (rewrite() leaves non-JSON untouched).
+        if rewrite is not None and upstream.status == 200:
+            if upstream.headers.get("Content-Encoding", "identity").lower() != "identity":
+                raise UpstreamError("The catalog's response could not be inspected")
             body = await _read_capped(upstream)
             new_body = rewrite(body)
             headers = HeaderPolicy.downstream_response(upstream.headers, drop=("Content-Length",))
+            headers.update(extra)
             if new_body is not None:
                 headers.pop("ETag", None)  # the representation changed
             return web.Response(
@@ -166,6 +175,7 @@ class Forwarder:
             reason=upstream.reason,
             headers=HeaderPolicy.downstream_response(upstream.headers),
         )
+        response.headers.update(extra)
         await response.prepare(request)
         try:
             async for chunk in upstream.content.iter_chunked(_CHUNK):
@@ -202,8 +212,15 @@ class _BodyLimit:
             yield chunk
 
 
-def _is_json(upstream: aiohttp.ClientResponse) -> bool:
-    return "json" in upstream.headers.get("Content-Type", "").lower()
+def _rewrite_for(method: str, tail: str) -> _Rewrite | None:
+    """How this route's successful answers must be filtered before a client sees them."""
+    if method == "HEAD":
+        return None
+    if tail == "config":
+        return rewrite_config
+    if _TABLE_ROUTE.fullmatch(tail):
+        return strip_table_credentials
+    return None
 
 
 async def _read_capped(upstream: aiohttp.ClientResponse) -> bytes:

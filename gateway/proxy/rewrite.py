@@ -50,8 +50,10 @@ def rewrite_config(body: bytes) -> bytes | None:
 
 def strip_table_credentials(body: bytes) -> bytes | None:
     """The table/view response without upstream session tokens, or None if it had none."""
-    if b'"config"' not in body:
-        return None  # fast path: most responses are passed on byte for byte
+    # Fast path: most responses are passed on byte for byte. A key spelled with \u escapes
+    # ("\u0063onfig") is still "config" to every client's parser, so only skip without them.
+    if b'"config"' not in body and b"\\u" not in body:
+        return None
     try:
         doc = json.loads(body)
     except ValueError:
