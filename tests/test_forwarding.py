@@ -719,6 +719,7 @@ async def test_config_response_without_anything_to_strip_is_passed_byte_for_byte
         ("?warehouse=", "warehouse=wh%2F1"),
         ("?warehouse=mine", "warehouse=mine"),
         ("?foo=1&warehouse=", "foo=1&warehouse=wh%2F1"),
+        ("?warehouse", "warehouse=wh%2F1"),
         ("?foo=1", "foo=1&warehouse=wh%2F1"),
     ],
 )

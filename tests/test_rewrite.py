@@ -179,3 +179,19 @@ def test_strip_table_credentials_sees_a_config_key_spelled_with_unicode_escapes(
     body = b'{"metadata": {}, "\\u0063onfig": {"tok\\u0065n": "upstream-minted", "s3.a": "b"}}'
 
     assert rewritten(strip_table_credentials(body)) == {"metadata": {}, "config": {"s3.a": "b"}}
+
+
+def test_repeated_config_key_cannot_smuggle_a_token_to_first_key_wins_parsers() -> None:
+    body = b'{"metadata-location":"s3://w/m.json","config":{"token":"up"},"config":{}}'
+    rewritten = strip_table_credentials(body)
+    assert rewritten is not None
+    assert b"up" not in rewritten
+    assert json.loads(rewritten) == {"metadata-location": "s3://w/m.json", "config": {}}
+
+
+def test_repeated_override_key_in_config_is_collapsed_to_the_inspected_copy() -> None:
+    body = b'{"defaults":{},"overrides":{"uri":"http://around"},"overrides":{"prefix":"w"}}'
+    rewritten = rewrite_config(body)
+    assert rewritten is not None
+    assert json.loads(rewritten) == {"defaults": {}, "overrides": {"prefix": "w"}}
+    assert b"around" not in rewritten

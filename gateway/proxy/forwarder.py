@@ -89,8 +89,8 @@ class Forwarder:
     def _query(self, fwd: ForwardRequest) -> str:
         if fwd.tail == "config" and self._warehouse:
             # Name this catalog's warehouse unless the client named one itself; DuckDB sends
-            # an empty ``warehouse=`` which counts as none.
-            params = [p for p in fwd.query.split("&") if p and p != "warehouse="]
+            # an empty ``warehouse=`` which counts as none (and so does a bare ``warehouse``).
+            params = [p for p in fwd.query.split("&") if p not in ("", "warehouse=", "warehouse")]
             if not any(p.startswith("warehouse=") for p in params):
                 params.append("warehouse=" + _quote(self._warehouse))
             return "&".join(params)

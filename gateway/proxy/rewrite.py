@@ -34,18 +34,37 @@ def _drop_keys(section: Any, exact: frozenset[str], prefixes: tuple[str, ...]) -
     return bool(doomed)
 
 
+class _Parsed:
+    """A JSON object, noting whether any object in it repeated a key. Parsers disagree on
+    which copy of a repeated key wins (Python keeps the last, others the first), so such a
+    document is always re-serialized from what we inspected, never passed on as it came."""
+
+    def __init__(self, body: bytes) -> None:
+        self.duplicates = False
+        try:
+            doc = json.loads(body, object_pairs_hook=self._object)
+        except ValueError:
+            doc = None  # not JSON: nothing a client could apply
+        self.doc: dict[str, Any] | None = doc if isinstance(doc, dict) else None
+
+    def _object(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj = dict(pairs)
+        self.duplicates |= len(obj) != len(pairs)
+        return obj
+
+    def dump(self) -> bytes:
+        return json.dumps(self.doc, separators=(",", ":")).encode()
+
+
 def rewrite_config(body: bytes) -> bytes | None:
     """The rewritten ``/v1/config`` body, or None to send the original bytes unchanged."""
-    try:
-        doc = json.loads(body)
-    except ValueError:
-        return None  # not JSON: nothing a client could apply
-    if not isinstance(doc, dict):
+    parsed = _Parsed(body)
+    if parsed.doc is None:
         return None
-    changed = False
+    changed = parsed.duplicates
     for section in ("defaults", "overrides"):
-        changed |= _drop_keys(doc.get(section), _CONFIG_DROP, _CONFIG_DROP_PREFIXES)
-    return json.dumps(doc, separators=(",", ":")).encode() if changed else None
+        changed |= _drop_keys(parsed.doc.get(section), _CONFIG_DROP, _CONFIG_DROP_PREFIXES)
+    return parsed.dump() if changed else None
 
 
 def strip_table_credentials(body: bytes) -> bytes | None:
@@ -54,11 +73,8 @@ def strip_table_credentials(body: bytes) -> bytes | None:
     # ("\u0063onfig") is still "config" to every client's parser, so only skip without them.
     if b'"config"' not in body and b"\\u" not in body:
         return None
-    try:
-        doc = json.loads(body)
-    except ValueError:
+    parsed = _Parsed(body)
+    if parsed.doc is None:
         return None
-    if not isinstance(doc, dict):
-        return None
-    changed = _drop_keys(doc.get("config"), _TABLE_DROP, _TABLE_DROP_PREFIXES)
-    return json.dumps(doc, separators=(",", ":")).encode() if changed else None
+    changed = _drop_keys(parsed.doc.get("config"), _TABLE_DROP, _TABLE_DROP_PREFIXES)
+    return parsed.dump() if changed or parsed.duplicates else None

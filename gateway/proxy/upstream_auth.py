@@ -70,6 +70,7 @@ class OAuth2ClientCredentials:
         client_id: str,
         client_secret: str,
         scope: str,
+        timeout: aiohttp.ClientTimeout | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._session = session
@@ -78,6 +79,7 @@ class OAuth2ClientCredentials:
                       "client_secret": client_secret}  # fmt: skip
         if scope:
             self._form["scope"] = scope
+        self._timeout = timeout or aiohttp.ClientTimeout(total=30)
         self._clock = clock
         self._value: str | None = None
         self._renew_at = 0.0
@@ -102,6 +104,7 @@ class OAuth2ClientCredentials:
                 # Explicit: the shared session skips automatic headers to forward faithfully.
                 headers={"Content-Type": "application/x-www-form-urlencoded"},
                 allow_redirects=False,
+                timeout=self._timeout,
             ) as resp:
                 if resp.status != 200:
                     _LOGGER.error(
@@ -137,5 +140,11 @@ def make_upstream_auth(catalog: CatalogSettings, session: aiohttp.ClientSession)
             client_id=auth.client_id,
             client_secret=auth.client_secret,
             scope=auth.scope,
+            # The same bounds as the catalog's own requests: a token fetch is one of them.
+            timeout=aiohttp.ClientTimeout(
+                total=None,
+                connect=catalog.connect_timeout_seconds,
+                sock_read=catalog.timeout_seconds,
+            ),
         )
     return NoUpstreamAuth()
