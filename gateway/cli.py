@@ -17,6 +17,7 @@ import click
 
 from . import __version__
 from .settings import Settings, SettingsError, load_settings
+from .store import StoreError
 
 __all__ = ("main",)
 
@@ -69,7 +70,13 @@ def init(config_path: Path, as_json: bool) -> None:
     from .runner import run_init
 
     settings = _load(config_path)
-    result = asyncio.run(run_init(settings))
+    try:
+        result = asyncio.run(run_init(settings))
+    except (StoreError, OSError) as exc:
+        # A store this gateway must not touch (newer schema, unwritable path): one line, no
+        # traceback, exit 1.
+        _fail(f"cannot initialize: {exc}")
+        return
     store = settings.store.path
     if result.root is None:
         if as_json:
@@ -98,7 +105,7 @@ def serve(config_path: Path, host: str | None, port: int | None) -> None:
     _configure_logging()
     try:
         serve_settings(settings, host=host, port=port)
-    except (LookupError, OSError) as exc:
+    except (LookupError, OSError, StoreError) as exc:  # StoreError: e.g. a newer schema
         _fail(f"cannot serve: {exc}")
 
 

@@ -26,6 +26,13 @@ async def run_init(settings: Settings) -> InitResult:
 
 async def check_initialized(settings: Settings) -> None:
     """Raise LookupError with the fix if the store was never initialized."""
+    if not settings.store_path.exists():
+        # Opening would create (and migrate) a store: a refused `serve` must leave no trace,
+        # least of all an empty store at a mistyped path.
+        raise LookupError(
+            f"store {settings.store.path} does not exist; "
+            "run `pangolin-gateway init --config FILE` first"
+        )
     async with SqliteStore(settings.store.path) as store:
         if not await store.signing_keys():
             raise LookupError(

@@ -9,7 +9,9 @@ processes see it through the store's identity version.
 
 from __future__ import annotations
 
+import math
 import time
+import unicodedata
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,7 +63,9 @@ def _check_text(field: str, value: str, limit: int, *, required: bool) -> str:
         raise ValidationError(field, "must not be empty")
     if len(value) > limit:
         raise ValidationError(field, f"must be at most {limit} characters")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+    # Category Cc: C0, DEL and also the C1 controls (U+0080-U+009F), which terminals act on
+    # (U+009B is CSI) just like ESC sequences when a name is printed or logged.
+    if any(unicodedata.category(ch) == "Cc" for ch in value):
         raise ValidationError(field, "must not contain control characters")
     return value.strip() if required else value
 
@@ -105,7 +109,8 @@ class ServiceUserAdmin:
         except ValueError:
             raise ValidationError("role", "must be Root, TenantAdmin or TenantUser") from None
         now = self._clock()
-        if expires_at is not None and expires_at <= now:
+        # NaN compares false with everything and SQLite stores it as NULL: "never expires".
+        if expires_at is not None and (math.isnan(expires_at) or expires_at <= now):
             raise ValidationError("expires_at", "must be in the future")
         found = await self._store.tenant_by_name(tenant)
         if found is None:
@@ -165,6 +170,9 @@ class ServiceUserAdmin:
 
     async def set_expiry(self, id_: str, expires_at: float | None, *, actor: str) -> ServiceUser:
         """Set (or clear, with None) when the identity stops working; a past time expires it now."""
+        if expires_at is not None and math.isnan(expires_at):
+            # SQLite would store NaN as NULL, silently turning "expire" into "never expires".
+            raise ValidationError("expires_at", "must be a time")
         return await self._update(id_, {"expires_at": expires_at}, actor, "service_user.update")
 
     async def expire(self, id_: str, *, actor: str) -> ServiceUser:

@@ -155,8 +155,15 @@ def load_settings(path: Path | str | None, environ: Mapping[str, str]) -> Settin
             raise SettingsError([f"{path}: not valid TOML: {exc}"]) from None
     _apply_env(data, environ)
     settings = settings_from_dict(data, problems)
-    if not problems:
-        problems.extend(validate(settings))
+    # Semantic checks run even when there are unknown keys or wrong types, so one run lists
+    # every problem. A setting already reported as malformed (its default stands in for it)
+    # is not reported a second time.
+    malformed = [problem.partition(": ")[0] for problem in problems]
+    problems.extend(
+        problem
+        for problem in validate(settings)
+        if not any(_within(problem.partition(": ")[0], where) for where in malformed)
+    )
     if problems:
         raise SettingsError(problems)
     store_path = Path(settings.store.path)
@@ -164,6 +171,11 @@ def load_settings(path: Path | str | None, environ: Mapping[str, str]) -> Settin
         store = dataclasses.replace(settings.store, path=str(base / store_path))
         settings = dataclasses.replace(settings, store=store)
     return settings
+
+
+def _within(path: str, where: str) -> bool:
+    """Whether settings ``path`` is ``where`` or lies inside it."""
+    return path == where or path.startswith(where + ".")
 
 
 def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> None:

@@ -9,6 +9,7 @@ moment leaves either all of it or none of it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import time
@@ -78,12 +79,24 @@ class SqliteStore:
         """Open (creating the file if needed) and migrate to the current schema."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         new_file = not self.path.exists()
-        self._writer = await self._connect()
         if new_file:
-            # The store holds key digests and the token-signing key: owner-only.
-            os.chmod(self.path, 0o600)
-        await self._migrate()
-        self._reader = await self._connect()
+            # The store holds key digests and the token-signing key: owner-only. Create the
+            # file 0600 before SQLite opens it; letting SQLite create it (0644 under the usual
+            # umask) and chmod-ing afterwards leaves a window in which another local user can
+            # open it and keep reading through that descriptor after the chmod.
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        try:
+            self._writer = await self._connect()
+            if new_file:
+                os.chmod(self.path, 0o600)  # exactly 0600 whatever the umask
+            await self._migrate()
+            self._reader = await self._connect()
+        except BaseException:
+            # A refused open (newer schema, say) must not leave a connection and its thread
+            # behind: callers such as ``async with`` never reach close() when open() raises.
+            await self.close()
+            raise
 
     async def _connect(self) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(self.path, isolation_level=None)
@@ -152,11 +165,13 @@ class SqliteStore:
             await conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
-            except BaseException:
-                await conn.execute("ROLLBACK")
-                raise
-            else:
                 await conn.execute("COMMIT")
+            except BaseException:
+                # Also when COMMIT itself failed (disk full, I/O error): the connection must not
+                # be left inside a transaction, or every later BEGIN on it would fail.
+                if conn.in_transaction:
+                    await conn.execute("ROLLBACK")
+                raise
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -264,7 +279,14 @@ class SqliteStore:
         unknown = set(changes) - allowed
         if unknown or not changes:
             raise ValueError(f"cannot update {sorted(unknown) or 'nothing'}")
-        assignments = ", ".join(f"{column} = ?" for column in changes)
+        assignments = ", ".join(
+            # A rotation computes the next generation from a read made before this write, so
+            # two concurrent rotations would both write N + 1 and tokens minted from the first
+            # new key would survive the second rotation. The generation must strictly grow.
+            "key_generation = MAX(key_generation + 1, ?)" if column == "key_generation"
+            else f"{column} = ?"
+            for column in changes
+        )  # fmt: skip
         async with self.transaction() as conn:
             cur = await conn.execute(
                 f"UPDATE service_users SET {assignments} WHERE id = ?",

@@ -1,0 +1,327 @@
+"""Authentication on catalog routes, through the real app in front of the recording upstream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.errors import UNAUTHENTICATED_MESSAGE
+from gateway.identity import generate_key
+from gateway.keys import AUTHENTICATOR
+from gateway.service_users import CreatedKey, ServiceUserAdmin
+from gateway.settings import StoreSettings
+from gateway.store import SqliteStore
+
+from .conftest import Gateway, MakeGateway
+
+CATALOG = "/v1/namespaces"
+REFUSED_BODY = {
+    "error": {"message": UNAUTHENTICATED_MESSAGE, "type": "NotAuthorizedException", "code": 401}
+}
+
+
+def key_header(created: CreatedKey) -> dict[str, str]:
+    return {"X-API-Key": created.api_key.plaintext()}
+
+
+def bearer(value: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {value}"}
+
+
+async def status(gw: Gateway, headers: dict[str, str]) -> int:
+    async with gw.client.get(CATALOG, headers=headers) as resp:
+        await resp.read()
+        return resp.status
+
+
+async def assert_refused(gw: Gateway, headers: dict[str, str]) -> None:
+    forwarded = len(gw.upstream.catalog_requests())
+    async with gw.client.get(CATALOG, headers=headers) as resp:
+        body = await resp.text()
+        assert resp.status == 401, body
+        assert json.loads(body) == REFUSED_BODY
+        assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+    assert len(gw.upstream.catalog_requests()) == forwarded
+
+
+async def credential(gw: Gateway, created: CreatedKey, kind: str) -> dict[str, str]:
+    if kind == "key":
+        return key_header(created)
+    return bearer(await gw.token(created))
+
+
+class CallCounter:
+    """Counts calls to a store method (a spy: the real method still runs)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, store: SqliteStore) -> None:
+        self.calls: dict[str, int] = {}
+        for name in (
+            "service_user_by_key_id", "service_user", "record_last_used", "transaction",
+            "insert_service_user", "update_service_user", "delete_service_user",
+        ):  # fmt: skip
+            monkeypatch.setattr(store, name, self._counting(name, getattr(store, name)))
+
+    def _counting(self, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+        def spy(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] = self.calls.get(name, 0) + 1
+            return method(*args, **kwargs)
+
+        return spy
+
+
+# -- accepted credentials ---------------------------------------------------------------------
+
+
+async def test_x_api_key_is_accepted_and_forwarded_as_its_principal(gateway: Gateway) -> None:
+    etl = await gateway.user()
+    assert await status(gateway, key_header(etl)) == 200
+    assert gateway.upstream.last.headers["X-Pangolin-Principal-Id"] == etl.user.id
+
+
+async def test_bearer_api_key_is_accepted(gateway: Gateway) -> None:
+    etl = await gateway.user()
+    assert await status(gateway, bearer(etl.api_key.plaintext())) == 200
+    assert gateway.upstream.last.headers["X-Pangolin-Principal-Id"] == etl.user.id
+
+
+async def test_bearer_gateway_token_is_accepted(gateway: Gateway) -> None:
+    etl = await gateway.user()
+    assert await status(gateway, bearer(await gateway.token(etl))) == 200
+    assert gateway.upstream.last.headers["X-Pangolin-Principal-Id"] == etl.user.id
+
+
+async def test_x_api_key_wins_over_pyiceberg_bearer_none(gateway: Gateway) -> None:
+    etl = await gateway.user()
+    assert await status(gateway, {**key_header(etl), **bearer("None")}) == 200
+    assert gateway.upstream.last.headers["X-Pangolin-Principal-Id"] == etl.user.id
+
+
+# -- refused credentials: one identical 401, nothing forwarded --------------------------------
+
+Case = Callable[[Gateway], Awaitable[dict[str, str]]]
+
+
+async def no_credential(gw: Gateway) -> dict[str, str]:
+    return {}
+
+
+async def bearer_none(gw: Gateway) -> dict[str, str]:
+    return bearer("None")
+
+
+async def basic_scheme(gw: Gateway) -> dict[str, str]:
+    return {"Authorization": "Basic ZXRsOnNlY3JldA=="}
+
+
+async def empty_bearer(gw: Gateway) -> dict[str, str]:
+    return {"Authorization": "Bearer "}
+
+
+async def malformed_key(gw: Gateway) -> dict[str, str]:
+    return {"X-API-Key": "pgl_not-a-key"}
+
+
+async def unknown_key_id(gw: Gateway) -> dict[str, str]:
+    await gw.user()
+    return {"X-API-Key": generate_key().plaintext()}
+
+
+async def wrong_secret(gw: Gateway) -> dict[str, str]:
+    etl = await gw.user()
+    return {"X-API-Key": f"pgl_{etl.api_key.key_id}_{generate_key().secret}"}
+
+
+async def expired(gw: Gateway) -> dict[str, str]:
+    etl = await gw.user(expires_at=gw.clock.now + 60)
+    gw.clock.advance(61)
+    return key_header(etl)
+
+
+async def deactivated(gw: Gateway) -> dict[str, str]:
+    etl = await gw.user()
+    await gw.admin.deactivate(etl.user.id, actor="test")
+    return key_header(etl)
+
+
+async def deleted(gw: Gateway) -> dict[str, str]:
+    etl = await gw.user()
+    await gw.admin.delete(etl.user.id, actor="test")
+    return key_header(etl)
+
+
+async def rotated_away_key(gw: Gateway) -> dict[str, str]:
+    etl = await gw.user()
+    await gw.admin.rotate(etl.user.id, actor="test")
+    return key_header(etl)
+
+
+async def token_of_deleted_user(gw: Gateway) -> dict[str, str]:
+    etl = await gw.user()
+    token = await gw.token(etl)
+    await gw.admin.delete(etl.user.id, actor="test")
+    return bearer(token)
+
+
+async def oversized_bearer(gw: Gateway) -> dict[str, str]:
+    return bearer("a" * 9000)
+
+
+async def garbage_jwt(gw: Gateway) -> dict[str, str]:
+    return bearer("eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl")
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        no_credential, bearer_none, basic_scheme, empty_bearer, malformed_key, unknown_key_id,
+        wrong_secret, expired, deactivated, deleted, rotated_away_key, token_of_deleted_user,
+        oversized_bearer, garbage_jwt,
+    ],
+    ids=lambda case: case.__name__.replace("_", "-"),
+)  # fmt: skip
+async def test_refused_credential_gets_the_identical_401_and_is_not_forwarded(
+    gateway: Gateway, case: Case
+) -> None:
+    await assert_refused(gateway, await case(gateway))
+
+
+# -- changes take effect on the very next request ---------------------------------------------
+
+CHANGES = ["rotate", "deactivate", "delete", "expire"]
+
+
+@pytest.mark.parametrize("kind", ["key", "token"])
+@pytest.mark.parametrize("change", CHANGES)
+async def test_lifecycle_change_takes_effect_on_the_very_next_request(
+    gateway: Gateway, change: str, kind: str
+) -> None:
+    etl = await gateway.user()
+    headers = await credential(gateway, etl, kind)
+    assert await status(gateway, headers) == 200
+
+    await getattr(gateway.admin, change)(etl.user.id, actor="test")
+
+    await assert_refused(gateway, headers)
+
+
+async def test_rotated_key_works_at_once(gateway: Gateway) -> None:
+    etl = await gateway.user()
+    assert await status(gateway, key_header(etl)) == 200
+    rotated = await gateway.admin.rotate(etl.user.id, actor="test")
+    assert await status(gateway, key_header(rotated)) == 200
+    assert await status(gateway, bearer(await gateway.token(rotated))) == 200
+
+
+@pytest.mark.parametrize("kind", ["key", "token"])
+async def test_reactivation_restores_access(gateway: Gateway, kind: str) -> None:
+    etl = await gateway.user()
+    headers = await credential(gateway, etl, kind)
+    await gateway.admin.deactivate(etl.user.id, actor="test")
+    await assert_refused(gateway, headers)
+
+    await gateway.admin.reactivate(etl.user.id, actor="test")
+
+    assert await status(gateway, headers) == 200
+
+
+# -- hot path: no store reads after the first request, no store writes at all ------------------
+
+
+@pytest.mark.parametrize("kind", ["key", "token"])
+async def test_repeat_requests_do_no_store_reads_and_no_store_writes(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    etl = await gateway.user()
+    headers = await credential(gateway, etl, kind)
+    # Settle the change poller on the current identity version, so nothing it does in the
+    # middle of the test clears the caches.
+    await gateway.app[AUTHENTICATOR].check_for_changes()
+    assert await status(gateway, headers) == 200
+
+    counter = CallCounter(monkeypatch, gateway.store)
+    for _ in range(20):
+        gateway.clock.advance(1)
+        assert await status(gateway, headers) == 200
+
+    assert counter.calls == {}
+
+
+async def test_last_used_is_written_only_by_a_flush_with_the_time_of_the_last_request(
+    gateway: Gateway,
+) -> None:
+    etl = await gateway.user()
+    for _ in range(3):
+        gateway.clock.advance(10)
+        assert await status(gateway, key_header(etl)) == 200
+    assert (await gateway.admin.get(etl.user.id)).last_used_at is None
+
+    await gateway.flush()
+
+    assert (await gateway.admin.get(etl.user.id)).last_used_at == gateway.clock.now
+
+
+async def test_flush_writes_many_requests_of_many_users_in_one_batch(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    users = [await gateway.user(f"etl-{i}") for i in range(5)]
+    for _ in range(4):
+        for created in users:
+            assert await status(gateway, key_header(created)) == 200
+    counter = CallCounter(monkeypatch, gateway.store)
+
+    await gateway.flush()
+
+    assert counter.calls == {"record_last_used": 1, "transaction": 1}
+    for created in users:
+        assert (await gateway.admin.get(created.user.id)).last_used_at == gateway.clock.now
+
+
+async def test_flush_without_requests_writes_nothing(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counter = CallCounter(monkeypatch, gateway.store)
+    await gateway.flush()
+    assert counter.calls == {}
+
+
+# -- changes made by another process ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["key", "token"])
+async def test_deactivation_by_another_process_is_enforced_after_the_next_change_check(
+    gateway: Gateway, kind: str
+) -> None:
+    etl = await gateway.user()
+    headers = await credential(gateway, etl, kind)
+    assert await status(gateway, headers) == 200
+
+    async with SqliteStore(gateway.store.path) as other:
+        await ServiceUserAdmin(other, clock=gateway.clock).deactivate(etl.user.id, actor="w2")
+    assert await gateway.app[AUTHENTICATOR].check_for_changes()
+
+    await assert_refused(gateway, headers)
+
+
+async def test_background_poller_enforces_another_process_deactivation(
+    make_gateway: MakeGateway, tmp_path: Path
+) -> None:
+    gw = await make_gateway(
+        store=StoreSettings(path=str(tmp_path / "polled" / "pangolin.db"), change_poll_seconds=0.05)
+    )
+    etl = await gw.user()
+    assert await status(gw, key_header(etl)) == 200
+
+    async with SqliteStore(gw.store.path) as other:
+        await ServiceUserAdmin(other, clock=gw.clock).deactivate(etl.user.id, actor="w2")
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5.0
+    while await status(gw, key_header(etl)) == 200:
+        assert loop.time() < deadline, "the poller never noticed the other process's change"
+        await asyncio.sleep(0.01)
+    await assert_refused(gw, key_header(etl))

@@ -1,0 +1,230 @@
+"""The pangolin-gateway command line: check-config, init and serve."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from click.testing import CliRunner, Result
+
+from gateway.cli import main
+from gateway.identity import Role, parse_key, verify_key
+from gateway.store import SqliteStore
+from gateway.store.migrations import MIGRATIONS
+
+CONFIG = """
+[store]
+path = "var/pangolin.db"
+
+[catalogs.default]
+upstream = "http://127.0.0.1:8181"
+"""
+
+BROKEN = """
+colour = "blue"
+
+[server]
+port = "eighty"
+
+[catalogs.namespaces]
+upstream = "ftp://catalog.example"
+"""
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No PANGOLIN_* variable of the machine running the tests may reach the CLI."""
+    for name in list(os.environ):
+        if name.startswith("PANGOLIN_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(autouse=True)
+def never_serve(monkeypatch: pytest.MonkeyPatch) -> None:
+    def run_app(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the CLI started serving")
+
+    monkeypatch.setattr(web, "run_app", run_app)
+
+
+def write_config(tmp_path: Path, text: str = CONFIG) -> Path:
+    path = tmp_path / "gateway.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def run(*args: str | Path) -> Result:
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def store_path(tmp_path: Path) -> Path:
+    return tmp_path / "var" / "pangolin.db"
+
+
+async def store_state(path: Path) -> tuple[Any, ...]:
+    async with SqliteStore(path) as store:
+        tenant = await store.tenant_by_name("default")
+        assert tenant is not None
+        root = await store.service_user_by_name(tenant.id, "root")
+        return (
+            await store.identity_version(),
+            await store.signing_keys(),
+            await store.audit_records(),
+            root,
+        )
+
+
+async def create_empty_store(path: Path) -> None:
+    async with SqliteStore(path):
+        pass
+
+
+def make_newer_store(path: Path) -> None:
+    asyncio.run(create_empty_store(path))
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+
+
+# -- check-config -----------------------------------------------------------------------------
+
+
+def test_check_config_accepts_a_valid_file(tmp_path: Path) -> None:
+    result = run("check-config", "--config", write_config(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert "OK (1 catalog(s): default)" in result.stdout
+    assert result.stderr == ""
+
+
+def test_check_config_lists_every_problem_on_stderr_and_exits_1(tmp_path: Path) -> None:
+    result = run("check-config", "--config", write_config(tmp_path, BROKEN))
+
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    for problem in (
+        "colour: unknown setting",
+        "server.port: expected an integer",
+        "catalogs.namespaces: 'namespaces' is reserved",
+        "catalogs.namespaces.upstream: must be an http:// or https:// URL",
+        "default_catalog: 'default' is not one of the catalogs",
+    ):
+        assert f"  - {problem}" in result.stderr, result.stderr
+
+
+def test_check_config_applies_environment_overrides(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main,
+        ["check-config", "--config", str(write_config(tmp_path))],
+        env={"PANGOLIN_SERVER__PORT": "not-a-port"},
+    )
+    assert result.exit_code == 1
+    assert "server.port: expected an integer, got 'not-a-port'" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["check-config", "init", "serve"])
+def test_missing_config_option_is_a_usage_error(command: str) -> None:
+    result = run(command)
+    assert result.exit_code == 2
+    assert "--config" in result.stderr
+
+
+# -- init -------------------------------------------------------------------------------------
+
+
+def test_init_json_prints_the_root_id_and_a_working_key(tmp_path: Path) -> None:
+    result = run("init", "--config", write_config(tmp_path), "--json")
+
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.stdout)
+    assert set(printed) == {"id", "api_key", "created"} and printed["created"] is True
+    key = parse_key(printed["api_key"])
+    assert key is not None
+    _version, signing_keys, _audit, root = asyncio.run(store_state(store_path(tmp_path)))
+    assert root is not None and root.id == printed["id"] and root.role is Role.ROOT
+    assert verify_key(key, root.key_digest)
+    assert len(signing_keys) == 1
+
+
+def test_init_prints_id_and_key_and_says_to_copy_it_now(tmp_path: Path) -> None:
+    result = run("init", "--config", write_config(tmp_path))
+
+    assert result.exit_code == 0, result.output
+    _version, _keys, _audit, root = asyncio.run(store_state(store_path(tmp_path)))
+    assert root is not None
+    assert f"Root service user id: {root.id}" in result.stdout
+    (key_line,) = [line for line in result.stdout.splitlines() if "Root API key:" in line]
+    key = parse_key(key_line.split()[-1])
+    assert key is not None and verify_key(key, root.key_digest)
+    assert "Copy the key now: it is shown only this once." in result.stderr
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["human", "json"])
+def test_second_init_changes_nothing_says_so_and_exits_0(tmp_path: Path, as_json: bool) -> None:
+    config = write_config(tmp_path)
+    assert run("init", "--config", config).exit_code == 0
+    before = asyncio.run(store_state(store_path(tmp_path)))
+
+    result = run("init", "--config", config, *(["--json"] if as_json else []))
+
+    assert result.exit_code == 0, result.output
+    assert "already initialized; nothing was changed" in result.stderr
+    if as_json:
+        assert json.loads(result.stdout) == {"id": None, "api_key": None, "created": False}
+    else:
+        assert result.stdout == ""
+    assert asyncio.run(store_state(store_path(tmp_path))) == before
+
+
+def test_init_on_a_store_with_a_newer_schema_fails_with_one_line(tmp_path: Path) -> None:
+    make_newer_store(store_path(tmp_path))
+
+    result = run("init", "--config", write_config(tmp_path))
+
+    assert result.exit_code == 1
+    assert isinstance(result.exception, SystemExit)
+    assert "newer than this gateway understands" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+# -- serve ------------------------------------------------------------------------------------
+
+
+def test_serve_without_a_store_exits_1_telling_to_run_init_and_creates_nothing(
+    tmp_path: Path,
+) -> None:
+    result = run("serve", "--config", write_config(tmp_path))
+
+    assert result.exit_code == 1
+    assert isinstance(result.exception, SystemExit)
+    (line,) = result.stderr.strip().splitlines()
+    assert "run `pangolin-gateway init --config FILE` first" in line
+    assert not store_path(tmp_path).parent.exists()
+
+
+def test_serve_on_a_store_without_signing_key_exits_1_telling_to_run_init(
+    tmp_path: Path,
+) -> None:
+    asyncio.run(create_empty_store(store_path(tmp_path)))
+
+    result = run("serve", "--config", write_config(tmp_path))
+
+    assert result.exit_code == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert "is not initialized; run `pangolin-gateway init --config FILE` first" in line
+
+
+def test_serve_on_a_store_with_a_newer_schema_fails_with_one_line(tmp_path: Path) -> None:
+    make_newer_store(store_path(tmp_path))
+
+    result = run("serve", "--config", write_config(tmp_path))
+
+    assert result.exit_code == 1
+    assert isinstance(result.exception, SystemExit)
+    (line,) = result.stderr.strip().splitlines()
+    assert "newer than this gateway understands" in line

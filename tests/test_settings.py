@@ -1,0 +1,187 @@
+"""Loading settings: TOML, PANGOLIN_* overrides, every problem at once, path resolution."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.settings import (
+    CatalogSettings,
+    Settings,
+    SettingsError,
+    UpstreamAuthSettings,
+    load_settings,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+
+VALID = """
+default_catalog = "default"
+
+[server]
+port = 8181
+trusted_proxies = ["10.0.0.1"]
+
+[store]
+path = "data/pangolin.db"
+change_poll_seconds = 2
+
+[catalogs.default]
+upstream = "http://127.0.0.1:8181"
+warehouse = "warehouse"
+
+[catalogs.default.upstream_auth]
+type = "oauth2"
+client_id = "gateway"
+"""
+
+# One problem of each kind; a single load must report every one of them.
+BROKEN = """
+default_catalog = "missing"
+colour = "blue"
+
+[server]
+port = "eighty"
+
+[catalogs.default]
+upstream = "ftp://catalog.example"
+
+[catalogs.Bad_Name]
+upstream = "http://127.0.0.1:8181"
+
+[catalogs.namespaces]
+upstream = "http://127.0.0.1:8181"
+
+[catalogs.secure]
+upstream = "http://127.0.0.1:8181"
+
+[catalogs.secure.upstream_auth]
+type = "oauth2"
+client_id = "gateway"
+"""
+
+BROKEN_PROBLEMS = (
+    "colour: unknown setting",
+    "server.port: expected an integer, got 'eighty'",
+    "catalogs.default.upstream: must be an http:// or https:// URL",
+    "catalogs.Bad_Name: catalog names must be lowercase",
+    "catalogs.namespaces: 'namespaces' is reserved",
+    "catalogs.secure.upstream_auth: client_id and client_secret are required for 'oauth2'",
+    "default_catalog: 'missing' is not one of the catalogs",
+)
+SECRET_ENV = "PANGOLIN_CATALOGS__DEFAULT__UPSTREAM_AUTH__CLIENT_SECRET"
+
+
+def write(directory: Path, text: str) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "gateway.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def problems_of(path: Path, environ: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(SettingsError) as raised:
+        load_settings(path, environ or {})
+    return raised.value.problems
+
+
+def assert_reported(problems: list[str], expected: tuple[str, ...]) -> None:
+    for wanted in expected:
+        assert any(p.startswith(wanted) for p in problems), (wanted, problems)
+    assert len(problems) == len(expected), problems
+
+
+def test_load_settings_reads_the_toml_file(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, VALID), {SECRET_ENV: "s3cret"})
+
+    assert settings.server.port == 8181
+    assert settings.server.trusted_proxies == ("10.0.0.1",)
+    assert settings.store.change_poll_seconds == 2.0
+    catalog = settings.catalogs["default"]
+    assert (catalog.upstream, catalog.warehouse) == ("http://127.0.0.1:8181", "warehouse")
+    assert (catalog.upstream_auth.type, catalog.upstream_auth.client_id) == ("oauth2", "gateway")
+
+
+def test_environment_overrides_apply_with_type_coercion(tmp_path: Path) -> None:
+    environ = {
+        "PANGOLIN_SERVER__PORT": "9090",
+        "PANGOLIN_STORE__CHANGE_POLL_SECONDS": "0.25",
+        SECRET_ENV: "s3cret",
+        "PANGOLIN_CONFIG": "ignored: names the file, not a setting",
+        "HOME": "/nowhere",
+    }
+    settings = load_settings(write(tmp_path, VALID), environ)
+
+    assert settings.server.port == 9090
+    assert settings.store.change_poll_seconds == 0.25
+    assert settings.catalogs["default"].upstream_auth.client_secret == "s3cret"
+
+
+def test_environment_override_with_the_wrong_type_is_a_problem(tmp_path: Path) -> None:
+    problems = problems_of(
+        write(tmp_path, VALID), {"PANGOLIN_SERVER__PORT": "ninety", SECRET_ENV: "s"}
+    )
+    assert problems == ["server.port: expected an integer, got 'ninety'"]
+
+
+def test_unknown_environment_setting_is_a_problem(tmp_path: Path) -> None:
+    problems = problems_of(write(tmp_path, VALID), {"PANGOLIN_SERVR__PORT": "1", SECRET_ENV: "s"})
+    assert problems == ["servr: unknown setting"]
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    assert_reported(problems_of(write(tmp_path, BROKEN)), BROKEN_PROBLEMS)
+
+
+def test_a_malformed_setting_is_not_reported_again_as_invalid(tmp_path: Path) -> None:
+    # upstream = 5 is a type problem; its stand-in default ("") must not add "required" too.
+    text = '[catalogs.default]\nupstream = 5\n\n[catalogs.other]\nupstream = "http://x"\n'
+    problems = problems_of(write(tmp_path, text))
+    assert problems == ["catalogs.default.upstream: expected a string, got 5"]
+
+
+def test_relative_store_path_resolves_against_the_config_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = write(tmp_path / "etc" / "pangolin", VALID)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+
+    settings = load_settings(Path("..") / "etc" / "pangolin" / "gateway.toml", {SECRET_ENV: "s"})
+
+    assert Path(settings.store.path) == config.resolve().parent / "data" / "pangolin.db"
+
+
+def test_absolute_store_path_is_kept(tmp_path: Path) -> None:
+    target = tmp_path / "abs" / "p.db"
+    text = VALID.replace('"data/pangolin.db"', f'"{target}"')
+    assert load_settings(write(tmp_path, text), {SECRET_ENV: "s"}).store.path == str(target)
+
+
+def test_upstream_auth_repr_hides_its_secrets() -> None:
+    auth = UpstreamAuthSettings(
+        type="oauth2", token="static-token-1", client_id="gw", client_secret="client-secret-1"
+    )
+    settings = Settings(catalogs={"default": CatalogSettings(upstream_auth=auth)})
+    for text in (repr(auth), str(auth), f"{auth}", repr(settings)):
+        assert "static-token-1" not in text
+        assert "client-secret-1" not in text
+    assert "client_id='gw'" in repr(auth)
+
+
+def test_missing_file_is_a_problem(tmp_path: Path) -> None:
+    assert problems_of(tmp_path / "absent.toml") == [f"{tmp_path / 'absent.toml'}: file not found"]
+
+
+def test_invalid_toml_is_a_problem(tmp_path: Path) -> None:
+    (problem,) = problems_of(write(tmp_path, "[server\nport = 1\n"))
+    assert "not valid TOML" in problem
+
+
+@pytest.mark.parametrize("name", ["gateway.toml", "gateway.example.toml"])
+def test_shipped_config_is_valid(name: str) -> None:
+    settings = load_settings(REPO / "config" / name, {})
+    assert settings.default_catalog in settings.catalogs
+    assert Path(settings.store.path).is_absolute()
