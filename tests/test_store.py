@@ -252,6 +252,23 @@ async def test_exception_inside_a_transaction_rolls_it_back(
     assert not (await admin.get(user.id)).active
 
 
+async def test_failed_commit_rolls_back_and_leaves_the_store_usable(
+    store: SqliteStore, admin: ServiceUserAdmin
+) -> None:
+    user = await create(admin)
+    # A deferred foreign-key violation makes COMMIT itself fail, as a full disk would.
+    with pytest.raises(sqlite3.IntegrityError):
+        async with store.transaction() as conn:
+            await conn.execute("PRAGMA defer_foreign_keys = ON")
+            await conn.execute(
+                "UPDATE service_users SET tenant_id = 'no-such-tenant' WHERE id = ?", (user.id,)
+            )
+
+    assert await store.service_user(user.id) == user
+    await admin.deactivate(user.id, actor="alice")  # a new transaction can begin
+    assert not (await admin.get(user.id)).active
+
+
 # -- ServiceUserAdmin validation --------------------------------------------------------------
 
 
