@@ -17,9 +17,11 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 from aiohttp import web
 
-from . import catalog_routes, discovery, health
+from . import admin, catalog_routes, discovery, health
+from .audit import AuditQueue
 from .authn import Authenticator
 from .keys import (
+    AUDIT,
     AUTHENTICATOR,
     CLOCK,
     FORWARDERS,
@@ -27,14 +29,18 @@ from .keys import (
     SERVICE_USERS,
     SETTINGS,
     STORE,
+    TENANTS,
     TOKENS,
+    USERS,
 )
 from .middlewares import authenticate_middleware, error_middleware, request_id_middleware
 from .proxy import Forwarder, HeaderPolicy, make_upstream_auth
 from .service_users import ServiceUserAdmin
 from .settings import Settings
 from .store import SqliteStore, Store
+from .tenants import TenantDirectory
 from .tokens import TokenService
+from .users import UserAdmin
 
 __all__ = ("create_app",)
 
@@ -67,6 +73,7 @@ def create_app(
     app.router.add_get("/.well-known/jwks.json", discovery.jwks)
     app.router.add_get("/.well-known/oauth-authorization-server", discovery.oauth_metadata)
     app.router.add_get("/api/v1/catalogs", catalog_routes.list_catalogs)
+    app.router.add_routes(admin.routes())
     app.router.add_route("*", "/v1/{tail:.*}", catalog_routes.catalog_request)
     return app
 
@@ -81,25 +88,38 @@ def _store_context(
         if given is None:
             await store.open()
         try:
-            tokens = await TokenService.load(store, settings.tokens, app[CLOCK])
-            authenticator = Authenticator(store, tokens, app[CLOCK])
-            admin = ServiceUserAdmin(store, clock=app[CLOCK])
-            admin.add_listener(authenticator.invalidate)
-            app[STORE], app[TOKENS], app[AUTHENTICATOR] = store, tokens, authenticator
-            app[SERVICE_USERS] = admin
-            background = asyncio.create_task(
-                authenticator.run_background(
-                    settings.store.change_poll_seconds, settings.store.last_used_flush_seconds
+            clock = app[CLOCK]
+            tokens = await TokenService.load(store, settings.tokens, clock)
+            authenticator = Authenticator(store, tokens, clock)
+            store.add_change_listener(authenticator.invalidate)
+            audit = AuditQueue(store)
+            app[STORE], app[TOKENS], app[AUTHENTICATOR], app[AUDIT] = (
+                store, tokens, authenticator, audit,
+            )  # fmt: skip
+            app[SERVICE_USERS] = ServiceUserAdmin(store, clock=clock)
+            app[USERS] = UserAdmin(store, audit, clock=clock)
+            app[TENANTS] = TenantDirectory(store, clock=clock)
+            background = [
+                asyncio.create_task(
+                    authenticator.run_background(
+                        settings.store.change_poll_seconds, settings.store.last_used_flush_seconds
+                    ),
+                    name="pangolin-identity-refresh",
                 ),
-                name="pangolin-identity-refresh",
-            )
+                asyncio.create_task(
+                    audit.run(settings.store.audit_flush_seconds), name="pangolin-audit-writer"
+                ),
+            ]
             try:
                 yield
             finally:
-                background.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await background
+                for task in background:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+                # Nothing recorded in memory is lost on a clean shutdown.
                 await authenticator.flush_last_used()
+                await audit.flush()
         finally:
             if given is None:
                 await store.close()

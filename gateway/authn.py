@@ -4,8 +4,8 @@ Hot-path rules: no password hashing and no store write per request. Service user
 by key id and by id, verified token signatures are cached until the token expires, and
 ``last_used_at`` is collected in memory and written in batches.
 
-Freshness: a change made through this process's ``ServiceUserAdmin`` clears the caches before
-the change's call returns (so the very next request sees it). Changes made by other processes
+Freshness: a change committed through this process's store clears the caches before the
+change's call returns (so the very next request sees it). Changes made by other processes
 are noticed by polling the store's identity version every ``change_poll_seconds``.
 """
 
@@ -15,9 +15,9 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeVar
 
-from .identity import KEY_PREFIX, ApiKey, Principal, ServiceUser, parse_key, verify_key
+from .identity import KEY_PREFIX, ApiKey, Principal, ServiceUser, User, parse_key, verify_key
 from .store import Store
 from .tokens import MAX_TOKEN_BYTES, TokenClaims, TokenService
 
@@ -27,6 +27,7 @@ _LOGGER = logging.getLogger(__name__)
 _MAX_CACHE: Final = 200_000
 
 Clock = Callable[[], float]
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +82,7 @@ class Authenticator:
         self._clock = clock
         self._by_key_id: dict[str, ServiceUser | None] = {}
         self._by_id: dict[str, ServiceUser | None] = {}
+        self._users_by_id: dict[str, User | None] = {}
         self._token_claims: dict[str, TokenClaims] = {}
         # Bumped by every invalidation. A store read that started before an invalidation must
         # not fill the cache afterwards with what may be the pre-change row.
@@ -133,6 +135,8 @@ class Authenticator:
         return claims
 
     async def principal_for_claims(self, claims: TokenClaims) -> AuthOutcome:
+        if claims.principal_type == "user":
+            return await self._human_for_claims(claims)
         if claims.principal_type != "service_user":
             return AuthOutcome(None, "bad_token")
         user = await self._cached(self._by_id, claims.subject, self._store.service_user)
@@ -142,6 +146,18 @@ class Authenticator:
         if user.key_generation != claims.key_generation or user.tenant_id != claims.tenant_id:
             return AuthOutcome(None, "rotated")
         return self._accept(user)
+
+    async def _human_for_claims(self, claims: TokenClaims) -> AuthOutcome:
+        """A session token of a human administrator (from ``/api/v1/login``)."""
+        human = await self._cached(self._users_by_id, claims.subject, self._store.user)
+        if human is None:
+            return AuthOutcome(None, "deleted")
+        # A password change bumps the session generation: every older session is dead.
+        if human.session_generation != claims.key_generation or human.tenant_id != claims.tenant_id:
+            return AuthOutcome(None, "rotated")
+        if not human.active:
+            return AuthOutcome(None, "inactive")
+        return AuthOutcome(human.principal())
 
     def _accept(self, user: ServiceUser) -> AuthOutcome:
         now = self._clock()
@@ -154,10 +170,10 @@ class Authenticator:
 
     async def _cached(
         self,
-        cache: dict[str, ServiceUser | None],
+        cache: dict[str, _T | None],
         key: str,
-        load: Callable[[str], Awaitable[ServiceUser | None]],
-    ) -> ServiceUser | None:
+        load: Callable[[str], Awaitable[_T | None]],
+    ) -> _T | None:
         try:
             return cache[key]
         except KeyError:
@@ -177,11 +193,12 @@ class Authenticator:
 
     # -- freshness ---------------------------------------------------------------------------
 
-    def invalidate(self, _user_id: str | None = None) -> None:
+    def invalidate(self) -> None:
         """Forget cached identities (token signatures stay cached: they do not change)."""
         self._epoch += 1
         self._by_key_id.clear()
         self._by_id.clear()
+        self._users_by_id.clear()
 
     async def check_for_changes(self) -> bool:
         """Drop caches if another process changed identities; True if it did."""
@@ -197,6 +214,10 @@ class Authenticator:
     @property
     def pending_last_used(self) -> int:
         return len(self._last_used)
+
+    def pending_last_used_of(self, user_id: str) -> float | None:
+        """A last use recorded in memory and not yet written (so answers are not stale)."""
+        return self._last_used.get(user_id)
 
     async def flush_last_used(self) -> None:
         batch, self._last_used = self._last_used, {}

@@ -14,6 +14,7 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
+from .auditing import record_auth_failure
 from .authz import may_use_catalog
 from .errors import BadRequest, Forbidden, NotFound, Unauthenticated
 from .identity import Principal
@@ -64,9 +65,10 @@ def _check_safe(tail: str) -> None:
         raise BadRequest("Malformed request: control characters in path")
 
 
-def _principal(request: web.Request) -> Principal:
+def _principal(request: web.Request, catalog: str | None) -> Principal:
     principal = request[AUTH].principal
     if principal is None:
+        record_auth_failure(request, "catalog", catalog)
         raise Unauthenticated()
     return principal
 
@@ -78,9 +80,9 @@ async def catalog_request(request: web.Request) -> web.StreamResponse:
     if _is_token_path(tail):
         return await token_endpoint(request)
     _check_safe(tail)
-    principal = _principal(request)
     settings = request.app[SETTINGS]
     name = mount if mount is not None else settings.default_catalog
+    principal = _principal(request, name)
     catalog = settings.catalogs.get(name) if name else None
     if catalog is None:
         raise NotFound(f"No such catalog: {name}" if mount is not None else "No default catalog")
@@ -99,7 +101,7 @@ def public_base_url(request: web.Request) -> str:
 
 async def list_catalogs(request: web.Request) -> web.Response:
     """The catalogs the caller may use, with the settings to give a client."""
-    principal = _principal(request)
+    principal = _principal(request, None)
     settings = request.app[SETTINGS]
     base = public_base_url(request)
     catalogs = [

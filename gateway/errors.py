@@ -12,6 +12,7 @@ Tree of what the gateway raises on catalog routes::
     ├── BadRequest           400  BadRequestException
     ├── NotFound             404  NoSuchCatalogException / NotFoundException
     ├── MethodNotAllowed     405  MethodNotAllowedException
+    ├── Conflict             409  AlreadyExistsException
     ├── PayloadTooLarge      413  BadRequestException
     ├── UpstreamUnavailable  503  ServiceUnavailableException
     ├── UpstreamTimeout      504  GatewayTimeoutException
@@ -27,6 +28,7 @@ from aiohttp import web
 
 __all__ = (
     "BadRequest",
+    "Conflict",
     "Forbidden",
     "GatewayError",
     "MethodNotAllowed",
@@ -96,6 +98,12 @@ class MethodNotAllowed(GatewayError):
     status = 405
     type = "MethodNotAllowedException"
     message = "Method not allowed"
+
+
+class Conflict(GatewayError):
+    status = 409
+    type = "AlreadyExistsException"
+    message = "Already exists"
 
 
 class PayloadTooLarge(GatewayError):

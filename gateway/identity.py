@@ -23,6 +23,7 @@ __all__ = (
     "Role",
     "ServiceUser",
     "Tenant",
+    "User",
     "digest_key",
     "generate_key",
     "parse_key",
@@ -89,6 +90,37 @@ class ServiceUser:
             tenant_id=self.tenant_id,
             tenant_name=self.tenant_name,
             key_generation=self.key_generation,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """A human administrator as stored. ``password_hash`` never leaves the store's callers."""
+
+    id: str
+    tenant_id: str
+    tenant_name: str
+    username: str
+    role: Role
+    password_hash: str
+    created_at: float
+    created_by: str | None
+    active: bool
+    last_login_at: float | None
+    failed_logins: int
+    password_changed_at: float
+    # Bumped by a password change: every session token minted before it dies.
+    session_generation: int
+
+    def principal(self) -> Principal:
+        return Principal(
+            id=self.id,
+            name=self.username,
+            type="user",
+            role=self.role,
+            tenant_id=self.tenant_id,
+            tenant_name=self.tenant_name,
+            key_generation=self.session_generation,
         )
 
 

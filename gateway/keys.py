@@ -7,14 +7,18 @@ from collections.abc import Callable, Mapping
 import aiohttp
 from aiohttp import web
 
+from .audit import AuditQueue
 from .authn import Authenticator, AuthOutcome
 from .proxy import Forwarder
 from .service_users import ServiceUserAdmin
 from .settings import Settings
 from .store import Store
+from .tenants import TenantDirectory
 from .tokens import TokenService
+from .users import UserAdmin
 
 __all__ = (
+    "AUDIT",
     "AUTH",
     "AUTHENTICATOR",
     "CLOCK",
@@ -24,7 +28,9 @@ __all__ = (
     "SERVICE_USERS",
     "SETTINGS",
     "STORE",
+    "TENANTS",
     "TOKENS",
+    "USERS",
 )
 
 SETTINGS = web.AppKey("pangolin.settings", Settings)
@@ -33,6 +39,9 @@ STORE = web.AppKey("pangolin.store", Store)
 TOKENS = web.AppKey("pangolin.tokens", TokenService)
 AUTHENTICATOR = web.AppKey("pangolin.authenticator", Authenticator)
 SERVICE_USERS = web.AppKey("pangolin.service_users", ServiceUserAdmin)
+USERS = web.AppKey("pangolin.users", UserAdmin)
+TENANTS = web.AppKey("pangolin.tenants", TenantDirectory)
+AUDIT = web.AppKey("pangolin.audit", AuditQueue)
 HTTP_SESSION = web.AppKey("pangolin.http_session", aiohttp.ClientSession)
 FORWARDERS = web.AppKey("pangolin.forwarders", Mapping[str, Forwarder])
 

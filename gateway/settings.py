@@ -76,11 +76,16 @@ class StoreSettings:
     change_poll_seconds: float = 0.5
     # last_used_at is recorded in memory and written in batches this often (and at shutdown).
     last_used_flush_seconds: float = 30.0
+    # Request-path audit records (auth failures, token requests, logins) are queued in memory
+    # (bounded) and written this often, so recording them never slows a request.
+    audit_flush_seconds: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
 class TokenSettings:
     lifetime_seconds: int = 3600
+    # Sessions of human administrators (POST /api/v1/login).
+    session_lifetime_seconds: int = 8 * 3600
     issuer: str = "pangolin-gateway"
     audience: str = "iceberg-catalog"
 
@@ -291,10 +296,14 @@ def validate(settings: Settings) -> list[str]:
         problems.append("store.path: must not be empty")
     if settings.store.change_poll_seconds <= 0:
         problems.append("store.change_poll_seconds: must be positive")
+    if settings.store.audit_flush_seconds <= 0:
+        problems.append("store.audit_flush_seconds: must be positive")
     if settings.store.last_used_flush_seconds <= 0:
         problems.append("store.last_used_flush_seconds: must be positive")
     if not 60 <= settings.tokens.lifetime_seconds <= 7 * 86400:
         problems.append("tokens.lifetime_seconds: must be between 60 and 604800")
+    if not 60 <= settings.tokens.session_lifetime_seconds <= 7 * 86400:
+        problems.append("tokens.session_lifetime_seconds: must be between 60 and 604800")
     if not settings.tokens.issuer:
         problems.append("tokens.issuer: must not be empty")
     if not settings.tokens.audience:

@@ -92,14 +92,18 @@ class TokenService:
     def jwks(self) -> dict[str, Any]:
         return dict(self._public_jwks)
 
-    def issue(self, principal: Principal, scope: str) -> IssuedToken:
+    def issue(
+        self, principal: Principal, scope: str, *, lifetime: int | None = None
+    ) -> IssuedToken:
+        """A signed token for ``principal``; ``lifetime`` defaults to the configured one."""
+        lifetime = lifetime if lifetime is not None else self._settings.lifetime_seconds
         now = int(self._clock())
         claims = {
             "iss": self._settings.issuer,
             "sub": principal.id,
             "aud": self._settings.audience,
             "iat": now,
-            "exp": now + self._settings.lifetime_seconds,
+            "exp": now + lifetime,
             "jti": str(uuid.uuid4()),
             "tenant": principal.tenant_id,
             "role": principal.role.value,
@@ -109,7 +113,7 @@ class TokenService:
         }
         header = {"alg": ALGORITHM, "kid": self._signing_key.kid}
         token = jwt.encode(header, claims, self._signing_key, algorithms=[ALGORITHM])
-        return IssuedToken(token, self._settings.lifetime_seconds, scope)
+        return IssuedToken(token, lifetime, scope)
 
     def verify(self, token: str, *, allow_expired: bool = False) -> TokenClaims | None:
         """Signature, issuer, audience, expiry and shape; None for anything wrong.

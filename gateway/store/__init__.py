@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from .base import AuditRecord, Store, StoreError, UniqueViolation
+from .base import AuditQuery, AuditRecord, InUse, Store, StoreError, UniqueViolation
 from .sqlite import DEFAULT_TENANT, SqliteStore
 
 __all__ = (
     "DEFAULT_TENANT",
+    "AuditQuery",
     "AuditRecord",
+    "InUse",
     "SqliteStore",
     "Store",
     "StoreError",

@@ -11,7 +11,7 @@ from typing import Final
 __all__ = ("MIGRATIONS",)
 
 MIGRATIONS: Final[tuple[str, ...]] = (
-    # 1: tenants, service users, signing keys, audit log, change counter.
+    # 1: tenants, service users, human users, signing keys, audit log, change counter.
     """
     CREATE TABLE meta (
         key   TEXT PRIMARY KEY,
@@ -45,6 +45,23 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         UNIQUE (tenant_id, name)
     );
 
+    CREATE INDEX service_users_tenant ON service_users (tenant_id, name);
+
+    CREATE TABLE users (
+        id                  TEXT PRIMARY KEY,
+        tenant_id           TEXT NOT NULL REFERENCES tenants (id),
+        username            TEXT NOT NULL UNIQUE,
+        role                TEXT NOT NULL CHECK (role IN ('Root', 'TenantAdmin', 'TenantUser')),
+        password_hash       TEXT NOT NULL,
+        created_at          REAL NOT NULL,
+        created_by          TEXT,
+        active              INTEGER NOT NULL DEFAULT 1,
+        last_login_at       REAL,
+        failed_logins       INTEGER NOT NULL DEFAULT 0,
+        password_changed_at REAL NOT NULL,
+        session_generation  INTEGER NOT NULL DEFAULT 1
+    );
+
     CREATE TABLE signing_keys (
         kid        TEXT PRIMARY KEY,
         private_jwk TEXT NOT NULL,
@@ -65,5 +82,8 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         detail      TEXT
     );
     CREATE INDEX audit_log_at ON audit_log (at);
+    CREATE INDEX audit_log_actor ON audit_log (actor);
+    CREATE INDEX audit_log_target ON audit_log (target_id);
+    CREATE INDEX audit_log_tenant ON audit_log (tenant_id);
     """,
 )

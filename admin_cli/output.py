@@ -1,0 +1,50 @@
+"""The only place that formats output: tables and blocks for people, JSON for scripts.
+Data goes to stdout; diagnostics go to stderr."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import click
+
+__all__ = ("echo_block", "echo_json", "echo_key", "echo_table", "note")
+
+
+def echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def echo_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
+    if not rows:
+        note("(none)")
+        return
+    cells = [[_cell(row.get(col)) for col in columns] for row in rows]
+    widths = [max(len(col), *(len(r[i]) for r in cells)) for i, col in enumerate(columns)]
+    click.echo("  ".join(col.upper().ljust(w) for col, w in zip(columns, widths, strict=True)).rstrip())
+    for r in cells:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+def echo_block(data: Mapping[str, Any]) -> None:
+    width = max(len(k) for k in data)
+    for key, value in data.items():
+        click.echo(f"{key.ljust(width)}  {_cell(value)}")
+
+
+def echo_key(api_key: str) -> None:
+    click.echo(f"{'api_key'.ljust(14)}  {api_key}")
+    click.secho("Copy this key now: it will not be shown again.", err=True, fg="yellow")
+
+
+def note(message: str) -> None:
+    click.echo(message, err=True)

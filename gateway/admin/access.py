@@ -1,0 +1,57 @@
+"""Who may manage whom. Pure rules, used by every management handler.
+
+- ``Root`` manages everything, in every tenant.
+- ``TenantAdmin`` manages identities of its own tenant only, and never one ranked above
+  itself; it can never create or raise anyone above its own role.
+- ``TenantUser`` manages nothing (it may still ask who it is).
+
+An identity in another tenant answers 404, exactly like one that does not exist, so a
+TenantAdmin cannot even learn that a UUID exists elsewhere (Pangolin leaked and even rotated
+other tenants' service users by UUID).
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..auditing import record_auth_failure
+from ..errors import Forbidden, NotFound, Unauthenticated
+from ..identity import Principal, Role
+from ..keys import AUTH
+
+__all__ = ("check_grant", "check_target", "manager", "principal", "tenant_scope")
+
+
+def principal(request: web.Request) -> Principal:
+    found = request[AUTH].principal
+    if found is None:
+        record_auth_failure(request, "api", None)
+        raise Unauthenticated()
+    return found
+
+
+def manager(request: web.Request) -> Principal:
+    """The caller, who must be allowed to manage identities (403 otherwise)."""
+    caller = principal(request)
+    if caller.role is Role.TENANT_USER:
+        raise Forbidden("Forbidden: managing identities needs the TenantAdmin or Root role")
+    return caller
+
+
+def tenant_scope(caller: Principal) -> str | None:
+    """The tenant id the caller is confined to; None for Root (all tenants)."""
+    return None if caller.role is Role.ROOT else caller.tenant_id
+
+
+def check_target(caller: Principal, tenant_id: str, role: Role, what: str) -> None:
+    """May ``caller`` act on an identity of ``tenant_id`` holding ``role``?"""
+    if caller.role is not Role.ROOT and tenant_id != caller.tenant_id:
+        raise NotFound(f"No such {what}")
+    if role.rank > caller.role.rank:
+        raise Forbidden(f"Forbidden: cannot manage a {what} with a role above your own")
+
+
+def check_grant(caller: Principal, role: Role) -> None:
+    """May ``caller`` give someone ``role``?"""
+    if role.rank > caller.role.rank:
+        raise Forbidden("Forbidden: cannot grant a role above your own")

@@ -1,0 +1,59 @@
+"""Recording request-path events in the audit log through the bounded queue (``audit``):
+authentication failures, token requests and refused management actions. Never blocks."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from .audit import client_details
+from .identity import Principal
+from .keys import AUDIT, AUTH, CLOCK
+from .store import AuditRecord
+
+__all__ = ("record_auth_failure", "record_event")
+
+_MAX_DETAIL = 300
+
+
+def record_event(
+    request: web.Request,
+    *,
+    action: str,
+    outcome: str,
+    principal: Principal | None = None,
+    target_type: str | None = None,
+    target_id: str | None = None,
+    detail: str | None = None,
+) -> None:
+    """Queue one audit record about ``request``. ``detail`` must never hold a secret."""
+    if principal is None:
+        principal = request[AUTH].principal if AUTH in request else None
+    client = client_details(request)
+    request.app[AUDIT].record(
+        AuditRecord(
+            at=request.app[CLOCK](),
+            actor=principal.id if principal is not None else "anonymous",
+            action=action,
+            target_type=target_type,
+            target_id=target_id,
+            tenant_id=principal.tenant_id if principal is not None else None,
+            outcome=outcome,
+            client_addr=client.addr,
+            user_agent=client.user_agent,
+            detail=detail[:_MAX_DETAIL] if detail else None,
+        )
+    )
+
+
+def record_auth_failure(request: web.Request, target_type: str, target_id: str | None) -> None:
+    """A request refused with 401: why (never the credential itself) and where to."""
+    reason = request[AUTH].reason if AUTH in request else None
+    path = request.rel_url.raw_path  # no query: keys never travel there, but be strict
+    record_event(
+        request,
+        action="auth.failure",
+        outcome="failure",
+        target_type=target_type,
+        target_id=target_id,
+        detail=f"{reason or 'missing'}: {request.method} {path}",
+    )

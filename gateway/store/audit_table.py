@@ -1,0 +1,55 @@
+"""The audit log table: written inside lifecycle transactions (``core.SqliteCore._audit``)
+or in batches from the request path's queue, and read with filters."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Final
+
+from .base import AuditQuery, AuditRecord
+from .core import SqliteCore
+
+__all__ = ("AuditTable",)
+
+_COLUMNS: Final = (
+    "at, actor, action, target_type, target_id, tenant_id, outcome, client_addr, user_agent, detail"
+)
+
+
+class AuditTable(SqliteCore):
+    async def insert_audit_records(self, records: Sequence[AuditRecord]) -> None:
+        if not records:
+            return
+        async with self.transaction() as conn:
+            for record in records:
+                await self._audit(conn, record)
+
+    async def audit_records(self, *, target_id: str | None = None) -> list[AuditRecord]:
+        """Every record (of one target), oldest first."""
+        records, _ = await self.query_audit(AuditQuery(target=target_id), limit=-1, offset=0)
+        return records[::-1]
+
+    async def query_audit(
+        self, query: AuditQuery, *, limit: int, offset: int
+    ) -> tuple[list[AuditRecord], int]:
+        """A page of matching records, newest first, and how many match in all."""
+        where: list[str] = []
+        params: list[Any] = []
+        for clause, value in (
+            ("tenant_id = ?", query.tenant_id),
+            ("actor = ?", query.actor),
+            ("action = ?", query.action),
+            ("target_id = ?", query.target),
+            ("outcome = ?", query.outcome),
+            ("at >= ?", query.since),
+        ):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        condition = f" WHERE {' AND '.join(where)}" if where else ""
+        total = (await self._fetchone(f"SELECT count(*) FROM audit_log{condition}", params))[0]
+        rows = await self._fetchall(
+            f"SELECT {_COLUMNS} FROM audit_log{condition} ORDER BY id DESC LIMIT ? OFFSET ?",
+            (*params, limit, offset),
+        )
+        return [AuditRecord(*row) for row in rows], int(total)
