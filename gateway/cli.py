@@ -94,6 +94,15 @@ def init(config_path: Path, as_json: bool) -> None:
 
 
 @main.command()
+def keygen() -> None:
+    """Print a new token-signing key (private JWK) for tokens.signing_key / its _FILE variable."""
+    from .tokens import new_signing_key
+
+    click.echo(json.dumps(new_signing_key().as_dict(private=True)))
+    click.secho("Keep this secret: anyone holding it can mint tokens.", err=True, fg="yellow")
+
+
+@main.command()
 @_config_option
 @click.option("--host", help="Override server.host.")
 @click.option("--port", type=int, help="Override server.port.")

@@ -88,6 +88,16 @@ class TokenSettings:
     session_lifetime_seconds: int = 8 * 3600
     issuer: str = "pangolin-gateway"
     audience: str = "iceberg-catalog"
+    # A private EC P-256 JWK (``pangolin-gateway keygen`` makes one) that signs tokens instead
+    # of the key kept in the store; meant for PANGOLIN_TOKENS__SIGNING_KEY_FILE, so replicas
+    # share it and it lives with the other secrets.
+    signing_key: str = ""
+
+    def __repr__(self) -> str:
+        return (
+            f"TokenSettings(lifetime_seconds={self.lifetime_seconds}, issuer={self.issuer!r}, "
+            f"signing_key={'<set>' if self.signing_key else '<store>'})"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +168,7 @@ def load_settings(path: Path | str | None, environ: Mapping[str, str]) -> Settin
             raise SettingsError([f"{path}: cannot read: {exc}"]) from None
         except tomllib.TOMLDecodeError as exc:
             raise SettingsError([f"{path}: not valid TOML: {exc}"]) from None
-    _apply_env(data, environ)
+    _apply_env(data, environ, problems)
     settings = settings_from_dict(data, problems)
     # Semantic checks run even when there are unknown keys or wrong types, so one run lists
     # every problem. A setting already reported as malformed (its default stands in for it)
@@ -183,12 +193,21 @@ def _within(path: str, where: str) -> bool:
     return path == where or path.startswith(where + ".")
 
 
-def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> None:
+def _apply_env(data: dict[str, Any], environ: Mapping[str, str], problems: list[str]) -> None:
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX) or name == "PANGOLIN_CONFIG":
             continue
         if name in ("PANGOLIN_URL", "PANGOLIN_API_KEY"):  # the admin CLI's, not ours
             continue
+        if name.endswith("_FILE"):
+            # Docker/Kubernetes secrets convention: PANGOLIN_X_FILE=/run/secrets/x sets X to
+            # the file's content, so secrets need not sit in the environment or the TOML.
+            try:
+                value = Path(value).read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                problems.append(f"{name}: cannot read {value}: {exc.strerror or exc}")
+                continue
+            name = name[: -len("_FILE")]
         path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
         node = data
         for part in path[:-1]:
@@ -304,6 +323,13 @@ def validate(settings: Settings) -> list[str]:
         problems.append("tokens.lifetime_seconds: must be between 60 and 604800")
     if not 60 <= settings.tokens.session_lifetime_seconds <= 7 * 86400:
         problems.append("tokens.session_lifetime_seconds: must be between 60 and 604800")
+    if settings.tokens.signing_key:
+        from .tokens import parse_signing_key  # here: tokens itself imports settings
+
+        try:
+            parse_signing_key(settings.tokens.signing_key)
+        except ValueError as exc:
+            problems.append(f"tokens.signing_key: {exc}")
     if not settings.tokens.issuer:
         problems.append("tokens.issuer: must not be empty")
     if not settings.tokens.audience:

@@ -23,7 +23,15 @@ from .identity import Principal
 from .settings import TokenSettings
 from .store import Store
 
-__all__ = ("MAX_TOKEN_BYTES", "IssuedToken", "TokenClaims", "TokenService", "create_signing_key")
+__all__ = (
+    "MAX_TOKEN_BYTES",
+    "IssuedToken",
+    "TokenClaims",
+    "TokenService",
+    "create_signing_key",
+    "new_signing_key",
+    "parse_signing_key",
+)
 
 ALGORITHM: Final = "ES256"
 # Reject oversized tokens before any parsing (Home Assistant uses the same bound).
@@ -56,9 +64,27 @@ class TokenClaims:
     scope: str
 
 
+def new_signing_key() -> ECKey:
+    return ECKey.generate_key("P-256", parameters={"use": "sig", "alg": ALGORITHM}, auto_kid=True)
+
+
+def parse_signing_key(text: str) -> ECKey:
+    """A private EC P-256 JWK (JSON); ValueError saying what is wrong otherwise."""
+    try:
+        data = json.loads(text)
+        key = ECKey.import_key(data)
+    except (ValueError, TypeError, JoseError) as exc:
+        raise ValueError("must be a private EC P-256 JWK (JSON)") from exc
+    if key.get("crv") != "P-256" or not key.is_private:
+        raise ValueError("must be a private EC P-256 JWK (JSON)")
+    if key.kid is None:
+        key = ECKey.import_key({**data, "kid": key.thumbprint()})
+    return key
+
+
 async def create_signing_key(store: Store) -> str:
     """Create and store a new ES256 signing key; returns its ``kid`` (the JWK thumbprint)."""
-    key = ECKey.generate_key("P-256", parameters={"use": "sig", "alg": ALGORITHM}, auto_kid=True)
+    key = new_signing_key()
     kid = key.kid
     assert kid is not None
     await store.insert_signing_key(kid, json.dumps(key.as_dict(private=True)))
@@ -83,6 +109,9 @@ class TokenService:
         if not rows:
             raise LookupError("the store has no token-signing key; run `pangolin-gateway init`")
         keys = [ECKey.import_key(json.loads(jwk)) for _kid, jwk in rows]
+        if settings.signing_key:
+            # A configured key signs; the store's keys still verify tokens they signed earlier.
+            keys.insert(0, parse_signing_key(settings.signing_key))
         return cls(settings, keys, clock)
 
     @property
