@@ -204,8 +204,11 @@ def _apply_env(data: dict[str, Any], environ: Mapping[str, str], problems: list[
             # the file's content, so secrets need not sit in the environment or the TOML.
             try:
                 value = Path(value).read_text(encoding="utf-8").strip()
-            except (OSError, UnicodeDecodeError) as exc:
+            except OSError as exc:
                 problems.append(f"{name}: cannot read {value}: {exc.strerror or exc}")
+                continue
+            except UnicodeDecodeError:
+                problems.append(f"{name}: {value} is not UTF-8 text")
                 continue
             name = name[: -len("_FILE")]
         path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
