@@ -130,9 +130,13 @@ class UpstreamAuthSettings:
 class CatalogSettings:
     upstream: str = ""
     tenant: str = "default"
-    # Sent as ?warehouse= on /v1/config when the client names none, so each catalog can be one
-    # warehouse (SeaweedFS table bucket) of a shared upstream.
+    # The upstream warehouse this catalog is (a SeaweedFS table bucket, say): always the one
+    # asked for on /v1/config, whatever the client names, so catalogs sharing an upstream and
+    # its credential cannot reach each other's tables.
     warehouse: str = ""
+    # The upstream's path prefix for that warehouse, when it is not the warehouse's name.
+    # With a warehouse (or prefix) set, the catalog is fenced to it (see proxy.scope).
+    prefix: str = ""
     connect_timeout_seconds: float = 5.0
     timeout_seconds: float = 300.0
     upstream_auth: UpstreamAuthSettings = field(default_factory=UpstreamAuthSettings)
@@ -366,6 +370,16 @@ def _validate_catalog(name: str, catalog: CatalogSettings) -> list[str]:
         problems.append(f"{where}.upstream: required")
     elif not _is_http_url(catalog.upstream):
         problems.append(f"{where}.upstream: must be an http:// or https:// URL")
+    segment = re.compile(r"[A-Za-z0-9._~-]+")
+    if catalog.prefix and not segment.fullmatch(catalog.prefix):
+        problems.append(
+            f"{where}.prefix: must be one URL-safe path segment (clients re-encode prefixes)"
+        )
+    elif catalog.warehouse and not catalog.prefix and not segment.fullmatch(catalog.warehouse):
+        problems.append(
+            f"{where}.prefix: required when the warehouse is not a plain name "
+            "(the upstream's path prefix for it)"
+        )
     if not catalog.tenant:
         problems.append(f"{where}.tenant: must not be empty")
     if catalog.connect_timeout_seconds <= 0 or catalog.timeout_seconds <= 0:

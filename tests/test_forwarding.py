@@ -717,16 +717,18 @@ async def test_config_response_without_anything_to_strip_is_passed_byte_for_byte
     [
         ("", "warehouse=wh%2F1"),
         ("?warehouse=", "warehouse=wh%2F1"),
-        ("?warehouse=mine", "warehouse=mine"),
+        ("?warehouse=mine", "warehouse=wh%2F1"),
+        ("?warehouse=mine&warehouse=other", "warehouse=wh%2F1"),
         ("?foo=1&warehouse=", "foo=1&warehouse=wh%2F1"),
         ("?warehouse", "warehouse=wh%2F1"),
         ("?foo=1", "foo=1&warehouse=wh%2F1"),
     ],
 )
-async def test_config_names_the_catalogs_warehouse_unless_the_client_names_one(
+async def test_config_always_names_the_catalogs_own_warehouse(
     make_gateway: MakeGateway, query: str, upstream_query: str
 ) -> None:
-    gateway = await make_gateway(catalogs={"default": CatalogSettings(warehouse="wh/1")})
+    catalog = CatalogSettings(warehouse="wh/1", prefix="wh1")
+    gateway = await make_gateway(catalogs={"default": catalog})
 
     await call(gateway, "GET", f"/v1/default/v1/config{query}", headers=key_auth(gateway.root))
 

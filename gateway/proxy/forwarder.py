@@ -13,12 +13,12 @@ request but did not answer in time -> 504; the connection broke otherwise -> 502
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Final
-from urllib.parse import quote
 
 import aiohttp
 from aiohttp import web
@@ -35,6 +35,7 @@ from ..identity import Principal
 from ..settings import CatalogSettings
 from .headers import HeaderPolicy
 from .rewrite import rewrite_config, strip_table_credentials
+from .scope import WarehouseScope
 from .upstream_auth import UpstreamAuth
 
 __all__ = ("Forwarder", "ForwardRequest")
@@ -76,7 +77,7 @@ class Forwarder:
     ) -> None:
         self._session = session
         self._base = catalog.upstream.rstrip("/")
-        self._warehouse = catalog.warehouse
+        self._scope = WarehouseScope(catalog)
         self._auth = auth
         self._headers = headers
         self._max_body = max_body_bytes
@@ -86,29 +87,20 @@ class Forwarder:
             sock_read=catalog.timeout_seconds,
         )  # fmt: skip
 
-    def _query(self, fwd: ForwardRequest) -> str:
-        if fwd.tail == "config" and self._warehouse:
-            # Name this catalog's warehouse unless the client named one itself; DuckDB sends
-            # an empty ``warehouse=`` which counts as none (and so does a bare ``warehouse``).
-            params = [p for p in fwd.query.split("&") if p not in ("", "warehouse=", "warehouse")]
-            if not any(p.startswith("warehouse=") for p in params):
-                params.append("warehouse=" + _quote(self._warehouse))
-            return "&".join(params)
-        return fwd.query
-
     async def forward(self, fwd: ForwardRequest) -> web.StreamResponse:
         request = fwd.request
         length = request.content_length
         if length is not None and length > self._max_body:
             raise PayloadTooLarge()
-        query = self._query(fwd)
-        url = URL(f"{self._base}/v1/{fwd.tail}" + (f"?{query}" if query else ""), encoded=True)
+        tail = self._scope.upstream_tail(fwd.tail)
+        query = self._scope.config_query(fwd.query) if tail == "config" else fwd.query
+        url = URL(f"{self._base}/v1/{tail}" + (f"?{query}" if query else ""), encoded=True)
         limiter = _BodyLimit(self._max_body)
         data: object = None
         if request.body_exists:
             data = request.content if length is not None else limiter.stream(request.content)
         retry_on_401 = self._auth.renewable and not request.body_exists
-        rewrite = _rewrite_for(request.method, fwd.tail)
+        rewrite = _rewrite_for(request.method, tail, self._scope.prefix)
         while True:
             headers = self._headers.upstream_request(
                 request.headers,
@@ -212,12 +204,12 @@ class _BodyLimit:
             yield chunk
 
 
-def _rewrite_for(method: str, tail: str) -> _Rewrite | None:
+def _rewrite_for(method: str, tail: str, prefix: str) -> _Rewrite | None:
     """How this route's successful answers must be filtered before a client sees them."""
     if method == "HEAD":
         return None
     if tail == "config":
-        return rewrite_config
+        return functools.partial(rewrite_config, prefix=prefix or None)
     if _TABLE_ROUTE.fullmatch(tail):
         return strip_table_credentials
     return None
@@ -247,7 +239,3 @@ def _map_error(exc: BaseException) -> GatewayError:
         return UpstreamTimeout()
     _LOGGER.warning("upstream request failed: %s", type(exc).__name__)
     return UpstreamError()
-
-
-def _quote(value: str) -> str:
-    return quote(value, safe="")

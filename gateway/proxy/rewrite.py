@@ -56,14 +56,22 @@ class _Parsed:
         return json.dumps(self.doc, separators=(",", ":")).encode()
 
 
-def rewrite_config(body: bytes) -> bytes | None:
-    """The rewritten ``/v1/config`` body, or None to send the original bytes unchanged."""
+def rewrite_config(body: bytes, prefix: str | None = None) -> bytes | None:
+    """The rewritten ``/v1/config`` body, or None to send the original bytes unchanged.
+
+    ``prefix``: the catalog's pinned prefix, set as ``overrides.prefix`` so clients build
+    their paths under it (see ``scope``)."""
     parsed = _Parsed(body)
     if parsed.doc is None:
         return None
     changed = parsed.duplicates
     for section in ("defaults", "overrides"):
         changed |= _drop_keys(parsed.doc.get(section), _CONFIG_DROP, _CONFIG_DROP_PREFIXES)
+    if prefix is not None:
+        overrides = parsed.doc.setdefault("overrides", {})
+        if isinstance(overrides, dict) and overrides.get("prefix") != prefix:
+            overrides["prefix"] = prefix
+            changed = True
     return parsed.dump() if changed else None
 
 

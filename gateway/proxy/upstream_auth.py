@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -23,6 +24,8 @@ from ..settings import CatalogSettings
 __all__ = ("OAuth2ClientCredentials", "StaticBearer", "UpstreamAuth", "make_upstream_auth")
 
 _LOGGER = logging.getLogger(__name__)
+# Assumed when the upstream's token answer gives no usable lifetime.
+_DEFAULT_LIFETIME = 3600.0
 
 
 class UpstreamAuth(Protocol):
@@ -123,10 +126,36 @@ class OAuth2ClientCredentials:
         token = body.get("access_token") if isinstance(body, dict) else None
         if not isinstance(token, str) or not token:
             raise UpstreamError("The gateway could not authenticate to the catalog")
-        expires_in = body.get("expires_in")
-        lifetime = float(expires_in) if isinstance(expires_in, int | float) else 3600.0
+        lifetime = _lifetime(body.get("expires_in"))
         self._value = f"Bearer {token}"
         self._renew_at = self._clock() + lifetime - min(60.0, lifetime / 10)
+
+
+def _lifetime(expires_in: object) -> float:
+    """The token lifetime in seconds an upstream answered, or the default if it is unusable.
+
+    Why not just ``float(expires_in)`` for numbers: some servers send the number as a string
+    (``"expires_in": "300"``), which was read as "unknown" and the token kept for an hour past
+    its expiry; ``true`` counted as one second (a fetch per request); ``NaN`` and ``Infinity``
+    (which Python's JSON parser accepts) made the renewal comparison never true, so the token
+    was used for ever; a negative value meant a fetch per request; and an integer too large
+    for a float raised OverflowError, a 500 on every request.
+    """
+    if isinstance(expires_in, bool):
+        return _DEFAULT_LIFETIME
+    if isinstance(expires_in, str):
+        try:
+            value = float(expires_in.strip())
+        except ValueError:
+            return _DEFAULT_LIFETIME
+    elif isinstance(expires_in, int | float):
+        try:
+            value = float(expires_in)
+        except OverflowError:
+            return _DEFAULT_LIFETIME
+    else:
+        return _DEFAULT_LIFETIME
+    return value if math.isfinite(value) and value > 0 else _DEFAULT_LIFETIME
 
 
 def make_upstream_auth(catalog: CatalogSettings, session: aiohttp.ClientSession) -> UpstreamAuth:
