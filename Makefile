@@ -29,8 +29,12 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff format --check gateway admin_cli tests
 	$(BIN)/mypy
 
-pytest: $(VENV)/.installed-test
+# iceberg-js for the client-compatibility tests (npm ci's lock copy doubles as the stamp).
+tests/js/node_modules/.package-lock.json: tests/js/package.json tests/js/package-lock.json
+	npm ci --prefix tests/js --no-audit --no-fund --no-update-notifier
+
+pytest: $(VENV)/.installed-test tests/js/node_modules/.package-lock.json
 	$(BIN)/pytest
 
 clean:
-	rm -rf $(VENV) var build *.egg-info .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) var build *.egg-info .mypy_cache .ruff_cache .pytest_cache tests/js/node_modules
