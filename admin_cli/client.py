@@ -3,6 +3,7 @@ starts fast), and where a ``login`` session token is kept."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import urllib.error
@@ -13,6 +14,11 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ("ApiClient", "ApiError", "SessionStore")
+
+SESSION_ENDED = (
+    "the saved login session has ended (it expired, the password was changed or the account "
+    "removed): run `pangolin-admin login` again"
+)
 
 
 class ApiError(Exception):
@@ -28,6 +34,9 @@ class ApiClient:
     url: str
     credential: tuple[str, str] | None = None  # (header name, value)
     timeout: float = 30.0
+    # The credential is a session saved by `login`: a 401 then means that session has ended,
+    # which the user can fix, rather than a bad key.
+    session: bool = False
 
     def call(
         self,
@@ -38,6 +47,13 @@ class ApiClient:
         query: dict[str, Any] | None = None,
     ) -> Any:
         """The decoded JSON answer (None for 204); raises ApiError for anything else."""
+        # urllib.request.Request raises a bare ValueError for a URL without a scheme (e.g.
+        # `--url localhost`) before the request is sent, outside the handling below: it was a
+        # traceback instead of one line.
+        if urllib.parse.urlsplit(self.url).scheme not in ("http", "https"):
+            raise ApiError(
+                f"cannot reach the gateway at {self.url}: the URL must start with http:// or https://"
+            )
         target = self.url.rstrip("/") + path
         params = {k: v for k, v in (query or {}).items() if v is not None}
         if params:
@@ -58,10 +74,20 @@ class ApiClient:
                 return json.loads(raw) if raw else None
         except urllib.error.HTTPError as err:
             with err:
+                if err.code == 401 and self.session:
+                    raise ApiError(SESSION_ENDED, err.code) from None
                 raise ApiError(_error_message(err.read(), err.code), err.code) from None
         except (TimeoutError, urllib.error.URLError, ConnectionError, ValueError) as err:
             reason = getattr(err, "reason", err)
             raise ApiError(f"cannot reach the gateway at {self.url}: {reason}") from None
+        except http.client.HTTPException as err:
+            # Something answered, but not in HTTP (a wrong port): BadStatusLine and the like are
+            # neither URLError nor OSError, so they escaped as a traceback. Their text is the
+            # peer's raw bytes, so only the class name is shown.
+            raise ApiError(
+                f"cannot reach the gateway at {self.url}: the answer is not HTTP "
+                f"({type(err).__name__})"
+            ) from None
 
 
 def _error_message(raw: bytes, status: int) -> str:

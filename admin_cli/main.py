@@ -7,6 +7,7 @@ Exit codes: 0 success, 1 a refused or failed operation, 2 a usage error.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
 from collections.abc import Callable
@@ -47,10 +48,20 @@ class Context:
                 "no credentials: pass --api-key (or set PANGOLIN_API_KEY), "
                 "or run `pangolin-admin login`"
             )
-        return ApiClient(self.url, ("Authorization", f"Bearer {token}"))
+        return ApiClient(self.url, ("Authorization", f"Bearer {token}"), session=True)
 
 
 pass_context = click.make_pass_decorator(Context)
+
+
+class PromptOnStderr(click.Option):
+    """An option whose prompt goes to stderr. Click prompts on stdout, so
+    `pangolin-admin login --json > session.json` wrote "Username: " into the JSON (and hid the
+    question from the user); stdout is for data only."""
+
+    def prompt_for_value(self, ctx: click.Context) -> Any:
+        with contextlib.redirect_stdout(sys.stderr):
+            return super().prompt_for_value(ctx)
 
 
 def json_option(func: F) -> F:
@@ -89,8 +100,8 @@ def main(ctx: click.Context, url: str, api_key: str | None) -> None:
 
 
 @main.command()
-@click.option("--username", prompt=True)
-@click.password_option(confirmation_prompt=False)
+@click.option("--username", prompt=True, cls=PromptOnStderr)
+@click.password_option(confirmation_prompt=False, cls=PromptOnStderr)
 @json_option
 @pass_context
 def login(ctx: Context, username: str, password: str, as_json: bool) -> None:
@@ -313,7 +324,9 @@ def _delete(ctx: Context, path: str, id_: str, as_json: bool) -> None:
 
 @main.command("create-user")
 @click.option("--username", required=True)
-@click.password_option(help="Prompted for when not given (at least 12 characters).")
+@click.password_option(
+    help="Prompted for when not given (at least 12 characters).", cls=PromptOnStderr
+)
 @click.option("--role", type=ROLES, default="TenantAdmin", show_default=True)
 @click.option("--tenant", help="Tenant name (Root only; default: your own).")
 @json_option
@@ -360,7 +373,7 @@ def delete_user(ctx: Context, id_: str, yes: bool, as_json: bool) -> None:
 @main.command("change-password")
 @click.option("--id", "id_", help="Whose password (default: your own, from the session).")
 @click.option("--current-password", help="Your current password (prompted for your own).")
-@click.password_option("--new-password", help="Prompted for when not given.")
+@click.password_option("--new-password", help="Prompted for when not given.", cls=PromptOnStderr)
 @json_option
 @pass_context
 def change_password(
@@ -371,16 +384,27 @@ def change_password(
 
     def act() -> None:
         client = ctx.client()
-        target = id_ or client.call("GET", "/api/v1/me")["id"]
+        me = client.call("GET", "/api/v1/me")["id"]
+        target = id_ or me
         body = {"password": new_password}
         if id_ is None:
             body["current_password"] = current_password or click.prompt(
-                "Current password", hide_input=True
+                "Current password", hide_input=True, err=True
             )
         elif current_password:
             body["current_password"] = current_password
         answer = client.call("PUT", f"/api/v1/users/{_q(target)}/password", body=body)
-        echo_json(answer) if as_json else note("Password changed; other sessions have ended.")
+        if target == me and client.session:
+            # The gateway ends every session of the account, this one included; the note said
+            # "other sessions" and kept the dead token, so the next command failed with a bare 401.
+            ctx.sessions.remove(ctx.url)
+            message = (
+                "Password changed. Every session of this account has ended, this one included: "
+                "run `pangolin-admin login` again."
+            )
+        else:
+            message = "Password changed; that user's sessions have ended."
+        echo_json(answer) if as_json else note(message)
 
     _run(act)
 

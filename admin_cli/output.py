@@ -30,7 +30,9 @@ def echo_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> Non
         return
     cells = [[_cell(row.get(col)) for col in columns] for row in rows]
     widths = [max(len(col), *(len(r[i]) for r in cells)) for i, col in enumerate(columns)]
-    click.echo("  ".join(col.upper().ljust(w) for col, w in zip(columns, widths, strict=True)).rstrip())
+    click.echo(
+        "  ".join(col.upper().ljust(w) for col, w in zip(columns, widths, strict=True)).rstrip()
+    )
     for r in cells:
         click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
