@@ -1,9 +1,11 @@
 """``make run``: the gateway in front of a real local SeaweedFS catalog, and a first service user.
 
 SeaweedFS is started with credentials, so the gateway must authenticate upstream (OAuth2
-client_credentials) exactly as it would in front of a production catalog. Its data, ports and
-credentials live under ``--data-dir`` and are reused by the next run. Ctrl-C (or SIGTERM)
-stops the gateway and then SeaweedFS.
+client_credentials) exactly as it would in front of a production catalog, and with credential
+vending, so a client needs nothing but its gateway credential: table data is read and written
+with the short-lived, table-scoped S3 credentials the catalog hands out in loadTable. Its
+data, ports and credentials live under ``--data-dir`` and are reused by the next run. Ctrl-C
+(or SIGTERM) stops the gateway and then SeaweedFS.
 """
 
 from __future__ import annotations
@@ -72,8 +74,7 @@ async def _provision(settings: Settings) -> tuple[CreatedKey | None, CreatedKey]
         return init.root, demo
 
 
-def pyiceberg_snippet(base_url: str, user_id: str, api_key: str, s3: dict[str, str]) -> str:
-    storage = "".join(f'        "{k}": "{v}",\n' for k, v in s3.items())
+def pyiceberg_snippet(base_url: str, user_id: str, api_key: str) -> str:
     return (
         "from pyiceberg.catalog import load_catalog\n\n"
         "catalog = load_catalog(\n"
@@ -84,8 +85,6 @@ def pyiceberg_snippet(base_url: str, user_id: str, api_key: str, s3: dict[str, s
         f'        "credential": "{user_id}:{api_key}",\n'
         f'        "oauth2-server-uri": "{base_url}/v1/default/v1/oauth/tokens",\n'
         '        "scope": "catalog",\n'
-        "        # Table data goes straight to the local SeaweedFS S3 endpoint:\n"
-        f"{storage}"
         "    },\n"
         ")\n"
         "print(catalog.list_namespaces())\n"
@@ -99,6 +98,7 @@ def run_demo(settings: Settings, data_dir: Path) -> None:
     seaweed = SeaweedFS(
         data_dir / "seaweedfs", ports=ports, access_key=state["access_key"],
         secret_key=state["secret_key"], table_bucket=WAREHOUSE, log_dir=data_dir / "logs",
+        vend_credentials=True,
     )  # fmt: skip
     # SIGTERM must unwind through the finally below, or SeaweedFS (in its own session, so
     # that Ctrl-C reaches only us) would be orphaned.
@@ -121,7 +121,7 @@ def run_demo(settings: Settings, data_dir: Path) -> None:
         base_url = (
             f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{settings.server.port}"
         )
-        _print_welcome(base_url, root, demo, seaweed, state)
+        _print_welcome(base_url, root, demo)
         serve_settings(settings)
     finally:
         click.echo("Stopping SeaweedFS ...", err=True)
@@ -129,20 +129,8 @@ def run_demo(settings: Settings, data_dir: Path) -> None:
         click.echo("Stopped.", err=True)
 
 
-def _print_welcome(
-    base_url: str,
-    root: CreatedKey | None,
-    demo: CreatedKey,
-    seaweed: SeaweedFS,
-    state: dict[str, Any],
-) -> None:
+def _print_welcome(base_url: str, root: CreatedKey | None, demo: CreatedKey) -> None:
     key = demo.api_key.plaintext()
-    s3 = {
-        "s3.endpoint": seaweed.s3_endpoint,
-        "s3.region": "us-east-1",
-        "s3.access-key-id": state["access_key"],
-        "s3.secret-access-key": state["secret_key"],
-    }
     out = click.echo
     out("")
     out("Pangolin Gateway is running in front of a local SeaweedFS Iceberg catalog.")
@@ -159,6 +147,6 @@ def _print_welcome(
     out("Try it:")
     out(f'  curl -H "X-API-Key: {key}" {base_url}/api/v1/catalogs')
     out("")
-    out("PyIceberg:")
-    out(pyiceberg_snippet(base_url, demo.user.id, key, s3))
+    out("PyIceberg (table data: the catalog vends short-lived S3 credentials per table):")
+    out(pyiceberg_snippet(base_url, demo.user.id, key))
     sys.stdout.flush()

@@ -6,10 +6,12 @@ The flags follow the upstream SeaweedFS runbook: loopback only, no telemetry, no
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import os
 import random
+import secrets
 import shutil
 import signal
 import socket
@@ -26,6 +28,7 @@ from pathlib import Path
 from types import TracebackType
 
 HOST = "127.0.0.1"
+_VEND_ROLE = "IcebergVend"
 # SeaweedFS derives every gRPC port as http port + 10000.
 GRPC_OFFSET = 10000
 # Candidate http ports. The range is narrower than GRPC_OFFSET, so no port's gRPC twin can equal
@@ -149,9 +152,13 @@ class SeaweedFS:
         secret_key: str | None,
         table_bucket: str = "warehouse",
         log_dir: Path | None = None,
+        vend_credentials: bool = False,
     ) -> None:
         if (access_key is None) != (secret_key is None):
             raise ValueError("give both access_key and secret_key, or neither")
+        if vend_credentials and access_key is None:
+            raise ValueError("credential vending needs a credentialed instance")
+        self.vend_credentials = vend_credentials
         self.data_dir = Path(data_dir)
         self.ports = ports
         self.access_key = access_key
@@ -198,6 +205,69 @@ class SeaweedFS:
             f"-s3.port={p.s3}",
             f"-s3.port.iceberg={p.iceberg}",
             f"-admin.port={p.admin}",
+            *(self._vending_flags() if self.vend_credentials else ()),
+        ]
+
+    def _vending_flags(self) -> list[str]:
+        """Let the catalog vend table-scoped, short-lived S3 credentials in loadTable and
+        createTable answers (for requests that ask with X-Iceberg-Access-Delegation), so a
+        client needs nothing but its catalog credential. SeaweedFS assumes an IAM role for
+        that; its trust policy must name the provider SeaweedFS hard-codes, "iceberg-catalog"."""
+        config = self.data_dir / "iam.json"
+        if not config.exists():
+            document = {
+                "sts": {
+                    "tokenDuration": "1h",
+                    "maxSessionLength": "12h",
+                    "issuer": "seaweedfs-sts",
+                    "signingKey": base64.b64encode(secrets.token_bytes(32)).decode(),
+                },
+                "policy": {"defaultEffect": "Deny"},
+                "roles": [
+                    {
+                        "roleName": _VEND_ROLE,
+                        "roleArn": f"arn:aws:iam::role/{_VEND_ROLE}",
+                        "trustPolicy": {
+                            "Version": "2012-10-17",
+                            "Statement": [
+                                {
+                                    "Effect": "Allow",
+                                    "Principal": {"Federated": "iceberg-catalog"},
+                                    "Action": ["sts:AssumeRoleWithCredentials"],
+                                }
+                            ],
+                        },
+                        "attachedPolicies": ["IcebergData"],
+                    }
+                ],
+                "policies": [
+                    {
+                        "name": "IcebergData",
+                        "document": {
+                            "Version": "2012-10-17",
+                            "Statement": [
+                                {
+                                    "Effect": "Allow",
+                                    "Action": ["s3:*"],
+                                    "Resource": ["arn:aws:s3:::*", "arn:aws:s3:::*/*"],
+                                },
+                                {
+                                    "Effect": "Allow",
+                                    "Action": ["sts:ValidateSession"],
+                                    "Resource": ["*"],
+                                },
+                            ],
+                        },
+                    }
+                ],
+            }
+            # Holds the STS signing key: owner-only, created so before anything is written.
+            fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                json.dump(document, handle)
+        return [
+            f"-s3.iam.config={config}",
+            f"-s3.iceberg.credentialRole=arn:aws:iam::role/{_VEND_ROLE}",
         ]
 
     def start(self, timeout: float = 30.0) -> None:
