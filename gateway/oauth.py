@@ -234,7 +234,9 @@ async def _exchange(
         raise _invalid_request("subject_token too large")
     client = await _client(authenticator, request, form, required=False)
     claims = authenticator.verify_token(subject, allow_expired=client is not None)
-    if claims is None:
+    # Only service-user tokens are renewed here: a human's session must end when it ends, so
+    # it cannot be stretched by exchanging it again and again (log in again instead).
+    if claims is None or claims.principal_type != "service_user":
         raise _Refused(InvalidGrantError(description="Invalid subject_token"))
     outcome: AuthOutcome = await authenticator.principal_for_claims(claims)
     if outcome.principal is None or (client is not None and client.id != outcome.principal.id):

@@ -36,7 +36,8 @@ __all__ = (
 )
 
 ENV_PREFIX: Final = "PANGOLIN_"
-CATALOG_NAME_RE: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+# Catalog and tenant names: lowercase and URL-safe (DuckDB lowercases its endpoint).
+NAME_RE: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 UPSTREAM_AUTH_TYPES: Final = ("none", "bearer", "oauth2")
 # First path segments of Iceberg routes: a catalog with one of these names could not be told
 # apart from a default-catalog path such as /v1/namespaces/v1/tables (namespace "v1").
@@ -359,7 +360,7 @@ def validate(settings: Settings) -> list[str]:
 def _validate_catalog(name: str, catalog: CatalogSettings) -> list[str]:
     where = f"catalogs.{name}"
     problems: list[str] = []
-    if not CATALOG_NAME_RE.fullmatch(name):
+    if not NAME_RE.fullmatch(name):
         problems.append(
             f"{where}: catalog names must be lowercase letters, digits, '-' or '_' "
             "(clients such as DuckDB lowercase their endpoint)"
@@ -380,8 +381,9 @@ def _validate_catalog(name: str, catalog: CatalogSettings) -> list[str]:
             f"{where}.prefix: required when the warehouse is not a plain name "
             "(the upstream's path prefix for it)"
         )
-    if not catalog.tenant:
-        problems.append(f"{where}.tenant: must not be empty")
+    if not NAME_RE.fullmatch(catalog.tenant):
+        # A name no tenant can have would silently leave the catalog to Root alone.
+        problems.append(f"{where}.tenant: must be a tenant name (lowercase letters, digits, - _)")
     if catalog.connect_timeout_seconds <= 0 or catalog.timeout_seconds <= 0:
         problems.append(f"{where}: timeouts must be positive")
     auth = catalog.upstream_auth

@@ -3,19 +3,16 @@ a tenant that still has service users or users cannot be deleted."""
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
-from typing import Final
 
 from .audit import ClientInfo
 from .identity import Tenant
 from .service_users import NotFound, ValidationError
+from .settings import NAME_RE
 from .store import DEFAULT_TENANT, AuditRecord, Store
 
 __all__ = ("TenantDirectory",)
-
-_NAME_RE: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 
 
 class TenantDirectory:
@@ -34,7 +31,7 @@ class TenantDirectory:
         )  # fmt: skip
 
     async def create(self, name: str, *, actor: str, client: ClientInfo | None = None) -> Tenant:
-        if not _NAME_RE.fullmatch(name):
+        if not NAME_RE.fullmatch(name):
             raise ValidationError(
                 "name", "1 to 63 characters: lowercase letters, digits, '-' or '_'"
             )

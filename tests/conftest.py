@@ -10,6 +10,10 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
+import os
+import sys
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +32,27 @@ from gateway.store import SqliteStore
 
 from .fakes import FakeClock, RecordingUpstream
 from .live import LiveGateway, SeaweedUpstream
+
+_exit_status = 0
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    global _exit_status
+    _exit_status = int(exitstatus)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Guard against pyarrow hanging the interpreter at exit (apache/arrow#50188: its S3
+    atexit finalizer can deadlock once S3 was used), which would stall CI after the suite has
+    passed. Finalize S3 explicitly; should exit still hang, end the process with pytest's own
+    status after a grace period (a daemon timer never delays a normal exit)."""
+    fs = sys.modules.get("pyarrow.fs")
+    if fs is not None:
+        gc.collect()
+        fs.finalize_s3()
+    timer = threading.Timer(30.0, os._exit, args=(_exit_status,))
+    timer.daemon = True
+    timer.start()
 
 
 def make_settings(tmp_path: Path, catalogs: dict[str, CatalogSettings], **changes: Any) -> Settings:

@@ -7,7 +7,8 @@ import asyncio
 import dataclasses
 import secrets
 import threading
-from collections.abc import Coroutine, Iterator
+import time
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from aiohttp import web
 
 from gateway.app import create_app
 from gateway.identity import Role
-from gateway.keys import AUTHENTICATOR, SERVICE_USERS, STORE
+from gateway.keys import AUTHENTICATOR, SERVICE_USERS, STORE, TENANTS
 from gateway.runner import run_init
 from gateway.seaweedfs import SeaweedFS, free_ports
 from gateway.service_users import CreatedKey, ServiceUserAdmin
@@ -27,7 +28,7 @@ from gateway.settings import (
     StoreSettings,
     UpstreamAuthSettings,
 )
-from gateway.store import SqliteStore
+from gateway.store import DEFAULT_TENANT, SqliteStore
 
 __all__ = ("LiveGateway", "SeaweedUpstream")
 
@@ -76,8 +77,9 @@ class SeaweedUpstream:
 class LiveGateway:
     """The gateway on a real port, served from a background thread."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
+        self.clock = clock
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._runner: web.AppRunner | None = None
@@ -86,23 +88,42 @@ class LiveGateway:
     @classmethod
     @contextmanager
     def start(
-        cls, tmp_path: Path, seaweed: SeaweedUpstream, **catalog_changes: Any
+        cls,
+        tmp_path: Path,
+        seaweed: SeaweedUpstream | None = None,
+        *,
+        catalogs: Mapping[str, CatalogSettings] | None = None,
+        clock: Callable[[], float] = time.time,
+        tenants: Iterable[str] = (),
+        **catalog_changes: Any,
     ) -> Iterator[LiveGateway]:
+        """One catalog "default" in front of ``seaweed`` (changed by ``catalog_changes``), or
+        the given ``catalogs``. Every tenant a catalog names, and each of ``tenants``, is
+        created; ``clock`` is the gateway's wall clock (a FakeClock makes tokens expire)."""
+        if catalogs is None:
+            if seaweed is None:
+                raise TypeError("give seaweed or catalogs")
+            catalogs = {"default": seaweed.catalog(**catalog_changes)}
+        elif catalog_changes:
+            raise TypeError("catalog_changes apply only to the default catalog built from seaweed")
         settings = Settings(
             store=StoreSettings(path=str(tmp_path / "pangolin.db")),
-            catalogs={"default": seaweed.catalog(**catalog_changes)},
+            catalogs=dict(catalogs),
         )
         asyncio.run(run_init(settings))
-        gateway = cls(settings)
+        gateway = cls(settings, clock)
         gateway._thread.start()
         try:
             gateway.call(gateway._serve())
+            wanted = {*(c.tenant for c in catalogs.values()), *tenants} - {DEFAULT_TENANT}
+            for tenant in sorted(wanted):
+                gateway.call(gateway.app[TENANTS].create(tenant, actor="test"))
             yield gateway
         finally:
             gateway.close()
 
     async def _serve(self) -> None:
-        self.app = create_app(self.settings)
+        self.app = create_app(self.settings, clock=self.clock)
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -131,15 +152,18 @@ class LiveGateway:
     def flush_last_used(self) -> None:
         self.call(self.app[AUTHENTICATOR].flush_last_used())
 
-    def pyiceberg_properties(self, created: CreatedKey, seaweed: SeaweedUpstream) -> dict[str, str]:
-        """The seed's PyIceberg snippet, plus the storage settings of the local SeaweedFS."""
+    def pyiceberg_properties(
+        self, created: CreatedKey, seaweed: SeaweedUpstream | None, catalog: str = "default"
+    ) -> dict[str, str]:
+        """The seed's PyIceberg snippet for ``catalog``, plus the storage settings of the
+        local SeaweedFS (None: catalog operations only, or the caller adds its own)."""
         return {
             "type": "rest",
-            "uri": f"{self.url}/v1/default/",
+            "uri": f"{self.url}/v1/{catalog}/",
             "credential": f"{created.user.id}:{created.api_key.plaintext()}",
-            "oauth2-server-uri": f"{self.url}/v1/default/v1/oauth/tokens",
+            "oauth2-server-uri": f"{self.url}/v1/{catalog}/v1/oauth/tokens",
             "scope": "catalog",
-            **seaweed.s3_properties(),
+            **(seaweed.s3_properties() if seaweed is not None else {}),
         }
 
     def close(self) -> None:

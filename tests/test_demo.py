@@ -75,9 +75,16 @@ class Demo:
         return code
 
 
+# Without it, exit may hang once pyarrow used S3 (apache/arrow#50188).
+_FINALIZE_S3 = "import pyarrow.fs\npyarrow.fs.finalize_s3()\n"
+
+
 def _run_snippet(snippet: str, extra: str) -> str:
     result = subprocess.run(
-        [sys.executable, "-c", snippet + extra], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", snippet + extra + _FINALIZE_S3],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     return result.stdout

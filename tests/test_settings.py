@@ -185,3 +185,9 @@ def test_shipped_config_is_valid(name: str) -> None:
     settings = load_settings(REPO / "config" / name, {})
     assert settings.default_catalog in settings.catalogs
     assert Path(settings.store.path).is_absolute()
+
+
+@pytest.mark.parametrize("tenant", ["Acme", "", "acme corp", "-acme"])
+def test_catalog_tenant_must_be_a_name_a_tenant_can_have(tmp_path: Path, tenant: str) -> None:
+    environ = {"PANGOLIN_CATALOGS__DEFAULT__TENANT": tenant, SECRET_ENV: "s"}
+    assert_reported(problems_of(write(tmp_path, VALID), environ), ("catalogs.default.tenant",))

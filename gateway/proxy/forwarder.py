@@ -127,13 +127,15 @@ class Forwarder:
                 if limiter.exceeded:
                     raise PayloadTooLarge() from None
                 raise _map_error(exc) from None
-            if upstream.status == 401 and retry_on_401:
-                # The upstream's token may have been revoked or its signing key rotated:
-                # fetch a new one and try once more (only bodiless requests can be replayed).
-                upstream.release()
+            if upstream.status == 401 and self._auth.renewable:
+                # The upstream's token may have been revoked or its signing key rotated: never
+                # use it again. A bodiless request is replayed once with a new one; one with a
+                # (streamed, so unreplayable) body gets the 401, and the next request renews.
                 self._auth.invalidate()
-                retry_on_401 = False
-                continue
+                if retry_on_401:
+                    upstream.release()
+                    retry_on_401 = False
+                    continue
             break
         try:
             return await self._respond(fwd, upstream, rewrite)
