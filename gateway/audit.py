@@ -11,6 +11,7 @@ credentials exhaust memory or stall requests.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from dataclasses import dataclass
@@ -77,10 +78,21 @@ class AuditQueue:
             raise
 
     async def run(self, flush_seconds: float) -> None:
-        """Flush every ``flush_seconds`` until cancelled."""
+        """Flush every ``flush_seconds`` until cancelled. A cancellation that arrives during a
+        write (the app's shutdown cancels this task) waits for that write to finish: cut off,
+        its batch was lost (taken off the queue, never stored, so the shutdown flush found
+        nothing), and a store transaction interrupted at its BEGIN left the write connection
+        inside that transaction, so every later write (the shutdown's own flushes) failed."""
         while True:
             await asyncio.sleep(flush_seconds)
+            if not self._pending:
+                continue
+            write = asyncio.ensure_future(self.flush())
             try:
-                await self.flush()
+                await asyncio.shield(write)
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await write  # its failure is put back and counted by flush() itself
+                raise
             except Exception:
                 _LOGGER.exception("writing audit records failed; will retry")

@@ -13,6 +13,18 @@ from .store import AuditRecord
 __all__ = ("record_auth_failure", "record_event")
 
 _MAX_DETAIL = 300
+_MAX_TARGET = 200
+
+
+def _printable(text: str | None, limit: int) -> str | None:
+    """Client-influenced text (a path id, an error naming a field) as safe to store: cut to
+    ``limit`` and every unprintable character, lone surrogates included, replaced by "?".
+    A surrogate cannot be encoded for SQLite, so one such record failed every batch write of
+    the queue, for good (and with it GET /api/v1/audit); control characters would reach the
+    terminal of whoever reads the log."""
+    if not text:
+        return None
+    return "".join(ch if ch.isprintable() else "?" for ch in text[:limit])
 
 
 def record_event(
@@ -35,12 +47,12 @@ def record_event(
             actor=principal.id if principal is not None else "anonymous",
             action=action,
             target_type=target_type,
-            target_id=target_id,
+            target_id=_printable(target_id, _MAX_TARGET),
             tenant_id=principal.tenant_id if principal is not None else None,
             outcome=outcome,
             client_addr=client.addr,
             user_agent=client.user_agent,
-            detail=detail[:_MAX_DETAIL] if detail else None,
+            detail=_printable(detail, _MAX_DETAIL),
         )
     )
 

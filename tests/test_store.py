@@ -337,3 +337,24 @@ async def test_lifecycle_calls_on_an_unknown_id_are_not_found_and_audit_nothing(
         with pytest.raises(NotFound):
             await call("no-such-id", actor="alice")
     assert await store.audit_records() == []
+
+
+@pytest.mark.parametrize("yields", range(12))
+async def test_a_write_cancelled_at_any_point_leaves_the_store_writable(
+    store: SqliteStore, admin: ServiceUserAdmin, yields: int
+) -> None:
+    # Cancelled while BEGIN (or COMMIT) still runs in aiosqlite's thread: that statement
+    # completes after the cancellation, and must not leave the connection in a transaction.
+    async def write() -> None:
+        async with store.transaction() as conn:
+            await conn.execute("UPDATE meta SET value = value WHERE key = 'identity_version'")
+
+    task = asyncio.create_task(write())
+    for _ in range(yields):
+        await asyncio.sleep(0)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+    user = await create(admin, name=f"after-{yields}")
+    assert (await admin.get(user.id)).name == f"after-{yields}"

@@ -166,6 +166,11 @@ def document() -> dict[str, Any]:
             "get": _op("Audit records, newest first", (200, _page_of("AuditRecord")),
                        params=[*audit_filters, *_PAGE]),
         },
+        # Documents itself too: every /api/v1 route is described (checked by the tests).
+        "/api/v1/openapi.json": {
+            "get": _op("This OpenAPI document", (200, {"type": "object"}), errors=(),
+                       public=True),
+        },
         "/api/v1/catalogs": {
             "get": _op("Catalogs the caller may use", (200, {"type": "object"}), errors=(401,)),
         },

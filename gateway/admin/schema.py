@@ -57,13 +57,16 @@ async def read_body(request: web.Request, fields: Mapping[str, Field]) -> dict[s
     else:
         try:
             body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+        # RecursionError: a few KB of "[[[[..." nests past the interpreter's recursion limit;
+        # uncaught it was a 500 with a traceback in the log for what is just a bad body.
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise BadRequest("Malformed JSON body") from None
     if not isinstance(body, dict):
         raise BadRequest("The body must be a JSON object")
     for name in body:
         if name not in fields:
-            raise BadRequest(f"{name}: unknown field")
+            # The name is client text: never echo control characters (or a huge name) back.
+            raise BadRequest(f"{_shown(name)}: unknown field")
     for name, field in fields.items():
         if name not in body:
             if field.required:
@@ -79,7 +82,24 @@ async def read_body(request: web.Request, fields: Mapping[str, Field]) -> dict[s
         if isinstance(value, bool) != (bool in expected) or not isinstance(value, expected):
             names = " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in expected)
             raise BadRequest(f"{name}: must be {names}")
+        # JSON may escape a lone surrogate (\ud800), which json.loads turns into a str that
+        # cannot be encoded: storing or hashing it raised UnicodeEncodeError, a 500.
+        if isinstance(value, str) and not _encodable(value):
+            raise BadRequest(f"{name}: must be valid Unicode text")
     return body
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _shown(text: str, limit: int = 64) -> str:
+    """Client text made safe to repeat in a message: printable, and not too long."""
+    return "".join(ch if ch.isprintable() else "?" for ch in text[:limit])
 
 
 _TYPE_NAMES: Final = {str: "a string", int: "an integer", bool: "true or false"}
@@ -102,6 +122,12 @@ def parse_time(field: str, value: str) -> float:
         ) from None
     if parsed.tzinfo is None:
         raise BadRequest(f"{field}: must include a time zone (for example Z for UTC)")
+    try:
+        # 9999-12-31T23:59:59-14:00 parses, but is in year 10000 in UTC: stored, it made
+        # every answer showing it (iso(), so the whole service-user list) fail with a 500.
+        parsed.astimezone(UTC)
+    except OverflowError:
+        raise BadRequest(f"{field}: must be a time between the years 1 and 9999 in UTC") from None
     return parsed.timestamp()
 
 
@@ -123,7 +149,8 @@ def _int_param(request: web.Request, name: str, default: int, low: int, high: in
     raw = request.query.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    # isascii: str.isdigit() is also true for "²", which int() refuses (a 500).
+    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
         raise BadRequest(f"{name}: must be an integer from {low} to {high}")
     return int(raw)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -128,16 +129,20 @@ class SqliteCore:
         """One write transaction; commits on success, rolls back on any exception."""
         async with self._write_lock:
             conn = self._w
-            await conn.execute("BEGIN IMMEDIATE")
             self._identity_changed = False
             try:
+                await conn.execute("BEGIN IMMEDIATE")
                 yield conn
                 await conn.execute("COMMIT")
             except BaseException:
-                # Also when COMMIT itself failed (disk full, I/O error): the connection must not
-                # be left inside a transaction, or every later BEGIN on it would fail.
-                if conn.in_transaction:
-                    await conn.execute("ROLLBACK")
+                # The connection must never be left inside a transaction, or every later BEGIN
+                # on it fails: not when COMMIT failed (disk full, I/O error), and not when this
+                # task was cancelled while BEGIN or COMMIT was still running in aiosqlite's
+                # thread (it completes anyway). Statements run in order on that thread, so an
+                # unconditional ROLLBACK lands after it; shielded, so a second cancellation
+                # cannot stop it either.
+                with contextlib.suppress(sqlite3.OperationalError):  # nothing was open
+                    await asyncio.shield(conn.execute("ROLLBACK"))
                 raise
             if self._identity_changed:
                 for listener in self._change_listeners:
