@@ -6,8 +6,9 @@ user's session generation, which a password change or deletion bumps, so every s
 that user dies at once (the same mechanism as key rotation for service users).
 
 Failed logins are counted (per user in the store, per client address and username in memory)
-and slowed down: each further failure within the window doubles the delay before the answer,
-up to a few seconds, which turns online password guessing into a very slow business.
+and slowed down: after a failure, each further attempt within the window waits twice as long
+before its password is even checked, up to a few seconds, which turns online password
+guessing into a very slow business.
 """
 
 from __future__ import annotations
@@ -49,7 +50,9 @@ def _check_password(password: str) -> str:
 
 
 class LoginThrottle:
-    """Counts recent failed logins per key (address, username) and says how long to wait."""
+    """Counts recent failed logins per key (client address, username) and says how long to
+    make the next attempt wait. The wait comes before the password is checked, so guesses sent
+    in parallel are slowed as much as guesses sent one after another."""
 
     WINDOW: Final = 900.0
     BASE_DELAY: Final = 0.25
@@ -60,24 +63,32 @@ class LoginThrottle:
         self._clock = clock
         self._failures: dict[str, tuple[int, float]] = {}
 
-    def failed(self, *keys: str) -> float:
-        """Record a failure for each key; the delay to impose now (seconds)."""
+    def _count(self, key: str, now: float) -> int:
+        count, last = self._failures.get(key, (0, now))
+        return 0 if now - last >= self.WINDOW else count
+
+    def delay(self, *keys: str) -> float:
+        """How long an attempt for ``keys`` waits now: nothing before the first failure, then
+        doubling with each recent failure, up to MAX_DELAY."""
+        now = self._clock()
+        worst = max((self._count(key, now) for key in keys), default=0)
+        if worst == 0:
+            return 0.0
+        return float(min(self.BASE_DELAY * 2.0 ** (worst - 1), self.MAX_DELAY))
+
+    def failed(self, *keys: str) -> None:
         now = self._clock()
         if len(self._failures) >= self.MAX_KEYS:
             self._failures = {k: v for k, v in self._failures.items() if now - v[1] < self.WINDOW}
             if len(self._failures) >= self.MAX_KEYS:
                 self._failures.clear()
-        worst = 0
         for key in keys:
-            count, last = self._failures.get(key, (0, now))
-            count = 1 if now - last >= self.WINDOW else count + 1
-            self._failures[key] = (count, now)
-            worst = max(worst, count)
-        return float(min(self.BASE_DELAY * 2.0 ** (worst - 1), self.MAX_DELAY))
+            self._failures[key] = (self._count(key, now) + 1, now)
 
-    def succeeded(self, *keys: str) -> None:
-        for key in keys:
-            self._failures.pop(key, None)
+    def succeeded(self, key: str) -> None:
+        # Only the username's count: clearing the address's would let anyone holding one valid
+        # account reset the throttle between guesses at others.
+        self._failures.pop(key, None)
 
 
 class UserAdmin:
@@ -165,12 +176,13 @@ class UserAdmin:
     async def login(self, username: str, password: str, client: ClientInfo) -> User | None:
         """The user if the password is right and the user active; otherwise None, after the
         throttle's delay. Unknown usernames cost the same as wrong passwords."""
+        keys = (f"user:{username.lower()}", f"addr:{client.addr}")
+        await asyncio.sleep(self.throttle.delay(*keys))
         user = await self._store.user_by_username(username) if len(username) <= 64 else None
         ok = await verify_password(password, user.password_hash if user else None)
-        keys = (f"user:{username.lower()}", f"addr:{client.addr}")
         now = self._clock()
         if ok and user is not None and user.active:
-            self.throttle.succeeded(*keys)
+            self.throttle.succeeded(keys[0])
             await self._store.record_login(user.id, success=True, at=now)
             self._audit.record(self._record(user.id, "login", user, client))
             return user
@@ -185,5 +197,5 @@ class UserAdmin:
                 detail=None if user else "unknown username",
             )
         )  # fmt: skip
-        await asyncio.sleep(self.throttle.failed(*keys))
+        self.throttle.failed(*keys)
         return None

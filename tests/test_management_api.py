@@ -781,9 +781,12 @@ async def test_failed_logins_share_one_message_are_counted_audited_and_slowed(
 
     counted = await ok(gateway, "GET", f"/api/v1/users/{dave['id']}", root(gateway))
     assert counted["failed_logins"] == 5
-    # Each failure from the same client waits longer (doubling), up to the cap.
+    # After a failure, each attempt from the same client waits longer before its password is
+    # even checked (doubling, up to the cap), so parallel guesses are slowed too.
     throttle = users_module.LoginThrottle
-    assert login_delays == [min(throttle.BASE_DELAY * 2**n, throttle.MAX_DELAY) for n in range(6)]
+    assert login_delays == [0.0] + [
+        min(throttle.BASE_DELAY * 2**n, throttle.MAX_DELAY) for n in range(5)
+    ]
     assert login_delays[-1] == throttle.MAX_DELAY
 
     failures = await audit(gateway, action="login", outcome="failure")
@@ -806,9 +809,10 @@ async def test_a_successful_login_resets_the_failure_count_and_sets_last_login_a
     after = await ok(gateway, "GET", path, root(gateway))
     assert after["failed_logins"] == 0
     assert after["last_login_at"] == iso(gateway.clock.now)
-    # The throttle forgets this client and name too: the next failure waits the base delay.
+    # The name's count is forgotten, the address's is not (else one valid account could reset
+    # the throttle between guesses at others): the next attempt from here still waits.
     await login(gateway, "erin", "wrong password!")
-    assert login_delays[-1] == users_module.LoginThrottle.BASE_DELAY
+    assert login_delays[-1] == 2 * users_module.LoginThrottle.BASE_DELAY
     (success,) = await audit(gateway, action="login", outcome="success")
     assert (success["actor"], success["target_id"]) == (erin["id"], erin["id"])
 
@@ -1057,8 +1061,12 @@ async def test_a_tenant_admin_sees_only_its_tenants_audit_records(gateway: Gatew
     assert seen and all(r["tenant_id"] == acme.tenant["id"] for r in seen)
     assert matching(seen, action="service_user.create", target_id=own["id"])
     assert matching(seen, action="service_user.create", target_id=acme.admin["id"])
+    # Root's actions in acme: creating the tenant itself, and its admin.
     filtered = await audit(gateway, acme.auth, actor=gateway.root.user.id)
-    assert [r["target_id"] for r in filtered] == [acme.admin["id"]]
+    assert [(r["action"], r["target_id"]) for r in filtered] == [
+        ("service_user.create", acme.admin["id"]),
+        ("tenant.create", acme.tenant["id"]),
+    ]
 
 
 async def test_a_duplicate_create_leaves_no_row_and_no_success_record(gateway: Gateway) -> None:
@@ -1405,3 +1413,30 @@ async def test_the_openapi_document_describes_exactly_the_api_v1_routes(gateway:
     for operations in document["paths"].values():
         for operation in operations.values():
             assert operation["responses"] and operation["summary"]
+
+
+@pytest.mark.parametrize(
+    ("method", "body"),
+    [
+        ("PUT", {"active": False}),
+        ("PUT", {"role": "TenantAdmin"}),
+        ("PUT", {"expires_at": "2000-01-01T00:00:00Z"}),
+        ("DELETE", NO_BODY),
+    ],
+    ids=["deactivate", "demote", "expire", "delete"],
+)
+async def test_the_last_root_cannot_be_retired(gateway: Gateway, method: str, body: Any) -> None:
+    path = f"/api/v1/service-users/{gateway.root.user.id}"
+    refused = await call(gateway, method, path, root(gateway), body=body)
+    assert_error(refused, 409, "Root")
+    assert (await ok(gateway, "GET", "/api/v1/me", root(gateway)))["role"] == "Root"
+    assert not await audit(gateway, action="service_user.update", outcome="success")
+
+
+async def test_a_root_can_be_retired_once_another_root_exists(gateway: Gateway) -> None:
+    second, key = await create_service_user(gateway, root(gateway), "second-root", role="Root")
+    path = f"/api/v1/service-users/{gateway.root.user.id}"
+    await ok(gateway, "DELETE", path, root(gateway), status=204)
+    await ok(gateway, "GET", "/api/v1/me", key_auth(key))
+    last = await call(gateway, "DELETE", f"/api/v1/service-users/{second['id']}", key_auth(key))
+    assert_error(last, 409, "Root")

@@ -16,7 +16,7 @@ from ..identity import Role, ServiceUser
 from ..keys import AUTHENTICATOR, CLOCK, SERVICE_USERS
 from ..service_users import CreatedKey, ValidationError
 from ..service_users import NotFound as NoSuchIdentity
-from ..store import UniqueViolation
+from ..store import LastRoot, UniqueViolation
 from .access import check_grant, check_target, manager, tenant_scope
 from .schema import (
     NO_STORE,
@@ -30,7 +30,9 @@ from .schema import (
 )
 from .trail import audited
 
-__all__ = ("routes",)
+__all__ = ("LAST_ROOT", "routes")
+
+LAST_ROOT: Final = "Refused: it would leave no active Root identity (create another Root first)"
 
 _CREATE: Final = {
     "name": Field(str, required=True),
@@ -153,6 +155,8 @@ async def update(request: web.Request) -> web.Response:
         raise BadRequest(str(exc)) from None
     except NoSuchIdentity:
         raise NotFound("No such service user") from None
+    except LastRoot:
+        raise Conflict(LAST_ROOT) from None
     return web.json_response(_json(request, updated))
 
 
@@ -179,6 +183,8 @@ async def delete(request: web.Request) -> web.Response:
         )
     except NoSuchIdentity:
         raise NotFound("No such service user") from None
+    except LastRoot:
+        raise Conflict(LAST_ROOT) from None
     return web.Response(status=204)
 
 

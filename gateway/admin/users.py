@@ -12,9 +12,10 @@ from ..identity import Role, User
 from ..keys import SETTINGS, TOKENS, USERS
 from ..service_users import NotFound as NoSuchIdentity
 from ..service_users import ValidationError
-from ..store import UniqueViolation
+from ..store import LastRoot, UniqueViolation
 from .access import check_grant, check_target, manager, principal, tenant_scope
 from .schema import NO_STORE, Field, page_params, parse_role, read_body, user_json
+from .service_users import LAST_ROOT
 from .trail import audited
 
 __all__ = ("routes",)
@@ -91,6 +92,8 @@ async def delete(request: web.Request) -> web.Response:
         await request.app[USERS].delete(user.id, actor=caller.id, client=client_details(request))
     except NoSuchIdentity:
         raise NotFound("No such user") from None
+    except LastRoot:
+        raise Conflict(LAST_ROOT) from None
     return web.Response(status=204)
 
 

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from .base import AuditQuery, AuditRecord, InUse, Store, StoreError, UniqueViolation
+from .base import (
+    AuditQuery,
+    AuditRecord,
+    InUse,
+    LastRoot,
+    Store,
+    StoreError,
+    UniqueViolation,
+)
 from .sqlite import DEFAULT_TENANT, SqliteStore
 
 __all__ = (
@@ -10,6 +18,7 @@ __all__ = (
     "AuditQuery",
     "AuditRecord",
     "InUse",
+    "LastRoot",
     "SqliteStore",
     "Store",
     "StoreError",

@@ -12,7 +12,15 @@ from typing import Any, Protocol
 
 from ..identity import Role, ServiceUser, Tenant, User
 
-__all__ = ("AuditQuery", "AuditRecord", "InUse", "Store", "StoreError", "UniqueViolation")
+__all__ = (
+    "AuditQuery",
+    "AuditRecord",
+    "InUse",
+    "LastRoot",
+    "Store",
+    "StoreError",
+    "UniqueViolation",
+)
 
 
 class StoreError(Exception):
@@ -25,6 +33,10 @@ class UniqueViolation(StoreError):
 
 class InUse(StoreError):
     """The record is still referenced (a tenant that has identities, say)."""
+
+
+class LastRoot(StoreError):
+    """The change would remove, deactivate, expire or demote the last usable Root."""
 
 
 @dataclass(frozen=True, slots=True)

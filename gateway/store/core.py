@@ -21,7 +21,7 @@ from typing import Any, Final, Self
 
 import aiosqlite
 
-from .base import AuditRecord, StoreError
+from .base import AuditRecord, LastRoot, StoreError
 from .migrations import MIGRATIONS
 
 __all__ = ("DEFAULT_TENANT", "SqliteCore")
@@ -180,6 +180,26 @@ class SqliteCore:
             "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'identity_version'"
         )
         self._identity_changed = True
+
+    @staticmethod
+    async def _is_root(conn: aiosqlite.Connection, table: str, id_: str) -> bool:
+        async with conn.execute(f"SELECT role = 'Root' FROM {table} WHERE id = ?", (id_,)) as cur:
+            row = await cur.fetchone()
+        return bool(row and row[0])
+
+    @staticmethod
+    async def _refuse_if_rootless(conn: aiosqlite.Connection, now: float) -> None:
+        """Raise LastRoot (rolling the change back) if no usable Root identity is left: with
+        none, nobody could ever manage tenants or grant Root again."""
+        async with conn.execute(
+            "SELECT (SELECT count(*) FROM service_users WHERE role = 'Root' AND active = 1"
+            " AND (expires_at IS NULL OR expires_at > ?))"
+            " + (SELECT count(*) FROM users WHERE role = 'Root' AND active = 1)",
+            (now,),
+        ) as cur:
+            row = await cur.fetchone()
+        if not row or not row[0]:
+            raise LastRoot("it would leave no active Root identity")
 
     def add_change_listener(self, listener: Callable[[], None]) -> None:
         """Call ``listener()`` after every committed identity change made through this store

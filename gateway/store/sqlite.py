@@ -169,21 +169,27 @@ class SqliteStore(UserTables, AuditTable):
             for column in changes
         )  # fmt: skip
         async with self.transaction() as conn:
+            was_root = await self._is_root(conn, "service_users", id_)
             cur = await conn.execute(
                 f"UPDATE service_users SET {assignments} WHERE id = ?",
                 (*changes.values(), id_),
             )
             if cur.rowcount == 0:
                 return False
+            if was_root:
+                await self._refuse_if_rootless(conn, audit.at)
             await self._audit(conn, audit)
             await self._bump_identity_version(conn)
         return True
 
     async def delete_service_user(self, id_: str, audit: AuditRecord) -> bool:
         async with self.transaction() as conn:
+            was_root = await self._is_root(conn, "service_users", id_)
             cur = await conn.execute("DELETE FROM service_users WHERE id = ?", (id_,))
             if cur.rowcount == 0:
                 return False
+            if was_root:
+                await self._refuse_if_rootless(conn, audit.at)
             await self._audit(conn, audit)
             await self._bump_identity_version(conn)
         return True
@@ -198,7 +204,9 @@ class SqliteStore(UserTables, AuditTable):
                 )
             except aiosqlite.IntegrityError as exc:
                 raise UniqueViolation(str(exc)) from None
-            await self._audit(conn, dataclasses.replace(audit, target_id=tenant.id))
+            await self._audit(
+                conn, dataclasses.replace(audit, target_id=tenant.id, tenant_id=tenant.id)
+            )
             await self._bump_identity_version(conn)
         return tenant
 
