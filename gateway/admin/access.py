@@ -12,6 +12,9 @@ other tenants' service users by UUID).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar
+
 from aiohttp import web
 
 from ..auditing import record_auth_failure
@@ -19,7 +22,7 @@ from ..errors import Forbidden, NotFound, Unauthenticated
 from ..identity import Principal, Role
 from ..keys import AUTH
 
-__all__ = ("check_grant", "check_target", "manager", "principal", "tenant_scope")
+__all__ = ("check_grant", "check_target", "manager", "principal", "target", "tenant_scope")
 
 
 def principal(request: web.Request) -> Principal:
@@ -49,6 +52,33 @@ def check_target(caller: Principal, tenant_id: str, role: Role, what: str) -> No
         raise NotFound(f"No such {what}")
     if role.rank > caller.role.rank:
         raise Forbidden(f"Forbidden: cannot manage a {what} with a role above your own")
+
+
+class _Identity(Protocol):
+    @property
+    def tenant_id(self) -> str: ...
+    @property
+    def role(self) -> Role: ...
+
+
+_I = TypeVar("_I", bound=_Identity)
+
+
+async def target(
+    request: web.Request, load: Callable[[str], Awaitable[_I]], what: str, *, mutate: bool
+) -> _I:
+    """The identity named by the path's ``id``, if the caller may see it (and, with
+    ``mutate``, manage it); 404 for unknown ids and other tenants' alike."""
+    caller = manager(request)
+    try:
+        found = await load(request.match_info["id"])
+    except LookupError:
+        raise NotFound(f"No such {what}") from None
+    if mutate:
+        check_target(caller, found.tenant_id, found.role, what)
+    elif tenant_scope(caller) not in (None, found.tenant_id):
+        raise NotFound(f"No such {what}")
+    return found
 
 
 def check_grant(caller: Principal, role: Role) -> None:

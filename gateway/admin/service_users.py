@@ -17,7 +17,7 @@ from ..keys import AUTHENTICATOR, CLOCK, SERVICE_USERS
 from ..service_users import CreatedKey, ValidationError
 from ..service_users import NotFound as NoSuchIdentity
 from ..store import LastRoot, UniqueViolation
-from .access import check_grant, check_target, manager, tenant_scope
+from .access import check_grant, manager, target, tenant_scope
 from .schema import (
     NO_STORE,
     Field,
@@ -65,17 +65,7 @@ def _created(request: web.Request, created: CreatedKey, status: int) -> web.Resp
 
 
 async def _target(request: web.Request, *, mutate: bool) -> ServiceUser:
-    """The service user named in the path, if the caller may see (and, if ``mutate``, manage) it."""
-    caller = manager(request)
-    try:
-        user = await request.app[SERVICE_USERS].get(request.match_info["id"])
-    except NoSuchIdentity:
-        raise NotFound("No such service user") from None
-    if mutate:
-        check_target(caller, user.tenant_id, user.role, "service user")
-    elif tenant_scope(caller) not in (None, user.tenant_id):
-        raise NotFound("No such service user")
-    return user
+    return await target(request, request.app[SERVICE_USERS].get, "service user", mutate=mutate)
 
 
 @audited("service_user.create", "service_user")

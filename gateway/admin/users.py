@@ -13,7 +13,7 @@ from ..keys import SETTINGS, TOKENS, USERS
 from ..service_users import NotFound as NoSuchIdentity
 from ..service_users import ValidationError
 from ..store import LastRoot, UniqueViolation
-from .access import check_grant, check_target, manager, principal, tenant_scope
+from .access import check_grant, manager, principal, target, tenant_scope
 from .schema import NO_STORE, Field, page_params, parse_role, read_body, user_json
 from .service_users import LAST_ROOT
 from .trail import audited
@@ -32,16 +32,7 @@ LOGIN_FAILED: Final = "Invalid username or password"
 
 
 async def _target(request: web.Request, *, mutate: bool) -> User:
-    caller = manager(request)
-    try:
-        user = await request.app[USERS].get(request.match_info["id"])
-    except NoSuchIdentity:
-        raise NotFound("No such user") from None
-    if mutate:
-        check_target(caller, user.tenant_id, user.role, "user")
-    elif tenant_scope(caller) not in (None, user.tenant_id):
-        raise NotFound("No such user")
-    return user
+    return await target(request, request.app[USERS].get, "user", mutate=mutate)
 
 
 @audited("user.create", "user")

@@ -4,7 +4,7 @@ or in batches from the request path's queue, and read with filters."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Final
 
 from .base import AuditQuery, AuditRecord
 from .core import SqliteCore
@@ -33,20 +33,16 @@ class AuditTable(SqliteCore):
         self, query: AuditQuery, *, limit: int, offset: int
     ) -> tuple[list[AuditRecord], int]:
         """A page of matching records, newest first, and how many match in all."""
-        where: list[str] = []
-        params: list[Any] = []
-        for clause, value in (
-            ("tenant_id = ?", query.tenant_id),
-            ("actor = ?", query.actor),
-            ("action = ?", query.action),
-            ("target_id = ?", query.target),
-            ("outcome = ?", query.outcome),
-            ("at >= ?", query.since),
-        ):
-            if value is not None:
-                where.append(clause)
-                params.append(value)
-        condition = f" WHERE {' AND '.join(where)}" if where else ""
+        condition, params = self._where(
+            (
+                ("tenant_id = ?", query.tenant_id),
+                ("actor = ?", query.actor),
+                ("action = ?", query.action),
+                ("target_id = ?", query.target),
+                ("outcome = ?", query.outcome),
+                ("at >= ?", query.since),
+            )
+        )
         total = (await self._fetchone(f"SELECT count(*) FROM audit_log{condition}", params))[0]
         rows = await self._fetchall(
             f"SELECT {_COLUMNS} FROM audit_log{condition} ORDER BY id DESC LIMIT ? OFFSET ?",

@@ -181,6 +181,31 @@ class SqliteCore:
         )
         self._identity_changed = True
 
+    async def _change_identity(
+        self, sql: str, params: Iterable[Any], *, table: str, id_: str, audit: AuditRecord
+    ) -> bool:
+        """Run one UPDATE or DELETE of identity ``id_`` with its audit record in one
+        transaction; False if there is no such row. Refused (LastRoot) if it would retire the
+        last usable Root."""
+        async with self.transaction() as conn:
+            was_root = await self._is_root(conn, table, id_)
+            cur = await conn.execute(sql, tuple(params))
+            if cur.rowcount == 0:
+                return False
+            if was_root:
+                await self._refuse_if_rootless(conn, audit.at)
+            await self._audit(conn, audit)
+            await self._bump_identity_version(conn)
+        return True
+
+    @staticmethod
+    def _where(filters: Iterable[tuple[str, Any]]) -> tuple[str, list[Any]]:
+        """`` WHERE a AND b`` from (clause, value) pairs whose value is not None."""
+        chosen = [(clause, value) for clause, value in filters if value is not None]
+        if not chosen:
+            return "", []
+        return " WHERE " + " AND ".join(c for c, _ in chosen), [v for _, v in chosen]
+
     @staticmethod
     async def _is_root(conn: aiosqlite.Connection, table: str, id_: str) -> bool:
         async with conn.execute(f"SELECT role = 'Root' FROM {table} WHERE id = ?", (id_,)) as cur:

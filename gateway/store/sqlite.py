@@ -83,17 +83,14 @@ class SqliteStore(UserTables, AuditTable):
         offset: int = 0,
     ) -> tuple[list[ServiceUser], int]:
         """One page, ordered by tenant and name, and the total matching count."""
-        where, params = [], []
-        for clause, value in (
-            ("su.tenant_id = ?", tenant_id),
-            ("t.name = ?", tenant_name),
-            ("su.active = ?", None if active is None else int(active)),
-            ("su.role = ?", None if role is None else role.value),
-        ):
-            if value is not None:
-                where.append(clause)
-                params.append(value)
-        condition = f" WHERE {' AND '.join(where)}" if where else ""
+        condition, params = self._where(
+            (
+                ("su.tenant_id = ?", tenant_id),
+                ("t.name = ?", tenant_name),
+                ("su.active = ?", None if active is None else int(active)),
+                ("su.role = ?", None if role is None else role.value),
+            )
+        )
         total = (await self._fetchone(f"SELECT count(*) {_SU_FROM}{condition}", params))[0]
         rows = await self._fetchall(
             f"SELECT {_SU_COLUMNS} {_SU_FROM}{condition} ORDER BY t.name, su.name LIMIT ? OFFSET ?",
@@ -168,31 +165,17 @@ class SqliteStore(UserTables, AuditTable):
             else f"{column} = ?"
             for column in changes
         )  # fmt: skip
-        async with self.transaction() as conn:
-            was_root = await self._is_root(conn, "service_users", id_)
-            cur = await conn.execute(
-                f"UPDATE service_users SET {assignments} WHERE id = ?",
-                (*changes.values(), id_),
-            )
-            if cur.rowcount == 0:
-                return False
-            if was_root:
-                await self._refuse_if_rootless(conn, audit.at)
-            await self._audit(conn, audit)
-            await self._bump_identity_version(conn)
-        return True
+        return await self._change_identity(
+            f"UPDATE service_users SET {assignments} WHERE id = ?",
+            (*changes.values(), id_),
+            table="service_users", id_=id_, audit=audit,
+        )  # fmt: skip
 
     async def delete_service_user(self, id_: str, audit: AuditRecord) -> bool:
-        async with self.transaction() as conn:
-            was_root = await self._is_root(conn, "service_users", id_)
-            cur = await conn.execute("DELETE FROM service_users WHERE id = ?", (id_,))
-            if cur.rowcount == 0:
-                return False
-            if was_root:
-                await self._refuse_if_rootless(conn, audit.at)
-            await self._audit(conn, audit)
-            await self._bump_identity_version(conn)
-        return True
+        return await self._change_identity(
+            "DELETE FROM service_users WHERE id = ?", (id_,),
+            table="service_users", id_=id_, audit=audit,
+        )  # fmt: skip
 
     async def insert_tenant(self, name: str, audit: AuditRecord) -> Tenant:
         tenant = Tenant(id=str(uuid.uuid4()), name=name, created_at=audit.at)

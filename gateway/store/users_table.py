@@ -95,30 +95,15 @@ class UserTables(SqliteCore):
             else f"{column} = ?"
             for column in changes
         )
-        async with self.transaction() as conn:
-            was_root = await self._is_root(conn, "users", id_)
-            cur = await conn.execute(
-                f"UPDATE users SET {assignments} WHERE id = ?", (*changes.values(), id_)
-            )
-            if cur.rowcount == 0:
-                return False
-            if was_root:
-                await self._refuse_if_rootless(conn, audit.at)
-            await self._audit(conn, audit)
-            await self._bump_identity_version(conn)
-        return True
+        return await self._change_identity(
+            f"UPDATE users SET {assignments} WHERE id = ?", (*changes.values(), id_),
+            table="users", id_=id_, audit=audit,
+        )  # fmt: skip
 
     async def delete_user(self, id_: str, audit: AuditRecord) -> bool:
-        async with self.transaction() as conn:
-            was_root = await self._is_root(conn, "users", id_)
-            cur = await conn.execute("DELETE FROM users WHERE id = ?", (id_,))
-            if cur.rowcount == 0:
-                return False
-            if was_root:
-                await self._refuse_if_rootless(conn, audit.at)
-            await self._audit(conn, audit)
-            await self._bump_identity_version(conn)
-        return True
+        return await self._change_identity(
+            "DELETE FROM users WHERE id = ?", (id_,), table="users", id_=id_, audit=audit
+        )
 
     async def record_login(self, id_: str, *, success: bool, at: float) -> None:
         """Count a failed login, or note a successful one (and reset the count)."""
