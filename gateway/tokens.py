@@ -9,7 +9,6 @@ current state (that check lives in ``authn``; this module checks only the token 
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -114,10 +113,6 @@ class TokenService:
             keys.insert(0, parse_signing_key(settings.signing_key))
         return cls(settings, keys, clock)
 
-    @property
-    def lifetime(self) -> int:
-        return self._settings.lifetime_seconds
-
     def jwks(self) -> dict[str, Any]:
         return dict(self._public_jwks)
 
@@ -193,6 +188,3 @@ def _int(value: object) -> int:
         raise TypeError("expected an integer claim")
     return value
 
-
-def default_clock() -> float:
-    return time.time()
