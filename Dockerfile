@@ -8,7 +8,7 @@ WORKDIR /opt/pangolin
 COPY constraints.txt setup.cfg pyproject.toml README.md ./
 COPY gateway ./gateway
 COPY admin_cli ./admin_cli
-RUN pip install --disable-pip-version-check -c constraints.txt . \
+RUN pip install --disable-pip-version-check -c constraints.txt ".[fast]" \
     && useradd --system --uid 10001 --home-dir /var/lib/pangolin pangolin \
     && mkdir -p /var/lib/pangolin /etc/pangolin \
     && chown pangolin /var/lib/pangolin

@@ -6,17 +6,17 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 CONFIG ?= config/gateway.toml
 
-.PHONY: run test lint pytest clean
+.PHONY: run test lint pytest bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.installed-run: $(BIN)/python setup.cfg pyproject.toml constraints.txt
-	$(PIP) -e '.[local]'
+	$(PIP) -e '.[local,fast]'
 	touch $@
 
 $(VENV)/.installed-test: $(BIN)/python setup.cfg pyproject.toml constraints.txt
-	$(PIP) -e '.[local,test]'
+	$(PIP) -e '.[local,fast,test]'
 	touch $@
 
 run: $(VENV)/.installed-run
@@ -35,6 +35,11 @@ tests/js/node_modules/.package-lock.json: tests/js/package.json tests/js/package
 
 pytest: $(VENV)/.installed-test tests/js/node_modules/.package-lock.json
 	$(BIN)/pytest
+
+# Not part of `make test`: installs wrk and nginx (Debian packages) and takes ~5 minutes.
+bench: $(VENV)/.installed-test
+	command -v wrk >/dev/null && command -v nginx >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk nginx)
+	$(BIN)/python bench/run.py
 
 clean:
 	rm -rf $(VENV) var build *.egg-info .mypy_cache .ruff_cache .pytest_cache tests/js/node_modules

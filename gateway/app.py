@@ -16,6 +16,8 @@ from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 from aiohttp import web
+from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client.aiohttp import make_aiohttp_handler
 
 from . import admin, catalog_routes, discovery, health
 from .audit import AuditQueue
@@ -26,6 +28,8 @@ from .keys import (
     CLOCK,
     FORWARDERS,
     HTTP_SESSION,
+    METRICS,
+    METRICS_REGISTRY,
     SERVICE_USERS,
     SETTINGS,
     STORE,
@@ -33,7 +37,13 @@ from .keys import (
     TOKENS,
     USERS,
 )
-from .middlewares import authenticate_middleware, error_middleware, request_id_middleware
+from .metrics import GatewayMetrics
+from .middlewares import (
+    authenticate_middleware,
+    error_middleware,
+    metrics_middleware,
+    request_id_middleware,
+)
 from .proxy import Forwarder, HeaderPolicy, make_upstream_auth
 from .service_users import ServiceUserAdmin
 from .settings import Settings
@@ -54,8 +64,18 @@ def create_app(
     clock: Callable[[], float] = time.time,
 ) -> web.Application:
     """Build the gateway. A ``store`` passed in is used as is (opened, and closed by its owner)."""
+    # One registry per app (not prometheus_client's global one), so that several apps in one
+    # process, as in the tests, never clash.
+    registry = CollectorRegistry(auto_describe=True)
+    ProcessCollector(registry=registry)
+    metrics = GatewayMetrics(registry, settings.catalogs)
     app = web.Application(
-        middlewares=[request_id_middleware, error_middleware, authenticate_middleware],
+        middlewares=[
+            request_id_middleware,
+            metrics_middleware(metrics),
+            error_middleware,
+            authenticate_middleware,
+        ],
         # Only bodies we read whole (the token form) are bound by this; proxied bodies stream
         # and are bound by server.max_body_bytes instead.
         client_max_size=settings.server.max_form_bytes,
@@ -66,10 +86,14 @@ def create_app(
     )
     app[SETTINGS] = settings
     app[CLOCK] = clock
+    app[METRICS_REGISTRY] = registry
+    app[METRICS] = metrics
     app.cleanup_ctx.append(_store_context(store))
     app.cleanup_ctx.append(_upstream_context)
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
+    # Unauthenticated like the health checks: it holds no key, token, path or id (see metrics).
+    app.router.add_get("/metrics", make_aiohttp_handler(registry, disable_compression=True))
     app.router.add_get("/.well-known/jwks.json", discovery.jwks)
     app.router.add_get("/.well-known/oauth-authorization-server", discovery.oauth_metadata)
     app.router.add_get("/api/v1/catalogs", catalog_routes.list_catalogs)
@@ -99,6 +123,7 @@ def _store_context(
             app[SERVICE_USERS] = ServiceUserAdmin(store, clock=clock)
             app[USERS] = UserAdmin(store, audit, clock=clock)
             app[TENANTS] = TenantDirectory(store, clock=clock)
+            app[METRICS].watch(authenticator, audit)
             background = [
                 asyncio.create_task(
                     authenticator.run_background(
@@ -146,6 +171,7 @@ async def _upstream_context(app: web.Application) -> AsyncIterator[None]:
             headers,
             max_body_bytes=settings.server.max_body_bytes,
             trusted_proxies=trusted,
+            stats=app[METRICS].upstream(name),
         )  # fmt: skip
         for name, catalog in settings.catalogs.items()
     }

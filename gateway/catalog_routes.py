@@ -10,15 +10,18 @@ be safe, the caller authenticated (401), the catalog known (404) and allowed (40
 
 from __future__ import annotations
 
+import functools
 from urllib.parse import unquote
 
 from aiohttp import web
 
 from .auditing import record_auth_failure
+from .authn import ANONYMOUS
 from .authz import may_use_catalog
 from .errors import BadRequest, Forbidden, NotFound, Unauthenticated
-from .identity import Principal
-from .keys import AUTH, FORWARDERS, REQUEST_ID, SETTINGS
+from .identity import Principal, Role
+from .keys import AUTH, CATALOG, FORWARDERS, REQUEST_ID, ROUTE, SETTINGS
+from .metrics import route_class
 from .oauth import token_endpoint
 from .proxy import ForwardRequest
 from .settings import RESERVED_CATALOG_NAMES
@@ -73,17 +76,34 @@ def _principal(request: web.Request, catalog: str | None) -> Principal:
     return principal
 
 
+@functools.cache
+def _bench_principal(tenant: str) -> Principal:
+    """BENCH-ONLY caller for a catalog with ``require_auth = false`` (which settings refuse
+    unless PANGOLIN_BENCH=1): a fixed identity, never a real one from the store."""
+    return Principal(
+        id="bench-anonymous", name="bench-anonymous", type="bench", role=Role.TENANT_USER,
+        tenant_id="bench", tenant_name=tenant, key_generation=0,
+    )  # fmt: skip
+
+
 async def catalog_request(request: web.Request) -> web.StreamResponse:
     raw_path, _, query = request.raw_path.partition("?")
     rest = raw_path[len("/v1/") :]
     mount, tail = split_catalog_path(rest)
     if _is_token_path(tail):
+        request[ROUTE] = "token"
         return await token_endpoint(request)
+    request[ROUTE] = route_class(tail)
     _check_safe(tail)
     settings = request.app[SETTINGS]
     name = mount if mount is not None else settings.default_catalog
-    principal = _principal(request, name)
     catalog = settings.catalogs.get(name) if name else None
+    if catalog is not None and name:
+        request[CATALOG] = name  # only a configured name: a label, never the client's text
+    if catalog is not None and not catalog.require_auth and request[AUTH] is ANONYMOUS:
+        principal = _bench_principal(catalog.tenant)  # bench only; a bad credential still 401s
+    else:
+        principal = _principal(request, name)
     if catalog is None:
         raise NotFound(f"No such catalog: {name}" if mount is not None else "No default catalog")
     if not may_use_catalog(principal, catalog):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import sys
 from pathlib import Path
@@ -106,16 +105,27 @@ def keygen() -> None:
 @_config_option
 @click.option("--host", help="Override server.host.")
 @click.option("--port", type=int, help="Override server.port.")
-def serve(config_path: Path, host: str | None, port: int | None) -> None:
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    envvar="PANGOLIN_WORKERS",
+    help="Worker processes sharing the port (SO_REUSEPORT) and the store. Env: PANGOLIN_WORKERS.",
+)
+def serve(config_path: Path, host: str | None, port: int | None, workers: int) -> None:
     """Run the gateway."""
     from .runner import serve_settings
 
     settings = _load(config_path)
     _configure_logging()
     try:
-        serve_settings(settings, host=host, port=port)
+        status = serve_settings(settings, host=host, port=port, workers=workers)
     except (LookupError, OSError, StoreError) as exc:  # StoreError: e.g. a newer schema
         _fail(f"cannot serve: {exc}")
+        return
+    if status:
+        _fail("stopped: a worker failed (see the log above)")
 
 
 @main.command()
@@ -140,6 +150,6 @@ def demo(config_path: Path, data_dir: Path) -> None:
 
 
 def _configure_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    from .runner import configure_logging
+
+    configure_logging()

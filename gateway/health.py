@@ -1,10 +1,12 @@
-"""Liveness (``/healthz``: the process answers) and readiness (``/readyz``: the store answers
-and every catalog upstream answers ``/v1/config``)."""
+"""Liveness (``/healthz``: the process answers, with its pid, so one can tell which worker
+did) and readiness (``/readyz``: the store answers and every catalog upstream answers
+``/v1/config``)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 
 import aiohttp
 from aiohttp import web
@@ -18,7 +20,7 @@ _PROBE_TIMEOUT = aiohttp.ClientTimeout(total=2.0)
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return web.json_response({"status": "ok", "pid": os.getpid()})
 
 
 async def _probe(session: aiohttp.ClientSession, upstream: str) -> bool:

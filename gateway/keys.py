@@ -6,9 +6,11 @@ from collections.abc import Callable, Mapping
 
 import aiohttp
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from .audit import AuditQueue
 from .authn import Authenticator, AuthOutcome
+from .metrics import GatewayMetrics
 from .proxy import Forwarder
 from .service_users import ServiceUserAdmin
 from .settings import Settings
@@ -21,10 +23,14 @@ __all__ = (
     "AUDIT",
     "AUTH",
     "AUTHENTICATOR",
+    "CATALOG",
     "CLOCK",
     "FORWARDERS",
     "HTTP_SESSION",
+    "METRICS",
+    "METRICS_REGISTRY",
     "REQUEST_ID",
+    "ROUTE",
     "SERVICE_USERS",
     "SETTINGS",
     "STORE",
@@ -44,6 +50,12 @@ TENANTS = web.AppKey("pangolin.tenants", TenantDirectory)
 AUDIT = web.AppKey("pangolin.audit", AuditQueue)
 HTTP_SESSION = web.AppKey("pangolin.http_session", aiohttp.ClientSession)
 FORWARDERS = web.AppKey("pangolin.forwarders", Mapping[str, Forwarder])
+METRICS_REGISTRY = web.AppKey("pangolin.metrics_registry", CollectorRegistry)
+METRICS = web.AppKey("pangolin.metrics", GatewayMetrics)
 
 REQUEST_ID = web.RequestKey("pangolin.request_id", str)
 AUTH = web.RequestKey("pangolin.auth", AuthOutcome)
+# The configured catalog a request is for ("-" for none or an unknown one) and its route
+# class (``metrics.ROUTES``): labels for metrics and the access log, never client text.
+CATALOG = web.RequestKey("pangolin.catalog", str)
+ROUTE = web.RequestKey("pangolin.route", str)

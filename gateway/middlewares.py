@@ -1,22 +1,31 @@
-"""Middlewares, outermost first: request id, errors, authentication (annotates, never rejects).
+"""Middlewares, outermost first: request id, metrics, errors, authentication (annotates,
+never rejects).
 
-The request id is outermost so that every answer carries it, error answers included."""
+The request id is outermost so that every answer carries it, error answers included. Metrics
+sit outside the error middleware so that they count the answer the client actually got."""
 
 from __future__ import annotations
 
 import logging
 import re
+import time
 import uuid
 from typing import Final
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 
 from .authn import ANONYMOUS
-from .errors import GatewayError, iceberg_error
-from .keys import AUTH, AUTHENTICATOR, REQUEST_ID
+from .errors import UNAUTHENTICATED_MESSAGE, GatewayError, Unauthenticated, iceberg_error
+from .keys import AUTH, AUTHENTICATOR, CATALOG, METRICS, REQUEST_ID, ROUTE
+from .metrics import NO_CATALOG, GatewayMetrics
 
-__all__ = ("authenticate_middleware", "error_middleware", "request_id_middleware")
+__all__ = (
+    "authenticate_middleware",
+    "error_middleware",
+    "metrics_middleware",
+    "request_id_middleware",
+)
 
 _LOGGER = logging.getLogger(__name__)
 _SAFE_REQUEST_ID: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -34,6 +43,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except GatewayError as exc:
+        if isinstance(exc, Unauthenticated):
+            request.app[METRICS].auth_failed(_failure_reason(request, exc))
         return exc.response()
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -47,6 +58,36 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         _LOGGER.exception("unhandled error (request %s)", request.get(REQUEST_ID, "-"))
         return iceberg_error(500, "InternalServerError", "Internal gateway error")
+
+
+def _failure_reason(request: web.Request, exc: Unauthenticated) -> str:
+    # Every credential refusal carries the one generic message; any other 401 is a refused
+    # password login (its request carried no credential to have a reason of its own).
+    if exc.detail != UNAUTHENTICATED_MESSAGE:
+        return "password"
+    outcome = request.get(AUTH)
+    return (outcome.reason if outcome is not None else None) or "missing"
+
+
+def metrics_middleware(metrics: GatewayMetrics) -> Middleware:
+    """Count and time every answer by catalog, route class and status."""
+    clock = time.perf_counter
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        start = clock()
+        # Defaults; catalog routes replace them with what they found in the path.
+        request[CATALOG] = NO_CATALOG
+        request[ROUTE] = "management" if request.raw_path.startswith("/api/") else "other"
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:  # what the error middleware lets through (3xx)
+            metrics.request_done(request[CATALOG], request[ROUTE], exc.status, clock() - start)
+            raise
+        metrics.request_done(request[CATALOG], request[ROUTE], response.status, clock() - start)
+        return response
+
+    return middleware
 
 
 @web.middleware

@@ -42,7 +42,7 @@ from authlib.oauth2.rfc6749.errors import (
 from .auditing import record_event
 from .authn import Authenticator, AuthOutcome
 from .identity import Principal, parse_key
-from .keys import AUTHENTICATOR, SETTINGS, TOKENS
+from .keys import AUTH, AUTHENTICATOR, METRICS, SETTINGS, TOKENS
 from .tokens import ACCESS_TOKEN_TYPE, MAX_TOKEN_BYTES, IssuedToken
 
 __all__ = ("token_endpoint",)
@@ -51,6 +51,7 @@ _LOGGER = logging.getLogger(__name__)
 
 CLIENT_CREDENTIALS: Final = "client_credentials"
 TOKEN_EXCHANGE: Final = "urn:ietf:params:oauth:grant-type:token-exchange"
+_GRANT_LABELS: Final = {CLIENT_CREDENTIALS: "client_credentials", TOKEN_EXCHANGE: "token_exchange"}
 _SUBJECT_TYPES: Final = frozenset({ACCESS_TOKEN_TYPE, "urn:ietf:params:oauth:token-type:jwt"})
 _DEFAULT_SCOPE: Final = "catalog"
 _MAX_SCOPE: Final = 1024
@@ -81,7 +82,9 @@ def _invalid_request(description: str) -> _Refused:
 
 
 async def token_endpoint(request: web.Request) -> web.Response:
+    metrics = request.app[METRICS]
     if request.method != "POST":
+        metrics.token_refused(InvalidRequestError.error)
         response = _error_response(InvalidRequestError(description="Use POST", status_code=405))
         response.headers["Allow"] = "POST"
         return response
@@ -90,8 +93,12 @@ async def token_endpoint(request: web.Request) -> web.Response:
         form = await _read_form(request)
         principal, issued = await _grant(request, form)
     except _Refused as refused:
+        metrics.token_refused(refused.error.error)
         _audit(request, form, None, f"refused: {refused.error.error}")
         return _error_response(refused.error)
+    metrics.token_issued(_GRANT_LABELS[form["grant_type"]])
+    # Who got the token, for the access log (the request itself carried no gateway credential).
+    request[AUTH] = AuthOutcome(principal)
     _audit(request, form, principal, None)
     body = {
         "access_token": issued.access_token,

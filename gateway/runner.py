@@ -4,19 +4,53 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
+from typing import Any
 
 from aiohttp import web
 
+from .accesslog import AccessLogger
 from .app import create_app
 from .bootstrap import InitResult, initialize
 from .service_users import ServiceUserAdmin
 from .settings import Settings
 from .store import SqliteStore
 
-__all__ = ("ACCESS_LOG_FORMAT", "check_initialized", "run_init", "serve_settings")
+__all__ = (
+    "check_initialized",
+    "configure_logging",
+    "new_event_loop",
+    "run_init",
+    "serve_settings",
+    "server_options",
+)
 
-# Method, path and status only: never headers, so never a key or a token.
-ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tf'
+
+def server_options() -> dict[str, Any]:
+    """aiohttp ``AppRunner`` options shared by the single process (``run_app``) and every
+    worker of ``--workers N``: change them here, for both."""
+    return {
+        # One line per request with request id, principal and catalog, never a header (so
+        # never a key or a token): see accesslog.
+        "access_log_class": AccessLogger,
+        # How long a stopping process lets requests in flight finish.
+        "shutdown_timeout": 10.0,
+    }
+
+
+def configure_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's event loop when it is installed (the ``fast`` extra), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
 async def run_init(settings: Settings) -> InitResult:
@@ -41,7 +75,11 @@ async def check_initialized(settings: Settings) -> None:
             )
 
 
-def serve_settings(settings: Settings, *, host: str | None = None, port: int | None = None) -> None:
+def serve_settings(
+    settings: Settings, *, host: str | None = None, port: int | None = None, workers: int = 1
+) -> int:
+    """Serve until SIGINT or SIGTERM; the exit status. ``workers`` > 1: that many processes
+    share the port (SO_REUSEPORT) and the store, under a supervisor (see ``workers``)."""
     server = dataclasses.replace(
         settings.server,
         host=host if host is not None else settings.server.host,
@@ -49,11 +87,16 @@ def serve_settings(settings: Settings, *, host: str | None = None, port: int | N
     )
     settings = dataclasses.replace(settings, server=server)
     asyncio.run(check_initialized(settings))
+    if workers > 1:
+        from .workers import supervise
+
+        return supervise(settings, workers)
     web.run_app(
         create_app(settings),
         host=server.host,
         port=server.port,
-        access_log_format=ACCESS_LOG_FORMAT,
         print=lambda _msg: None,
-        shutdown_timeout=10.0,
+        loop=new_event_loop(),
+        **server_options(),
     )
+    return 0

@@ -187,4 +187,3 @@ def _int(value: object) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise TypeError("expected an integer claim")
     return value
-

@@ -8,7 +8,8 @@ is refused (502) rather than passed on uninspected.
 
 Errors: the upstream cannot be reached (refused, connect timeout, DNS) -> 503; it accepted the
 request but did not answer in time -> 504; the connection broke otherwise -> 502. Upstream
-4xx/5xx answers pass through unchanged.
+4xx/5xx answers pass through unchanged. Each such failure, and the time until each answer's
+headers arrived, is counted in the catalog's ``UpstreamStats`` (``metrics``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Final
@@ -32,6 +34,7 @@ from ..errors import (
     UpstreamUnavailable,
 )
 from ..identity import Principal
+from ..metrics import UpstreamStats
 from ..settings import CatalogSettings
 from .headers import HeaderPolicy
 from .rewrite import rewrite_config, strip_table_credentials
@@ -74,6 +77,7 @@ class Forwarder:
         *,
         max_body_bytes: int,
         trusted_proxies: frozenset[str],
+        stats: UpstreamStats | None = None,
     ) -> None:
         self._session = session
         self._base = catalog.upstream.rstrip("/")
@@ -82,6 +86,7 @@ class Forwarder:
         self._headers = headers
         self._max_body = max_body_bytes
         self._trusted = trusted_proxies
+        self._stats = stats if stats is not None else UpstreamStats()
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=catalog.connect_timeout_seconds,
             sock_read=catalog.timeout_seconds,
@@ -116,6 +121,7 @@ class Forwarder:
                 # A body we must inspect has to arrive readable: a gzip answer (clients send
                 # Accept-Encoding: gzip) would otherwise pass on with its tokens unfiltered.
                 headers["Accept-Encoding"] = "identity"
+            start = time.perf_counter()
             try:
                 upstream = await self._session.request(
                     request.method, url, headers=headers, data=data, allow_redirects=False,
@@ -126,7 +132,8 @@ class Forwarder:
             except Exception as exc:
                 if limiter.exceeded:
                     raise PayloadTooLarge() from None
-                raise _map_error(exc) from None
+                raise _map_error(exc, self._stats) from None
+            self._stats.observe(time.perf_counter() - start)
             if upstream.status == 401 and self._auth.renewable:
                 # The upstream's token may have been revoked or its signing key rotated: never
                 # use it again. A bodiless request is replayed once with a new one; one with a
@@ -154,7 +161,7 @@ class Forwarder:
         if rewrite is not None and upstream.status == 200:
             if upstream.headers.get("Content-Encoding", "identity").lower() != "identity":
                 raise UpstreamError("The catalog's response could not be inspected")
-            body = await _read_capped(upstream)
+            body = await _read_capped(upstream, self._stats)
             new_body = rewrite(body)
             headers = HeaderPolicy.downstream_response(upstream.headers, drop=("Content-Length",))
             headers.update(extra)
@@ -182,6 +189,7 @@ class Forwarder:
             # The status line is already sent, so no error response is possible: cut the
             # connection so the client sees a truncated answer, not a complete-looking one.
             _LOGGER.warning("upstream broke off its response (request %s)", fwd.request_id)
+            self._stats.failed("broken")
             if request.transport is not None:
                 request.transport.close()
             return response
@@ -217,7 +225,7 @@ def _rewrite_for(method: str, tail: str, prefix: str) -> _Rewrite | None:
     return None
 
 
-async def _read_capped(upstream: aiohttp.ClientResponse) -> bytes:
+async def _read_capped(upstream: aiohttp.ClientResponse, stats: UpstreamStats) -> bytes:
     length = upstream.content_length
     if length is not None and length > MAX_REWRITE_BYTES:
         raise UpstreamError("The catalog's response is too large to inspect")
@@ -230,14 +238,17 @@ async def _read_capped(upstream: aiohttp.ClientResponse) -> bytes:
                 raise UpstreamError("The catalog's response is too large to inspect")
             chunks.append(chunk)
     except (aiohttp.ClientError, TimeoutError) as exc:
-        raise _map_error(exc) from None
+        raise _map_error(exc, stats) from None
     return b"".join(chunks)
 
 
-def _map_error(exc: BaseException) -> GatewayError:
+def _map_error(exc: BaseException, stats: UpstreamStats) -> GatewayError:
     if isinstance(exc, aiohttp.ConnectionTimeoutError | aiohttp.ClientConnectorError):
+        stats.failed("unavailable")
         return UpstreamUnavailable()
     if isinstance(exc, TimeoutError):  # includes aiohttp's socket read timeout
+        stats.failed("timeout")
         return UpstreamTimeout()
     _LOGGER.warning("upstream request failed: %s", type(exc).__name__)
+    stats.failed("broken")
     return UpstreamError()

@@ -1,0 +1,239 @@
+"""Prometheus metrics, served at ``/metrics`` from a registry of the app's own.
+
+Hot path: every count is a plain ``int`` (and every histogram a list of them) that only the
+event loop's thread touches, updates and scrapes alike, so nothing takes a lock. Label
+"children" are resolved ahead of time: one cell per catalog and route class, one
+``UpstreamStats`` per catalog handed to its forwarder. ``collect()`` turns them into metric
+families at scrape time and reads the queue gauges (pending ``last_used`` writes, pending and
+dropped audit records) there too, so requests never update them.
+
+Label values come only from the configuration (catalog names) and fixed sets in the code
+(route classes, status codes, reasons, grant types, error codes): never a path, an id, a key
+or a token. A catalog path naming an unknown catalog counts under catalog ``-``.
+
+With several worker processes each has its own registry: a scrape answers for the worker
+that took the connection.
+"""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator
+from typing import Final, Protocol
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+__all__ = (
+    "NO_CATALOG",
+    "ROUTES",
+    "GatewayMetrics",
+    "UpstreamStats",
+    "route_class",
+)
+
+NO_CATALOG: Final = "-"
+ROUTES: Final = ("config", "namespace", "table", "view", "token", "management", "other")
+# Seconds. The gateway's own cost is well under a millisecond, so the low end is fine-grained.
+BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+UPSTREAM_ERROR_KINDS: Final = ("unavailable", "timeout", "broken")
+# Seeded at zero so that rate() sees the first failure; others (AuthOutcome.reason is free
+# text in ``authn``) still count when they occur.
+AUTH_FAILURE_REASONS: Final = (
+    "missing", "malformed", "unknown_key", "wrong_secret", "bad_token",
+    "deleted", "rotated", "inactive", "expired", "password",
+)  # fmt: skip
+GRANT_TYPES: Final = ("client_credentials", "token_exchange")
+TOKEN_ERRORS: Final = (
+    "invalid_request", "invalid_client", "invalid_grant", "unsupported_grant_type",
+)  # fmt: skip
+
+_LE: Final = (*(repr(b) for b in BUCKETS), "+Inf")  # "0.0005", "1.0": as prometheus_client
+# The segment after ``namespaces/{ns}/`` (after any prefix) names the kind of object.
+_OBJECT_ROUTE: Final = re.compile(
+    r"(?:^|/)namespaces/[^/]+/(tables|views|register-view|register)(?:/|$)"
+)
+
+
+def route_class(tail: str) -> str:
+    """The route class of a catalog path ``tail`` (raw, after ``/v1/``, without query)."""
+    if tail == "config":
+        return "config"
+    match = _OBJECT_ROUTE.search(tail)
+    if match is not None:
+        return "table" if match.group(1) in ("tables", "register") else "view"
+    if tail.endswith(("tables/rename", "transactions/commit")):
+        return "table"
+    if tail.endswith("views/rename"):
+        return "view"
+    if tail.startswith("namespaces") or "/namespaces" in tail:
+        return "namespace"
+    return "other"
+
+
+class _Histogram:
+    __slots__ = ("counts", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(BUCKETS) + 1)  # the last one is +Inf
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        # bisect_left finds the first bound >= seconds: Prometheus' "le" semantics.
+        self.counts[bisect_left(BUCKETS, seconds)] += 1
+        self.total += seconds
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        running = 0
+        buckets = []
+        for le, count in zip(_LE, self.counts, strict=True):
+            running += count
+            buckets.append((le, float(running)))
+        return buckets
+
+
+class UpstreamStats:
+    """One catalog's upstream: response-header latency and transport errors by kind."""
+
+    __slots__ = ("errors", "latency")
+
+    def __init__(self) -> None:
+        self.latency = _Histogram()
+        self.errors = dict.fromkeys(UPSTREAM_ERROR_KINDS, 0)
+
+    def observe(self, seconds: float) -> None:
+        self.latency.observe(seconds)
+
+    def failed(self, kind: str) -> None:
+        self.errors[kind] += 1
+
+
+class _Pending(Protocol):
+    @property
+    def pending_last_used(self) -> int: ...
+
+
+class _Audit(Protocol):
+    @property
+    def pending(self) -> int: ...
+    @property
+    def dropped(self) -> int: ...
+
+
+class GatewayMetrics:
+    """The gateway's metrics, registered in ``registry`` as one collector."""
+
+    def __init__(self, registry: CollectorRegistry, catalogs: Iterable[str]) -> None:
+        names = (*catalogs, NO_CATALOG)
+        # catalog -> route class -> status -> count
+        self._requests: dict[str, dict[str, dict[int, int]]] = {
+            name: {route: {} for route in ROUTES} for name in names
+        }
+        self._latency = {route: _Histogram() for route in ROUTES}
+        self._upstreams = {name: UpstreamStats() for name in names if name != NO_CATALOG}
+        self._auth_failures = dict.fromkeys(AUTH_FAILURE_REASONS, 0)
+        self._tokens_issued = dict.fromkeys(GRANT_TYPES, 0)
+        self._tokens_refused = dict.fromkeys(TOKEN_ERRORS, 0)
+        self._identities: _Pending | None = None
+        self._audit: _Audit | None = None
+        registry.register(self)
+
+    # -- recording (hot path) ----------------------------------------------------------------
+
+    def request_done(self, catalog: str, route: str, status: int, seconds: float) -> None:
+        counts = self._requests[catalog][route]
+        counts[status] = counts.get(status, 0) + 1
+        self._latency[route].observe(seconds)
+
+    def upstream(self, catalog: str) -> UpstreamStats:
+        """The pre-bound upstream stats of ``catalog`` (for its forwarder)."""
+        return self._upstreams[catalog]
+
+    def auth_failed(self, reason: str) -> None:
+        self._auth_failures[reason] = self._auth_failures.get(reason, 0) + 1
+
+    def token_issued(self, grant_type: str) -> None:
+        self._tokens_issued[grant_type] = self._tokens_issued.get(grant_type, 0) + 1
+
+    def token_refused(self, error: str) -> None:
+        self._tokens_refused[error] = self._tokens_refused.get(error, 0) + 1
+
+    def watch(self, identities: _Pending, audit: _Audit) -> None:
+        """Report these queues' sizes at scrape time (from the app's start-up)."""
+        self._identities, self._audit = identities, audit
+
+    # -- scraping ----------------------------------------------------------------------------
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "pangolin_requests", "Requests answered, by catalog, route class and status.",
+            labels=("catalog", "route", "status"),
+        )  # fmt: skip
+        for catalog, routes in self._requests.items():
+            for route, statuses in routes.items():
+                for status, count in statuses.items():
+                    requests.add_metric((catalog, route, str(status)), count)
+        yield requests
+        latency = HistogramMetricFamily(
+            "pangolin_request_duration_seconds",
+            "Time from the request reaching the gateway to its answer, by route class.",
+            labels=("route",),
+        )
+        for route, histogram in self._latency.items():
+            latency.add_metric((route,), histogram.cumulative(), histogram.total)
+        yield latency
+        upstream = HistogramMetricFamily(
+            "pangolin_upstream_duration_seconds",
+            "Time until the catalog upstream's response headers arrived, by catalog.",
+            labels=("catalog",),
+        )
+        errors = CounterMetricFamily(
+            "pangolin_upstream_errors", "Upstream requests that failed, by catalog and kind.",
+            labels=("catalog", "kind"),
+        )  # fmt: skip
+        for catalog, stats in self._upstreams.items():
+            upstream.add_metric((catalog,), stats.latency.cumulative(), stats.latency.total)
+            for kind, count in stats.errors.items():
+                errors.add_metric((catalog, kind), count)
+        yield upstream
+        yield errors
+        yield _counter(
+            "pangolin_auth_failures", "Requests refused with 401, by reason.", "reason",
+            self._auth_failures,
+        )  # fmt: skip
+        yield _counter(
+            "pangolin_tokens_issued", "Tokens issued by the token endpoint, by grant type.",
+            "grant_type", self._tokens_issued,
+        )  # fmt: skip
+        yield _counter(
+            "pangolin_token_requests_refused",
+            "Token endpoint requests refused, by OAuth2 error code.", "error",
+            self._tokens_refused,
+        )  # fmt: skip
+        if self._identities is not None:
+            yield GaugeMetricFamily(
+                "pangolin_last_used_pending", "Service users' last_used times not yet written.",
+                value=self._identities.pending_last_used,
+            )  # fmt: skip
+        if self._audit is not None:
+            yield GaugeMetricFamily(
+                "pangolin_audit_pending", "Audit records queued and not yet written.",
+                value=self._audit.pending,
+            )  # fmt: skip
+            yield CounterMetricFamily(
+                "pangolin_audit_dropped", "Audit records dropped because the queue was full.",
+                value=self._audit.dropped,
+            )  # fmt: skip
+
+
+def _counter(name: str, doc: str, label: str, counts: dict[str, int]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, doc, labels=(label,))
+    for value, count in counts.items():
+        family.add_metric((value,), count)
+    return family

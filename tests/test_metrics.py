@@ -1,0 +1,316 @@
+"""``/metrics``: counts and histograms move by exactly what the requests did, the queue gauges
+are read at scrape time, and nothing secret or client-chosen ever becomes a label."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway.keys import AUDIT, AUTHENTICATOR, METRICS_REGISTRY
+from gateway.metrics import GatewayMetrics, route_class
+from gateway.service_users import CreatedKey
+from gateway.settings import CatalogSettings, StoreSettings
+
+from .conftest import Gateway, MakeGateway
+from .fakes import Recorded
+
+API = "/v1/default/v1"
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+async def scrape(gateway: Gateway) -> Samples:
+    resp = await gateway.client.get("/metrics")  # no credential needed
+    assert resp.status == 200
+    assert resp.headers["Content-Type"].startswith("text/plain")
+    text = await resp.text()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def delta(before: Samples, after: Samples, name: str, **labels: str) -> float:
+    return value(after, name, **labels) - value(before, name, **labels)
+
+
+def key_auth(created: CreatedKey) -> dict[str, str]:
+    return {"X-API-Key": created.api_key.plaintext()}
+
+
+def closed_port_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+async def get(gateway: Gateway, path: str, headers: dict[str, str] | None = None) -> int:
+    async with gateway.client.get(path, headers=headers) as resp:
+        await resp.read()
+        return resp.status
+
+
+@pytest.fixture
+async def user(gateway: Gateway) -> CreatedKey:
+    return await gateway.user()
+
+
+@pytest.mark.parametrize(
+    ("tail", "expected"),
+    [
+        ("config", "config"),
+        ("namespaces", "namespace"),
+        ("namespaces/ns", "namespace"),
+        ("namespaces/ns/properties", "namespace"),
+        ("namespaces/tables", "namespace"),  # a namespace named "tables"
+        ("namespaces/ns/tables", "table"),
+        ("namespaces/ns/tables/t", "table"),
+        ("wh/a%2Fb/namespaces/ns/tables/t/metrics", "table"),
+        ("namespaces/ns/register", "table"),
+        ("tables/rename", "table"),
+        ("wh/transactions/commit", "table"),
+        ("namespaces/ns/views/v", "view"),
+        ("namespaces/ns/register-view", "view"),
+        ("views/rename", "view"),
+        ("something/else", "other"),
+    ],
+)
+def test_route_class_of_catalog_paths(tail: str, expected: str) -> None:
+    assert route_class(tail) == expected
+
+
+async def test_requests_are_counted_by_catalog_route_and_status(
+    gateway: Gateway, user: CreatedKey
+) -> None:
+    before = await scrape(gateway)
+
+    assert await get(gateway, "/v1/config", key_auth(user)) == 200
+    assert await get(gateway, f"{API}/namespaces", key_auth(user)) == 200
+    assert await get(gateway, f"{API}/namespaces/ns/tables/t", key_auth(user)) == 200
+    assert await get(gateway, f"{API}/namespaces/ns/tables/t", key_auth(user)) == 200
+    assert await get(gateway, f"{API}/namespaces/ns/views/v", key_auth(user)) == 200
+    assert await get(gateway, f"{API}/namespaces") == 401
+    assert await get(gateway, "/api/v1/catalogs", key_auth(user)) == 200
+    assert await get(gateway, "/healthz") == 200
+    after = await scrape(gateway)
+
+    counted = "pangolin_requests_total"
+    assert delta(before, after, counted, catalog="default", route="config", status="200") == 1
+    assert delta(before, after, counted, catalog="default", route="namespace", status="200") == 1
+    assert delta(before, after, counted, catalog="default", route="table", status="200") == 2
+    assert delta(before, after, counted, catalog="default", route="view", status="200") == 1
+    assert delta(before, after, counted, catalog="default", route="namespace", status="401") == 1
+    assert delta(before, after, counted, catalog="-", route="management", status="200") == 1
+    # /healthz and the first scrape itself
+    assert delta(before, after, counted, catalog="-", route="other", status="200") == 2
+    histogram = "pangolin_request_duration_seconds_count"
+    assert delta(before, after, histogram, route="table") == 2
+    assert delta(before, after, histogram, route="namespace") == 2
+    assert delta(before, after, "pangolin_upstream_duration_seconds_count", catalog="default") == 5
+    inf = value(after, "pangolin_request_duration_seconds_bucket", route="table", le="+Inf")
+    assert inf == value(after, histogram, route="table") == 2
+
+
+async def test_unknown_catalog_names_never_become_labels(
+    gateway: Gateway, user: CreatedKey
+) -> None:
+    assert await get(gateway, "/v1/tenant-secret-name/v1/namespaces", key_auth(user)) == 404
+    after = await scrape(gateway)
+
+    labels = {value for _, pairs in after for _, value in pairs}
+    assert "tenant-secret-name" not in labels
+    assert value(after, "pangolin_requests_total", catalog="-", route="namespace", status="404")
+
+
+async def test_auth_failures_are_counted_by_reason(gateway: Gateway, user: CreatedKey) -> None:
+    before = await scrape(gateway)
+    wrong = user.api_key.plaintext()[:-4] + "AAAA"
+
+    assert await get(gateway, f"{API}/namespaces") == 401
+    assert await get(gateway, f"{API}/namespaces", {"X-API-Key": wrong}) == 401
+    assert await get(gateway, f"{API}/namespaces", {"X-API-Key": wrong}) == 401
+    assert await get(gateway, f"{API}/namespaces", {"Authorization": "Bearer not.a.jwt"}) == 401
+    assert await get(gateway, "/api/v1/me", {"X-API-Key": "pgl_garbage"}) == 401
+    assert await get(gateway, f"{API}/namespaces", key_auth(user)) == 200
+    after = await scrape(gateway)
+
+    failures = "pangolin_auth_failures_total"
+    assert delta(before, after, failures, reason="missing") == 1
+    assert delta(before, after, failures, reason="wrong_secret") == 2
+    assert delta(before, after, failures, reason="bad_token") == 1
+    assert delta(before, after, failures, reason="malformed") == 1
+    assert sum(v for (name, _), v in after.items() if name == failures) == 5
+
+
+async def test_token_requests_are_counted(gateway: Gateway, user: CreatedKey) -> None:
+    before = await scrape(gateway)
+
+    token = await gateway.token(user)
+    refresh = await gateway.client.post(
+        "/v1/oauth/tokens",
+        data={"grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
+              "subject_token": token,
+              "subject_token_type": "urn:ietf:params:oauth:token-type:access_token"},
+    )  # fmt: skip
+    assert refresh.status == 200
+    refused = await gateway.client.post(
+        "/v1/oauth/tokens",
+        data={"grant_type": "client_credentials", "client_id": user.user.id,
+              "client_secret": user.api_key.plaintext()[:-4] + "AAAA"},
+    )  # fmt: skip
+    assert refused.status == 401
+    unsupported = await gateway.client.post("/v1/oauth/tokens", data={"grant_type": "password"})
+    assert unsupported.status == 400
+    after = await scrape(gateway)
+
+    issued = "pangolin_tokens_issued_total"
+    assert delta(before, after, issued, grant_type="client_credentials") == 1
+    assert delta(before, after, issued, grant_type="token_exchange") == 1
+    refusals = "pangolin_token_requests_refused_total"
+    assert delta(before, after, refusals, error="invalid_client") == 1
+    assert delta(before, after, refusals, error="unsupported_grant_type") == 1
+    assert delta(before, after, "pangolin_requests_total", catalog="-", route="token", status="200")
+
+
+async def test_unreachable_upstream_counts_an_unavailable_error(make_gateway: MakeGateway) -> None:
+    gateway = await make_gateway(catalogs={"default": CatalogSettings(upstream=closed_port_url())})
+
+    assert await get(gateway, f"{API}/namespaces", key_auth(gateway.root)) == 503
+    after = await scrape(gateway)
+
+    errors = "pangolin_upstream_errors_total"
+    assert value(after, errors, catalog="default", kind="unavailable") == 1
+    assert value(after, errors, catalog="default", kind="timeout") == 0
+    assert value(after, "pangolin_upstream_duration_seconds_count", catalog="default") == 0
+    assert value(
+        after, "pangolin_requests_total", catalog="default", route="namespace", status="503"
+    ) == 1  # fmt: skip
+
+
+async def test_upstream_that_never_answers_counts_a_timeout(make_gateway: MakeGateway) -> None:
+    gateway = await make_gateway(catalogs={"default": CatalogSettings(timeout_seconds=0.3)})
+    release = asyncio.Event()
+
+    async def stuck(request: web.Request, recorded: Recorded) -> web.StreamResponse:
+        await release.wait()
+        return web.json_response({})
+
+    gateway.upstream.responder = stuck
+    try:
+        assert await get(gateway, f"{API}/namespaces", key_auth(gateway.root)) == 504
+    finally:
+        release.set()
+    after = await scrape(gateway)
+
+    assert value(after, "pangolin_upstream_errors_total", catalog="default", kind="timeout") == 1
+
+
+async def test_queue_gauges_are_read_at_scrape_time(
+    make_gateway: MakeGateway, tmp_path: Path
+) -> None:
+    # Background flushes far away, so only the test's own flushes empty the queues.
+    gateway = await make_gateway(
+        store=StoreSettings(
+            path=str(tmp_path / "gauges.db"),
+            last_used_flush_seconds=3600,
+            audit_flush_seconds=3600,
+        )
+    )
+    first, second = await gateway.user("a"), await gateway.user("b")
+
+    assert await get(gateway, f"{API}/namespaces", key_auth(first)) == 200
+    assert await get(gateway, f"{API}/namespaces", key_auth(second)) == 200
+    assert await get(gateway, f"{API}/namespaces", key_auth(second)) == 200
+    assert await get(gateway, f"{API}/namespaces") == 401
+    samples = await scrape(gateway)
+    assert value(samples, "pangolin_last_used_pending") == 2
+    pending_audit = gateway.app[AUDIT].pending
+    assert pending_audit >= 1
+    assert value(samples, "pangolin_audit_pending") == pending_audit
+    assert value(samples, "pangolin_audit_dropped_total") == 0
+
+    await gateway.app[AUTHENTICATOR].flush_last_used()
+    await gateway.app[AUDIT].flush()
+    samples = await scrape(gateway)
+    assert value(samples, "pangolin_last_used_pending") == 0
+    assert value(samples, "pangolin_audit_pending") == 0
+
+
+class _Queues:
+    pending_last_used = 7
+    pending = 3
+    dropped = 11
+
+
+def test_dropped_audit_records_are_a_counter_read_at_scrape_time() -> None:
+    registry = CollectorRegistry()
+    metrics = GatewayMetrics(registry, ["default"])
+    assert registry.get_sample_value("pangolin_audit_dropped_total") is None  # not started
+
+    queues = _Queues()
+    metrics.watch(queues, queues)
+    assert registry.get_sample_value("pangolin_audit_dropped_total") == 11
+    queues.dropped = 12
+    assert registry.get_sample_value("pangolin_audit_dropped_total") == 12
+    assert registry.get_sample_value("pangolin_audit_pending") == 3
+    assert registry.get_sample_value("pangolin_last_used_pending") == 7
+
+
+async def test_metrics_never_contain_keys_tokens_ids_or_paths(
+    gateway: Gateway, user: CreatedKey
+) -> None:
+    token = await gateway.token(user)
+    path = f"{API}/namespaces/private_ns/tables/private_table?pageToken=private_query"
+    assert await get(gateway, path, key_auth(user)) == 200
+    assert await get(gateway, path, {"Authorization": f"Bearer {token}"}) == 200
+    assert await get(gateway, path, {"X-API-Key": user.api_key.plaintext() + "x"}) == 401
+    assert await get(gateway, f"/api/v1/service-users/{user.user.id}", key_auth(user)) in (
+        403, 404,
+    )  # fmt: skip
+
+    resp = await gateway.client.get("/metrics")
+    body = await resp.text()
+    secrets = (
+        user.api_key.plaintext(), user.api_key.key_id, token, user.user.id, gateway.root.user.id,
+        "private_ns", "private_table", "private_query", "pageToken",
+    )  # fmt: skip
+    for secret in secrets:
+        assert secret not in body
+
+
+async def test_each_app_has_its_own_registry(make_gateway: MakeGateway) -> None:
+    one, two = await make_gateway(), await make_gateway()
+    assert one.app[METRICS_REGISTRY] is not two.app[METRICS_REGISTRY]
+
+    assert await get(one, f"{API}/namespaces") == 401
+    assert await get(one, f"{API}/namespaces") == 401
+    assert await get(two, f"{API}/namespaces") == 401
+
+    failures = "pangolin_auth_failures_total"
+    assert value(await scrape(one), failures, reason="missing") == 2
+    assert value(await scrape(two), failures, reason="missing") == 1
+
+
+async def test_refused_password_login_counts_as_password(gateway: Gateway) -> None:
+    before = await scrape(gateway)
+
+    resp = await gateway.client.post(
+        "/api/v1/login", json={"username": "nobody", "password": "not-the-password"}
+    )
+    assert resp.status == 401
+    after = await scrape(gateway)
+
+    assert delta(before, after, "pangolin_auth_failures_total", reason="password") == 1
+    assert delta(before, after, "pangolin_auth_failures_total", reason="missing") == 0
