@@ -38,12 +38,7 @@ from .keys import (
     USERS,
 )
 from .metrics import GatewayMetrics
-from .middlewares import (
-    authenticate_middleware,
-    error_middleware,
-    metrics_middleware,
-    request_id_middleware,
-)
+from .middlewares import gateway_middleware
 from .proxy import Forwarder, HeaderPolicy, make_upstream_auth
 from .service_users import ServiceUserAdmin
 from .settings import Settings
@@ -70,12 +65,7 @@ def create_app(
     ProcessCollector(registry=registry)
     metrics = GatewayMetrics(registry, settings.catalogs)
     app = web.Application(
-        middlewares=[
-            request_id_middleware,
-            metrics_middleware(metrics),
-            error_middleware,
-            authenticate_middleware,
-        ],
+        middlewares=[gateway_middleware(metrics)],
         # Only bodies we read whole (the token form) are bound by this; proxied bodies stream
         # and are bound by server.max_body_bytes instead.
         client_max_size=settings.server.max_form_bytes,

@@ -54,14 +54,14 @@ def _lenient(tail: str) -> str:
     return "/".join(segment for segment in segments if segment)
 
 
-def _is_token_path(tail: str) -> bool:
+def _is_token_path(lenient: str) -> bool:
     # Judged on the lenient form: an upstream that decodes %2F, drops ;params or merges //
     # would otherwise be reachable at its own token endpoint through a disguised path.
-    return _lenient(tail).lower() == "oauth/tokens"
+    return lenient.lower() == "oauth/tokens"
 
 
-def _check_safe(tail: str) -> None:
-    for segment in _lenient(tail).split("/"):
+def _check_safe(tail: str, lenient: str) -> None:
+    for segment in lenient.split("/"):
         if segment in (".", ".."):
             raise BadRequest("Malformed request: dot segments are not allowed in paths")
     if any(ord(ch) < 32 for ch in tail):
@@ -90,11 +90,12 @@ async def catalog_request(request: web.Request) -> web.StreamResponse:
     raw_path, _, query = request.raw_path.partition("?")
     rest = raw_path[len("/v1/") :]
     mount, tail = split_catalog_path(rest)
-    if _is_token_path(tail):
+    lenient = _lenient(tail)  # computed once: both checks below judge the same form
+    if _is_token_path(lenient):
         request[ROUTE] = "token"
         return await token_endpoint(request)
     request[ROUTE] = route_class(tail)
-    _check_safe(tail)
+    _check_safe(tail, lenient)
     settings = request.app[SETTINGS]
     name = mount if mount is not None else settings.default_catalog
     catalog = settings.catalogs.get(name) if name else None

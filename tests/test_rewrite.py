@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from gateway.errors import UpstreamError
 from gateway.proxy.rewrite import rewrite_config, strip_table_credentials
 
 INT64_MAX = 9223372036854775807
@@ -195,3 +196,16 @@ def test_repeated_override_key_in_config_is_collapsed_to_the_inspected_copy() ->
     assert rewritten is not None
     assert json.loads(rewritten) == {"defaults": {}, "overrides": {"prefix": "w"}}
     assert b"around" not in rewritten
+
+
+def test_a_table_answer_with_a_byte_order_mark_is_still_filtered() -> None:
+    body = b'\xef\xbb\xbf{"metadata-location":"s3://w/m.json","config":{"token":"up"}}'
+    rewritten = strip_table_credentials(body)
+    assert rewritten is not None
+    assert b"up" not in rewritten
+
+
+def test_an_unreadable_answer_that_may_hold_a_credential_is_refused() -> None:
+    # Not JSON to Python (a trailing comma), but a lenient parser might read the token.
+    with pytest.raises(UpstreamError):
+        strip_table_credentials(b'{"config":{"token":"up",},}')

@@ -17,12 +17,19 @@ from __future__ import annotations
 import json
 from typing import Any, Final
 
+from ..errors import UpstreamError
+
 __all__ = ("rewrite_config", "strip_table_credentials")
 
 _CONFIG_DROP: Final = frozenset({"uri", "oauth2-server-uri", "token", "credential", "scope"})
 _CONFIG_DROP_PREFIXES: Final = ("header.", "rest.auth.", "rest.sigv4", "rest.signing")
 _TABLE_DROP: Final = frozenset({"token", "credential"})
 _TABLE_DROP_PREFIXES: Final = ("urn:ietf:params:oauth:token-type:", "header.")
+# How each of those keys must appear in a body without escapes (see strip_table_credentials).
+_TABLE_MARKERS: Final = (
+    *(f'"{key}"'.encode() for key in sorted(_TABLE_DROP)),
+    *(f'"{prefix}'.encode() for prefix in _TABLE_DROP_PREFIXES),
+)
 
 
 def _drop_keys(section: Any, exact: frozenset[str], prefixes: tuple[str, ...]) -> bool:
@@ -41,10 +48,11 @@ class _Parsed:
 
     def __init__(self, body: bytes) -> None:
         self.duplicates = False
+        self.readable = True
         try:
             doc = json.loads(body, object_pairs_hook=self._object)
-        except ValueError:
-            doc = None  # not JSON: nothing a client could apply
+        except (ValueError, RecursionError):
+            doc, self.readable = None, False  # not JSON to us
         self.doc: dict[str, Any] | None = doc if isinstance(doc, dict) else None
 
     def _object(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -75,14 +83,32 @@ def rewrite_config(body: bytes, prefix: str | None = None) -> bytes | None:
     return parsed.dump() if changed else None
 
 
+def _may_hold_table_credential(body: bytes) -> bool:
+    return any(marker in body for marker in _TABLE_MARKERS)
+
+
 def strip_table_credentials(body: bytes) -> bytes | None:
     """The table/view response without upstream session tokens, or None if it had none."""
-    # Fast path: most responses are passed on byte for byte. A key spelled with \u escapes
-    # ("\u0063onfig") is still "config" to every client's parser, so only skip without them.
-    if b'"config"' not in body and b"\\u" not in body:
+    # Fast path: most responses are passed on byte for byte, without parsing. It applies only
+    # when no key we drop can be in the body at all: without \u escapes ("\u0063onfig" is
+    # "config" to every parser; no other JSON escape yields a character of these names) and
+    # without NUL bytes (JSON in UTF-16/32, which parsers detect and decode, hides every ASCII
+    # name from a byte search), a dropped key would appear verbatim: "token", "credential",
+    # or a name starting "urn:ietf:... or "header. right after its opening quote. With none of
+    # them, no copy of a repeated "config" can hold a credential either, so nothing a
+    # first-key-wins parser reads differs in what matters here.
+    if (
+        b"\\u" not in body
+        and b"\x00" not in body
+        and (b'"config"' not in body or not _may_hold_table_credential(body))
+    ):
         return None
     parsed = _Parsed(body)
+    if not parsed.readable:
+        # Something that may hold a credential, which we cannot read but a more lenient
+        # client parser might: refuse it rather than pass it on unfiltered.
+        raise UpstreamError("The catalog's response could not be inspected")
     if parsed.doc is None:
-        return None
+        return None  # JSON, but not an object: there is no config map to strip
     changed = _drop_keys(parsed.doc.get("config"), _TABLE_DROP, _TABLE_DROP_PREFIXES)
     return parsed.dump() if changed or parsed.duplicates else None
