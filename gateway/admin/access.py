@@ -12,8 +12,8 @@ other tenants' service users by UUID).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Protocol, TypeVar
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
 
@@ -21,8 +21,17 @@ from ..auditing import record_auth_failure
 from ..errors import Forbidden, NotFound, Unauthenticated
 from ..identity import Principal, Role
 from ..keys import AUTH
+from .schema import parse_role
 
-__all__ = ("check_grant", "check_target", "manager", "principal", "target", "tenant_scope")
+__all__ = (
+    "check_grant",
+    "check_target",
+    "manager",
+    "principal",
+    "role_and_tenant",
+    "target",
+    "tenant_scope",
+)
 
 
 def principal(request: web.Request) -> Principal:
@@ -79,6 +88,17 @@ async def target(
     elif tenant_scope(caller) not in (None, found.tenant_id):
         raise NotFound(f"No such {what}")
     return found
+
+
+def role_and_tenant(caller: Principal, body: Mapping[str, Any], default: Role) -> tuple[Role, str]:
+    """The role and tenant (name) a new identity gets from ``body``, if ``caller`` may grant
+    them: never a role above its own, never another tenant (404, as if it did not exist)."""
+    role = parse_role(body.get("role", default.value))
+    check_grant(caller, role)
+    tenant = body.get("tenant", caller.tenant_name)
+    if tenant_scope(caller) is not None and tenant != caller.tenant_name:
+        raise NotFound("tenant: no such tenant")
+    return role, tenant
 
 
 def check_grant(caller: Principal, role: Role) -> None:

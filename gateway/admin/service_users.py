@@ -17,7 +17,7 @@ from ..keys import AUTHENTICATOR, CLOCK, SERVICE_USERS
 from ..service_users import CreatedKey, ValidationError
 from ..service_users import NotFound as NoSuchIdentity
 from ..store import LastRoot, UniqueViolation
-from .access import check_grant, manager, target, tenant_scope
+from .access import check_grant, manager, role_and_tenant, target, tenant_scope
 from .schema import (
     NO_STORE,
     Field,
@@ -72,11 +72,7 @@ async def _target(request: web.Request, *, mutate: bool) -> ServiceUser:
 async def create(request: web.Request) -> web.Response:
     caller = manager(request)
     body = await read_body(request, _CREATE)
-    role = parse_role(body.get("role", Role.TENANT_USER.value))
-    check_grant(caller, role)
-    tenant = body.get("tenant", caller.tenant_name)
-    if tenant_scope(caller) is not None and tenant != caller.tenant_name:
-        raise NotFound("tenant: no such tenant")
+    role, tenant = role_and_tenant(caller, body, Role.TENANT_USER)
     _, expires_at = expiry(body, request.app[CLOCK]())
     try:
         created = await request.app[SERVICE_USERS].create(

@@ -13,8 +13,8 @@ from ..keys import SETTINGS, TOKENS, USERS
 from ..service_users import NotFound as NoSuchIdentity
 from ..service_users import ValidationError
 from ..store import LastRoot, UniqueViolation
-from .access import check_grant, manager, principal, target, tenant_scope
-from .schema import NO_STORE, Field, page_params, parse_role, read_body, user_json
+from .access import manager, principal, role_and_tenant, target, tenant_scope
+from .schema import NO_STORE, Field, page_params, read_body, user_json
 from .service_users import LAST_ROOT
 from .trail import audited
 
@@ -39,11 +39,7 @@ async def _target(request: web.Request, *, mutate: bool) -> User:
 async def create(request: web.Request) -> web.Response:
     caller = manager(request)
     body = await read_body(request, _CREATE)
-    role = parse_role(body.get("role", Role.TENANT_ADMIN.value))
-    check_grant(caller, role)
-    tenant = body.get("tenant", caller.tenant_name)
-    if tenant_scope(caller) is not None and tenant != caller.tenant_name:
-        raise NotFound("tenant: no such tenant")
+    role, tenant = role_and_tenant(caller, body, Role.TENANT_ADMIN)
     try:
         user = await request.app[USERS].create(
             username=body["username"], password=body["password"], role=role, tenant=tenant,
