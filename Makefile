@@ -37,9 +37,13 @@ pytest: $(VENV)/.installed-test tests/js/node_modules/.package-lock.json
 	$(BIN)/pytest
 
 # Not part of `make test`: installs wrk and nginx (Debian packages) and takes ~5 minutes.
-bench: $(VENV)/.installed-test
+$(VENV)/.installed-bench: $(BIN)/python setup.cfg pyproject.toml constraints.txt
+	$(PIP) -e '.[local,fast,test,bench]'
+	touch $@
+
+bench: $(VENV)/.installed-bench
 	command -v wrk >/dev/null && command -v nginx >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk nginx)
-	$(BIN)/python bench/run.py
+	PYSPY=$(BIN)/py-spy $(BIN)/python bench/run.py
 
 clean:
 	rm -rf $(VENV) var build *.egg-info .mypy_cache .ruff_cache .pytest_cache tests/js/node_modules
