@@ -3,8 +3,10 @@ integration tests use a real SeaweedFS)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -52,6 +54,24 @@ class RecordingUpstream:
         )
         self.requests.append(recorded)
         return await self.responder(request, recorded)
+
+    @contextlib.asynccontextmanager
+    async def stuck(self) -> AsyncIterator[None]:
+        """Within the block the upstream accepts requests and never answers; afterwards its
+        handlers finish, so the test server can shut down."""
+        release = asyncio.Event()
+        previous = self.responder
+
+        async def wait_forever(request: web.Request, recorded: Recorded) -> web.StreamResponse:
+            await release.wait()
+            return web.json_response({})
+
+        self.responder = wait_forever
+        try:
+            yield
+        finally:
+            release.set()
+            self.responder = previous
 
     def catalog_requests(self) -> list[Recorded]:
         """Requests other than the gateway's own upstream token fetches."""

@@ -889,17 +889,8 @@ async def test_unreachable_upstream_is_503(make_gateway: MakeGateway) -> None:
 
 async def test_upstream_that_never_answers_is_504(make_gateway: MakeGateway) -> None:
     gateway = await make_gateway(catalogs={"default": CatalogSettings(timeout_seconds=0.5)})
-    release = asyncio.Event()
-
-    async def stuck(request: web.Request, recorded: Recorded) -> web.StreamResponse:
-        await release.wait()
-        return web.json_response({})
-
-    gateway.upstream.responder = stuck
-    try:
+    async with gateway.upstream.stuck():
         reply = await call(gateway, "GET", f"{API}/namespaces", headers=key_auth(gateway.root))
-    finally:
-        release.set()  # let the fake's handler finish, so the server can shut down
 
     assert_iceberg_error(reply, 504)
 

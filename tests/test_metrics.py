@@ -3,12 +3,10 @@ are read at scrape time, and nothing secret or client-chosen ever becomes a labe
 
 from __future__ import annotations
 
-import asyncio
 import socket
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -18,7 +16,6 @@ from gateway.service_users import CreatedKey
 from gateway.settings import CatalogSettings, StoreSettings
 
 from .conftest import Gateway, MakeGateway
-from .fakes import Recorded
 
 API = "/v1/default/v1"
 
@@ -201,17 +198,8 @@ async def test_unreachable_upstream_counts_an_unavailable_error(make_gateway: Ma
 
 async def test_upstream_that_never_answers_counts_a_timeout(make_gateway: MakeGateway) -> None:
     gateway = await make_gateway(catalogs={"default": CatalogSettings(timeout_seconds=0.3)})
-    release = asyncio.Event()
-
-    async def stuck(request: web.Request, recorded: Recorded) -> web.StreamResponse:
-        await release.wait()
-        return web.json_response({})
-
-    gateway.upstream.responder = stuck
-    try:
+    async with gateway.upstream.stuck():
         assert await get(gateway, f"{API}/namespaces", key_auth(gateway.root)) == 504
-    finally:
-        release.set()
     after = await scrape(gateway)
 
     assert value(after, "pangolin_upstream_errors_total", catalog="default", kind="timeout") == 1
