@@ -1,9 +1,10 @@
 """The application factory: wires settings, store, tokens, authentication and forwarding.
 
 Resources live in ``cleanup_ctx`` contexts, so what was set up is torn down in reverse order,
-and only if its set-up succeeded: the store (flushing ``last_used`` on the way out), then one
-upstream ``ClientSession`` for the whole app (keep-alive pool; no cookie jar, so one user's
-upstream cookies can never reach another).
+and only if its set-up succeeded: the store (flushing ``last_used`` on the way out), then the
+upstream clients: one keep-alive ``UpstreamClient`` per catalog for forwarding, and one
+``ClientSession`` for the rest (no cookie jar, so one user's upstream cookies can never reach
+another).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from .keys import (
 )
 from .metrics import GatewayMetrics
 from .middlewares import gateway_middleware
-from .proxy import Forwarder, HeaderPolicy, make_upstream_auth
+from .proxy import Forwarder, HeaderPolicy, UpstreamClient, make_upstream_auth
 from .service_users import ServiceUserAdmin
 from .settings import Settings
 from .store import SqliteStore, Store
@@ -153,9 +154,19 @@ async def _upstream_context(app: web.Application) -> AsyncIterator[None]:
     headers = HeaderPolicy(settings.role_headers)
     trusted = frozenset(settings.server.trusted_proxies)
     app[HTTP_SESSION] = session
+    # The hot path's own lean client, one keep-alive pool per catalog (see upstream_client);
+    # the aiohttp session serves the rest (upstream token requests, readiness probes).
+    clients = {
+        name: UpstreamClient(
+            catalog.upstream,
+            connect_timeout=catalog.connect_timeout_seconds,
+            read_timeout=catalog.timeout_seconds,
+        )
+        for name, catalog in settings.catalogs.items()
+    }
     app[FORWARDERS] = {
         name: Forwarder(
-            session,
+            clients[name],
             catalog,
             make_upstream_auth(catalog, session),
             headers,
@@ -168,4 +179,6 @@ async def _upstream_context(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        for client in clients.values():
+            client.close()
         await session.close()

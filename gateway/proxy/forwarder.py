@@ -18,13 +18,12 @@ import functools
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Final
 
 import aiohttp
 from aiohttp import web
-from yarl import URL
 
 from ..errors import (
     GatewayError,
@@ -40,6 +39,14 @@ from .headers import HeaderPolicy
 from .rewrite import rewrite_config, strip_table_credentials
 from .scope import WarehouseScope
 from .upstream_auth import UpstreamAuth
+from .upstream_client import (
+    ResponseTooLarge,
+    UpstreamClient,
+    UpstreamConnectError,
+    UpstreamProtocolError,
+    UpstreamReadTimeout,
+    UpstreamResponse,
+)
 
 __all__ = ("Forwarder", "ForwardRequest")
 
@@ -70,7 +77,7 @@ class ForwardRequest:
 class Forwarder:
     def __init__(
         self,
-        session: aiohttp.ClientSession,
+        client: UpstreamClient,
         catalog: CatalogSettings,
         auth: UpstreamAuth,
         headers: HeaderPolicy,
@@ -79,18 +86,13 @@ class Forwarder:
         trusted_proxies: frozenset[str],
         stats: UpstreamStats | None = None,
     ) -> None:
-        self._session = session
-        self._base = catalog.upstream.rstrip("/")
+        self._client = client
         self._scope = WarehouseScope(catalog)
         self._auth = auth
         self._headers = headers
         self._max_body = max_body_bytes
         self._trusted = trusted_proxies
         self._stats = stats if stats is not None else UpstreamStats()
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, connect=catalog.connect_timeout_seconds,
-            sock_read=catalog.timeout_seconds,
-        )  # fmt: skip
 
     async def forward(self, fwd: ForwardRequest) -> web.StreamResponse:
         request = fwd.request
@@ -99,11 +101,16 @@ class Forwarder:
             raise PayloadTooLarge()
         tail = self._scope.upstream_tail(fwd.tail)
         query = self._scope.config_query(fwd.query) if tail == "config" else fwd.query
-        url = URL(f"{self._base}/v1/{tail}" + (f"?{query}" if query else ""), encoded=True)
+        target = f"/v1/{tail}?{query}" if query else f"/v1/{tail}"
         limiter = _BodyLimit(self._max_body)
-        data: object = None
+        body: bytes | AsyncIterable[bytes] | None = None
         if request.body_exists:
-            data = request.content if length is not None else limiter.stream(request.content)
+            if length is not None and length <= _CHUNK:
+                body = await request.read()  # small (most commits): one write upstream
+            elif length is not None:
+                body = request.content.iter_chunked(_CHUNK)
+            else:
+                body = limiter.stream(request.content)
         retry_on_401 = self._auth.renewable and not request.body_exists
         rewrite = _rewrite_for(request.method, tail, self._scope.prefix)
         while True:
@@ -123,10 +130,9 @@ class Forwarder:
                 headers["Accept-Encoding"] = "identity"
             start = time.perf_counter()
             try:
-                upstream = await self._session.request(
-                    request.method, url, headers=headers, data=data, allow_redirects=False,
-                    timeout=self._timeout,
-                )  # fmt: skip
+                upstream = await self._client.request(
+                    request.method, target, headers.items(), body, content_length=length
+                )
             except GatewayError:
                 raise
             except Exception as exc:
@@ -150,7 +156,7 @@ class Forwarder:
             upstream.release()
 
     async def _respond(
-        self, fwd: ForwardRequest, upstream: aiohttp.ClientResponse, rewrite: _Rewrite | None
+        self, fwd: ForwardRequest, upstream: UpstreamResponse, rewrite: _Rewrite | None
     ) -> web.StreamResponse:
         request = fwd.request
         # Set here, not by the request-id middleware: a streamed response is already sent
@@ -161,7 +167,12 @@ class Forwarder:
         if rewrite is not None and upstream.status == 200:
             if upstream.headers.get("Content-Encoding", "identity").lower() != "identity":
                 raise UpstreamError("The catalog's response could not be inspected")
-            body = await _read_capped(upstream, self._stats)
+            try:
+                body = await upstream.read(MAX_REWRITE_BYTES)
+            except ResponseTooLarge:
+                raise UpstreamError("The catalog's response is too large to inspect") from None
+            except (UpstreamProtocolError, UpstreamReadTimeout) as exc:
+                raise _map_error(exc, self._stats) from None
             new_body = rewrite(body)
             headers = HeaderPolicy.downstream_response(upstream.headers, drop=("Content-Length",))
             headers.update(extra)
@@ -179,13 +190,13 @@ class Forwarder:
         response.headers.update(extra)
         await response.prepare(request)
         try:
-            async for chunk in upstream.content.iter_chunked(_CHUNK):
+            async for chunk in upstream.iter_chunks():
                 await response.write(chunk)
         except ConnectionResetError:
             # The client went away mid-stream; nothing left to do but let go of upstream.
             _LOGGER.info("client disconnected during response (request %s)", fwd.request_id)
             return response
-        except (aiohttp.ClientError, TimeoutError):
+        except (UpstreamProtocolError, UpstreamReadTimeout):
             # The status line is already sent, so no error response is possible: cut the
             # connection so the client sees a truncated answer, not a complete-looking one.
             _LOGGER.warning("upstream broke off its response (request %s)", fwd.request_id)
@@ -225,28 +236,11 @@ def _rewrite_for(method: str, tail: str, prefix: str) -> _Rewrite | None:
     return None
 
 
-async def _read_capped(upstream: aiohttp.ClientResponse, stats: UpstreamStats) -> bytes:
-    length = upstream.content_length
-    if length is not None and length > MAX_REWRITE_BYTES:
-        raise UpstreamError("The catalog's response is too large to inspect")
-    chunks: list[bytes] = []
-    total = 0
-    try:
-        async for chunk in upstream.content.iter_chunked(_CHUNK):
-            total += len(chunk)
-            if total > MAX_REWRITE_BYTES:
-                raise UpstreamError("The catalog's response is too large to inspect")
-            chunks.append(chunk)
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        raise _map_error(exc, stats) from None
-    return b"".join(chunks)
-
-
 def _map_error(exc: BaseException, stats: UpstreamStats) -> GatewayError:
-    if isinstance(exc, aiohttp.ConnectionTimeoutError | aiohttp.ClientConnectorError):
+    if isinstance(exc, UpstreamConnectError):
         stats.failed("unavailable")
         return UpstreamUnavailable()
-    if isinstance(exc, TimeoutError):  # includes aiohttp's socket read timeout
+    if isinstance(exc, TimeoutError):  # UpstreamReadTimeout
         stats.failed("timeout")
         return UpstreamTimeout()
     _LOGGER.warning("upstream request failed: %s", type(exc).__name__)

@@ -1,0 +1,556 @@
+"""The hot path's upstream client against raw sockets that misbehave on purpose: keep-alive
+reuse and when it must not happen, framing of both bodies, request splitting, timeouts,
+limits and back-pressure. (End to end it is exercised by every forwarding test.)"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+import uvloop
+
+from gateway.proxy.upstream_client import (
+    MAX_HEADER_BYTES,
+    ResponseTooLarge,
+    UpstreamClient,
+    UpstreamConnectError,
+    UpstreamProtocolError,
+    UpstreamReadTimeout,
+)
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+
+
+class Upstream:
+    """A raw TCP server: ``handler`` runs per connection; connections and requests counted."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def __aenter__(self) -> Upstream:
+        self.server = await asyncio.start_server(self._on_connect, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in self._writers:
+            writer.close()  # handlers waiting on the connection see its end and return
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.server.wait_closed()
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self._writers.add(writer)
+        try:
+            await self.handler(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+            self._tasks.discard(task)
+
+    async def read_request(self, reader: asyncio.StreamReader) -> bytes | None:
+        """One request (head and body), or None at EOF."""
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError:
+            return None
+        lower = head.lower()
+        body = b""
+        if b"transfer-encoding: chunked" in lower:
+            body = await reader.readuntil(b"0\r\n\r\n")
+        elif b"content-length:" in lower:
+            length = int(lower.split(b"content-length:")[1].split(b"\r\n")[0])
+            body = await reader.readexactly(length)
+        self.requests.append(head + body)
+        return head + body
+
+
+def serving(*answers: bytes, then_close: bool = False) -> Callable[[Upstream], Handler]:
+    """A handler answering each request on a connection with the next of ``answers``."""
+
+    def make(upstream: Upstream) -> Handler:
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            for answer in answers:
+                if await upstream.read_request(reader) is None:
+                    return
+                writer.write(answer)
+                await writer.drain()
+            if not then_close:
+                await reader.read()  # keep the connection until the client closes it
+
+        return handler
+
+    return make
+
+
+async def start(make: Callable[[Upstream], Handler]) -> Upstream:
+    upstream = Upstream(lambda r, w: asyncio.sleep(0))
+    upstream.handler = make(upstream)
+    return await upstream.__aenter__()
+
+
+def client(upstream: Upstream, read_timeout: float = 10.0) -> UpstreamClient:
+    return UpstreamClient(upstream.url, connect_timeout=2.0, read_timeout=read_timeout)
+
+
+async def get(c: UpstreamClient, method: str = "GET", path: str = "/v1/config") -> bytes:
+    response = await c.request(method, path, [("Accept", "application/json")])
+    try:
+        return await response.read(1 << 20)
+    finally:
+        response.release()
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(5):
+        while not condition():
+            await asyncio.sleep(0.001)
+
+
+# -- keep-alive ------------------------------------------------------------------------------
+
+
+async def test_sequential_requests_reuse_one_connection() -> None:
+    upstream = await start(serving(OK, OK, OK))
+    c = client(upstream)
+    try:
+        assert [await get(c) for _ in range(3)] == [b"hello"] * 3
+        assert upstream.connections == 1
+        assert upstream.requests[0].startswith(b"GET /v1/config HTTP/1.1\r\nHost: 127.0.0.1:")
+    finally:
+        c.close()
+        await upstream.__aexit__()
+
+
+async def test_base_path_prefixes_every_target() -> None:
+    upstream = await start(serving(OK))
+    c = UpstreamClient(upstream.url + "/catalog/", connect_timeout=2, read_timeout=10)
+    try:
+        await get(c, path="/v1/namespaces?pageToken=a%1Fb")
+        assert upstream.requests[0].startswith(b"GET /catalog/v1/namespaces?pageToken=a%1Fb ")
+    finally:
+        c.close()
+        await upstream.__aexit__()
+
+
+async def test_get_is_sent_again_when_the_reused_connection_was_closed_meanwhile() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if upstream.connections == 1:
+            await upstream.read_request(reader)
+            writer.write(OK)
+            await writer.drain()
+            await upstream.read_request(reader)  # the keep-alive race: read, then hang up
+            return
+        await serving(OK)(upstream)(reader, writer)
+
+    upstream = await start(lambda u: handler)
+    c = client(upstream)
+    try:
+        assert await get(c) == b"hello"
+        assert await get(c) == b"hello"
+        assert upstream.connections == 2
+    finally:
+        c.close()
+        await upstream.__aexit__()
+
+
+async def test_post_is_never_sent_twice() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await upstream.read_request(reader)
+        writer.write(OK)
+        await writer.drain()
+        await upstream.read_request(reader)  # took the POST, then hung up without answering
+
+    upstream = await start(lambda u: handler)
+    c = client(upstream)
+    try:
+        assert await get(c) == b"hello"
+        with pytest.raises(UpstreamProtocolError):
+            await c.request("POST", "/v1/namespaces", [], b"{}")
+        assert upstream.connections == 1
+        assert len(upstream.requests) == 2
+    finally:
+        c.close()
+        await upstream.__aexit__()
+
+
+async def test_a_connection_that_sent_unasked_bytes_is_not_reused() -> None:
+    upstream = await start(serving(OK + b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", OK))
+    c = client(upstream)
+    try:
+        assert await get(c) == b"hello"
+        assert await get(c) == b"hello"
+        assert upstream.connections == 2
+    finally:
+        c.close()
+        await upstream.__aexit__()
+
+
+async def test_connection_close_answer_is_not_reused() -> None:
+    closing = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 5\r\n\r\nhello"
+    upstream = await start(serving(closing, then_close=True))
+    c = client(upstream)
+    try:
+        assert await get(c) == b"hello"
+        assert await get(c) == b"hello"
+        assert upstream.connections == 2
+    finally:
+        c.close()
+        await upstream.__aexit__()
+
+
+# -- response framing ------------------------------------------------------------------------
+
+
+async def test_chunked_body_is_read_whole() -> None:
+    chunked = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nhel\r\n2\r\nlo\r\n0\r\n\r\n"
+    )
+    upstream = await start(serving(chunked, OK))
+    c = client(upstream)
+    try:
+        assert await get(c) == b"hello"
+        assert await get(c) == b"hello"
+        assert upstream.connections == 1
+    finally:
+        c.close()
+        await upstream.__aexit__()
+
+
+async def test_body_delimited_by_close_is_read_to_the_end() -> None:
+    upstream = await start(serving(b"HTTP/1.1 200 OK\r\n\r\nuntil the end", then_close=True))
+    c = client(upstream)
+    try:
+        assert await get(c) == b"until the end"
+    finally:
+        c.close()
+        await upstream.__aexit__()
+
+
+async def test_head_answer_has_no_body_whatever_its_length_says() -> None:
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n"
+    upstream = await start(serving(head, OK))
+    c = client(upstream)
+    try:
+        response = await c.request("HEAD", "/v1/namespaces/a", [])
+        assert response.status == 200
+        assert response.headers["Content-Length"] == "1234"
+        assert await response.read(10) == b""
+        response.release()
+        assert await get(c) == b"hello"
+        assert upstream.connections == 1
+    finally:
+        c.close()
+        await upstream.__aexit__()
+
+
+async def test_interim_answers_are_skipped() -> None:
+    answer = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" + OK
+    upstream = await start(serving(answer))
+    c = client(upstream)
+    try:
+        response = await c.request("GET", "/v1/config", [])
+        assert (response.status, response.reason) == (200, "OK")
+        assert "Link" not in response.headers
+        assert await response.read(100) == b"hello"
+        response.release()
+    finally:
+        c.close()
+        await upstream.__aexit__()
+
+
+async def test_no_content_answer_has_no_body_and_keeps_the_connection() -> None:
+    upstream = await start(serving(b"HTTP/1.1 204 No Content\r\n\r\n", OK))
+    c = client(upstream)
+    try:
+        assert await get(c, "DELETE") == b""
+        assert await get(c) == b"hello"
+        assert upstream.connections == 1
+    finally:
+        c.close()
+        await upstream.__aexit__()
+
+
+async def test_repeated_headers_and_reason_are_kept() -> None:
+    answer = (
+        b"HTTP/1.1 404 Not Here\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\nContent-Length: 0\r\n\r\n"
+    )
+    upstream = await start(serving(answer))
+    c = client(upstream)
+    try:
+        response = await c.request("GET", "/v1/x", [])
+        assert (response.status, response.reason) == (404, "Not Here")
+        assert response.headers.getall("set-cookie") == ["a=1", "b=2"]
+        assert response.content_length == 0
+        response.release()
+    finally:
+        c.close()
+        await upstream.__aexit__()
+
+
+async def test_truncated_body_is_an_error_and_the_connection_is_dropped() -> None:
+    short = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this"
+    upstream = await start(serving(short, then_close=True))
+    c = client(upstream)
+    try:
+        response = await c.request("GET", "/v1/config", [])
+        with pytest.raises(UpstreamProtocolError):
+            await response.read(1000)
+        response.release()
+        assert not c._idle  # not handed back for reuse
+    finally:
+        c.close()
+        await upstream.__aexit__()
+
+
+async def test_body_over_the_limit_is_refused() -> None:
+    upstream = await start(serving(OK))
+    c = client(upstream)
+    try:
+        response = await c.request("GET", "/v1/config", [])
+        with pytest.raises(ResponseTooLarge):
+            await response.read(4)
+        response.release()
+    finally:
+        c.close()
+        await upstream.__aexit__()
+
+
+async def test_oversized_response_headers_are_refused() -> None:
+    huge = b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * (MAX_HEADER_BYTES + 10) + b"\r\n\r\n"
+    upstream = await start(serving(huge))
+    c = client(upstream)
+    try:
+        with pytest.raises(UpstreamProtocolError, match="too large"):
+            await c.request("GET", "/v1/config", [])
+    finally:
+        c.close()
+        await upstream.__aexit__()
+
+
+async def test_garbage_answer_is_a_protocol_error() -> None:
+    upstream = await start(serving(b"SSH-2.0-OpenSSH_9.6\r\n\r\n"))
+    c = client(upstream)
+    try:
+        with pytest.raises(UpstreamProtocolError, match="unparsable"):
+            await c.request("GET", "/v1/config", [])
+    finally:
+        c.close()
+        await upstream.__aexit__()
+
+
+# -- request framing and splitting ------------------------------------------------------------
+
+
+async def test_bytes_body_goes_with_its_own_length() -> None:
+    upstream = await start(serving(OK))
+    c = client(upstream)
+    try:
+        headers = [("Content-Length", "999"), ("Host", "evil.example"), ("X-A", "1")]
+        response = await c.request("POST", "/v1/namespaces", headers, b'{"a":1}')
+        response.release()
+        sent = upstream.requests[0]
+        assert sent.count(b"Content-Length") == 1 and b"Content-Length: 7\r\n" in sent
+        assert b"evil.example" not in sent
+        assert sent.endswith(b'\r\n\r\n{"a":1}')
+    finally:
+        c.close()
+        await upstream.__aexit__()
+
+
+async def test_post_without_body_says_length_zero() -> None:
+    upstream = await start(serving(OK))
+    c = client(upstream)
+    try:
+        (await c.request("POST", "/v1/x", [])).release()
+        assert b"Content-Length: 0\r\n" in upstream.requests[0]
+    finally:
+        c.close()
+        await upstream.__aexit__()
+
+
+async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+
+
+async def test_streamed_body_of_unknown_length_goes_chunked() -> None:
+    upstream = await start(serving(OK))
+    c = client(upstream)
+    try:
+        (await c.request("PUT", "/v1/x", [], chunks(b"ab", b"", b"cde"))).release()
+        sent = upstream.requests[0]
+        assert b"Transfer-Encoding: chunked\r\n" in sent
+        assert sent.endswith(b"\r\n\r\n2\r\nab\r\n3\r\ncde\r\n0\r\n\r\n")
+    finally:
+        c.close()
+        await upstream.__aexit__()
+
+
+async def test_streamed_body_of_known_length_goes_as_is() -> None:
+    upstream = await start(serving(OK))
+    c = client(upstream)
+    try:
+        body = chunks(b"ab", b"cde")
+        (await c.request("PUT", "/v1/x", [], body, content_length=5)).release()
+        assert upstream.requests[0].endswith(b"Content-Length: 5\r\n\r\nabcde")
+    finally:
+        c.close()
+        await upstream.__aexit__()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "target"),
+    [
+        ("X-A", "1\r\nX-Pangolin-Role: Root", "/v1/x"),
+        ("X-A", "1\nGET /admin HTTP/1.1", "/v1/x"),
+        ("X-A\r\nX-B", "1", "/v1/x"),
+        ("X-A", "1", "/v1/x HTTP/1.1\r\nX-Pangolin-Role: Root\r\n\r\nGET /"),
+        ("X-A", "lone\rcr", "/v1/x"),
+    ],
+)
+async def test_cr_or_lf_anywhere_is_refused_before_sending(
+    name: str, value: str, target: str
+) -> None:
+    upstream = await start(serving(OK))
+    c = client(upstream)
+    try:
+        with pytest.raises(ValueError, match="CR or LF"):
+            await c.request("GET", target, [(name, value)])
+        assert upstream.requests == [] and upstream.connections == 0
+    finally:
+        c.close()
+        await upstream.__aexit__()
+
+
+# -- failures and timeouts -------------------------------------------------------------------
+
+
+async def test_refused_connection_is_a_connect_error() -> None:
+    upstream = await start(serving(OK))
+    url = upstream.url
+    await upstream.__aexit__()
+    c = UpstreamClient(url, connect_timeout=2, read_timeout=10)
+    try:
+        with pytest.raises(UpstreamConnectError):
+            await c.request("GET", "/v1/config", [])
+    finally:
+        c.close()
+
+
+async def test_silent_upstream_times_out_and_loses_the_connection() -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+
+    upstream = await start(lambda u: silent)
+    c = client(upstream, read_timeout=0.2)
+    try:
+        with pytest.raises(UpstreamReadTimeout):
+            await c.request("GET", "/v1/config", [])
+        assert not c._idle
+    finally:
+        c.close()
+        await upstream.__aexit__()
+
+
+async def test_upstream_stalling_mid_body_times_out() -> None:
+    async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await upstream.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf")
+        await reader.read()
+
+    upstream = await start(lambda u: stall)
+    c = client(upstream, read_timeout=0.2)
+    try:
+        response = await c.request("GET", "/v1/config", [])
+        with pytest.raises(UpstreamReadTimeout):
+            await response.read(100)
+        response.release()
+    finally:
+        c.close()
+        await upstream.__aexit__()
+
+
+async def test_cancelled_request_closes_its_connection() -> None:
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await upstream.read_request(reader)
+        await reader.read()
+
+    upstream = await start(lambda u: slow)
+    c = client(upstream)
+    try:
+        task = asyncio.create_task(c.request("GET", "/v1/config", []))
+        await until(lambda: len(upstream.requests) == 1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert not c._idle
+    finally:
+        c.close()
+        await upstream.__aexit__()
+
+
+# -- back-pressure ----------------------------------------------------------------------------
+
+
+async def test_slow_reader_pauses_the_upstream_and_gets_every_byte() -> None:
+    size = 8 * 1024 * 1024
+    payload = bytes(range(256)) * (size // 256)
+
+    async def big(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await upstream.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + payload)
+        await writer.drain()
+        await reader.read()
+
+    upstream = await start(lambda u: big)
+    c = client(upstream, read_timeout=0.5)
+    try:
+        response = await c.request("GET", "/v1/x", [])
+        conn = response._conn
+        await until(lambda: conn._paused)  # nobody reads: the buffer stops growing
+        assert conn._buffered < 2 * 1024 * 1024
+        # Holding off for our own reasons is not the upstream's silence: no timeout.
+        conn._last_read -= 10
+        conn._check_timeout()
+        assert conn.error is None
+        received = b"".join([chunk async for chunk in response.iter_chunks()])
+        assert received == payload
+        response.release()
+    finally:
+        c.close()
+        await upstream.__aexit__()
+
+
+# -- event loops ------------------------------------------------------------------------------
+
+
+def test_works_on_uvloop() -> None:
+    async def scenario() -> tuple[list[bytes], int]:
+        upstream = await start(serving(OK, OK))
+        c = client(upstream)
+        try:
+            return [await get(c), await get(c)], upstream.connections
+        finally:
+            c.close()
+            await upstream.__aexit__()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        assert runner.run(scenario()) == ([b"hello", b"hello"], 1)
