@@ -14,6 +14,11 @@ the failure and restarts the whole gateway with a clean state.
 
 Freshness across workers: a change made through one worker is enforced there at once and by
 the others at their next identity-version poll (``store.change_poll_seconds``).
+
+Metrics: ``/metrics`` answers for the whole instance whichever worker takes the scrape. Each
+worker writes a snapshot of its counts every second (and a last one when it has stopped) to a
+private directory the supervisor creates and removes; the answering worker sums its own counts
+and the others' snapshots (see ``metrics_share``).
 """
 
 from __future__ import annotations
@@ -28,11 +33,14 @@ import signal
 import socket
 import sys
 import time
+from pathlib import Path
 from typing import Final
 
 from aiohttp import web
 
+from . import metrics_share
 from .app import create_app
+from .keys import METRICS
 from .runner import configure_logging, new_event_loop, server_options
 from .settings import Settings
 from .store import StoreError
@@ -51,6 +59,7 @@ def supervise(settings: Settings, workers: int) -> int:
     """Run ``workers`` worker processes until SIGINT/SIGTERM; the exit status (0: all of them
     stopped cleanly when asked; 1: one exited on its own or failed to stop cleanly)."""
     context = multiprocessing.get_context("spawn")
+    shared = metrics_share.create_directory()  # the workers' metrics snapshots
     received: list[int] = []
     # Self-pipe: a signal wakes the wait below (PEP 475 would otherwise resume it silently).
     wake_r, wake_w = socket.socketpair()
@@ -68,15 +77,15 @@ def supervise(settings: Settings, workers: int) -> int:
                 break
             process: multiprocessing.process.BaseProcess = context.Process(
                 target=_worker_main,
-                args=(settings, index),
+                args=(settings, index, workers, shared),
                 name=f"pangolin-worker-{index}",
             )
             process.start()
             processes.append(process)
         _LOGGER.info(
-            "supervisor pid %d started %d worker(s) on %s:%d: %s",
+            "supervisor pid %d started %d worker(s) on %s:%d: %s; metrics shared in %s",
             os.getpid(), len(processes), settings.server.host, settings.server.port,
-            ", ".join(str(p.pid) for p in processes),
+            ", ".join(str(p.pid) for p in processes), shared,
         )  # fmt: skip
         return _wait(processes, received, wake_r)
     finally:
@@ -84,6 +93,7 @@ def supervise(settings: Settings, workers: int) -> int:
             if process.exitcode is None:
                 process.kill()
                 process.join()
+        metrics_share.remove_directory(shared)
         signal.set_wakeup_fd(previous_wakeup)
         for sig, handler in previous_handlers.items():
             signal.signal(sig, handler)
@@ -146,17 +156,20 @@ def _signal(process: multiprocessing.process.BaseProcess, sig: int) -> None:
 # -- in each worker -----------------------------------------------------------------------------
 
 
-def _worker_main(settings: Settings, index: int) -> None:
+def _worker_main(settings: Settings, index: int, workers: int, shared: Path) -> None:
     configure_logging()
+    peers = metrics_share.SnapshotFiles(shared, index, workers)
     try:
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
-            runner.run(_serve(settings, index, os.getppid()))
+            runner.run(_serve(settings, index, os.getppid(), peers))
     except (OSError, LookupError, StoreError) as exc:
         _LOGGER.error("worker %d (pid %d) cannot serve: %s", index, os.getpid(), exc)
         sys.exit(1)
 
 
-async def _serve(settings: Settings, index: int, parent: int) -> None:
+async def _serve(
+    settings: Settings, index: int, parent: int, peers: metrics_share.SnapshotFiles
+) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     # Both signals, any number of times: Ctrl-C in a terminal reaches the whole process group
@@ -164,8 +177,16 @@ async def _serve(settings: Settings, index: int, parent: int) -> None:
     for sig in _STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
     try:
-        runner = web.AppRunner(create_app(settings), handle_signals=False, **server_options())
+        app = create_app(settings)
+        metrics = app[METRICS]
+        metrics.share(peers)
+        runner = web.AppRunner(app, handle_signals=False, **server_options())
         await runner.setup()
+        # After the set-up, which has given the metrics the queues to report.
+        publisher = asyncio.create_task(
+            peers.publish_every(metrics.snapshot, metrics_share.SNAPSHOT_SECONDS),
+            name="pangolin-metrics-snapshots",
+        )
         try:
             host, port = settings.server.host, settings.server.port
             await web.TCPSite(runner, host, port, reuse_port=True).start()
@@ -182,6 +203,11 @@ async def _serve(settings: Settings, index: int, parent: int) -> None:
                     await watch
         finally:
             await runner.cleanup()  # graceful: in-flight requests, last_used, audit queue
+            publisher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await publisher
+            # Everything this worker answered, for the workers still serving.
+            peers.publish(metrics.snapshot())
     finally:
         for sig in _STOP_SIGNALS:
             loop.remove_signal_handler(sig)

@@ -1,8 +1,10 @@
 """``/metrics``: counts and histograms move by exactly what the requests did, the queue gauges
-are read at scrape time, and nothing secret or client-chosen ever becomes a label."""
+are read at scrape time, and nothing secret or client-chosen ever becomes a label. With
+``--workers N`` the workers' counts are summed (``merge``, ``share``)."""
 
 from __future__ import annotations
 
+import copy
 import socket
 from pathlib import Path
 
@@ -11,7 +13,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.keys import AUDIT, AUTHENTICATOR, METRICS_REGISTRY
-from gateway.metrics import GatewayMetrics, route_class
+from gateway.metrics import BUCKETS, GatewayMetrics, Snapshot, merge, route_class
 from gateway.service_users import CreatedKey
 from gateway.settings import CatalogSettings, StoreSettings
 
@@ -302,3 +304,131 @@ async def test_refused_password_login_counts_as_password(gateway: Gateway) -> No
 
     assert delta(before, after, "pangolin_auth_failures_total", reason="password") == 1
     assert delta(before, after, "pangolin_auth_failures_total", reason="missing") == 0
+
+
+# -- several workers ------------------------------------------------------------------------------
+
+
+def _bucket(seconds: float) -> int:
+    """The index of the (non-cumulative) bucket that counts ``seconds``."""
+    return next((i for i, bound in enumerate(BUCKETS) if seconds <= bound), len(BUCKETS))
+
+
+def _two_workers() -> tuple[GatewayMetrics, GatewayMetrics]:
+    one = GatewayMetrics(CollectorRegistry(), ["default"])
+    two = GatewayMetrics(CollectorRegistry(), ["default"])
+    one.request_done("default", "table", 200, 0.002)
+    one.request_done("default", "table", 200, 3.0)
+    one.request_done("-", "other", 200, 0.0001)
+    two.request_done("default", "table", 200, 0.002)
+    two.request_done("default", "table", 404, 0.0001)
+    one.upstream("default").observe(0.01)
+    two.upstream("default").observe(0.3)
+    two.upstream("default").failed("timeout")
+    one.auth_failed("missing")
+    two.auth_failed("missing")
+    two.auth_failed("a_reason_only_two_saw")
+    one.token_issued("client_credentials")
+    two.token_refused("invalid_client")
+    queues = _Queues()
+    one.watch(queues, queues)
+    two.watch(queues, queues)
+    return one, two
+
+
+def test_merge_sums_every_count_label_by_label_and_leaves_its_inputs_alone() -> None:
+    one, two = _two_workers()
+    snapshots = [one.snapshot(), two.snapshot()]
+    before = copy.deepcopy(snapshots)
+
+    total = merge(snapshots)
+
+    assert snapshots == before
+    assert total["requests"]["default"]["table"] == {"200": 3, "404": 1}
+    assert total["requests"]["-"]["other"] == {"200": 1}
+    assert total["requests"]["default"]["view"] == {}  # seeded labels stay
+    table = total["latency"]["table"]
+    expected = [0] * (len(BUCKETS) + 1)
+    for seconds in (0.002, 3.0, 0.002, 0.0001):
+        expected[_bucket(seconds)] += 1
+    assert table["buckets"] == expected
+    assert table["sum"] == pytest.approx(3.0041)
+    assert total["latency"]["other"]["buckets"][_bucket(0.0001)] == 1
+    upstream = total["upstreams"]["default"]
+    assert sum(upstream["latency"]["buckets"]) == 2
+    assert upstream["latency"]["sum"] == pytest.approx(0.31)
+    assert upstream["errors"] == {"unavailable": 0, "timeout": 1, "broken": 0}
+    assert total["auth_failures"]["missing"] == 2
+    assert total["auth_failures"]["a_reason_only_two_saw"] == 1
+    assert total["auth_failures"]["expired"] == 0
+    assert total["tokens_issued"]["client_credentials"] == 1
+    assert total["tokens_refused"]["invalid_client"] == 1
+    assert total["queues"] == {"last_used_pending": 14, "audit_pending": 6, "audit_dropped": 22}
+
+    assert merge([snapshots[0]]) == snapshots[0]
+    assert merge([]) == Snapshot(
+        requests={}, latency={}, upstreams={}, auth_failures={}, tokens_issued={},
+        tokens_refused={}, queues={},
+    )  # fmt: skip
+
+
+def test_merge_is_associative_so_any_worker_can_answer() -> None:
+    one, two = _two_workers()
+    three = GatewayMetrics(CollectorRegistry(), ["default"])  # not watched: no queue gauges
+    three.request_done("default", "view", 500, 0.05)
+    a, b, c = one.snapshot(), two.snapshot(), three.snapshot()
+
+    assert merge([merge([a, b]), c]) == merge([a, merge([b, c])]) == merge([a, b, c])
+
+
+class _Peers:
+    """Other workers, as ``metrics_share.SnapshotFiles`` would give them."""
+
+    def __init__(self, *others: Snapshot) -> None:
+        self.others = others
+        self.published: list[Snapshot] = []
+
+    def exchange(self, own: Snapshot) -> list[Snapshot]:
+        self.published.append(copy.deepcopy(own))
+        return [own, *self.others]
+
+
+def test_a_shared_registry_answers_with_the_sum_and_the_number_of_workers() -> None:
+    registry = CollectorRegistry()
+    metrics = GatewayMetrics(registry, ["default"])
+    _, other = _two_workers()
+    peers = _Peers(other.snapshot())
+    metrics.share(peers)
+
+    metrics.request_done("default", "table", 200, 0.002)
+    metrics.auth_failed("missing")
+
+    def sample(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, labels)
+
+    assert sample("pangolin_workers") == 2
+    assert sample("pangolin_requests_total", catalog="default", route="table", status="200") == 2
+    assert sample("pangolin_requests_total", catalog="default", route="table", status="404") == 1
+    assert sample("pangolin_request_duration_seconds_count", route="table") == 3
+    assert sample("pangolin_upstream_duration_seconds_count", catalog="default") == 1
+    assert sample("pangolin_upstream_errors_total", catalog="default", kind="timeout") == 1
+    assert sample("pangolin_auth_failures_total", reason="missing") == 2
+    assert sample("pangolin_auth_failures_total", reason="a_reason_only_two_saw") == 1
+    # Only the other worker's queues are watched yet: the gauges are there, with its values.
+    assert sample("pangolin_audit_pending") == 3
+    assert sample("pangolin_audit_dropped_total") == 11
+    # Every scrape published this worker's own counts first.
+    assert peers.published and all(
+        p["requests"]["default"]["table"] == {"200": 1} for p in peers.published
+    )
+
+
+def test_a_single_process_reports_no_worker_count() -> None:
+    registry = CollectorRegistry()
+    metrics = GatewayMetrics(registry, ["default"])
+    metrics.request_done("default", "table", 200, 0.002)
+
+    assert registry.get_sample_value("pangolin_workers") is None
+    assert registry.get_sample_value(
+        "pangolin_requests_total", {"catalog": "default", "route": "table", "status": "200"}
+    ) == 1  # fmt: skip

@@ -1,6 +1,7 @@
 """`pangolin-gateway serve --workers N` as a real process tree: the workers share the port,
 a change made through one worker is enforced by every worker within the stated bound, and
-SIGTERM stops everything cleanly (last_used flushed by every worker).
+SIGTERM stops everything cleanly (last_used flushed by every worker), and /metrics answers for
+every worker whichever takes the scrape.
 
 Which worker answered is told by ``/healthz`` (its pid): requests on one keep-alive
 connection all reach the worker that accepted it, and fresh connections are spread over the
@@ -13,12 +14,15 @@ import contextlib
 import http.client
 import json
 import os
+import re
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
 import urllib.parse
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,13 +30,19 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.cli import main
+from gateway.metrics_share import SNAPSHOT_SECONDS, parse
 from gateway.store import SqliteStore
 
 REPO = Path(__file__).resolve().parent.parent
 # The bound the README states: store.change_poll_seconds (0.5 s) plus one request.
 PROPAGATION_BOUND = 1.0
+# A scrape may miss up to SNAPSHOT_SECONDS of the other workers' counts (README); plus slack.
+METRICS_BOUND = SNAPSHOT_SECONDS + 1.0
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 def _free_port() -> int:
@@ -138,6 +148,33 @@ class Served:
             statuses = [self.request("GET", "/api/v1/me", c, conn=conn)[0] for c in credentials]
             assert conn.sock is sock, "the connection was not kept alive"
             return Answer(int(health["pid"]), statuses)
+
+    def refused(self) -> int:
+        """On one fresh connection: a catalog request with no credential (401, counted as an
+        auth failure "missing"); the pid of the worker that answered it."""
+        with contextlib.closing(
+            http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        ) as conn:
+            pid = int(self.request("GET", "/healthz", conn=conn)[1]["pid"])
+            assert self.request("GET", "/v1/default/v1/namespaces", conn=conn)[0] == 401
+            return pid
+
+    def scrape(self) -> tuple[int, Samples]:
+        """On one fresh connection: which worker took it, and its answer to /metrics."""
+        with contextlib.closing(
+            http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        ) as conn:
+            pid = int(self.request("GET", "/healthz", conn=conn)[1]["pid"])
+            conn.request("GET", "/metrics")
+            resp = conn.getresponse()
+            text = resp.read().decode()
+            assert resp.status == 200, text
+        samples = {
+            (sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+        return pid, samples
 
     def on_worker(self, pid: int, *credentials: str, timeout: float = 10.0) -> Answer:
         """Answer from worker ``pid`` (fresh connections until one lands there)."""
@@ -357,3 +394,89 @@ def test_workers_option_and_environment_variable(
 
     refused = runner.invoke(main, ["serve", "-c", str(config), "--workers", "0"])
     assert refused.exit_code == 2 and "--workers" in refused.stderr
+
+
+def _value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def _assert_no_counter_went_down(before: Samples, after: Samples) -> None:
+    for (name, labels), value in before.items():
+        if name.startswith("process_"):  # the answering worker's own process
+            continue
+        if name.endswith(("_total", "_bucket", "_count", "_sum")):
+            assert after.get((name, labels), 0.0) >= value, (name, dict(labels))
+
+
+def test_metrics_answer_for_every_worker_whichever_takes_the_scrape(tmp_path: Path) -> None:
+    """Requests spread over both workers all show in /metrics, whichever worker answers the
+    scrape, within the stated bound; no counter ever goes down from one scrape to the next,
+    and none counts more than what was sent."""
+    requests = 40
+    missing = "pangolin_auth_failures_total"
+    with served(tmp_path, 2) as gateway:
+        pids = gateway.wait_for_workers()
+        found = re.search(r"metrics shared in (\S+)", gateway.output())
+        assert found is not None, gateway.output()
+        shared = Path(found.group(1))
+        assert stat.S_IMODE(shared.stat().st_mode) == 0o700
+
+        scrapes: list[Samples] = []
+
+        def scrape() -> tuple[int, Samples]:
+            pid, samples = gateway.scrape()
+            assert pid in pids
+            assert _value(samples, "pangolin_workers") == 2  # both published before serving
+            assert _value(samples, missing, reason="missing") <= sum(sent.values())
+            if scrapes:
+                _assert_no_counter_went_down(scrapes[-1], samples)
+            scrapes.append(samples)
+            return pid, samples
+
+        # Fresh connections until both workers have answered a fair share, scraping between
+        # (never after the last request).
+        sent: Counter[int] = Counter()
+        deadline = time.monotonic() + 30
+        while sum(sent.values()) < requests or min(sent[pid] for pid in pids) < requests // 4:
+            assert time.monotonic() < deadline, f"refused requests per worker: {sent}"
+            if sum(sent.values()) % 4 == 3:
+                scrape()
+            sent[gateway.refused()] += 1
+        total = sum(sent.values())
+        last_request = time.monotonic()
+
+        # With no scrape since, each worker's periodic snapshot catches up with what it was
+        # sent (files named by index, each holding its writer's pid).
+        def counted() -> dict[int, int]:
+            by_pid: dict[int, int] = {}
+            for path in shared.glob("worker-*.json"):
+                text = path.read_text(encoding="utf-8")
+                by_pid[json.loads(text)["pid"]] = parse(text)["auth_failures"]["missing"]
+            return by_pid
+
+        while counted() != sent and time.monotonic() - last_request < 10 * METRICS_BOUND:
+            time.sleep(0.01)
+        assert counted() == sent
+        published = time.monotonic() - last_request
+
+        # Then every scrape counts every request, whichever worker answers it.
+        answered: set[int] = set()
+        while answered != pids and time.monotonic() - last_request < 10 * METRICS_BOUND:
+            pid, samples = scrape()
+            answered.add(pid)
+            assert _value(samples, missing, reason="missing") == total
+            assert _value(
+                samples, "pangolin_requests_total", catalog="default", route="namespace",
+                status="401",
+            ) == total  # fmt: skip
+            assert _value(
+                samples, "pangolin_request_duration_seconds_count", route="namespace"
+            ) == total  # fmt: skip
+        assert answered == pids
+        print(f"\n{total} requests {dict(sent)}: every worker's snapshot after {published:.3f} s")
+        assert published < METRICS_BOUND
+
+        assert gateway.stop() == 0, gateway.output()
+        assert gateway.wait_all_gone() == set()
+    assert not shared.exists()  # the supervisor removed the snapshots
+    assert "Traceback" not in gateway.output()
