@@ -60,12 +60,26 @@ def _is_token_path(lenient: str) -> bool:
     return lenient.lower() == "oauth/tokens"
 
 
-def _check_safe(tail: str, lenient: str) -> None:
+def _unsafe(tail: str, lenient: str) -> str | None:
+    """Why the path is refused (400), or None."""
     for segment in lenient.split("/"):
         if segment in (".", ".."):
-            raise BadRequest("Malformed request: dot segments are not allowed in paths")
+            return "Malformed request: dot segments are not allowed in paths"
     if any(ord(ch) < 32 for ch in tail):
-        raise BadRequest("Malformed request: control characters in path")
+        return "Malformed request: control characters in path"
+    return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _classify(tail: str) -> tuple[bool, str | None, str]:
+    """(is it the token endpoint, why it is refused or None, route class) for a raw tail.
+
+    A pure function of the path, cached: clients ask for the same few paths over and over,
+    and a flood of distinct paths only cycles a bounded cache."""
+    lenient = _lenient(tail)  # computed once: both checks judge the same form
+    if _is_token_path(lenient):
+        return True, None, "token"
+    return False, _unsafe(tail, lenient), route_class(tail)
 
 
 def _principal(request: web.Request, catalog: str | None) -> Principal:
@@ -90,12 +104,12 @@ async def catalog_request(request: web.Request) -> web.StreamResponse:
     raw_path, _, query = request.raw_path.partition("?")
     rest = raw_path[len("/v1/") :]
     mount, tail = split_catalog_path(rest)
-    lenient = _lenient(tail)  # computed once: both checks below judge the same form
-    if _is_token_path(lenient):
-        request[ROUTE] = "token"
+    is_token, unsafe, route = _classify(tail)
+    request[ROUTE] = route
+    if is_token:
         return await token_endpoint(request)
-    request[ROUTE] = route_class(tail)
-    _check_safe(tail, lenient)
+    if unsafe is not None:
+        raise BadRequest(unsafe)
     settings = request.app[SETTINGS]
     name = mount if mount is not None else settings.default_catalog
     catalog = settings.catalogs.get(name) if name else None

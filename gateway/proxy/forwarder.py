@@ -61,6 +61,7 @@ _TABLE_ROUTE: Final = re.compile(
     r"(?:.+/)?namespaces/[^/]+/(?:(?:tables|views)(?:/[^/]+)?|register|register-view)/?"
 )
 _Rewrite = Callable[[bytes], bytes | None]
+_LENGTH: Final = ("Content-Length",)  # a body read whole is sent with its own length
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,15 +124,14 @@ class Forwarder:
                 request_id=fwd.request_id,
                 authorization=await self._auth.authorization(),
                 trusted_forwarded_for=(request.remote or "") in self._trusted,
-            )
-            if rewrite is not None:
                 # A body we must inspect has to arrive readable: a gzip answer (clients send
                 # Accept-Encoding: gzip) would otherwise pass on with its tokens unfiltered.
-                headers["Accept-Encoding"] = "identity"
+                identity_encoding=rewrite is not None,
+            )
             start = time.perf_counter()
             try:
                 upstream = await self._client.request(
-                    request.method, target, headers.items(), body, content_length=length
+                    request.method, target, headers, body, content_length=length
                 )
             except GatewayError:
                 raise
@@ -165,7 +165,8 @@ class Forwarder:
         # Regardless of the declared Content-Type: clients parse these bodies as JSON anyway, so
         # a mislabelled answer must not skip the filter (rewrite() leaves non-JSON untouched).
         if rewrite is not None and upstream.status == 200:
-            if upstream.headers.get("Content-Encoding", "identity").lower() != "identity":
+            headers = HeaderPolicy.downstream_response(upstream.raw_headers, drop=_LENGTH)
+            if headers.get("Content-Encoding", "identity").lower() != "identity":
                 raise UpstreamError("The catalog's response could not be inspected")
             try:
                 body = await upstream.read(MAX_REWRITE_BYTES)
@@ -174,7 +175,6 @@ class Forwarder:
             except (UpstreamProtocolError, UpstreamReadTimeout) as exc:
                 raise _map_error(exc, self._stats) from None
             new_body = rewrite(body)
-            headers = HeaderPolicy.downstream_response(upstream.headers, drop=("Content-Length",))
             headers.update(extra)
             if new_body is not None:
                 headers.pop("ETag", None)  # the representation changed
@@ -185,7 +185,7 @@ class Forwarder:
         response = web.StreamResponse(
             status=upstream.status,
             reason=upstream.reason,
-            headers=HeaderPolicy.downstream_response(upstream.headers),
+            headers=HeaderPolicy.downstream_response(upstream.raw_headers),
         )
         response.headers.update(extra)
         await response.prepare(request)

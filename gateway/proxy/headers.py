@@ -9,7 +9,8 @@ must not be able to smuggle an identity that way (oauth2-proxy strips the same w
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import functools
+from collections.abc import Iterable
 from typing import Final
 
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -17,7 +18,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from ..identity import Principal
 from ..settings import RoleHeaderSettings
 
-__all__ = ("HOP_BY_HOP", "HeaderPolicy", "normalize_header_name")
+__all__ = ("HOP_BY_HOP", "HeaderPolicy", "Headers", "normalize_header_name")
 
 HOP_BY_HOP: Final = frozenset(
     {
@@ -54,15 +55,16 @@ def normalize_header_name(name: str) -> str:
     return name.lower().replace("_", "-")
 
 
-def _connection_listed(headers: Mapping[str, str] | CIMultiDictProxy[str]) -> set[str]:
-    listed: set[str] = set()
-    for value in (
-        headers.getall("Connection", [])
-        if isinstance(headers, CIMultiDictProxy)
-        else ([headers["Connection"]] if "Connection" in headers else [])
-    ):
-        listed.update(normalize_header_name(token.strip()) for token in value.split(","))
-    return listed
+# Header names repeat from request to request; a bounded cache, so invented names only cycle it.
+_normalized = functools.lru_cache(maxsize=2048)(normalize_header_name)
+
+
+def _connection_listed(values: Iterable[str]) -> set[str]:
+    """The header names a ``Connection`` header lists (hop-by-hop by declaration)."""
+    return {normalize_header_name(token.strip()) for value in values for token in value.split(",")}
+
+
+Headers = list[tuple[str, str]]
 
 
 class HeaderPolicy:
@@ -70,10 +72,12 @@ class HeaderPolicy:
         self._role_headers = role_headers
         self._identity = frozenset(normalize_header_name(n) for n in role_headers.names())
         self._drop = HOP_BY_HOP | _GATEWAY_OWNED | self._identity
+        # The verdict on a name is cached like the normalized names.
+        self._passes = functools.lru_cache(maxsize=1024)(self._name_passes)
 
-    def _keep_inbound(self, name: str, listed: set[str]) -> bool:
+    def _name_passes(self, name: str) -> bool:
         norm = normalize_header_name(name)
-        return not (norm in self._drop or norm in listed or norm.startswith(_IDENTITY_PREFIX))
+        return not (norm in self._drop or norm.startswith(_IDENTITY_PREFIX))
 
     def upstream_request(
         self,
@@ -86,37 +90,46 @@ class HeaderPolicy:
         request_id: str,
         authorization: str | None,
         trusted_forwarded_for: bool,
-    ) -> CIMultiDict[str]:
-        listed = _connection_listed(inbound)
-        out: CIMultiDict[str] = CIMultiDict(
-            (name, value) for name, value in inbound.items() if self._keep_inbound(name, listed)
-        )
+        identity_encoding: bool = False,
+    ) -> Headers:
+        """What goes upstream: the client's headers that may pass, then ours.
+        ``identity_encoding`` asks for an uncompressed answer (one the gateway must read)."""
+        passes = self._passes
+        out = [(name, value) for name, value in inbound.items() if passes(name)]
+        if "Connection" in inbound or identity_encoding:
+            listed = _connection_listed(inbound.getall("Connection", ()))
+            if identity_encoding:
+                listed.add("accept-encoding")
+            out = [(n, v) for n, v in out if _normalized(n) not in listed]
         forwarded_for = client_addr
         if trusted_forwarded_for and "X-Forwarded-For" in inbound:
             # Append, never replace, when the peer is a proxy we trust.
             forwarded_for = f"{', '.join(inbound.getall('X-Forwarded-For'))}, {client_addr}"
-        out["X-Forwarded-For"] = forwarded_for
-        out["X-Forwarded-Proto"] = proto
-        out["X-Forwarded-Host"] = host
-        out["X-Request-Id"] = request_id
         role = self._role_headers
-        out[role.principal_id] = principal.id
-        out[role.principal_name] = principal.name
-        out[role.principal_type] = principal.type
-        out[role.role] = principal.role.value
-        out[role.tenant] = principal.tenant_name
+        out += (
+            ("X-Forwarded-For", forwarded_for),
+            ("X-Forwarded-Proto", proto),
+            ("X-Forwarded-Host", host),
+            ("X-Request-Id", request_id),
+            (role.principal_id, principal.id),
+            (role.principal_name, principal.name),
+            (role.principal_type, principal.type),
+            (role.role, principal.role.value),
+            (role.tenant, principal.tenant_name),
+        )
         if authorization is not None:
-            out["Authorization"] = authorization
+            out.append(("Authorization", authorization))
+        if identity_encoding:
+            out.append(("Accept-Encoding", "identity"))
         return out
 
     @staticmethod
-    def downstream_response(
-        upstream: CIMultiDictProxy[str], *, drop: Iterable[str] = ()
-    ) -> CIMultiDict[str]:
+    def downstream_response(upstream: Headers, *, drop: Iterable[str] = ()) -> CIMultiDict[str]:
         """Upstream response headers minus hop-by-hop ones (and ``drop``)."""
-        listed = _connection_listed(upstream) | {normalize_header_name(n) for n in drop}
+        listed = _connection_listed(v for n, v in upstream if n.lower() == "connection")
+        listed.update(normalize_header_name(n) for n in drop)
         return CIMultiDict(
             (name, value)
-            for name, value in upstream.items()
-            if (norm := normalize_header_name(name)) not in HOP_BY_HOP and norm not in listed
+            for name, value in upstream
+            if (norm := _normalized(name)) not in HOP_BY_HOP and norm not in listed
         )

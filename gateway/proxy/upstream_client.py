@@ -108,7 +108,6 @@ class _Connection(asyncio.Protocol):
         self._paused = False
         self._waiter: asyncio.Future[None] | None = None
         self._last_read = 0.0
-        self._timer: asyncio.TimerHandle | None = None
         self._drain: asyncio.Future[None] | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
@@ -234,24 +233,14 @@ class _Connection(asyncio.Protocol):
         self._body.clear()
         self._buffered = 0
         self._last_read = self._loop.time()
-        self._arm_timer()
+        self._client.watch(self)
 
-    def _arm_timer(self) -> None:
-        self._timer = self._loop.call_at(
-            self._last_read + self._client.read_timeout, self._check_timeout
-        )
-
-    def _check_timeout(self) -> None:
-        self._timer = None
-        if self.done or self.error is not None:
-            return
-        now = self._loop.time()
+    def check_timeout(self, now: float) -> None:
+        """Called by the client's sweep while this connection waits on the upstream."""
         if self._paused:
             self._last_read = now  # our own hold-up (a slow client), not the upstream's silence
         elif now - self._last_read >= self._client.read_timeout:
             self._fail(UpstreamReadTimeout())
-            return
-        self._arm_timer()
 
     def wrote(self) -> None:
         """Uploading a request body counts as activity: the answer is not due yet."""
@@ -259,22 +248,17 @@ class _Connection(asyncio.Protocol):
 
     def _complete(self) -> None:
         self.done = True
-        self._stop_timer()
+        self._client.unwatch(self)
         self._wake()
 
     def _fail(self, error: BaseException) -> None:
         if self.error is None and not self.done:
             self.error = error
-        self._stop_timer()
+        self._client.unwatch(self)
         if self.transport is not None:
             self.transport.abort()
             self.transport = None
         self._wake()
-
-    def _stop_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -321,7 +305,7 @@ class _Connection(asyncio.Protocol):
         )
 
     def close(self) -> None:
-        self._stop_timer()
+        self._client.unwatch(self)
         if self.transport is not None:
             self.transport.close()
             self.transport = None
@@ -330,18 +314,25 @@ class _Connection(asyncio.Protocol):
 class UpstreamResponse:
     """An upstream answer: status and headers now, the body as it arrives."""
 
-    __slots__ = ("_conn", "_released", "headers", "reason", "status")
+    __slots__ = ("_conn", "_headers", "_released", "raw_headers", "reason", "status")
 
     def __init__(self, conn: _Connection) -> None:
         self._conn = conn
         self._released = False
         self.status = conn.status
         self.reason = conn.reason.decode("latin-1")
-        self.headers: CIMultiDictProxy[str] = CIMultiDictProxy(
-            CIMultiDict(
-                (n.decode("latin-1"), v.decode("utf-8", "surrogateescape")) for n, v in conn.headers
-            )
-        )
+        # As sent, in order (repeats kept); decoded as aiohttp decodes them.
+        self.raw_headers = [
+            (n.decode("latin-1"), v.decode("utf-8", "surrogateescape")) for n, v in conn.headers
+        ]
+        self._headers: CIMultiDictProxy[str] | None = None
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str]:
+        """The headers for lookups (built on first use: forwarding needs only the list)."""
+        if self._headers is None:
+            self._headers = CIMultiDictProxy(CIMultiDict(self.raw_headers))
+        return self._headers
 
     @property
     def content_length(self) -> int | None:
@@ -419,6 +410,11 @@ class UpstreamClient:
         self.idle_timeout = idle_timeout
         self._idle: collections.deque[_Connection] = collections.deque()
         self._closed = False
+        # Connections waiting on the upstream, swept for read timeouts a few times per timeout
+        # (at most every second) instead of a timer armed and cancelled per request.
+        self._busy: set[_Connection] = set()
+        self._sweep_every = min(1.0, read_timeout / 4)
+        self._sweeping: asyncio.TimerHandle | None = None
 
     async def request(
         self,
@@ -562,6 +558,22 @@ class UpstreamClient:
             self._idle.append(conn)
         else:
             conn.close()
+
+    def watch(self, conn: _Connection) -> None:
+        self._busy.add(conn)
+        if self._sweeping is None:
+            self._sweeping = self.loop.call_later(self._sweep_every, self._sweep)
+
+    def unwatch(self, conn: _Connection) -> None:
+        self._busy.discard(conn)
+
+    def _sweep(self) -> None:
+        self._sweeping = None
+        now = self.loop.time()
+        for conn in list(self._busy):
+            conn.check_timeout(now)
+        if self._busy:
+            self._sweeping = self.loop.call_later(self._sweep_every, self._sweep)
 
     def close(self) -> None:
         """Close idle connections; connections still in use close when released."""
