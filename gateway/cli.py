@@ -150,6 +150,6 @@ def demo(config_path: Path, data_dir: Path) -> None:
 
 
 def _configure_logging() -> None:
-    from .runner import configure_logging
+    from .logsink import configure_logging
 
     configure_logging()

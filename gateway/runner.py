@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import logging
 from typing import Any
 
 from aiohttp import web
@@ -18,7 +17,6 @@ from .store import SqliteStore
 
 __all__ = (
     "check_initialized",
-    "configure_logging",
     "new_event_loop",
     "run_init",
     "serve_settings",
@@ -36,12 +34,6 @@ def server_options() -> dict[str, Any]:
         # How long a stopping process lets requests in flight finish.
         "shutdown_timeout": 10.0,
     }
-
-
-def configure_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:

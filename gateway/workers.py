@@ -41,7 +41,8 @@ from aiohttp import web
 from . import metrics_share
 from .app import create_app
 from .keys import METRICS
-from .runner import configure_logging, new_event_loop, server_options
+from .logsink import configure_logging
+from .runner import new_event_loop, server_options
 from .settings import Settings
 from .store import StoreError
 
