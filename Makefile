@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 CONFIG ?= config/gateway.toml
 
-.PHONY: run test lint pytest bench clean
+.PHONY: run test lint pytest bench bench-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,7 +36,9 @@ tests/js/node_modules/.package-lock.json: tests/js/package.json tests/js/package
 pytest: $(VENV)/.installed-test tests/js/node_modules/.package-lock.json
 	$(BIN)/pytest
 
-# Not part of `make test`: installs wrk and nginx (Debian packages) and takes ~5 minutes.
+# Not part of `make test`: installs wrk and nginx (Debian packages); `make bench` takes about
+# 12 minutes (3 interleaved rounds of everything), `make bench-quick` about 2 (the fast-upstream
+# proxy comparison only, results to var/bench-quick.md).
 $(VENV)/.installed-bench: $(BIN)/python setup.cfg pyproject.toml constraints.txt
 	$(PIP) -e '.[local,fast,test,bench]'
 	touch $@
@@ -44,6 +46,11 @@ $(VENV)/.installed-bench: $(BIN)/python setup.cfg pyproject.toml constraints.txt
 bench: $(VENV)/.installed-bench
 	command -v wrk >/dev/null && command -v nginx >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk nginx)
 	PYSPY=$(BIN)/py-spy $(BIN)/python bench/run.py
+
+bench-quick: $(VENV)/.installed-bench
+	command -v wrk >/dev/null && command -v nginx >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk nginx)
+	mkdir -p var
+	$(BIN)/python bench/run.py --quick --out var/bench-quick.md
 
 clean:
 	rm -rf $(VENV) var build *.egg-info .mypy_cache .ruff_cache .pytest_cache tests/js/node_modules

@@ -1,31 +1,44 @@
-"""The floor any Python proxy reaches: a pass-through proxy in plain aiohttp (default asyncio
-loop, like the gateway), one ClientSession with keep-alive, streaming both ways, no access log.
+"""The floor any Python proxy reaches: a pass-through proxy in plain aiohttp on the same event
+loop as the gateway (uvloop when importable, else asyncio's: gateway.runner.new_event_loop's
+rule), one ClientSession with keep-alive, streaming both ways, no access log.
 
     python bench/minimal_proxy.py PORT UPSTREAM_URL
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
+from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
 
 HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "host", "content-length"})
+SESSION = web.AppKey("session", aiohttp.ClientSession)
+UPSTREAM = web.AppKey("upstream", str)
 
 
-async def session_ctx(app: web.Application) -> object:
+def new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+async def session_ctx(app: web.Application) -> AsyncIterator[None]:
     connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30)
-    app["session"] = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+    app[SESSION] = aiohttp.ClientSession(connector=connector, auto_decompress=False)
     yield
-    await app["session"].close()
+    await app[SESSION].close()
 
 
 async def proxy(request: web.Request) -> web.StreamResponse:
     headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP}
-    url = app["upstream"] + request.raw_path
+    url = request.app[UPSTREAM] + request.raw_path
     data = request.content if request.body_exists else None
-    async with app["session"].request(
+    async with request.app[SESSION].request(
         request.method, url, headers=headers, data=data, allow_redirects=False
     ) as upstream:
         out = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP}
@@ -39,10 +52,10 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         return response
 
 
-app = web.Application()
-app.cleanup_ctx.append(session_ctx)
-app.router.add_route("*", "/{tail:.*}", proxy)
-
 if __name__ == "__main__":
-    app["upstream"] = sys.argv[2].rstrip("/")
-    web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
+    app = web.Application()
+    app.cleanup_ctx.append(session_ctx)
+    app.router.add_route("*", "/{tail:.*}", proxy)
+    app[UPSTREAM] = sys.argv[2].rstrip("/")
+    port = int(sys.argv[1])
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, loop=new_loop())
