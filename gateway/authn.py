@@ -89,6 +89,9 @@ class Authenticator:
         self._epoch = 0
         self._identity_version: int | None = None
         self._last_used: dict[str, float] = {}
+        # The Principal of each cached service user, made once rather than per request; valid
+        # only for that very user object (a reloaded or changed user is a new object).
+        self._principals: dict[str, tuple[ServiceUser, Principal]] = {}
 
     # -- authentication ----------------------------------------------------------------------
 
@@ -166,7 +169,12 @@ class Authenticator:
         if not user.usable_at(now):
             return AuthOutcome(None, "expired")
         self._last_used[user.id] = now
-        return AuthOutcome(user.principal())
+        made = self._principals.get(user.id)
+        if made is None or made[0] is not user:
+            if len(self._principals) >= _MAX_CACHE:
+                self._principals.clear()
+            made = self._principals[user.id] = (user, user.principal())
+        return AuthOutcome(made[1])
 
     async def _cached(
         self,
@@ -196,6 +204,7 @@ class Authenticator:
     def invalidate(self) -> None:
         """Forget cached identities (token signatures stay cached: they do not change)."""
         self._epoch += 1
+        self._principals.clear()
         self._by_key_id.clear()
         self._by_id.clear()
         self._users_by_id.clear()

@@ -64,7 +64,7 @@ _Rewrite = Callable[[bytes], bytes | None]
 _LENGTH: Final = ("Content-Length",)  # a body read whole is sent with its own length
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass is slower to build, once per request
 class ForwardRequest:
     """A catalog request after routing: ``tail`` is the raw path after ``/v1/``."""
 
