@@ -5,10 +5,18 @@ limits and back-pressure. (End to end it is exercised by every forwarding test.)
 from __future__ import annotations
 
 import asyncio
+import datetime
+import ipaddress
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 import uvloop
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from gateway.proxy.upstream_client import (
     MAX_HEADER_BYTES,
@@ -553,3 +561,72 @@ def test_works_on_uvloop() -> None:
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         assert runner.run(scenario()) == ([b"hello", b"hello"], 1)
+
+
+# -- TLS --------------------------------------------------------------------------------------
+
+
+def _self_signed(tmp: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and localhost, and its key (PEM files)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp / "cert.pem", tmp / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+async def test_https_upstream_is_verified_and_kept_alive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert_file, key_file = _self_signed(tmp_path)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert_file, key_file)
+    upstream = Upstream(lambda r, w: asyncio.sleep(0))
+    upstream.handler = serving(OK, OK)(upstream)
+    upstream.server = await asyncio.start_server(
+        upstream._on_connect, "127.0.0.1", 0, ssl=server_ctx
+    )
+    url = upstream.url.replace("http://", "https://")
+    trusting = ssl.create_default_context(cafile=str(cert_file))
+    c = UpstreamClient(url, connect_timeout=2, read_timeout=10, ssl_context=trusting)
+    untrusting = UpstreamClient(url, connect_timeout=2, read_timeout=10)
+    # What the README tells operators with a private CA to do.
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert_file))
+    configured = UpstreamClient(url, connect_timeout=2, read_timeout=10)
+    try:
+        assert [await get(c), await get(c)] == [b"hello", b"hello"]
+        assert upstream.connections == 1
+        # The system's trust store does not know this certificate: no connection.
+        with pytest.raises(UpstreamConnectError):
+            await untrusting.request("GET", "/v1/config", [])
+        assert await get(configured) == b"hello"
+    finally:
+        c.close()
+        untrusting.close()
+        configured.close()
+        await upstream.__aexit__()

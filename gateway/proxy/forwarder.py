@@ -238,6 +238,9 @@ def _rewrite_for(method: str, tail: str, prefix: str) -> _Rewrite | None:
 
 def _map_error(exc: BaseException, stats: UpstreamStats) -> GatewayError:
     if isinstance(exc, UpstreamConnectError):
+        # The cause's type only (ConnectionRefusedError, SSLCertVerificationError, ...):
+        # enough for an operator to tell a down upstream from a TLS trust problem.
+        _LOGGER.warning("upstream unreachable: %s", exc)
         stats.failed("unavailable")
         return UpstreamUnavailable()
     if isinstance(exc, TimeoutError):  # UpstreamReadTimeout

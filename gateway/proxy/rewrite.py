@@ -100,7 +100,7 @@ def strip_table_credentials(body: bytes) -> bytes | None:
     # them, no copy of a repeated "config" can hold a credential either, so nothing a
     # first-key-wins parser reads differs in what matters here.
     if (
-        b"\\u" not in body
+        (b"\\" not in body or b"\\u" not in body)  # a one-byte search first: far cheaper
         and b"\x00" not in body
         and (b'"config"' not in body or _MARKER(body) is None)
     ):
