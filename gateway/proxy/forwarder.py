@@ -94,16 +94,26 @@ class Forwarder:
         self._max_body = max_body_bytes
         self._trusted = trusted_proxies
         self._stats = stats if stats is not None else UpstreamStats()
+        # Per client path: the upstream path and the filter its answers need. A pure function
+        # of the path, cached (bounded) since clients repeat the same few paths; a path outside
+        # the catalog's warehouse raises NotFound, which is not cached.
+        self._route = functools.lru_cache(maxsize=4096)(self._route_for)
+
+    def _route_for(self, tail: str) -> tuple[str, _Rewrite | None]:
+        upstream_tail = self._scope.upstream_tail(tail)
+        return upstream_tail, _rewrite_for(upstream_tail, self._scope.prefix)
 
     async def forward(self, fwd: ForwardRequest) -> web.StreamResponse:
         request = fwd.request
         length = request.content_length
         if length is not None and length > self._max_body:
             raise PayloadTooLarge()
-        tail = self._scope.upstream_tail(fwd.tail)
+        tail, rewrite = self._route(fwd.tail)
+        if request.method == "HEAD":
+            rewrite = None  # no body to filter
         query = self._scope.config_query(fwd.query) if tail == "config" else fwd.query
         target = f"/v1/{tail}?{query}" if query else f"/v1/{tail}"
-        limiter = _BodyLimit(self._max_body)
+        limiter: _BodyLimit | None = None
         body: bytes | AsyncIterable[bytes] | None = None
         if request.body_exists:
             if length is not None and length <= _CHUNK:
@@ -111,9 +121,9 @@ class Forwarder:
             elif length is not None:
                 body = request.content.iter_chunked(_CHUNK)
             else:
+                limiter = _BodyLimit(self._max_body)
                 body = limiter.stream(request.content)
         retry_on_401 = self._auth.renewable and not request.body_exists
-        rewrite = _rewrite_for(request.method, tail, self._scope.prefix)
         while True:
             headers = self._headers.upstream_request(
                 request.headers,
@@ -136,7 +146,7 @@ class Forwarder:
             except GatewayError:
                 raise
             except Exception as exc:
-                if limiter.exceeded:
+                if limiter is not None and limiter.exceeded:
                     raise PayloadTooLarge() from None
                 raise _map_error(exc, self._stats) from None
             self._stats.observe(time.perf_counter() - start)
@@ -225,10 +235,8 @@ class _BodyLimit:
             yield chunk
 
 
-def _rewrite_for(method: str, tail: str, prefix: str) -> _Rewrite | None:
+def _rewrite_for(tail: str, prefix: str) -> _Rewrite | None:
     """How this route's successful answers must be filtered before a client sees them."""
-    if method == "HEAD":
-        return None
     if tail == "config":
         return functools.partial(rewrite_config, prefix=prefix or None)
     if _TABLE_ROUTE.fullmatch(tail):
