@@ -11,16 +11,18 @@ asserted: targets from issue 5 are printed as ratios.
 
 Rounds: single runs on a shared 2-core machine vary a lot, so every comparison runs
 ``--rounds`` rounds, interleaved: all the proxies of one upstream stay up (idle but one), and
-each round measures every configuration once, in table order, so a slow drift of the machine
-hits all of them alike. Tables show per-configuration medians over the rounds (req/s, p50,
-p99 and the c1 latencies, each its own median) with the min-max req/s; every ratio and
-target is computed from medians. The same holds for the token endpoint (measured in each
-round after the bearer row), for 2 workers vs 1 and for the small vs large store.
+each round measures every configuration once, in an order shuffled per round (seeded, so the
+same on every run), so a slow drift of the machine hits all of them alike and no configuration
+always follows the same one. Tables show per-configuration medians over the rounds (req/s,
+p50, p99 and the c1 latencies, each its own median) with the min-max req/s and the proxies'
+CPU time per request; target ratios are medians of per-round ratios. The same holds for the
+token endpoint (measured at the end of each round), for 2 workers vs 1 and for the small vs
+large store.
 
 ``--quick``: only the fast-upstream comparison of the six configurations (no token endpoint,
 profile, workers, store scale or SeaweedFS), with 2 s wrk runs unless ``--duration`` is given:
-about 2 minutes at 3 rounds, for a developer checking a change. The full run (the default,
-``make bench``) takes about 12 minutes at 3 rounds on an idle machine.
+about 3 minutes at 5 rounds, for a developer checking a change. The full run (the default,
+``make bench``) takes about 20 minutes at 5 rounds on an idle machine.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import dataclasses
 import json
 import os
 import platform
+import random
 import re
 import shutil
 import signal
@@ -532,8 +535,12 @@ def proxy_suite(
     ]
     rows = [Row(name) for name, _, _, _ in configurations]
     token_runs: list[Run] = []
-    for _ in range(bench.args.rounds):
-        for row, (_, url, headers, session) in zip(rows, configurations, strict=True):
+    for round_index in range(bench.args.rounds):
+        # A new order each round (seeded: the same on every run of the script), so that no
+        # configuration always follows the same one: position effects become noise, not bias.
+        order = list(zip(rows, configurations, strict=True))
+        random.Random(round_index).shuffle(order)
+        for row, (_, url, headers, session) in order:
             bench.measure(row, url, headers, session)
         if tokens:
             token_runs.append(token_rate(bench, gw, client_id, key, len(token_runs) + 1))
@@ -874,7 +881,7 @@ def target(label: str, value: float, goal: float, *, higher: bool = True, fmt: s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--rounds", type=int, default=3, help="interleaved rounds; tables show medians"
+        "--rounds", type=int, default=5, help="interleaved rounds; tables show medians"
     )
     parser.add_argument(
         "--duration", type=int, default=None, help="seconds per wrk run (5; 2 with --quick)"
@@ -984,8 +991,9 @@ def run_all(bench: Bench) -> list[str]:
         "GET loadTable on every request; 1 s warm-up before each measurement. "
         f"**Figures are medians of {rounds} interleaved rounds**: all the proxies of one "
         "upstream stay up (idle but the one under load) and each round measures every "
-        "configuration once, in table order, so a drift of the machine hits them alike; "
-        "each figure is its own median, every ratio (× columns, targets) is one of medians, "
+        "configuration once, in an order shuffled per round, so a drift of the machine hits "
+        "them alike; each figure is its own median, the × columns are ratios of medians and "
+        "the targets medians of per-round ratios, "
         "and min–max gives the spread of req/s over the rounds (differences within it are "
         f"noise). Background CPU before each measurement: at most {worst:.0%} of all cores "
         f"(of which our own idle proxies and upstream at most {worst_own:.0%}; the script "
