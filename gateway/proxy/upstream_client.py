@@ -57,8 +57,8 @@ __all__ = (
 )
 
 MAX_HEADER_BYTES: Final = 64 * 1024
-_HIGH_WATER: Final = 256 * 1024  # buffered response bytes before reading pauses
-_LOW_WATER: Final = 64 * 1024
+# Buffered response bytes before reading pauses; it resumes once the reader took them.
+_HIGH_WATER: Final = 256 * 1024
 _RETRYABLE: Final = frozenset({"GET", "HEAD"})
 _BODYLESS: Final = frozenset({"GET", "HEAD", "DELETE", "OPTIONS", "TRACE"})
 
@@ -192,8 +192,13 @@ class _Connection(asyncio.Protocol):
         self.headers_done = True
         # Asked now: llhttp resets what it knows of the message once the message ends.
         self._keep_alive = self._parser.should_keep_alive()
-        self._until_eof = status not in (204, 304) and not any(
-            name.lower() in (b"content-length", b"transfer-encoding") for name, _ in self.headers
+        self._until_eof = (
+            not self._head
+            and status not in (204, 304)
+            and not any(
+                name.lower() in (b"content-length", b"transfer-encoding")
+                for name, _ in self.headers
+            )
         )
         if self._head:
             # No body follows a HEAD answer, whatever Content-Length says; this parser is
