@@ -37,7 +37,7 @@ pytest: $(VENV)/.installed-test tests/js/node_modules/.package-lock.json
 	$(BIN)/pytest
 
 # Not part of `make test`: installs wrk and nginx (Debian packages); `make bench` takes about
-# 20 minutes (5 interleaved rounds of everything), `make bench-quick` about 3 (the fast-upstream
+# 22 minutes (5 interleaved rounds of everything), `make bench-quick` about 4 (the fast-upstream
 # proxy comparison only, results to var/bench-quick.md).
 $(VENV)/.installed-bench: $(BIN)/python setup.cfg pyproject.toml constraints.txt
 	$(PIP) -e '.[local,fast,test,bench]'

@@ -21,8 +21,13 @@ large store.
 
 ``--quick``: only the fast-upstream comparison of the six configurations (no token endpoint,
 profile, workers, store scale or SeaweedFS), with 2 s wrk runs unless ``--duration`` is given:
-about 3 minutes at 5 rounds, for a developer checking a change. The full run (the default,
-``make bench``) takes about 20 minutes at 5 rounds on an idle machine.
+about 4 minutes at 5 rounds, for a developer checking a change. The full run (the default,
+``make bench``) takes about 22 minutes at 5 rounds on an idle machine.
+
+Target ratios: after the rounds, ``--pairs`` A/B pairs of back-to-back 1 s runs (first side
+alternating) for X-API-Key vs no-auth, bearer vs no-auth and X-API-Key vs the minimal proxy;
+each target is the median of its pair ratios, with their interquartile range. Runs a few
+seconds apart see the shared machine in nearly the same state, which separate rounds do not.
 """
 
 from __future__ import annotations
@@ -502,7 +507,13 @@ wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
 
 
 def proxy_suite(
-    bench: Bench, label: str, upstream: str, bulk_users: int, *, tokens: bool = False
+    bench: Bench,
+    label: str,
+    upstream: str,
+    bulk_users: int,
+    *,
+    tokens: bool = False,
+    pairs: int = 0,
 ) -> dict[str, Any]:
     """The six configurations against one upstream, ``--rounds`` interleaved rounds (every
     proxy stays up, idle but for its turn); with ``tokens`` the token endpoint too, after the
@@ -544,10 +555,22 @@ def proxy_suite(
             bench.measure(row, url, headers, session)
         if tokens:
             token_runs.append(token_rate(bench, gw, client_id, key, len(token_runs) + 1))
+    ab: dict[str, list[float]] = {}
+    if pairs:
+        by_name = {name: (url, headers) for name, url, headers, _ in configurations}
+        noauth = by_name["gateway, no client auth (bench)"]
+        for label_, a, b in (
+            ("key/noauth", by_name["gateway, X-API-Key"], noauth),
+            ("bearer/noauth", by_name["gateway, bearer token"], noauth),
+            ("key/minimal", by_name["gateway, X-API-Key"], by_name["minimal aiohttp proxy"]),
+        ):
+            ab[label_] = ab_ratios(bench, a, b, pairs)
+            print(f"  A/B {label_}: median {statistics.median(ab[label_]):.2f}", flush=True)
     bench.procs.stop(nginx_proc)
     bench.procs.stop(minimal_proc)
     return {
         "rows": rows,
+        "ab": ab,
         "tokens": token_runs,
         "gateway": gw,
         "proc": proc,
@@ -555,6 +578,30 @@ def proxy_suite(
         "config": config,
         "client": (client_id, key),
     }
+
+
+def ab_ratios(
+    bench: Bench, a: tuple[str, Sequence[str]], b: tuple[str, Sequence[str]], pairs: int
+) -> list[float]:
+    """``pairs`` back-to-back 1 s runs of a and b (c32; which goes first alternates): the
+    req/s ratio a÷b of each pair. Short alternations see the machine in the same state, so
+    their median is far steadier than a ratio of separate medians on a noisy shared host."""
+    bench.quiet()
+    ratios = []
+    for i in range(pairs):
+        first, second = (a, b) if i % 2 == 0 else (b, a)
+        one = wrk(first[0], connections=bench.args.connections, duration=1, headers=first[1])
+        two = wrk(second[0], connections=bench.args.connections, duration=1, headers=second[1])
+        ra, rb = (one, two) if i % 2 == 0 else (two, one)
+        ratios.append(ra.rps / rb.rps)
+    return ratios
+
+
+def quartiles(values: Sequence[float]) -> str:
+    if len(values) < 2:
+        return ""
+    q = statistics.quantiles(values, n=4)
+    return f"{q[0]:.2f}–{q[2]:.2f}"
 
 
 def token_rate(bench: Bench, gw: str, client_id: str, key: str, round_no: int) -> Run:
@@ -872,16 +919,34 @@ def rounds_table(rows: list[Row], c: int) -> list[str]:
     return out
 
 
-def target(label: str, value: float, goal: float, *, higher: bool = True, fmt: str = ".2f") -> str:
+def target(
+    label: str,
+    value: float,
+    note: str | float,
+    goal: float | None = None,
+    *,
+    higher: bool = True,
+    fmt: str = ".2f",
+) -> str:
+    """A target row; ``note`` (a spread shown after the value) may be left out."""
+    if goal is None:
+        note, goal = "", float(note)
     met = value >= goal if higher else value <= goal
     sign = "≥" if higher else "≤"
-    return f"| {label} | {value:{fmt}} | {sign} {goal:{fmt}} | {'met' if met else 'MISSED'} |"
+    shown = f"{value:{fmt}}" + (f" ({note})" if note else "")
+    return f"| {label} | {shown} | {sign} {goal:{fmt}} | {'met' if met else 'MISSED'} |"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--rounds", type=int, default=5, help="interleaved rounds; tables show medians"
+    )
+    parser.add_argument(
+        "--pairs",
+        type=int,
+        default=15,
+        help="A/B pairs of 1 s runs behind each target ratio (0: ratios of round medians)",
     )
     parser.add_argument(
         "--duration", type=int, default=None, help="seconds per wrk run (5; 2 with --quick)"
@@ -946,7 +1011,9 @@ def run_all(bench: Bench) -> list[str]:
     )
     upstream = bench.start_fast_upstream()
     # 98 bulk + root + client = 100 service users
-    fast = proxy_suite(bench, "fast", upstream, bulk_users=98, tokens=not args.quick)
+    fast = proxy_suite(
+        bench, "fast", upstream, bulk_users=98, tokens=not args.quick, pairs=args.pairs
+    )
     gw, gw_proc = fast["gateway"], fast["proc"]
     client_id, key = fast["client"]
     gw_rss = rss_mb(gw_proc.pid)
@@ -975,6 +1042,14 @@ def run_all(bench: Bench) -> list[str]:
 
     rows = fast["rows"]
     direct, nginx, minimal, noauth, keyed, bearer = rows
+
+    def ab(name: str, a: Row, b: Row) -> tuple[float, str]:
+        """A target ratio: the A/B pairs' median and quartiles, or the rounds' if none ran."""
+        ratios = fast["ab"].get(name)
+        if ratios:
+            return statistics.median(ratios), quartiles(ratios)
+        return paired(a, b), ""
+
     load = Path("/proc/loadavg").read_text().split()[:3]
     worst = max((q.share for q in bench.background), default=0.0)
     worst_own = max((q.own for q in bench.background), default=0.0)
@@ -1076,16 +1151,25 @@ def run_all(bench: Bench) -> list[str]:
         "",
         "## Targets (issue 5)" + (" — only those the quick run measures" if args.quick else ""),
         "",
-        "Throughput ratios are medians of per-round ratios (both sides measured back to back in "
-        "each round); CPU ratios compare the median CPU time per request of the proxies' own "
-        "processes, which the neighbours' load on a shared core disturbs much less.",
+        (
+            f"Throughput ratios: the median of {args.pairs} A/B pairs of back-to-back 1 s runs "
+            "(which side goes first alternates; the interquartile range of the pair ratios in "
+            "brackets), measured after the rounds"
+            if fast["ab"]
+            else "Throughput ratios are medians of per-round ratios (both sides measured back to "
+            "back in each round)"
+        )
+        + "; CPU ratios compare the median CPU time per request of the proxies' own processes "
+        "over the rounds.",
         "",
         "| target | measured | goal | |",
         "|---|---:|---:|---|",
-        target("X-API-Key req/s ÷ no-auth gateway", paired(keyed, noauth), 0.95),
-        target("bearer req/s ÷ no-auth gateway", paired(bearer, noauth), 0.95),
-        target("gateway (X-API-Key) ÷ minimal aiohttp proxy", paired(keyed, minimal), 0.9),
-        target("gateway (X-API-Key) ÷ minimal, stretch", paired(keyed, minimal), 1.5),
+        target("X-API-Key req/s ÷ no-auth gateway", *ab("key/noauth", keyed, noauth), 0.95),
+        target("bearer req/s ÷ no-auth gateway", *ab("bearer/noauth", bearer, noauth), 0.95),
+        target(
+            "gateway (X-API-Key) ÷ minimal aiohttp proxy", *ab("key/minimal", keyed, minimal), 0.9
+        ),
+        target("gateway (X-API-Key) ÷ minimal, stretch", *ab("key/minimal", keyed, minimal), 1.5),
         target(
             "same, by CPU time per request (minimal's µs ÷ gateway's)",
             cpu_ratio(minimal, keyed),
