@@ -12,7 +12,10 @@ are noticed by polling the store's identity version every ``change_poll_seconds`
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
+import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Final, TypeVar
@@ -89,6 +92,14 @@ class Authenticator:
         self._epoch = 0
         self._identity_version: int | None = None
         self._last_used: dict[str, float] = {}
+        # Keys verified against the store's SHA-256 digest, remembered per key id (with the user
+        # object they were verified for) as BLAKE2b keyed with a secret of this process only,
+        # so a repeat request skips SHA-256: through OpenSSL 3 it measured far dearer under
+        # load (≈10-15 % of a request's CPU in the benchmark) than its 0.6 µs in isolation,
+        # while hashlib's BLAKE2b is CPython's own small C code. The values are useless
+        # outside this process and die with the cache (any identity change clears it).
+        self._seen_key = os.urandom(32)
+        self._verified: dict[str, tuple[ServiceUser, bytes]] = {}
         # The Principal of each cached service user, made once rather than per request; valid
         # only for that very user object (a reloaded or changed user is a new object).
         self._principals: dict[str, tuple[ServiceUser, Principal]] = {}
@@ -110,11 +121,29 @@ class Authenticator:
 
     async def authenticate_key(self, key: ApiKey) -> AuthOutcome:
         user = await self._cached(self._by_key_id, key.key_id, self._store.service_user_by_key_id)
+        if user is not None:
+            # The key this cached user last presented, as a keyed BLAKE2b (see __init__):
+            # the same key again is accepted on a constant-time compare of that.
+            seen = self._verified.get(key.key_id)
+            if (
+                seen is not None
+                and seen[0] is user
+                and hmac.compare_digest(seen[1], self._seen(key))
+            ):
+                return self._accept(user)
         # Always compare, even when the key id is unknown, so both paths cost the same.
         if not verify_key(key, user.key_digest if user is not None else None):
             return AuthOutcome(None, "unknown_key" if user is None else "wrong_secret")
         assert user is not None
+        if len(self._verified) >= _MAX_CACHE:
+            self._verified.clear()
+        self._verified[key.key_id] = (user, self._seen(key))
         return self._accept(user)
+
+    def _seen(self, key: ApiKey) -> bytes:
+        return hashlib.blake2b(
+            key.plaintext().encode("ascii"), key=self._seen_key, digest_size=32
+        ).digest()
 
     async def authenticate_token(self, token: str) -> AuthOutcome:
         claims = self.verify_token(token)
@@ -205,6 +234,7 @@ class Authenticator:
         """Forget cached identities (token signatures stay cached: they do not change)."""
         self._epoch += 1
         self._principals.clear()
+        self._verified.clear()
         self._by_key_id.clear()
         self._by_id.clear()
         self._users_by_id.clear()

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
+from gateway import authn, identity
 from gateway.errors import UNAUTHENTICATED_MESSAGE
-from gateway.identity import generate_key
+from gateway.identity import ApiKey, generate_key
 from gateway.keys import AUTHENTICATOR
 from gateway.service_users import CreatedKey, ServiceUserAdmin
 from gateway.settings import StoreSettings
@@ -325,3 +326,36 @@ async def test_background_poller_enforces_another_process_deactivation(
         assert loop.time() < deadline, "the poller never noticed the other process's change"
         await asyncio.sleep(0.01)
     await assert_refused(gw, key_header(etl))
+
+
+# -- repeat keys: SHA-256 once, then a keyed BLAKE2b compare -----------------------------------
+
+
+async def test_a_repeated_key_is_checked_against_the_store_digest_only_once(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    real = identity.verify_key
+
+    def counting(key: ApiKey, digest: bytes | None) -> bool:
+        calls.append(key.key_id)
+        return real(key, digest)
+
+    monkeypatch.setattr(authn, "verify_key", counting)
+    etl = await gateway.user()
+    for _ in range(3):
+        assert await status(gateway, key_header(etl)) == 200
+    assert calls == [etl.api_key.key_id]
+    # Any identity change forgets what was verified: the next request checks the digest again.
+    gateway.app[AUTHENTICATOR].invalidate()
+    assert await status(gateway, key_header(etl)) == 200
+    assert len(calls) == 2
+
+
+async def test_a_wrong_secret_for_a_recently_verified_key_id_is_refused(gateway: Gateway) -> None:
+    etl = await gateway.user()
+    assert await status(gateway, key_header(etl)) == 200
+    other = generate_key()
+    forged = ApiKey(key_id=etl.api_key.key_id, secret=other.secret)
+    await assert_refused(gateway, {"X-API-Key": forged.plaintext()})
+    assert await status(gateway, key_header(etl)) == 200  # the real key still works
