@@ -5,6 +5,7 @@ limits and back-pressure. (End to end it is exercised by every forwarding test.)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import ipaddress
 import ssl
@@ -108,6 +109,20 @@ def serving(*answers: bytes, then_close: bool = False) -> Callable[[Upstream], H
     return make
 
 
+@contextlib.asynccontextmanager
+async def connected(
+    make: Callable[[Upstream], Handler], read_timeout: float = 10.0
+) -> AsyncIterator[tuple[Upstream, UpstreamClient]]:
+    """A started upstream and a client of it; both closed on the way out."""
+    upstream = await start(make)
+    c = client(upstream, read_timeout)
+    try:
+        yield upstream, c
+    finally:
+        c.close()
+        await upstream.__aexit__()
+
+
 async def start(make: Callable[[Upstream], Handler]) -> Upstream:
     upstream = Upstream(lambda r, w: asyncio.sleep(0))
     upstream.handler = make(upstream)
@@ -136,15 +151,10 @@ async def until(condition: Callable[[], bool]) -> None:
 
 
 async def test_sequential_requests_reuse_one_connection() -> None:
-    upstream = await start(serving(OK, OK, OK))
-    c = client(upstream)
-    try:
+    async with connected(serving(OK, OK, OK)) as (upstream, c):
         assert [await get(c) for _ in range(3)] == [b"hello"] * 3
         assert upstream.connections == 1
         assert upstream.requests[0].startswith(b"GET /v1/config HTTP/1.1\r\nHost: 127.0.0.1:")
-    finally:
-        c.close()
-        await upstream.__aexit__()
 
 
 async def test_base_path_prefixes_every_target() -> None:
@@ -168,15 +178,10 @@ async def test_get_is_sent_again_when_the_reused_connection_was_closed_meanwhile
             return
         await serving(OK)(upstream)(reader, writer)
 
-    upstream = await start(lambda u: handler)
-    c = client(upstream)
-    try:
+    async with connected(lambda u: handler) as (upstream, c):
         assert await get(c) == b"hello"
         assert await get(c) == b"hello"
         assert upstream.connections == 2
-    finally:
-        c.close()
-        await upstream.__aexit__()
 
 
 async def test_post_is_never_sent_twice() -> None:
@@ -186,42 +191,28 @@ async def test_post_is_never_sent_twice() -> None:
         await writer.drain()
         await upstream.read_request(reader)  # took the POST, then hung up without answering
 
-    upstream = await start(lambda u: handler)
-    c = client(upstream)
-    try:
+    async with connected(lambda u: handler) as (upstream, c):
         assert await get(c) == b"hello"
         with pytest.raises(UpstreamProtocolError):
             await c.request("POST", "/v1/namespaces", [], b"{}")
         assert upstream.connections == 1
         assert len(upstream.requests) == 2
-    finally:
-        c.close()
-        await upstream.__aexit__()
 
 
 async def test_a_connection_that_sent_unasked_bytes_is_not_reused() -> None:
-    upstream = await start(serving(OK + b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", OK))
-    c = client(upstream)
-    try:
+    extra = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    async with connected(serving(OK + extra, OK)) as (upstream, c):
         assert await get(c) == b"hello"
         assert await get(c) == b"hello"
         assert upstream.connections == 2
-    finally:
-        c.close()
-        await upstream.__aexit__()
 
 
 async def test_connection_close_answer_is_not_reused() -> None:
     closing = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 5\r\n\r\nhello"
-    upstream = await start(serving(closing, then_close=True))
-    c = client(upstream)
-    try:
+    async with connected(serving(closing, then_close=True)) as (upstream, c):
         assert await get(c) == b"hello"
         assert await get(c) == b"hello"
         assert upstream.connections == 2
-    finally:
-        c.close()
-        await upstream.__aexit__()
 
 
 # -- response framing ------------------------------------------------------------------------
@@ -231,25 +222,16 @@ async def test_chunked_body_is_read_whole() -> None:
     chunked = (
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nhel\r\n2\r\nlo\r\n0\r\n\r\n"
     )
-    upstream = await start(serving(chunked, OK))
-    c = client(upstream)
-    try:
+    async with connected(serving(chunked, OK)) as (upstream, c):
         assert await get(c) == b"hello"
         assert await get(c) == b"hello"
         assert upstream.connections == 1
-    finally:
-        c.close()
-        await upstream.__aexit__()
 
 
 async def test_body_delimited_by_close_is_read_to_the_end() -> None:
-    upstream = await start(serving(b"HTTP/1.1 200 OK\r\n\r\nuntil the end", then_close=True))
-    c = client(upstream)
-    try:
+    answer = b"HTTP/1.1 200 OK\r\n\r\nuntil the end"
+    async with connected(serving(answer, then_close=True)) as (upstream, c):
         assert await get(c) == b"until the end"
-    finally:
-        c.close()
-        await upstream.__aexit__()
 
 
 @pytest.mark.parametrize(
@@ -263,121 +245,79 @@ async def test_body_delimited_by_close_is_read_to_the_end() -> None:
     ids=["with-length", "without-length"],
 )
 async def test_head_answer_has_no_body_whatever_its_length_says(head: bytes, reused: bool) -> None:
-    upstream = await start(serving(head, OK))
-    c = client(upstream, read_timeout=2)
-    try:
+    async with connected(serving(head, OK), read_timeout=2) as (upstream, c):
         response = await c.request("HEAD", "/v1/namespaces/a", [])
         assert response.status == 200
         assert await response.read(10) == b""
         response.release()
         assert len(c._idle) == (1 if reused else 0)
-    finally:
-        c.close()
-        await upstream.__aexit__()
 
 
 async def test_interim_answers_are_skipped() -> None:
     answer = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" + OK
-    upstream = await start(serving(answer))
-    c = client(upstream)
-    try:
+    async with connected(serving(answer)) as (upstream, c):
         response = await c.request("GET", "/v1/config", [])
         assert (response.status, response.reason) == (200, "OK")
         assert "Link" not in response.headers
         assert await response.read(100) == b"hello"
         response.release()
-    finally:
-        c.close()
-        await upstream.__aexit__()
 
 
 async def test_no_content_answer_has_no_body_and_keeps_the_connection() -> None:
-    upstream = await start(serving(b"HTTP/1.1 204 No Content\r\n\r\n", OK))
-    c = client(upstream)
-    try:
+    async with connected(serving(b"HTTP/1.1 204 No Content\r\n\r\n", OK)) as (upstream, c):
         assert await get(c, "DELETE") == b""
         assert await get(c) == b"hello"
         assert upstream.connections == 1
-    finally:
-        c.close()
-        await upstream.__aexit__()
 
 
 async def test_repeated_headers_and_reason_are_kept() -> None:
     answer = (
         b"HTTP/1.1 404 Not Here\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\nContent-Length: 0\r\n\r\n"
     )
-    upstream = await start(serving(answer))
-    c = client(upstream)
-    try:
+    async with connected(serving(answer)) as (upstream, c):
         response = await c.request("GET", "/v1/x", [])
         assert (response.status, response.reason) == (404, "Not Here")
         assert response.headers.getall("set-cookie") == ["a=1", "b=2"]
         assert response.content_length == 0
         response.release()
-    finally:
-        c.close()
-        await upstream.__aexit__()
 
 
 async def test_truncated_body_is_an_error_and_the_connection_is_dropped() -> None:
     short = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this"
-    upstream = await start(serving(short, then_close=True))
-    c = client(upstream)
-    try:
+    async with connected(serving(short, then_close=True)) as (upstream, c):
         response = await c.request("GET", "/v1/config", [])
         with pytest.raises(UpstreamProtocolError):
             await response.read(1000)
         response.release()
         assert not c._idle  # not handed back for reuse
-    finally:
-        c.close()
-        await upstream.__aexit__()
 
 
 async def test_body_over_the_limit_is_refused() -> None:
-    upstream = await start(serving(OK))
-    c = client(upstream)
-    try:
+    async with connected(serving(OK)) as (upstream, c):
         response = await c.request("GET", "/v1/config", [])
         with pytest.raises(ResponseTooLarge):
             await response.read(4)
         response.release()
-    finally:
-        c.close()
-        await upstream.__aexit__()
 
 
 async def test_oversized_response_headers_are_refused() -> None:
     huge = b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * (MAX_HEADER_BYTES + 10) + b"\r\n\r\n"
-    upstream = await start(serving(huge))
-    c = client(upstream)
-    try:
+    async with connected(serving(huge)) as (upstream, c):
         with pytest.raises(UpstreamProtocolError, match="too large"):
             await c.request("GET", "/v1/config", [])
-    finally:
-        c.close()
-        await upstream.__aexit__()
 
 
 async def test_garbage_answer_is_a_protocol_error() -> None:
-    upstream = await start(serving(b"SSH-2.0-OpenSSH_9.6\r\n\r\n"))
-    c = client(upstream)
-    try:
+    async with connected(serving(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")) as (upstream, c):
         with pytest.raises(UpstreamProtocolError, match="unparsable"):
             await c.request("GET", "/v1/config", [])
-    finally:
-        c.close()
-        await upstream.__aexit__()
 
 
 # -- request framing and splitting ------------------------------------------------------------
 
 
 async def test_bytes_body_goes_with_its_own_length() -> None:
-    upstream = await start(serving(OK))
-    c = client(upstream)
-    try:
+    async with connected(serving(OK)) as (upstream, c):
         headers = [("Content-Length", "999"), ("Host", "evil.example"), ("X-A", "1")]
         response = await c.request("POST", "/v1/namespaces", headers, b'{"a":1}')
         response.release()
@@ -385,20 +325,12 @@ async def test_bytes_body_goes_with_its_own_length() -> None:
         assert sent.count(b"Content-Length") == 1 and b"Content-Length: 7\r\n" in sent
         assert b"evil.example" not in sent
         assert sent.endswith(b'\r\n\r\n{"a":1}')
-    finally:
-        c.close()
-        await upstream.__aexit__()
 
 
 async def test_post_without_body_says_length_zero() -> None:
-    upstream = await start(serving(OK))
-    c = client(upstream)
-    try:
+    async with connected(serving(OK)) as (upstream, c):
         (await c.request("POST", "/v1/x", [])).release()
         assert b"Content-Length: 0\r\n" in upstream.requests[0]
-    finally:
-        c.close()
-        await upstream.__aexit__()
 
 
 async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
@@ -407,28 +339,18 @@ async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
 
 
 async def test_streamed_body_of_unknown_length_goes_chunked() -> None:
-    upstream = await start(serving(OK))
-    c = client(upstream)
-    try:
+    async with connected(serving(OK)) as (upstream, c):
         (await c.request("PUT", "/v1/x", [], chunks(b"ab", b"", b"cde"))).release()
         sent = upstream.requests[0]
         assert b"Transfer-Encoding: chunked\r\n" in sent
         assert sent.endswith(b"\r\n\r\n2\r\nab\r\n3\r\ncde\r\n0\r\n\r\n")
-    finally:
-        c.close()
-        await upstream.__aexit__()
 
 
 async def test_streamed_body_of_known_length_goes_as_is() -> None:
-    upstream = await start(serving(OK))
-    c = client(upstream)
-    try:
+    async with connected(serving(OK)) as (upstream, c):
         body = chunks(b"ab", b"cde")
         (await c.request("PUT", "/v1/x", [], body, content_length=5)).release()
         assert upstream.requests[0].endswith(b"Content-Length: 5\r\n\r\nabcde")
-    finally:
-        c.close()
-        await upstream.__aexit__()
 
 
 @pytest.mark.parametrize(
@@ -444,15 +366,10 @@ async def test_streamed_body_of_known_length_goes_as_is() -> None:
 async def test_cr_or_lf_anywhere_is_refused_before_sending(
     name: str, value: str, target: str
 ) -> None:
-    upstream = await start(serving(OK))
-    c = client(upstream)
-    try:
+    async with connected(serving(OK)) as (upstream, c):
         with pytest.raises(ValueError, match="CR or LF"):
             await c.request("GET", target, [(name, value)])
         assert upstream.requests == [] and upstream.connections == 0
-    finally:
-        c.close()
-        await upstream.__aexit__()
 
 
 # -- failures and timeouts -------------------------------------------------------------------
@@ -474,15 +391,10 @@ async def test_silent_upstream_times_out_and_loses_the_connection() -> None:
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read()
 
-    upstream = await start(lambda u: silent)
-    c = client(upstream, read_timeout=0.2)
-    try:
+    async with connected(lambda u: silent, read_timeout=0.2) as (upstream, c):
         with pytest.raises(UpstreamReadTimeout):
             await c.request("GET", "/v1/config", [])
         assert not c._idle
-    finally:
-        c.close()
-        await upstream.__aexit__()
 
 
 async def test_upstream_stalling_mid_body_times_out() -> None:
@@ -491,16 +403,11 @@ async def test_upstream_stalling_mid_body_times_out() -> None:
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf")
         await reader.read()
 
-    upstream = await start(lambda u: stall)
-    c = client(upstream, read_timeout=0.2)
-    try:
+    async with connected(lambda u: stall, read_timeout=0.2) as (upstream, c):
         response = await c.request("GET", "/v1/config", [])
         with pytest.raises(UpstreamReadTimeout):
             await response.read(100)
         response.release()
-    finally:
-        c.close()
-        await upstream.__aexit__()
 
 
 async def test_cancelled_request_closes_its_connection() -> None:
@@ -508,18 +415,13 @@ async def test_cancelled_request_closes_its_connection() -> None:
         await upstream.read_request(reader)
         await reader.read()
 
-    upstream = await start(lambda u: slow)
-    c = client(upstream)
-    try:
+    async with connected(lambda u: slow) as (upstream, c):
         task = asyncio.create_task(c.request("GET", "/v1/config", []))
         await until(lambda: len(upstream.requests) == 1)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
         assert not c._idle
-    finally:
-        c.close()
-        await upstream.__aexit__()
 
 
 # -- back-pressure ----------------------------------------------------------------------------
@@ -535,9 +437,7 @@ async def test_slow_reader_pauses_the_upstream_and_gets_every_byte() -> None:
         await writer.drain()
         await reader.read()
 
-    upstream = await start(lambda u: big)
-    c = client(upstream, read_timeout=0.5)
-    try:
+    async with connected(lambda u: big, read_timeout=0.5) as (upstream, c):
         response = await c.request("GET", "/v1/x", [])
         conn = response._conn
         await until(lambda: conn._paused)  # nobody reads: the buffer stops growing
@@ -548,9 +448,6 @@ async def test_slow_reader_pauses_the_upstream_and_gets_every_byte() -> None:
         received = b"".join([chunk async for chunk in response.iter_chunks()])
         assert received == payload
         response.release()
-    finally:
-        c.close()
-        await upstream.__aexit__()
 
 
 # -- event loops ------------------------------------------------------------------------------
