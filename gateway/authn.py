@@ -12,13 +12,15 @@ are noticed by polling the store's identity version every ``change_poll_seconds`
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import logging
 import os
-from collections.abc import Awaitable, Callable, Mapping
+import typing
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 from .identity import KEY_PREFIX, ApiKey, Principal, ServiceUser, User, parse_key, verify_key
 from .store import Store
@@ -100,6 +102,8 @@ class Authenticator:
         # outside this process and die with the cache (any identity change clears it).
         self._seen_key = os.urandom(32)
         self._verified: dict[str, tuple[ServiceUser, bytes]] = {}
+        # Store reads in flight (see _cached).
+        self._loading: dict[tuple[int, str, int], asyncio.Future[Any]] = {}
         # The Principal of each cached service user, made once rather than per request; valid
         # only for that very user object (a reloaded or changed user is a new object).
         self._principals: dict[str, tuple[ServiceUser, Principal]] = {}
@@ -209,19 +213,35 @@ class Authenticator:
         self,
         cache: dict[str, _T | None],
         key: str,
-        load: Callable[[str], Awaitable[_T | None]],
+        load: Callable[[str], Coroutine[Any, Any, _T | None]],
     ) -> _T | None:
         try:
             return cache[key]
         except KeyError:
             pass
+        # One store read per key at a time: the burst of concurrent requests that follows an
+        # invalidation shares it instead of queueing one read each on the store's thread. The
+        # epoch is part of the slot: a request that arrives after an invalidation never joins a
+        # read started before it, which may return the row as it was before the change.
         epoch = self._epoch
-        user = await load(key)
+        slot = (id(cache), key, epoch)
+        task = self._loading.get(slot)
+        if task is None:
+            task = asyncio.ensure_future(load(key))
+            self._loading[slot] = task
+            task.add_done_callback(functools.partial(self._loaded, slot))
+        user = typing.cast("_T | None", await asyncio.shield(task))
         if epoch == self._epoch:
             if len(cache) >= _MAX_CACHE:
                 cache.clear()  # bounded: unknown key ids from a scanner must not grow memory
             cache[key] = user
         return user
+
+    def _loaded(self, slot: tuple[int, str, int], task: asyncio.Future[Any]) -> None:
+        if self._loading.get(slot) is task:
+            del self._loading[slot]
+        if not task.cancelled():
+            task.exception()  # retrieved here too, in case every waiter was cancelled
 
     def _prune_tokens(self, now: float) -> None:
         self._token_claims = {t: c for t, c in self._token_claims.items() if c.expires_at > now}

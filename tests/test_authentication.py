@@ -359,3 +359,50 @@ async def test_a_wrong_secret_for_a_recently_verified_key_id_is_refused(gateway:
     forged = ApiKey(key_id=etl.api_key.key_id, secret=other.secret)
     await assert_refused(gateway, {"X-API-Key": forged.plaintext()})
     assert await status(gateway, key_header(etl)) == 200  # the real key still works
+
+
+async def test_concurrent_requests_for_a_cold_key_share_one_store_read(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    etl = await gateway.user()
+    await gateway.app[AUTHENTICATOR].check_for_changes()
+    gateway.app[AUTHENTICATOR].invalidate()  # cold, as after any identity change
+    counter = CallCounter(monkeypatch, gateway.store)
+
+    statuses = await asyncio.gather(*(status(gateway, key_header(etl)) for _ in range(16)))
+
+    assert statuses == [200] * 16
+    assert counter.calls == {"service_user_by_key_id": 1}
+
+
+async def test_a_read_started_before_an_invalidation_is_not_shared_after_it(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    authenticator = gateway.app[AUTHENTICATOR]
+    etl = await gateway.user()
+    await authenticator.check_for_changes()
+    authenticator.invalidate()
+    release = asyncio.Event()
+    reads: list[str] = []
+    real = gateway.store.service_user_by_key_id
+
+    async def slow_read(key_id: str) -> Any:
+        reads.append(key_id)
+        if len(reads) == 1:
+            await release.wait()  # the first read is still in flight when the change lands
+        return await real(key_id)
+
+    monkeypatch.setattr(gateway.store, "service_user_by_key_id", slow_read)
+    first = asyncio.create_task(authenticator.authenticate_key(etl.api_key))
+    async with asyncio.timeout(5):
+        while not reads:
+            await asyncio.sleep(0)
+    authenticator.invalidate()
+    second = asyncio.create_task(authenticator.authenticate_key(etl.api_key))
+    async with asyncio.timeout(5):
+        while len(reads) < 2:
+            await asyncio.sleep(0)
+    release.set()
+    assert (await first).principal is not None
+    assert (await second).principal is not None
+    assert len(reads) == 2  # the second did its own read, after the invalidation
