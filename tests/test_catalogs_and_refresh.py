@@ -50,10 +50,10 @@ from gateway.settings import UpstreamAuthSettings
 
 from .fakes import FakeClock
 from .live import WAREHOUSE, LiveGateway, SeaweedUpstream
+from .roundtrip import SCHEMA, roundtrip
 
 pytestmark = pytest.mark.seaweedfs
 
-SCHEMA = pa.schema([pa.field("id", pa.int64(), nullable=False), pa.field("name", pa.string())])
 ROWS = [{"id": 1, "name": "a"}, {"id": 9_007_199_254_740_993, "name": "ü"}]
 # What the Java REST client puts on every request (HTTPClient.buildRequest and build); the
 # version has the format of IcebergBuild.fullVersion(), the commit ids are placeholders.
@@ -268,23 +268,6 @@ def append_in_subprocess(
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == f"appended {len(rows)}"
-
-
-def roundtrip(properties: dict[str, str]) -> None:
-    """Create a namespace and a table, append, scan exactly, list, drop."""
-    catalog = load_catalog("pangolin", **properties)
-    namespace = unique("rt")
-    catalog.create_namespace(namespace)
-    table = catalog.create_table(f"{namespace}.events", schema=SCHEMA)
-    rows = pa.Table.from_pylist(ROWS, schema=SCHEMA)
-    table.append(rows)
-    scanned = catalog.load_table(f"{namespace}.events").scan().to_arrow()
-    assert scanned.sort_by("id").to_pylist() == rows.to_pylist()
-    assert catalog.list_tables(namespace) == [(namespace, "events")]
-    assert (namespace,) in catalog.list_namespaces()
-    catalog.drop_table(f"{namespace}.events")
-    catalog.drop_namespace(namespace)
-    assert (namespace,) not in catalog.list_namespaces()
 
 
 # == 1. Several catalogs, each belonging to a tenant ===========================================
@@ -900,7 +883,7 @@ def test_pyiceberg_oauth2_auth_manager_with_basic_and_no_scope_roundtrips(
         {
             "type": "rest",
             "uri": f"{d.url}/v1/default/",
-            "auth": {  # type: ignore[dict-item]
+            "auth": {
                 "type": "oauth2",
                 "oauth2": {
                     "client_id": created.user.id,

@@ -4,51 +4,33 @@ credentials (so the gateway authenticates upstream with OAuth2 client_credential
 from __future__ import annotations
 
 import json
-import secrets
 import urllib.error
 import urllib.parse
 import urllib.request
 from typing import Any
 
-import pyarrow as pa
 import pytest
 from pyiceberg.catalog import load_catalog
 from pyiceberg.exceptions import UnauthorizedError
 
 from .live import LiveGateway, SeaweedUpstream
+from .roundtrip import roundtrip
 
 pytestmark = pytest.mark.seaweedfs
-
-SCHEMA = pa.schema([pa.field("id", pa.int64(), nullable=False), pa.field("name", pa.string())])
-
-
-def _roundtrip(properties: dict[str, Any]) -> None:
-    catalog = load_catalog("pangolin", **properties)
-    namespace = f"ns_{secrets.token_hex(4)}"
-    catalog.create_namespace(namespace)
-    table = catalog.create_table(f"{namespace}.events", schema=SCHEMA)
-    rows = pa.table({"id": [1, 2, 9_007_199_254_740_993], "name": ["a", "b", "ü"]}, schema=SCHEMA)
-    table.append(rows)
-    scanned = catalog.load_table(f"{namespace}.events").scan().to_arrow()
-    assert scanned.sort_by("id").to_pylist() == rows.to_pylist()
-    assert catalog.list_tables(namespace) == [(namespace, "events")]
-    assert (namespace,) in catalog.list_namespaces()
-    catalog.drop_table(f"{namespace}.events")
-    catalog.drop_namespace(namespace)
 
 
 def test_seed_snippet_credential_flow_creates_appends_and_scans(
     live_gateway: LiveGateway, seaweed: SeaweedUpstream
 ) -> None:
     created = live_gateway.user("seed")
-    _roundtrip(live_gateway.pyiceberg_properties(created, seaweed))
+    roundtrip(live_gateway.pyiceberg_properties(created, seaweed))
 
 
 def test_x_api_key_header_works_although_pyiceberg_also_sends_bearer_none(
     live_gateway: LiveGateway, seaweed: SeaweedUpstream
 ) -> None:
     created = live_gateway.user("header")
-    _roundtrip(
+    roundtrip(
         {
             "type": "rest",
             "uri": f"{live_gateway.url}/v1/default/",
@@ -60,7 +42,7 @@ def test_x_api_key_header_works_although_pyiceberg_also_sends_bearer_none(
 
 def test_api_key_as_static_token_works(live_gateway: LiveGateway, seaweed: SeaweedUpstream) -> None:
     created = live_gateway.user("token")
-    _roundtrip(
+    roundtrip(
         {
             "type": "rest",
             "uri": f"{live_gateway.url}/v1/default/",
