@@ -97,7 +97,7 @@ class Authenticator:
         # Keys verified against the store's SHA-256 digest, remembered per key id (with the user
         # object they were verified for) as BLAKE2b keyed with a secret of this process only,
         # so a repeat request skips SHA-256: through OpenSSL 3 it measured far dearer under
-        # load (≈10-15 % of a request's CPU in the benchmark) than its 0.6 µs in isolation,
+        # load (10-35 % of a keyed request's CPU in the benchmark) than its 0.6 µs in isolation,
         # while hashlib's BLAKE2b is CPython's own small C code. The values are useless
         # outside this process and die with the cache (any identity change clears it).
         self._seen_key = os.urandom(32)

@@ -879,12 +879,18 @@ async def test_table_token_is_stripped_under_a_multi_segment_prefix(
 # -- gateway-generated errors --------------------------------------------------------------
 
 
-async def test_unreachable_upstream_is_503(make_gateway: MakeGateway) -> None:
+async def test_unreachable_upstream_is_503_and_the_log_names_the_cause(
+    make_gateway: MakeGateway, caplog: pytest.LogCaptureFixture
+) -> None:
     gateway = await make_gateway(catalogs={"default": CatalogSettings(upstream=closed_port_url())})
+    key = gateway.root.api_key.plaintext()
 
     reply = await call(gateway, "GET", f"{API}/namespaces", headers=key_auth(gateway.root))
 
     assert_iceberg_error(reply, 503)
+    lines = [r.getMessage() for r in caplog.records if r.name == "gateway.proxy.forwarder"]
+    assert lines == ["upstream unreachable: ConnectionRefusedError"]
+    assert key not in caplog.text
 
 
 async def test_upstream_that_never_answers_is_504(make_gateway: MakeGateway) -> None:
