@@ -41,6 +41,7 @@ from .keys import (
 from .metrics import GatewayMetrics
 from .middlewares import gateway_middleware
 from .proxy import Forwarder, HeaderPolicy, UpstreamClient, make_upstream_auth
+from .server import handler_args
 from .service_users import ServiceUserAdmin
 from .settings import Settings
 from .store import SqliteStore, Store
@@ -70,10 +71,7 @@ def create_app(
         # Only bodies we read whole (the token form) are bound by this; proxied bodies stream
         # and are bound by server.max_body_bytes instead.
         client_max_size=settings.server.max_form_bytes,
-        # aiohttp's default (8190 bytes per header) would answer an oversized bearer with a
-        # plain-text 400 before authentication; with room to spare, the gateway's own 8 KiB
-        # token limit applies and the client gets the usual Iceberg 401.
-        handler_args={"max_field_size": 16384},
+        handler_args=handler_args(settings),
     )
     app[SETTINGS] = settings
     app[CLOCK] = clock

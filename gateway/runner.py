@@ -3,30 +3,38 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
-from typing import Any
+import signal
+from collections.abc import AsyncIterator
+from typing import Any, Final
 
 from aiohttp import web
 
 from .accesslog import AccessLogger
 from .app import create_app
 from .bootstrap import InitResult, initialize
+from .server import GatewayRunner
 from .service_users import ServiceUserAdmin
 from .settings import Settings
 from .store import SqliteStore
 
 __all__ = (
+    "STOP_SIGNALS",
     "check_initialized",
     "new_event_loop",
     "run_init",
     "serve_settings",
     "server_options",
+    "serving",
 )
+
+STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
 
 
 def server_options() -> dict[str, Any]:
-    """aiohttp ``AppRunner`` options shared by the single process (``run_app``) and every
-    worker of ``--workers N``: change them here, for both."""
+    """``GatewayRunner`` options shared by the single process and every worker of
+    ``--workers N``: change them here, for both."""
     return {
         # One line per request with request id, principal and catalog, never a header (so
         # never a key or a token): see accesslog.
@@ -83,12 +91,34 @@ def serve_settings(
         from .workers import supervise
 
         return supervise(settings, workers)
-    web.run_app(
-        create_app(settings),
-        host=server.host,
-        port=server.port,
-        print=lambda _msg: None,
-        loop=new_event_loop(),
-        **server_options(),
-    )
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        runner.run(_serve_until_signalled(settings))
     return 0
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    app: web.Application, host: str, port: int, *, reuse_port: bool = False
+) -> AsyncIterator[GatewayRunner]:
+    """``app`` listening on ``host:port`` until the block ends, then a graceful stop: requests
+    in flight finish, then the app's cleanup (``last_used``, the audit queue) runs."""
+    runner = GatewayRunner(app, handle_signals=False, **server_options())
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port, reuse_port=reuse_port).start()
+        yield runner
+    finally:
+        await runner.cleanup()
+
+
+async def _serve_until_signalled(settings: Settings) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with serving(create_app(settings), settings.server.host, settings.server.port):
+            await stop.wait()
+    finally:
+        for sig in STOP_SIGNALS:
+            loop.remove_signal_handler(sig)

@@ -69,6 +69,18 @@ class ServerSettings:
     max_form_bytes: int = 64 * 1024
     # Peers allowed to set X-Forwarded-For; from anyone else it is replaced, never trusted.
     trusted_proxies: tuple[str, ...] = ()
+    # Longest request line (method, path, query). The Iceberg spec sets no limit; a namespace
+    # of 34 levels of 251 characters, valid in SeaweedFS, needs more than 8 KiB.
+    max_request_line_bytes: int = 64 * 1024
+    # Longest single header line.
+    max_header_bytes: int = 16 * 1024
+    # A request head must arrive whole within this many seconds (nginx client_header_timeout).
+    header_timeout_seconds: float = 10.0
+    # Idle keep-alive connections are closed after this many seconds (nginx: 75).
+    keepalive_timeout_seconds: float = 75.0
+    # Human session tokens (from /api/v1/login) are for the management API; with this set,
+    # they are accepted on catalog routes too.
+    allow_sessions_on_catalog_routes: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,6 +339,14 @@ def validate(settings: Settings, *, bench_mode: bool = False) -> list[str]:
         problems.append("server.max_body_bytes: must be positive")
     if server.max_form_bytes < 1024:
         problems.append("server.max_form_bytes: must be at least 1024")
+    if not 8190 <= server.max_request_line_bytes <= 1024 * 1024:
+        problems.append("server.max_request_line_bytes: must be from 8190 to 1048576")
+    if not 8190 <= server.max_header_bytes <= 1024 * 1024:
+        problems.append("server.max_header_bytes: must be from 8190 to 1048576")
+    if server.header_timeout_seconds <= 0:
+        problems.append("server.header_timeout_seconds: must be positive")
+    if server.keepalive_timeout_seconds <= 0:
+        problems.append("server.keepalive_timeout_seconds: must be positive")
     if not settings.store.path:
         problems.append("store.path: must not be empty")
     if settings.store.change_poll_seconds <= 0:

@@ -36,20 +36,17 @@ import time
 from pathlib import Path
 from typing import Final
 
-from aiohttp import web
-
 from . import metrics_share
 from .app import create_app
 from .keys import METRICS
 from .logsink import configure_logging
-from .runner import new_event_loop, server_options
+from .runner import STOP_SIGNALS, new_event_loop, server_options, serving
 from .settings import Settings
 from .store import StoreError
 
 __all__ = ("supervise",)
 
 _LOGGER = logging.getLogger(__name__)
-_STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
 # After SIGTERM, how long a worker may take before it is killed: its own shutdown timeout
 # plus time to flush and close the store.
 _STOP_GRACE: Final = float(server_options()["shutdown_timeout"]) + 10.0
@@ -68,7 +65,7 @@ def supervise(settings: Settings, workers: int) -> int:
     wake_w.setblocking(False)
     previous_handlers = {
         sig: signal.signal(sig, lambda signum, _frame: received.append(signum))
-        for sig in _STOP_SIGNALS
+        for sig in STOP_SIGNALS
     }
     previous_wakeup = signal.set_wakeup_fd(wake_w.fileno())
     processes: list[multiprocessing.process.BaseProcess] = []
@@ -175,42 +172,40 @@ async def _serve(
     stop = asyncio.Event()
     # Both signals, any number of times: Ctrl-C in a terminal reaches the whole process group
     # and the supervisor forwards it as well; a repeated signal must not cut the cleanup short.
-    for sig in _STOP_SIGNALS:
+    for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
     try:
         app = create_app(settings)
         metrics = app[METRICS]
         metrics.share(peers)
-        runner = web.AppRunner(app, handle_signals=False, **server_options())
-        await runner.setup()
-        # After the set-up, which has given the metrics the queues to report.
-        publisher = asyncio.create_task(
-            peers.publish_every(metrics.snapshot, metrics_share.SNAPSHOT_SECONDS),
-            name="pangolin-metrics-snapshots",
-        )
-        try:
-            host, port = settings.server.host, settings.server.port
-            await web.TCPSite(runner, host, port, reuse_port=True).start()
-            _LOGGER.info(
-                "worker %d (pid %d) serving on %s:%d with %s.%s",
-                index, os.getpid(), host, port, type(loop).__module__, type(loop).__name__,
-            )  # fmt: skip
-            watch = asyncio.create_task(_watch_parent(parent, stop), name="pangolin-parent")
+        host, port = settings.server.host, settings.server.port
+        async with serving(app, host, port, reuse_port=True):
+            # After the set-up, which has given the metrics the queues to report.
+            publisher = asyncio.create_task(
+                peers.publish_every(metrics.snapshot, metrics_share.SNAPSHOT_SECONDS),
+                name="pangolin-metrics-snapshots",
+            )
             try:
-                await stop.wait()
+                _LOGGER.info(
+                    "worker %d (pid %d) serving on %s:%d with %s.%s",
+                    index, os.getpid(), host, port, type(loop).__module__, type(loop).__name__,
+                )  # fmt: skip
+                watch = asyncio.create_task(_watch_parent(parent, stop), name="pangolin-parent")
+                try:
+                    await stop.wait()
+                finally:
+                    watch.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await watch
             finally:
-                watch.cancel()
+                publisher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await watch
-        finally:
-            await runner.cleanup()  # graceful: in-flight requests, last_used, audit queue
-            publisher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await publisher
-            # Everything this worker answered, for the workers still serving.
-            peers.publish(metrics.snapshot())
+                    await publisher
+        # Everything this worker answered (the app's cleanup has run), for the workers still
+        # serving.
+        peers.publish(metrics.snapshot())
     finally:
-        for sig in _STOP_SIGNALS:
+        for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)
     _LOGGER.info("worker %d (pid %d) stopped", index, os.getpid())
 

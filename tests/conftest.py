@@ -26,6 +26,7 @@ from gateway.app import create_app
 from gateway.bootstrap import initialize
 from gateway.identity import Role
 from gateway.keys import AUTHENTICATOR, SERVICE_USERS
+from gateway.server import GatewayRunner
 from gateway.service_users import CreatedKey, ServiceUserAdmin
 from gateway.settings import CatalogSettings, Settings, StoreSettings, UpstreamAuthSettings
 from gateway.store import SqliteStore
@@ -99,6 +100,14 @@ class Gateway:
 MakeGateway = Callable[..., Awaitable[Gateway]]
 
 
+class GatewayTestServer(TestServer):
+    """aiohttp's test server with the gateway's connection layer (``GatewayRunner``), so
+    tests see what clients see, parser refusals and timeouts included."""
+
+    async def _make_runner(self, **kwargs: Any) -> GatewayRunner:
+        return GatewayRunner(self.app, **kwargs)
+
+
 @pytest.fixture
 async def make_gateway(
     tmp_path: Path, aiohttp_client: Any, aiohttp_server: Any
@@ -135,7 +144,7 @@ async def make_gateway(
         result = await initialize(store, ServiceUserAdmin(store, clock=clock))
         assert result.root is not None
         app = create_app(settings, store=store, clock=clock)
-        client = await aiohttp_client(app)
+        client = await aiohttp_client(GatewayTestServer(app))
         clients.append(client)
         return Gateway(client, app, store, result.root, upstream, clock)
 

@@ -44,7 +44,8 @@ class RecordingUpstream:
     responder: Responder = _default_responder
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=1024**3)
+        # Long lines as a Go or Java catalog takes them (aiohttp's default is 8190 bytes).
+        app = web.Application(client_max_size=1024**3, handler_args={"max_line_size": 2**20})
         app.router.add_route("*", "/{tail:.*}", self._handle)
         return app
 

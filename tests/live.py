@@ -21,6 +21,7 @@ from gateway.identity import Role
 from gateway.keys import AUTHENTICATOR, SERVICE_USERS, STORE, TENANTS
 from gateway.runner import run_init
 from gateway.seaweedfs import SeaweedFS, free_ports
+from gateway.server import GatewayRunner
 from gateway.service_users import CreatedKey, ServiceUserAdmin
 from gateway.settings import (
     CatalogSettings,
@@ -82,7 +83,7 @@ class LiveGateway:
         self.clock = clock
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self._runner: web.AppRunner | None = None
+        self._runner: GatewayRunner | None = None
         self.url = ""
 
     @classmethod
@@ -124,7 +125,7 @@ class LiveGateway:
 
     async def _serve(self) -> None:
         self.app = create_app(self.settings, clock=self.clock)
-        self._runner = web.AppRunner(self.app, access_log=None)
+        self._runner = GatewayRunner(self.app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()

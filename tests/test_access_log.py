@@ -21,7 +21,7 @@ from gateway.service_users import CreatedKey, ServiceUserAdmin
 from gateway.settings import CatalogSettings
 from gateway.store import SqliteStore
 
-from .conftest import Gateway, make_settings
+from .conftest import Gateway, GatewayTestServer, make_settings
 from .fakes import FakeClock, RecordingUpstream
 
 API = "/v1/default/v1"
@@ -52,7 +52,7 @@ async def logged(
         app = create_app(settings, store=store, clock=clock)
         # Started by hand: TestServer(**server_kwargs) drops its kwargs (aiohttp 3.14), only
         # start_server() hands them to the AppRunner.
-        app_server = TestServer(app)
+        app_server = GatewayTestServer(app)
         await app_server.start_server(access_log_class=AccessLogger)
         client: TestClient[web.Request, web.Application] = await aiohttp_client(app_server)
         try:

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 from click.testing import CliRunner, Result
 
 from gateway.cli import main
 from gateway.identity import Role, parse_key, verify_key
+from gateway.server import GatewayRunner
 from gateway.store import SqliteStore
 from gateway.store.migrations import MIGRATIONS
 
@@ -48,10 +48,10 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(autouse=True)
 def never_serve(monkeypatch: pytest.MonkeyPatch) -> None:
-    def run_app(*args: Any, **kwargs: Any) -> None:
+    async def setup(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("the CLI started serving")
 
-    monkeypatch.setattr(web, "run_app", run_app)
+    monkeypatch.setattr(GatewayRunner, "setup", setup)
 
 
 def write_config(tmp_path: Path, text: str = CONFIG) -> Path:
