@@ -41,6 +41,7 @@ from .keys import (
 from .metrics import GatewayMetrics
 from .middlewares import gateway_middleware
 from .proxy import Forwarder, HeaderPolicy, UpstreamClient, make_upstream_auth
+from .routing import ICEBERG_METHODS
 from .server import handler_args
 from .service_users import ServiceUserAdmin
 from .settings import Settings
@@ -87,7 +88,11 @@ def create_app(
     app.router.add_get("/.well-known/oauth-authorization-server", discovery.oauth_metadata)
     app.router.add_get("/api/v1/catalogs", catalog_routes.list_catalogs)
     app.router.add_routes(admin.routes())
-    app.router.add_route("*", "/v1/{tail:.*}", catalog_routes.catalog_request)
+    # Only the methods Iceberg uses reach a handler: the router answers any other (TRACE,
+    # PROPFIND, ...) with 405 and Allow, which the middleware sends before authenticating.
+    # [\s\S]: any path reaches the grammar, a decoded newline included ("." stops at one).
+    for method in ICEBERG_METHODS:
+        app.router.add_route(method, r"/v1/{tail:[\s\S]*}", catalog_routes.catalog_request)
     return app
 
 

@@ -1,93 +1,29 @@
 """Catalog routes: everything under ``/v1/``, and the catalog list at ``/api/v1/catalogs``.
 
-Mounts: ``/v1/{name}/v1/...`` is catalog ``name`` (the seed's ``uri = .../v1/default/`` form,
-after which clients append ``v1/...``); every other ``/v1/...`` path belongs to the default
-catalog. Routing works on the raw path, because namespaces carry ``%1F`` and prefixes ``%2F``.
-
-Order of checks: the token endpoint is answered here and never forwarded; then the path must
-be safe, the caller authenticated (401), the catalog known (404) and allowed (403).
+What a path is (mount, token endpoint, Iceberg route, refusals) is decided by ``routing``
+alone. Order of checks: a path the grammar refuses is 400; the token endpoint is answered here
+and never forwarded; a method the route does not take is 405; then the caller must be
+authenticated (401), the catalog known (404) and allowed (403).
 """
 
 from __future__ import annotations
 
 import functools
-from urllib.parse import unquote
 
 from aiohttp import web
 
-from .auditing import record_auth_failure
+from .admin.schema import NO_STORE
 from .authn import ANONYMOUS
 from .authz import may_use_catalog
-from .errors import BadRequest, Forbidden, NotFound, Unauthenticated
+from .caller import require_principal
+from .errors import BadRequest, Forbidden, MethodNotAllowed, NotFound
 from .identity import Principal, Role
 from .keys import AUTH, CATALOG, FORWARDERS, REQUEST_ID, ROUTE, SETTINGS
-from .metrics import route_class
 from .oauth import token_endpoint
 from .proxy import ForwardRequest
-from .settings import RESERVED_CATALOG_NAMES
+from .routing import parse_catalog_path
 
-__all__ = ("catalog_request", "list_catalogs", "public_base_url", "split_catalog_path")
-
-
-def split_catalog_path(rest: str) -> tuple[str | None, str]:
-    """``rest`` is the raw path after ``/v1/``: (mount name or None for default, tail)."""
-    name, sep, after = rest.partition("/")
-    # "/v1/namespaces/v1/..." is namespace "v1" of the default catalog, not a mount.
-    if sep and name not in RESERVED_CATALOG_NAMES and (after == "v1" or after.startswith("v1/")):
-        return name, after[3:]
-    return None, rest
-
-
-def _lenient(tail: str) -> str:
-    """``tail`` as the most lenient upstream may read it: decoded (repeatedly: ``%252F``),
-    cut at a NUL, ``\\`` as ``/``, without ``;parameters`` (servlet containers drop them:
-    ``..;`` is ``..`` and ``oauth;x/tokens`` is ``oauth/tokens``) and with ``//`` merged, as
-    Tomcat and Spring do: the classic ways around a proxy's path checks."""
-    decoded = tail
-    for _ in range(3):
-        once = unquote(decoded)
-        if once == decoded:
-            break
-        decoded = once
-    decoded = decoded.partition("\x00")[0].replace("\\", "/")
-    segments = (segment.partition(";")[0] for segment in decoded.split("/"))
-    return "/".join(segment for segment in segments if segment)
-
-
-def _is_token_path(lenient: str) -> bool:
-    # Judged on the lenient form: an upstream that decodes %2F, drops ;params or merges //
-    # would otherwise be reachable at its own token endpoint through a disguised path.
-    return lenient.lower() == "oauth/tokens"
-
-
-def _unsafe(tail: str, lenient: str) -> str | None:
-    """Why the path is refused (400), or None."""
-    for segment in lenient.split("/"):
-        if segment in (".", ".."):
-            return "Malformed request: dot segments are not allowed in paths"
-    if any(ord(ch) < 32 for ch in tail):
-        return "Malformed request: control characters in path"
-    return None
-
-
-@functools.lru_cache(maxsize=4096)
-def _classify(tail: str) -> tuple[bool, str | None, str]:
-    """(is it the token endpoint, why it is refused or None, route class) for a raw tail.
-
-    A pure function of the path, cached: clients ask for the same few paths over and over,
-    and a flood of distinct paths only cycles a bounded cache."""
-    lenient = _lenient(tail)  # computed once: both checks judge the same form
-    if _is_token_path(lenient):
-        return True, None, "token"
-    return False, _unsafe(tail, lenient), route_class(tail)
-
-
-def _principal(request: web.Request, catalog: str | None) -> Principal:
-    principal = request[AUTH].principal
-    if principal is None:
-        record_auth_failure(request, "catalog", catalog)
-        raise Unauthenticated()
-    return principal
+__all__ = ("catalog_request", "list_catalogs", "public_base_url")
 
 
 @functools.cache
@@ -102,30 +38,37 @@ def _bench_principal(tenant: str) -> Principal:
 
 async def catalog_request(request: web.Request) -> web.StreamResponse:
     raw_path, _, query = request.raw_path.partition("?")
-    rest = raw_path[len("/v1/") :]
-    mount, tail = split_catalog_path(rest)
-    is_token, unsafe, route = _classify(tail)
-    request[ROUTE] = route
-    if is_token:
+    path = parse_catalog_path(raw_path[len("/v1/") :])
+    request[ROUTE] = path.route.klass
+    if path.refusal is not None:
+        raise BadRequest(path.refusal)
+    if path.is_token_endpoint:
         return await token_endpoint(request)
-    if unsafe is not None:
-        raise BadRequest(unsafe)
+    if request.method not in path.route.operations:
+        raise MethodNotAllowed(allow=path.route.methods)
     settings = request.app[SETTINGS]
-    name = mount if mount is not None else settings.default_catalog
+    name = path.mount if path.mount is not None else settings.default_catalog
     catalog = settings.catalogs.get(name) if name else None
     if catalog is not None and name:
         request[CATALOG] = name  # only a configured name: a label, never the client's text
     if catalog is not None and not catalog.require_auth and request[AUTH] is ANONYMOUS:
         principal = _bench_principal(catalog.tenant)  # bench only; a bad credential still 401s
     else:
-        principal = _principal(request, name)
+        principal = require_principal(request, "catalog", name)
+        if principal.type == "user" and not settings.server.allow_sessions_on_catalog_routes:
+            raise Forbidden(
+                "Forbidden: session tokens are for the management API; "
+                "use a service user's key or token for catalog requests"
+            )
     if catalog is None:
-        raise NotFound(f"No such catalog: {name}" if mount is not None else "No default catalog")
+        raise NotFound(
+            f"No such catalog: {name}" if path.mount is not None else "No default catalog"
+        )
     if not may_use_catalog(principal, catalog):
         raise Forbidden()
     forwarder = request.app[FORWARDERS][name]
     return await forwarder.forward(
-        ForwardRequest(request, tail, query, principal, request[REQUEST_ID])
+        ForwardRequest(request, path, query, principal, request[REQUEST_ID])
     )
 
 
@@ -136,7 +79,7 @@ def public_base_url(request: web.Request) -> str:
 
 async def list_catalogs(request: web.Request) -> web.Response:
     """The catalogs the caller may use, with the settings to give a client."""
-    principal = _principal(request, None)
+    principal = require_principal(request, "catalog", None)
     settings = request.app[SETTINGS]
     base = public_base_url(request)
     catalogs = [
@@ -150,4 +93,6 @@ async def list_catalogs(request: web.Request) -> web.Response:
         for name, catalog in sorted(settings.catalogs.items())
         if may_use_catalog(principal, catalog)
     ]
-    return web.json_response({"catalogs": catalogs})
+    # Built from the request's Host when public_url is unset: never to be stored by a cache
+    # for other clients (a poisoned Host would otherwise be served to everyone).
+    return web.json_response({"catalogs": catalogs}, headers=NO_STORE)

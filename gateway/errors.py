@@ -11,9 +11,11 @@ Tree of what the gateway raises on catalog routes::
     ├── Forbidden            403  ForbiddenException
     ├── BadRequest           400  BadRequestException
     ├── NotFound             404  NoSuchCatalogException / NotFoundException
-    ├── MethodNotAllowed     405  MethodNotAllowedException
+    ├── MethodNotAllowed     405  MethodNotAllowedException  (adds Allow)
     ├── Conflict             409  AlreadyExistsException
     ├── PayloadTooLarge      413  BadRequestException
+    ├── UnsupportedMediaType 415  UnsupportedMediaTypeException
+    ├── ClientClosedRequest  499  (nginx's code: the client went away; nothing can be sent)
     ├── UpstreamUnavailable  503  ServiceUnavailableException
     ├── UpstreamTimeout      504  GatewayTimeoutException
     └── UpstreamError        502  BadGatewayException
@@ -28,6 +30,7 @@ from aiohttp import web
 
 __all__ = (
     "BadRequest",
+    "ClientClosedRequest",
     "Conflict",
     "Forbidden",
     "GatewayError",
@@ -37,6 +40,7 @@ __all__ = (
     "Unauthenticated",
     "UpstreamError",
     "UpstreamTimeout",
+    "UnsupportedMediaType",
     "UpstreamUnavailable",
     "iceberg_error",
 )
@@ -99,6 +103,13 @@ class MethodNotAllowed(GatewayError):
     type = "MethodNotAllowedException"
     message = "Method not allowed"
 
+    def __init__(self, message: str | None = None, *, allow: tuple[str, ...]) -> None:
+        super().__init__(message or f"Method not allowed here; use {', '.join(allow)}")
+        self.allow = allow
+
+    def headers(self) -> dict[str, str]:
+        return {"Allow": ", ".join(self.allow)}
+
 
 class Conflict(GatewayError):
     status = 409
@@ -110,6 +121,20 @@ class PayloadTooLarge(GatewayError):
     status = 413
     type = "BadRequestException"
     message = "Request body too large"
+
+
+class UnsupportedMediaType(GatewayError):
+    status = 415
+    type = "UnsupportedMediaTypeException"
+    message = "Unsupported media type"
+
+
+class ClientClosedRequest(GatewayError):
+    """The client disconnected before its request was read: counted and logged as 499."""
+
+    status = 499
+    type = "ClientClosedRequest"
+    message = "Client closed request"
 
 
 class UpstreamUnavailable(GatewayError):

@@ -22,7 +22,6 @@ metrics (prometheus_client's ``ProcessCollector``) stay those of the worker that
 
 from __future__ import annotations
 
-import re
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from typing import Final, Protocol, TypedDict
@@ -35,6 +34,8 @@ from prometheus_client.core import (
     Metric,
 )
 
+from .routing import ROUTE_CLASSES
+
 __all__ = (
     "BUCKETS",
     "NO_CATALOG",
@@ -46,11 +47,10 @@ __all__ = (
     "UpstreamCounts",
     "UpstreamStats",
     "merge",
-    "route_class",
 )
 
 NO_CATALOG: Final = "-"
-ROUTES: Final = ("config", "namespace", "table", "view", "token", "management", "other")
+ROUTES: Final = (*ROUTE_CLASSES, "management")
 # Seconds. The gateway's own cost is well under a millisecond, so the low end is fine-grained.
 BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 UPSTREAM_ERROR_KINDS: Final = ("unavailable", "timeout", "broken")
@@ -66,28 +66,6 @@ TOKEN_ERRORS: Final = (
 )  # fmt: skip
 
 _LE: Final = (*(repr(b) for b in BUCKETS), "+Inf")  # "0.0005", "1.0": as prometheus_client
-# The segment after ``namespaces/{ns}/`` (after any prefix) names the kind of object.
-_OBJECT_ROUTE: Final = re.compile(
-    r"(?:^|/)namespaces/[^/]+/(tables|views|register-view|register)(?:/|$)"
-)
-
-
-def route_class(tail: str) -> str:
-    """The route class of a catalog path ``tail`` (raw, after ``/v1/``, without query)."""
-    if tail == "config":
-        return "config"
-    match = _OBJECT_ROUTE.search(tail)
-    if match is not None:
-        return "table" if match.group(1) in ("tables", "register") else "view"
-    if tail.endswith(("tables/rename", "transactions/commit")):
-        return "table"
-    if tail.endswith("views/rename"):
-        return "view"
-    if tail.startswith("namespaces") or "/namespaces" in tail:
-        return "namespace"
-    return "other"
-
-
 # -- raw counts, as a worker shares them ------------------------------------------------------
 
 

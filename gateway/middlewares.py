@@ -16,7 +16,14 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from .authn import ANONYMOUS
-from .errors import UNAUTHENTICATED_MESSAGE, GatewayError, Unauthenticated, iceberg_error
+from .errors import (
+    UNAUTHENTICATED_MESSAGE,
+    ClientClosedRequest,
+    GatewayError,
+    Unauthenticated,
+    UnsupportedMediaType,
+    iceberg_error,
+)
 from .keys import AUTH, AUTHENTICATOR, CATALOG, METRICS, REQUEST_ID, ROUTE
 from .metrics import NO_CATALOG, GatewayMetrics
 
@@ -29,6 +36,7 @@ _HTTP_TYPES: Final = {
     404: "NotFoundException",
     405: "MethodNotAllowedException",
     413: "BadRequestException",
+    415: "UnsupportedMediaTypeException",
 }
 
 
@@ -61,9 +69,22 @@ def gateway_middleware(metrics: GatewayMetrics) -> Middleware:
         request[ROUTE] = "management" if request.raw_path.startswith("/api/") else "other"
         try:
             try:
+                # What the router refused (no such path, a method no route takes: TRACE,
+                # PROPFIND ...) is answered before any authentication cost.
+                refused = request.match_info.http_exception
+                if refused is not None:
+                    raise refused
+                headers = request.headers
+                encoding = headers.get("Content-Encoding")
+                if encoding is not None and encoding.strip().lower() != "identity":
+                    # Request bodies are never decoded (see server.handler_args), and an encoded
+                    # body is not forwarded either: the upstream must never see a body whose
+                    # framing is not the gateway's own.
+                    raise UnsupportedMediaType(
+                        "Content-Encoding is not supported on requests; send the body unencoded"
+                    )
                 # Authentication attaches who the caller is (or why not); handlers decide
                 # whether that is enough.
-                headers = request.headers
                 if "X-API-Key" in headers or "Authorization" in headers:
                     request[AUTH] = await request.app[AUTHENTICATOR].authenticate(headers)
                 else:
@@ -71,7 +92,7 @@ def gateway_middleware(metrics: GatewayMetrics) -> Middleware:
                 response = await handler(request)
             except Exception as exc:
                 # Errors: inside metrics, so metrics count the answer the client got.
-                response = _error_response(request, exc)
+                response = _error_response(request, _client_gone(request, exc))
         except web.HTTPException as exc:  # what the error handling lets through (3xx)
             metrics.request_done(request[CATALOG], request[ROUTE], exc.status, clock() - start)
             raise
@@ -81,6 +102,16 @@ def gateway_middleware(metrics: GatewayMetrics) -> Middleware:
         return response
 
     return middleware
+
+
+def _client_gone(request: web.Request, exc: Exception) -> Exception:
+    """A read of the request that failed because the client went away is the client's abort
+    (499, as nginx logs it), not a server error."""
+    if isinstance(exc, ConnectionResetError) or (
+        isinstance(exc, ConnectionError) and request.transport is None
+    ):
+        return ClientClosedRequest()
+    return exc
 
 
 def _error_response(request: web.Request, exc: Exception) -> web.StreamResponse:

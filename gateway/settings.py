@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from .routing import RESERVED_CATALOG_NAMES
+
 __all__ = (
     "CatalogSettings",
     "RoleHeaderSettings",
@@ -41,11 +43,6 @@ BENCH_ENV: Final = "PANGOLIN_BENCH"
 # Catalog and tenant names: lowercase and URL-safe (DuckDB lowercases its endpoint).
 NAME_RE: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 UPSTREAM_AUTH_TYPES: Final = ("none", "bearer", "oauth2")
-# First path segments of Iceberg routes: a catalog with one of these names could not be told
-# apart from a default-catalog path such as /v1/namespaces/v1/tables (namespace "v1").
-RESERVED_CATALOG_NAMES: Final = frozenset(
-    {"namespaces", "tables", "views", "transactions", "config", "oauth", "v1"}
-)
 
 
 class SettingsError(Exception):

@@ -46,7 +46,7 @@ class RecordingUpstream:
     def app(self) -> web.Application:
         # Long lines as a Go or Java catalog takes them (aiohttp's default is 8190 bytes).
         app = web.Application(client_max_size=1024**3, handler_args={"max_line_size": 2**20})
-        app.router.add_route("*", "/{tail:.*}", self._handle)
+        app.router.add_route("*", r"/{tail:[\s\S]*}", self._handle)
         return app
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:

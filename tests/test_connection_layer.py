@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from typing import Any
 
 import pytest
 
@@ -94,7 +95,7 @@ async def test_request_line_of_a_deep_spec_valid_namespace_reaches_the_upstream(
     assert gateway.upstream.requests[-1].raw_path == f"/v1/namespaces/{namespace}"
 
 
-async def slow_settings(make_gateway: MakeGateway, **server: float) -> Gateway:
+async def slow_settings(make_gateway: MakeGateway, **server: Any) -> Gateway:
     return await make_gateway(server=dataclasses.replace(ServerSettings(), **server))
 
 

@@ -18,6 +18,7 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from gateway.keys import AUTHENTICATOR
 from gateway.proxy.headers import normalize_header_name
 from gateway.service_users import CreatedKey
 from gateway.settings import CatalogSettings, ServerSettings, UpstreamAuthSettings
@@ -25,6 +26,7 @@ from gateway.store import AuditRecord
 
 from .conftest import Gateway, MakeGateway
 from .fakes import Recorded, RecordingUpstream
+from .rawhttp import exchange
 
 API = "/v1/default/v1"  # the seed's uri ".../v1/default/" plus the "v1/" clients append
 ROLE_HEADERS = (
@@ -367,7 +369,7 @@ async def test_raw_path_and_query_reach_the_upstream_exactly(
     assert gateway.upstream.last.raw_path == expected
 
 
-@pytest.mark.parametrize("method", ["POST", "DELETE", "PUT", "PATCH"])
+@pytest.mark.parametrize("method", ["POST", "DELETE"])
 async def test_request_bodies_reach_the_upstream_byte_exact(
     gateway: Gateway, user: CreatedKey, method: str
 ) -> None:
@@ -719,9 +721,16 @@ async def test_config_response_without_anything_to_strip_is_passed_byte_for_byte
         ("?warehouse=", "warehouse=wh%2F1"),
         ("?warehouse=mine", "warehouse=wh%2F1"),
         ("?warehouse=mine&warehouse=other", "warehouse=wh%2F1"),
-        ("?foo=1&warehouse=", "foo=1&warehouse=wh%2F1"),
+        ("?foo=1&warehouse=", "warehouse=wh%2F1"),
         ("?warehouse", "warehouse=wh%2F1"),
-        ("?foo=1", "foo=1&warehouse=wh%2F1"),
+        ("?foo=1", "warehouse=wh%2F1"),
+        # Names as the upstream's parser may read them: decoded, "+" as space, any case.
+        ("?%77arehouse=other", "warehouse=wh%2F1"),
+        ("?ware%68ouse=other&warehouse=mine", "warehouse=wh%2F1"),
+        ("?WAREHOUSE=other", "warehouse=wh%2F1"),
+        ("?warehouse%00=other", "warehouse=wh%2F1"),
+        ("?+warehouse=other", "warehouse=wh%2F1"),
+        ("?warehouse;x=other", "warehouse=wh%2F1"),
     ],
 )
 async def test_config_always_names_the_catalogs_own_warehouse(
@@ -1176,3 +1185,119 @@ async def test_catalog_list_without_a_credential_is_401(gateway: Gateway) -> Non
     reply = await call(gateway, "GET", "/api/v1/catalogs")
 
     assert_iceberg_error(reply, 401)
+
+
+# -- methods, path forms and filters (the security review's findings) ------------------------
+
+
+@pytest.mark.parametrize("method", ["TRACE", "PROPFIND", "MKCOL", "PUT", "PATCH", "OPTIONS"])
+async def test_methods_iceberg_does_not_use_get_405_before_authentication_and_go_nowhere(
+    gateway: Gateway, user: CreatedKey, method: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[object] = []
+    authenticator = gateway.app[AUTHENTICATOR]
+    real = authenticator.authenticate
+
+    async def counting(headers: Any) -> Any:
+        calls.append(headers)
+        return await real(headers)
+
+    monkeypatch.setattr(authenticator, "authenticate", counting)
+
+    reply = await call(gateway, method, f"{API}/namespaces", headers=key_auth(user))
+
+    assert_iceberg_error(reply, 405)
+    assert set(reply.headers["Allow"].split(",")) == {"GET", "HEAD", "POST", "DELETE"}
+    assert calls == []  # refused before any authentication cost
+    assert gateway.upstream.requests == []
+
+
+async def test_a_lower_case_method_is_405(gateway: Gateway, user: CreatedKey) -> None:
+    server = gateway.client.server
+    assert server.host is not None and server.port is not None
+    raw = f"get {API}/namespaces HTTP/1.1\r\nHost: x\r\nX-API-Key: {user.api_key.plaintext()}"
+    reply = await exchange(server.host, server.port, raw.encode() + b"\r\n\r\n")
+    assert reply.status in (400, 405)
+    assert reply.json()["error"]["code"] == reply.status
+    assert gateway.upstream.requests == []
+
+
+async def test_a_method_the_route_does_not_take_is_405_with_the_routes_methods(
+    gateway: Gateway, user: CreatedKey
+) -> None:
+    reply = await call(gateway, "DELETE", f"{API}/config", headers=key_auth(user))
+    assert_iceberg_error(reply, 405)
+    assert reply.headers["Allow"] == "GET"
+    reply = await call(gateway, "GET", f"{API}/tables/rename", headers=key_auth(user))
+    assert reply.headers["Allow"] == "POST"
+    assert gateway.upstream.requests == []
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"{API}/namespaces/ns/tables//t",
+        f"{API}/namespaces//ns/tables/t",
+        f"{API}/namespaces/ns/tables/t/",
+        f"{API}/namespaces/ns;x/tables/t",
+        f"{API}/config/",
+        f"{API}/config;x",
+        f"{API}//config",
+        "/v1//config",
+        f"{API}/namespaces/ns%2Ftables%2Ft",
+    ],
+)
+@pytest.mark.parametrize("catalog", [CatalogSettings(), CatalogSettings(warehouse="wh")])
+async def test_path_forms_a_lenient_upstream_reads_differently_are_400_and_go_nowhere(
+    make_gateway: MakeGateway, path: str, catalog: CatalogSettings
+) -> None:
+    gateway = await make_gateway(catalogs={"default": catalog})
+    answer_json(gateway.upstream, load_table_result({"token": "upstream-minted"}))
+
+    reply = await call(gateway, "GET", path, headers=key_auth(gateway.root))
+
+    assert_iceberg_error(reply, 400)
+    assert gateway.upstream.requests == []
+
+
+@pytest.mark.parametrize(
+    ("path", "upstream_path"),
+    [
+        ("/v1/default/v1/%6Eamespaces", "/v1/wh/namespaces"),
+        ("/v1/default/v1/%77h/namespaces/ns%1ftables", "/v1/wh/namespaces/ns%1Ftables"),
+        ("/v1/%6eamespaces/line%0Abreak", "/v1/wh/namespaces/line%0Abreak"),
+    ],
+)
+async def test_paths_are_normalised_once_and_forwarded_in_that_form(
+    make_gateway: MakeGateway, path: str, upstream_path: str
+) -> None:
+    gateway = await make_gateway(catalogs={"default": CatalogSettings(warehouse="wh")})
+
+    reply = await call(gateway, "GET", path, headers=key_auth(gateway.root))
+
+    assert reply.status == 200
+    assert gateway.upstream.last.raw_path == upstream_path
+
+
+@pytest.mark.parametrize("status", [200, 201, 206, 400, 404, 409, 500, 503])
+async def test_no_answer_status_skips_the_table_credential_filter(
+    gateway: Gateway, user: CreatedKey, status: int
+) -> None:
+    answer_json(gateway.upstream, load_table_result({"token": "upstream-minted"}), status=status)
+
+    reply = await call(gateway, "GET", f"{API}/namespaces/ns/tables/t", headers=key_auth(user))
+
+    assert reply.status == status
+    assert b"upstream-minted" not in reply.body
+
+
+@pytest.mark.parametrize("status", [200, 206, 404, 500])
+async def test_no_answer_status_skips_the_config_filter(
+    gateway: Gateway, user: CreatedKey, status: int
+) -> None:
+    answer_json(gateway.upstream, UPSTREAM_CONFIG, status=status)
+
+    reply = await call(gateway, "GET", f"{API}/config", headers=key_auth(user))
+
+    assert reply.status == status
+    assert b"upstream-token" not in reply.body and b"upstream:8181" not in reply.body

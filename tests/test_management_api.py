@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 import re
 import types
@@ -29,7 +30,7 @@ from yarl import URL
 import gateway.users as users_module
 from gateway.identity import digest_key, generate_key, parse_key
 from gateway.keys import AUDIT
-from gateway.settings import StoreSettings
+from gateway.settings import ServerSettings, StoreSettings
 
 from .conftest import Gateway, MakeGateway
 
@@ -689,7 +690,18 @@ async def test_a_password_shorter_than_12_characters_is_refused_naming_password(
     assert await stored_state(gateway) == before
 
 
-async def test_login_returns_a_session_token_for_me_and_catalog_routes(gateway: Gateway) -> None:
+async def test_session_tokens_call_catalog_routes_only_when_the_setting_allows_it(
+    make_gateway: MakeGateway,
+) -> None:
+    server = dataclasses.replace(ServerSettings(), allow_sessions_on_catalog_routes=True)
+    gateway = await make_gateway(server=server)
+    await create_human(gateway, root(gateway), "alice")
+    auth = bearer((await login(gateway, "alice")).body["token"])
+    assert await catalog_status(gateway, auth) == 200
+    assert gateway.upstream.last.headers["X-Pangolin-Principal-Type"] == "user"
+
+
+async def test_login_returns_a_session_token_for_the_management_api(gateway: Gateway) -> None:
     alice = await create_human(gateway, root(gateway), "alice")
     reply = await login(gateway, "alice")
     assert reply.status == 200, reply.text
@@ -703,8 +715,9 @@ async def test_login_returns_a_session_token_for_me_and_catalog_routes(gateway: 
         "id": alice["id"], "name": "alice", "type": "user", "role": "TenantAdmin",
         "tenant": "default",
     }  # fmt: skip
-    assert await catalog_status(gateway, auth) == 200
-    assert gateway.upstream.last.headers["X-Pangolin-Principal-Type"] == "user"
+    # Sessions are for the management API: catalog routes take service users only.
+    assert await catalog_status(gateway, auth) == 403
+    assert gateway.upstream.requests == []
     # A TenantAdmin session manages identities like a TenantAdmin key.
     created, _ = await create_service_user(gateway, auth, "made-by-alice")
     assert created["created_by"] == alice["id"]

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.keys import AUDIT, AUTHENTICATOR, METRICS_REGISTRY
-from gateway.metrics import BUCKETS, GatewayMetrics, Snapshot, merge, route_class
+from gateway.metrics import BUCKETS, GatewayMetrics, Snapshot, merge
 from gateway.service_users import CreatedKey
 from gateway.settings import CatalogSettings, StoreSettings
 
@@ -64,30 +64,6 @@ async def get(gateway: Gateway, path: str, headers: dict[str, str] | None = None
 @pytest.fixture
 async def user(gateway: Gateway) -> CreatedKey:
     return await gateway.user()
-
-
-@pytest.mark.parametrize(
-    ("tail", "expected"),
-    [
-        ("config", "config"),
-        ("namespaces", "namespace"),
-        ("namespaces/ns", "namespace"),
-        ("namespaces/ns/properties", "namespace"),
-        ("namespaces/tables", "namespace"),  # a namespace named "tables"
-        ("namespaces/ns/tables", "table"),
-        ("namespaces/ns/tables/t", "table"),
-        ("wh/a%2Fb/namespaces/ns/tables/t/metrics", "table"),
-        ("namespaces/ns/register", "table"),
-        ("tables/rename", "table"),
-        ("wh/transactions/commit", "table"),
-        ("namespaces/ns/views/v", "view"),
-        ("namespaces/ns/register-view", "view"),
-        ("views/rename", "view"),
-        ("something/else", "other"),
-    ],
-)
-def test_route_class_of_catalog_paths(tail: str, expected: str) -> None:
-    assert route_class(tail) == expected
 
 
 async def test_requests_are_counted_by_catalog_route_and_status(

@@ -209,3 +209,51 @@ def test_an_unreadable_answer_that_may_hold_a_credential_is_refused() -> None:
     # Not JSON to Python (a trailing comma), but a lenient parser might read the token.
     with pytest.raises(UpstreamError):
         strip_table_credentials(b'{"config":{"token":"up",},}')
+
+
+# Every key that sends a client around the gateway or hands it an upstream credential, in the
+# cases a case-insensitive client would read as the same key.
+EVERY_DROPPED_KEY = {
+    **CONFIG_AUTH_KEYS,
+    "Token": "t1",
+    "TOKEN": "t2",
+    "Credential": "id:secret",
+    "URI": "http://upstream:8181/",
+    "OAuth2-Server-URI": "http://upstream:8181/v1/oauth/tokens",
+    "Header.X-Api-Key": "upstream-key",
+    "REST.AUTH.TYPE": "oauth2",
+    "s3.signer.uri": "http://upstream:8181/",
+    "urn:ietf:params:oauth:token-type:id_token": "upstream-id-token",
+}
+
+
+@pytest.mark.parametrize("section", ["defaults", "overrides"])
+def test_config_keys_are_matched_case_insensitively(section: str) -> None:
+    body = encode({section: {**EVERY_DROPPED_KEY, **CONFIG_KEPT}})
+
+    assert rewritten(rewrite_config(body)) == {section: CONFIG_KEPT}
+
+
+def test_table_config_loses_every_redirecting_and_credential_key_in_any_case() -> None:
+    storage = {"s3.endpoint": "http://127.0.0.1:8333", "s3.access-key-id": "AK"}
+    body = encode(
+        {"metadata-location": "s3://b/m.json", "config": {**EVERY_DROPPED_KEY, **storage}}
+    )
+
+    assert rewritten(strip_table_credentials(body)) == {
+        "metadata-location": "s3://b/m.json",
+        "config": storage,
+    }
+
+
+@pytest.mark.parametrize("key", sorted(EVERY_DROPPED_KEY))
+def test_a_single_dropped_key_in_a_table_config_is_never_passed_by_the_fast_path(key: str) -> None:
+    body = encode({"config": {key: "secret-value", "s3.region": "r"}})
+
+    assert b"secret-value" not in (strip_table_credentials(body) or body)
+
+
+def test_an_error_answer_on_config_gets_no_prefix_override() -> None:
+    body = encode({"error": {"message": "no", "type": "NotFoundException", "code": 404}})
+
+    assert rewrite_config(body, prefix="wh") is None

@@ -20,12 +20,13 @@ import pytest
 from aiohttp import ClientResponse
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet, KeySetSerialization
+from yarl import URL
 
 # conftest registers aiohttp's legacy plugin, whose client fixtures run in a loop of their own
 # ("Timeout context manager should be used inside a task"); these bind them to the test's loop.
 from gateway.identity import ApiKey, generate_key
 from gateway.service_users import CreatedKey
-from gateway.settings import ServerSettings, TokenSettings
+from gateway.settings import CatalogSettings, ServerSettings, TokenSettings
 
 from .conftest import Gateway, MakeGateway
 
@@ -373,23 +374,52 @@ async def test_token_from_either_token_path_works_as_bearer_on_catalog_routes(
 TOKEN_ENDPOINT_SPELLINGS = [
     TOKEN_PATH,
     CATALOG_TOKEN_PATH,
+    TOKEN_PATH + "?client=java",
+    "/v1/%6Fauth/tokens",  # %6F is "o": the same path (RFC 3986 normalisation)
+    "/v1/default/v1/%6Fauth/tok%65ns",
+    "/v1/unknown-catalog/v1/oauth/tokens",
+]
+# Forms a lenient server could read as its token endpoint: refused (400), never forwarded.
+TOKEN_ENDPOINT_LOOKALIKES = [
     TOKEN_PATH + "/",
     CATALOG_TOKEN_PATH + "/",
-    TOKEN_PATH + "?client=java",
     "/v1/OAUTH/tokens",
     "/v1/default/v1/OAuth/Tokens",
     "/v1/oauth%2Ftokens",
     "/v1/default/v1/oauth%2Ftokens",
     "/v1/default/v1/oauth%2ftokens",
-    "/v1/%6Fauth/tokens",
     "/v1//oauth/tokens",
     "/v1/default/v1//oauth/tokens",
-    "/v1/unknown-catalog/v1/oauth/tokens",
     # JAX-RS and servlet containers ignore ";" path parameters when routing.
     TOKEN_PATH + ";x=1",
     CATALOG_TOKEN_PATH + ";",
     "/v1/oauth;x/tokens",
+    # Suffix matching (Spring), decoded "#" and "?", overlong UTF-8 and fullwidth slashes.
+    CATALOG_TOKEN_PATH + ".json",
+    CATALOG_TOKEN_PATH + "%2e",
+    CATALOG_TOKEN_PATH + "%23",
+    CATALOG_TOKEN_PATH + "%3F",
+    "/v1/default/v1/oauth%c0%aftokens",
+    "/v1/default/v1/oauth%ef%bc%8ftokens",
+    "/v1/default/v1/oauth/tokens%00",
 ]
+
+
+@pytest.mark.parametrize("path", TOKEN_ENDPOINT_LOOKALIKES)
+@pytest.mark.parametrize("catalog", [CatalogSettings(), CatalogSettings(warehouse="wh")])
+async def test_token_endpoint_lookalikes_are_refused_and_never_forwarded(
+    make_gateway: MakeGateway, path: str, catalog: CatalogSettings
+) -> None:
+    gateway = await make_gateway(catalogs={"default": catalog})
+    created = await gateway.user()
+    api_key = {"X-API-Key": created.api_key.plaintext()}
+    for method in ("POST", "GET"):
+        resp = await gateway.client.request(
+            method, URL(path, encoded=True), data=credentials(created), headers=api_key
+        )
+        assert resp.status == 400, await resp.text()
+        assert (await resp.json())["error"]["type"] == "BadRequestException"
+    assert gateway.upstream.requests == []
 
 
 @pytest.mark.parametrize("path", TOKEN_ENDPOINT_SPELLINGS)
@@ -839,7 +869,7 @@ async def test_oversized_or_unprintable_scope_is_invalid_request(
     await oauth_error(resp, 400, "invalid_request")
 
 
-@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH"])
+@pytest.mark.parametrize("method", ["GET", "DELETE"])
 @pytest.mark.parametrize("path", [TOKEN_PATH, CATALOG_TOKEN_PATH])
 async def test_methods_other_than_post_get_405_with_allow_post(
     gateway: Gateway, method: str, path: str
@@ -847,6 +877,18 @@ async def test_methods_other_than_post_get_405_with_allow_post(
     resp = await gateway.client.request(method, path)
     await oauth_error(resp, 405, "invalid_request")
     assert resp.headers["Allow"] == "POST"
+    assert gateway.upstream.requests == []
+
+
+@pytest.mark.parametrize("method", ["PUT", "PATCH", "TRACE"])
+@pytest.mark.parametrize("path", [TOKEN_PATH, CATALOG_TOKEN_PATH])
+async def test_methods_iceberg_never_uses_get_405_before_the_token_endpoint(
+    gateway: Gateway, method: str, path: str
+) -> None:
+    resp = await gateway.client.request(method, path)
+    assert resp.status == 405
+    assert (await resp.json())["error"]["code"] == 405
+    assert "PUT" not in resp.headers["Allow"]
     assert gateway.upstream.requests == []
 
 

@@ -17,10 +17,9 @@ from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
 
-from ..auditing import record_auth_failure
-from ..errors import Forbidden, NotFound, Unauthenticated
+from ..caller import require_principal
+from ..errors import Forbidden, NotFound
 from ..identity import Principal, Role
-from ..keys import AUTH
 from .schema import parse_role
 
 __all__ = (
@@ -35,11 +34,7 @@ __all__ = (
 
 
 def principal(request: web.Request) -> Principal:
-    found = request[AUTH].principal
-    if found is None:
-        record_auth_failure(request, "api", None)
-        raise Unauthenticated()
-    return found
+    return require_principal(request, "api", None)
 
 
 def manager(request: web.Request) -> Principal:

@@ -1,10 +1,12 @@
 """Forwarding one request to a catalog's upstream, streaming both ways.
 
-Method, path, query and body go upstream exactly as received (the path and query as raw,
-still-encoded text: namespaces carry ``%1F`` and prefixes may carry ``%2F``). Bodies stream in
-both directions; only ``/v1/config`` and table/view responses are read whole, because they
-may need rewriting (see ``rewrite``). Those are asked for uncompressed, and a compressed one
-is refused (502) rather than passed on uninspected.
+Method, query and body go upstream exactly as received, the path in the one normalised form
+``routing`` judged (still percent-encoded: namespaces carry ``%1F`` and prefixes may carry
+``%2F``). Bodies stream in both directions, except the answers of routes whose answers the
+grammar says are filtered (``/v1/config``, table and view routes, unknown routes): those are
+read whole, whatever their status, because they may need rewriting (see ``rewrite``). They are
+asked for uncompressed, and a compressed one is refused (502) rather than passed on
+uninspected.
 
 Errors: the upstream cannot be reached (refused, connect timeout, DNS) -> 503; it accepted the
 request but did not answer in time -> 504; the connection broke otherwise -> 502. Upstream
@@ -14,9 +16,9 @@ headers arrived, is counted in the catalog's ``UpstreamStats`` (``metrics``).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
-import re
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
@@ -24,8 +26,11 @@ from typing import Final
 
 import aiohttp
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from ..errors import (
+    BadRequest,
+    ClientClosedRequest,
     GatewayError,
     PayloadTooLarge,
     UpstreamError,
@@ -34,6 +39,7 @@ from ..errors import (
 )
 from ..identity import Principal
 from ..metrics import UpstreamStats
+from ..routing import ROUTES, CatalogPath, Route
 from ..settings import CatalogSettings
 from .headers import HeaderPolicy
 from .rewrite import rewrite_config, strip_table_credentials
@@ -55,21 +61,17 @@ _CHUNK: Final = 64 * 1024
 # Responses that are read whole for rewriting are capped; a catalog answer above this is
 # refused rather than passed on uninspected.
 MAX_REWRITE_BYTES: Final = 128 * 1024 * 1024
-# Table and view responses (load, create, register, commit) carry a "config" map. The prefix
-# may span several segments (clients paste the config's ``prefix`` verbatim, slashes too).
-_TABLE_ROUTE: Final = re.compile(
-    r"(?:.+/)?namespaces/[^/]+/(?:(?:tables|views)(?:/[^/]+)?|register|register-view)/?"
-)
 _Rewrite = Callable[[bytes], bytes | None]
 _LENGTH: Final = ("Content-Length",)  # a body read whole is sent with its own length
+_CONFIG: Final = ROUTES["config"]
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass is slower to build, once per request
 class ForwardRequest:
-    """A catalog request after routing: ``tail`` is the raw path after ``/v1/``."""
+    """A catalog request after routing: ``path`` is what the grammar read after ``/v1/``."""
 
     request: web.Request
-    tail: str
+    path: CatalogPath
     query: str
     principal: Principal
     request_id: str
@@ -99,30 +101,25 @@ class Forwarder:
         # the catalog's warehouse raises NotFound, which is not cached.
         self._route = functools.lru_cache(maxsize=4096)(self._route_for)
 
-    def _route_for(self, tail: str) -> tuple[str, _Rewrite | None]:
-        upstream_tail = self._scope.upstream_tail(tail)
-        return upstream_tail, _rewrite_for(upstream_tail, self._scope.prefix)
+    def _route_for(self, path: CatalogPath) -> tuple[str, _Rewrite | None]:
+        return self._scope.upstream_tail(path), _rewrite_for(path.route, self._scope.prefix)
 
     async def forward(self, fwd: ForwardRequest) -> web.StreamResponse:
         request = fwd.request
         length = request.content_length
         if length is not None and length > self._max_body:
             raise PayloadTooLarge()
-        tail, rewrite = self._route(fwd.tail)
+        tail, rewrite = self._route(fwd.path)
         if request.method == "HEAD":
             rewrite = None  # no body to filter
-        query = self._scope.config_query(fwd.query) if tail == "config" else fwd.query
+        query = self._scope.config_query(fwd.query) if fwd.path.route is _CONFIG else fwd.query
         target = f"/v1/{tail}?{query}" if query else f"/v1/{tail}"
-        limiter: _BodyLimit | None = None
         body: bytes | AsyncIterable[bytes] | None = None
         if request.body_exists:
             if length is not None and length <= _CHUNK:
-                body = await request.read()  # small (most commits): one write upstream
-            elif length is not None:
-                body = request.content.iter_chunked(_CHUNK)
+                body = await _read_small(request)  # small (most commits): one write upstream
             else:
-                limiter = _BodyLimit(self._max_body)
-                body = limiter.stream(request.content)
+                body = _client_chunks(request.content, self._max_body)
         retry_on_401 = self._auth.renewable and not request.body_exists
         while True:
             headers = self._headers.upstream_request(
@@ -144,10 +141,8 @@ class Forwarder:
                     request.method, target, headers, body, content_length=length
                 )
             except GatewayError:
-                raise
+                raise  # the gateway's own refusal, from reading the client's body
             except Exception as exc:
-                if limiter is not None and limiter.exceeded:
-                    raise PayloadTooLarge() from None
                 raise _map_error(exc, self._stats) from None
             self._stats.observe(time.perf_counter() - start)
             if upstream.status == 401 and self._auth.renewable:
@@ -172,9 +167,10 @@ class Forwarder:
         # Set here, not by the request-id middleware: a streamed response is already sent
         # when the middleware sees it. The upstream's own id (if any) is not ours to pass on.
         extra = {"X-Request-Id": fwd.request_id}
-        # Regardless of the declared Content-Type: clients parse these bodies as JSON anyway, so
-        # a mislabelled answer must not skip the filter (rewrite() leaves non-JSON untouched).
-        if rewrite is not None and upstream.status == 200:
+        # Regardless of the declared Content-Type (clients parse these bodies as JSON anyway,
+        # so a mislabelled answer must not skip the filter; rewrite() leaves non-JSON untouched)
+        # and of the status: a 206 or an error body may carry a credential just as well.
+        if rewrite is not None and upstream.status not in (204, 304):
             headers = HeaderPolicy.downstream_response(upstream.raw_headers, drop=_LENGTH)
             if headers.get("Content-Encoding", "identity").lower() != "identity":
                 raise UpstreamError("The catalog's response could not be inspected")
@@ -218,28 +214,39 @@ class Forwarder:
         return response
 
 
-class _BodyLimit:
-    """Streams a request body of unknown length, noting when it passes the limit."""
+class _ClientErrors(contextlib.AbstractContextManager[None]):
+    """Failures reading the client's body are the client's: a broken body is 400, a client
+    that went away 499; neither is an upstream error (502)."""
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.exceeded = False
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        if isinstance(exc, ConnectionError):
+            raise ClientClosedRequest() from None
+        if isinstance(exc, RequestPayloadError):
+            raise BadRequest("Malformed request body") from None
 
-    async def stream(self, content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
-        seen = 0
+
+async def _read_small(request: web.Request) -> bytes:
+    with _ClientErrors():
+        return await request.read()
+
+
+async def _client_chunks(content: aiohttp.StreamReader, limit: int) -> AsyncIterator[bytes]:
+    """The client's body as it arrives (aiohttp frames it by the client's Content-Length or
+    chunking), refused with 413 once past ``limit``."""
+    seen = 0
+    with _ClientErrors():
         async for chunk in content.iter_chunked(_CHUNK):
             seen += len(chunk)
-            if seen > self.limit:
-                self.exceeded = True
+            if seen > limit:
                 raise PayloadTooLarge()
             yield chunk
 
 
-def _rewrite_for(tail: str, prefix: str) -> _Rewrite | None:
-    """How this route's successful answers must be filtered before a client sees them."""
-    if tail == "config":
+def _rewrite_for(route: Route, prefix: str) -> _Rewrite | None:
+    """How this route's answers must be filtered before a client sees them."""
+    if route.answers == "config":
         return functools.partial(rewrite_config, prefix=prefix or None)
-    if _TABLE_ROUTE.fullmatch(tail):
+    if route.answers == "table":
         return strip_table_credentials
     return None
 

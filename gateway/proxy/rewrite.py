@@ -1,12 +1,11 @@
 """Rewrites of catalog JSON that keep clients coming through the gateway.
 
-``/v1/config``: clients apply ``overrides`` (and ``defaults``) over their own settings. An
-upstream ``uri`` would send them around the gateway; ``oauth2-server-uri``, ``token``,
-``credential`` and ``header.*`` would hand them the upstream's auth. All are dropped.
-
-Table and view responses: a ``token`` in ``config`` makes the Java client use that (upstream
-minted) token for the table's later requests, so it is stripped, with the other session
-credentials the Java client reads there.
+One rule for ``/v1/config`` (its ``defaults`` and ``overrides``) and for the ``config`` map
+of table and view answers: every key that would send a client around the gateway (``uri``,
+``oauth2-server-uri``, signer URIs) or hand it an upstream credential (``token``,
+``credential``, ``header.*``, ``rest.auth.*``, token-type URNs the Java client reads as
+session tokens ...) is dropped. Keys are matched case-insensitively: ``Token`` and ``TOKEN``
+are dropped too, as a case-insensitive client would read them.
 
 Bodies are re-serialized only when something was removed. Python's ``json`` keeps integers
 exact, so int64 snapshot ids survive a rewrite (unlike JavaScript's number parsing).
@@ -22,21 +21,24 @@ from ..errors import UpstreamError
 
 __all__ = ("rewrite_config", "strip_table_credentials")
 
-_CONFIG_DROP: Final = frozenset({"uri", "oauth2-server-uri", "token", "credential", "scope"})
-_CONFIG_DROP_PREFIXES: Final = ("header.", "rest.auth.", "rest.sigv4", "rest.signing")
-_TABLE_DROP: Final = frozenset({"token", "credential"})
-_TABLE_DROP_PREFIXES: Final = ("urn:ietf:params:oauth:token-type:", "header.")
-# How each of those keys must appear in a body without escapes (see strip_table_credentials).
+_DROP: Final = frozenset(
+    {"uri", "oauth2-server-uri", "token", "credential", "scope", "s3.signer.uri", "signer.uri"}
+)
+_DROP_PREFIXES: Final = (
+    "header.", "rest.auth.", "rest.sigv4", "rest.signing", "urn:ietf:params:oauth:token-type:",
+)  # fmt: skip
+# How each of those keys must appear in a body without escapes (see strip_table_credentials),
+# in any case.
 _TABLE_MARKERS: Final = (
-    *(f'"{key}"'.encode() for key in sorted(_TABLE_DROP)),
-    *(f'"{prefix}'.encode() for prefix in _TABLE_DROP_PREFIXES),
+    *(f'"{key}"'.encode() for key in sorted(_DROP)),
+    *(f'"{prefix}'.encode() for prefix in _DROP_PREFIXES),
 )
 
 
-def _drop_keys(section: Any, exact: frozenset[str], prefixes: tuple[str, ...]) -> bool:
+def _drop_keys(section: Any) -> bool:
     if not isinstance(section, dict):
         return False
-    doomed = [k for k in section if k in exact or k.startswith(prefixes)]
+    doomed = [k for k in section if (low := k.lower()) in _DROP or low.startswith(_DROP_PREFIXES)]
     for key in doomed:
         del section[key]
     return bool(doomed)
@@ -75,8 +77,9 @@ def rewrite_config(body: bytes, prefix: str | None = None) -> bytes | None:
         return None
     changed = parsed.duplicates
     for section in ("defaults", "overrides"):
-        changed |= _drop_keys(parsed.doc.get(section), _CONFIG_DROP, _CONFIG_DROP_PREFIXES)
-    if prefix is not None:
+        changed |= _drop_keys(parsed.doc.get(section))
+    # Only a config document gets the prefix (not an error answer, say).
+    if prefix is not None and ("defaults" in parsed.doc or "overrides" in parsed.doc):
         overrides = parsed.doc.setdefault("overrides", {})
         if isinstance(overrides, dict) and overrides.get("prefix") != prefix:
             overrides["prefix"] = prefix
@@ -86,7 +89,9 @@ def rewrite_config(body: bytes, prefix: str | None = None) -> bytes | None:
 
 # All markers in one pass (a regular expression alternation: measured at about a quarter of
 # the cost of one ``in`` test per marker on a loadTable answer).
-_MARKER: Final = re.compile(b"|".join(re.escape(m) for m in _TABLE_MARKERS)).search
+_MARKER: Final = re.compile(
+    b"|".join(re.escape(m) for m in _TABLE_MARKERS), re.IGNORECASE
+).search
 
 
 def strip_table_credentials(body: bytes) -> bytes | None:
@@ -95,8 +100,8 @@ def strip_table_credentials(body: bytes) -> bytes | None:
     # when no key we drop can be in the body at all: without \u escapes ("\u0063onfig" is
     # "config" to every parser; no other JSON escape yields a character of these names) and
     # without NUL bytes (JSON in UTF-16/32, which parsers detect and decode, hides every ASCII
-    # name from a byte search), a dropped key would appear verbatim: "token", "credential",
-    # or a name starting "urn:ietf:... or "header. right after its opening quote. With none of
+    # name from a byte search), a dropped key would appear verbatim, in some letter case, right
+    # after its opening quote ("token", "Credential", "header.X ...). With none of
     # them, no copy of a repeated "config" can hold a credential either, so nothing a
     # first-key-wins parser reads differs in what matters here.
     if (
@@ -112,5 +117,5 @@ def strip_table_credentials(body: bytes) -> bytes | None:
         raise UpstreamError("The catalog's response could not be inspected")
     if parsed.doc is None:
         return None  # JSON, but not an object: there is no config map to strip
-    changed = _drop_keys(parsed.doc.get("config"), _TABLE_DROP, _TABLE_DROP_PREFIXES)
+    changed = _drop_keys(parsed.doc.get("config"))
     return parsed.dump() if changed or parsed.duplicates else None

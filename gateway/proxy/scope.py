@@ -18,12 +18,14 @@ from typing import Final
 from urllib.parse import quote, unquote
 
 from ..errors import NotFound
+from ..routing import ROUTES, UNKNOWN, CatalogPath
 from ..settings import CatalogSettings
 
 __all__ = ("WarehouseScope",)
 
 # First segments of Iceberg routes that carry no prefix (``/v1/namespaces`` ...).
 _UNPREFIXED: Final = frozenset({"namespaces", "tables", "views", "transactions"})
+_CONFIG: Final = ROUTES["config"]
 
 
 class WarehouseScope:
@@ -34,20 +36,29 @@ class WarehouseScope:
         self.prefix = catalog.prefix or catalog.warehouse
 
     def config_query(self, query: str) -> str:
-        """The ``/v1/config`` query string with the catalog's warehouse, and no other."""
+        """The ``/v1/config`` query string: exactly ``warehouse=<the catalog's>``.
+
+        Nothing of the client's query is kept. Parsers disagree on parameter names
+        (``%77arehouse``, ``WAREHOUSE``, ``warehouse%00``, repeats: first or last wins), and
+        the spec defines no other parameter here, so whatever the client wrote, the upstream
+        can read only one warehouse: ours."""
         if not self.warehouse:
             return query
-        params = [p for p in query.split("&") if p and p.partition("=")[0] != "warehouse"]
-        params.append("warehouse=" + quote(self.warehouse, safe=""))
-        return "&".join(params)
+        return "warehouse=" + quote(self.warehouse, safe="")
 
-    def upstream_tail(self, tail: str) -> str:
-        """``tail`` (the raw path after ``/v1/``) as it must go upstream; 404 if outside."""
-        if not self.prefix or tail in ("config", ""):
+    def upstream_tail(self, path: CatalogPath) -> str:
+        """The normalised tail of ``path`` as it must go upstream; 404 if outside."""
+        tail = path.tail
+        if not self.prefix or path.route is _CONFIG:
             return tail
-        first, _, _ = tail.partition("/")
-        if first in _UNPREFIXED:
-            return f"{quote(self.prefix, safe='')}/{tail}"
-        if unquote(first) == self.prefix:
-            return tail
-        raise NotFound("No such warehouse in this catalog")
+        if path.route is UNKNOWN:
+            first = tail.partition("/")[0]
+            if unquote(first) == self.prefix:
+                return tail
+            if first not in _UNPREFIXED:
+                raise NotFound("No such warehouse in this catalog")
+        elif path.prefix is not None:
+            if unquote(path.prefix) == self.prefix:
+                return tail
+            raise NotFound("No such warehouse in this catalog")
+        return f"{quote(self.prefix, safe='')}/{tail}"

@@ -520,6 +520,10 @@ class UpstreamClient:
             if not chunk:
                 continue
             sent += len(chunk)
+            if content_length is not None and sent > content_length:
+                # Never a byte past the length we declared: the surplus would reach the
+                # upstream as the start of another request on this connection.
+                raise UpstreamProtocolError("request body longer than its Content-Length")
             if content_length is None:
                 transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
             else:

@@ -1,0 +1,246 @@
+"""The one path grammar: what a catalog path (everything after ``/v1/``) is.
+
+Every decision about a path is taken here, from one normalised form: the catalog mount, the
+token endpoint, the Iceberg route (operation, route class, the methods it takes, which of its
+answers are filtered), the prefix the warehouse fence judges, and what goes upstream. A second
+reading of the same bytes anywhere else is how a proxy's checks and its upstream come to
+disagree, so nothing else in the gateway splits or decodes a catalog path.
+
+Normalisation (RFC 3986 section 6.2.2): percent-encoded unreserved characters are decoded
+(``%6Eamespaces`` is ``namespaces``) and the hex of every other escape is upper-cased
+(``%1f`` is ``%1F``). The normalised path is what the upstream receives.
+
+Refused with 400, because a lenient upstream (Tomcat, Spring, servlet containers, Go routers
+that decode first) could read them differently from us, and no Iceberg client sends them (each
+client was observed with and without a trailing ``/`` on its URI):
+
+- empty segments (``//``, a trailing ``/``) and ``;`` path parameters;
+- dot segments, however encoded (``..``, ``%2e%2e``, ``%252e``);
+- a backslash, raw non-ASCII bytes, a malformed escape, and an encoded NUL (C-string
+  truncation); other encoded control characters are names' business and go to the catalog,
+  which judges them (SeaweedFS answers 400 for ``%0A``), encoded as they came;
+- anything that resembles the token endpoint without being it: ``oauth/tokens.json``,
+  ``tokens%2e``, ``OAuth/Tokens``, ``oauth%2Ftokens``, overlong UTF-8 or fullwidth slashes
+  (judged on a *lenient* reading: decoded repeatedly, ``;params`` dropped, ``\\`` as ``/``,
+  ``//`` merged, cut at NUL, ``#`` or ``?``, NFKC-folded, lower-cased);
+- a path whose Iceberg route changes when ``%2F`` is read as ``/`` (``namespaces/a%2Ftables%2Ft``
+  would be ``loadTable`` to an upstream that decodes before routing). A prefix may carry ``%2F``
+  (DuckDB sends ``my/pfx`` as ``my%2Fpfx``): the route stays the same.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+from urllib.parse import unquote, unquote_to_bytes
+
+__all__ = (
+    "ICEBERG_METHODS",
+    "RESERVED_CATALOG_NAMES",
+    "ROUTE_CLASSES",
+    "ROUTES",
+    "CatalogPath",
+    "Route",
+    "parse_catalog_path",
+)
+
+# The only methods the Iceberg REST spec uses; any other never reaches a handler (405).
+ICEBERG_METHODS: Final = ("GET", "HEAD", "POST", "DELETE")
+# Metrics label values (``route`` of the request counters).
+ROUTE_CLASSES: Final = ("config", "namespace", "table", "view", "token", "other")
+# First segments of Iceberg routes: a catalog with one of these names could not be told apart
+# from a default-catalog path such as /v1/namespaces/v1/tables (namespace "v1").
+RESERVED_CATALOG_NAMES: Final = frozenset(
+    {"namespaces", "tables", "views", "transactions", "config", "oauth", "v1"}
+)
+# Route keywords that may follow a prefix.
+_KEYWORDS: Final = frozenset({"namespaces", "tables", "views", "transactions"})
+_UNRESERVED: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_ESCAPE: Final = re.compile(r"%(..)?", re.DOTALL)
+_HEX: Final = frozenset("0123456789abcdefABCDEF")
+_TOKEN_LOOKALIKE: Final = re.compile(r"(?:^|/)oauth/tokens")
+# Overlong UTF-8 (C0/C1 lead bytes) spelling an ASCII character, as lenient decoders read it.
+_OVERLONG: Final = re.compile(rb"[\xc0\xc1][\x80-\xbf]")
+
+
+@dataclass(frozen=True, slots=True, eq=False)  # one object per route: compared by identity
+class Route:
+    """One Iceberg REST route (a path template) and what the gateway does with it."""
+
+    template: str
+    klass: str  # a ROUTE_CLASSES value
+    operations: Mapping[str, str]  # method -> the spec's operationId
+    # Which filter the answers get before a client sees them: "config", "table" or None.
+    # "table" strips upstream session credentials from a ``config`` map (see proxy.rewrite).
+    answers: str | None
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        return tuple(sorted(self.operations))
+
+
+_NS = "namespaces/{namespace}"
+_TABLE = f"{_NS}/tables/{{table}}"
+# (template, class, method -> operationId, answers filter)
+_ROWS: Final[list[tuple[str, str, dict[str, str], str | None]]] = [
+    ("config", "config", {"GET": "getConfig"}, "config"),
+    ("oauth/tokens", "token", {"POST": "getToken"}, None),
+    ("namespaces", "namespace", {"GET": "listNamespaces", "POST": "createNamespace"}, None),
+    (_NS, "namespace",
+     {"GET": "loadNamespaceMetadata", "HEAD": "namespaceExists", "DELETE": "dropNamespace"},
+     None),
+    (f"{_NS}/properties", "namespace", {"POST": "updateProperties"}, None),
+    (f"{_NS}/tables", "table", {"GET": "listTables", "POST": "createTable"}, "table"),
+    (f"{_NS}/register", "table", {"POST": "registerTable"}, "table"),
+    (_TABLE, "table",
+     {"GET": "loadTable", "HEAD": "tableExists", "POST": "updateTable", "DELETE": "dropTable"},
+     "table"),
+    (f"{_TABLE}/unregister", "table", {"POST": "unregisterTable"}, None),
+    (f"{_TABLE}/credentials", "table", {"GET": "loadCredentials"}, None),
+    (f"{_TABLE}/plan", "table", {"POST": "planTableScan"}, None),
+    (f"{_TABLE}/plan/{{plan-id}}", "table",
+     {"GET": "fetchPlanningResult", "DELETE": "cancelPlanning"}, None),
+    (f"{_TABLE}/tasks", "table", {"POST": "fetchScanTasks"}, None),
+    (f"{_TABLE}/metrics", "table", {"POST": "reportMetrics"}, None),
+    (f"{_TABLE}/sign", "table", {"POST": "signRequest"}, None),
+    ("tables/rename", "table", {"POST": "renameTable"}, None),
+    ("transactions/commit", "table", {"POST": "commitTransaction"}, None),
+    (f"{_NS}/views", "view", {"GET": "listViews", "POST": "createView"}, "table"),
+    (f"{_NS}/views/{{view}}", "view",
+     {"GET": "loadView", "HEAD": "viewExists", "POST": "replaceView", "DELETE": "dropView"},
+     "table"),
+    ("views/rename", "view", {"POST": "renameView"}, None),
+    (f"{_NS}/register-view", "view", {"POST": "registerView"}, "table"),
+    (f"{_NS}/functions", "other", {"GET": "listFunctions"}, None),
+    (f"{_NS}/functions/{{function}}", "other", {"GET": "loadFunction"}, None),
+]  # fmt: skip
+
+
+# Every route of the Iceberg REST spec (iceberg-clients-on-the-wire §1.7), by template.
+ROUTES: Final = {row[0]: Route(*row) for row in _ROWS}
+# A path that is no spec route: forwarded (under the warehouse fence) with its answers
+# filtered like a table's, since nothing says what it holds.
+UNKNOWN: Final = Route("", "other", dict.fromkeys(ICEBERG_METHODS, "unknown"), "table")
+_BY_SHAPE: Final = {
+    tuple(s if not s.startswith("{") else "*" for s in template.split("/")): route
+    for template, route in ROUTES.items()
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogPath:
+    """A catalog path after ``/v1/``, read once."""
+
+    mount: str | None  # the catalog named by ``/v1/{mount}/v1/...``; None: the default catalog
+    tail: str  # normalised path after the mount: what goes upstream (before the fence)
+    route: Route
+    prefix: str | None  # the raw prefix segments before the route (None: no prefix)
+    refusal: str | None  # why the path is refused (400), or None
+
+    @property
+    def is_token_endpoint(self) -> bool:
+        return self.route is ROUTES["oauth/tokens"]
+
+
+def _refused(reason: str) -> CatalogPath:
+    return CatalogPath(None, "", UNKNOWN, None, f"Malformed request: {reason}")
+
+
+def _normalise(raw: str) -> str | None:
+    """Unreserved escapes decoded and hex upper-cased; None for a malformed escape."""
+    bad = False
+
+    def fix(match: re.Match[str]) -> str:
+        nonlocal bad
+        hex_ = match.group(1)
+        if hex_ is None or not set(hex_) <= _HEX:
+            bad = True
+            return ""
+        char = chr(int(hex_, 16))
+        return char if char in _UNRESERVED else f"%{hex_.upper()}"
+
+    normal = _ESCAPE.sub(fix, raw) if "%" in raw else raw
+    return None if bad else normal
+
+
+def _lenient(path: str) -> str:
+    """``path`` as the most lenient server might read it (see the module docstring)."""
+    text = path
+    for _ in range(4):
+        data = _OVERLONG.sub(
+            lambda m: bytes([((m.group(0)[0] & 0x1F) << 6) | (m.group(0)[1] & 0x3F)]),
+            unquote_to_bytes(text),
+        )
+        once = data.decode("utf-8", "replace")
+        if once == text:
+            break
+        text = once
+    text = unicodedata.normalize("NFKC", text).replace("\\", "/")
+    for stop in ("\x00", "#", "?"):
+        text = text.partition(stop)[0]
+    segments = (segment.partition(";")[0].strip() for segment in text.split("/"))
+    return "/".join(segment for segment in segments if segment).lower()
+
+
+def _match(segments: list[str]) -> tuple[Route, int]:
+    """The route of ``segments`` and where it starts (the prefix is what comes before)."""
+    if segments in (["config"], ["oauth", "tokens"]):
+        return ROUTES["/".join(segments)], 0
+    for start, segment in enumerate(segments):
+        if segment not in _KEYWORDS:
+            continue
+        rest = segments[start:]
+        for shape, route in _BY_SHAPE.items():
+            if len(shape) == len(rest) and all(
+                s == "*" or s == r for s, r in zip(shape, rest, strict=True)
+            ):
+                return route, start
+    return UNKNOWN, 0
+
+
+def _split_mount(segments: list[str]) -> tuple[str | None, list[str]]:
+    # "/v1/namespaces/v1/..." is namespace "v1" of the default catalog, not a mount.
+    if len(segments) >= 2 and segments[1] == "v1" and segments[0] not in RESERVED_CATALOG_NAMES:
+        return segments[0], segments[2:]
+    return None, segments
+
+
+@functools.lru_cache(maxsize=4096)
+def parse_catalog_path(raw: str) -> CatalogPath:
+    """Read ``raw``, the raw (still percent-encoded) path after ``/v1/`` without its query.
+
+    A pure function of the path, cached: clients ask for the same few paths over and over,
+    and a flood of distinct paths only cycles a bounded cache."""
+    if not raw.isascii():
+        return _refused("non-ASCII characters in path must be percent-encoded")
+    if "\\" in raw or ";" in raw:
+        return _refused("path parameters and backslashes are not allowed in paths")
+    normal = _normalise(raw)
+    if normal is None:
+        return _refused("malformed percent-encoding in path")
+    decoded = unquote(normal)
+    if "\x00" in decoded:
+        return _refused("NUL characters in path")
+    segments = normal.split("/")
+    if "" in segments:
+        return _refused("empty path segments are not allowed")
+    lenient = _lenient(normal)
+    lenient_segments = lenient.split("/")
+    if any(segment in (".", "..") for segment in lenient_segments):
+        return _refused("dot segments are not allowed in paths")
+    mount, tail_segments = _split_mount(segments)
+    if not tail_segments:
+        return _refused("empty path segments are not allowed")
+    route, start = _match(tail_segments)
+    lenient_tail = _split_mount(lenient_segments)[1]
+    if route is not ROUTES["oauth/tokens"] and _TOKEN_LOOKALIKE.search("/".join(lenient_tail)):
+        return _refused("the path resembles the token endpoint")
+    decoded_tail = [s for segment in tail_segments for s in unquote(segment).split("/")]
+    if _match(decoded_tail)[0] is not route:
+        return _refused("the path reads as another route when %2F is decoded")
+    prefix = "/".join(tail_segments[:start]) if start else None
+    return CatalogPath(mount, "/".join(tail_segments), route, prefix, None)
