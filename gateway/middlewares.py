@@ -14,23 +14,30 @@ from typing import Final
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
+from multidict import CIMultiDictProxy
 
 from .authn import ANONYMOUS
 from .errors import (
     UNAUTHENTICATED_MESSAGE,
+    BadRequest,
     ClientClosedRequest,
     GatewayError,
+    MethodNotAllowed,
     Unauthenticated,
     UnsupportedMediaType,
     iceberg_error,
 )
 from .keys import AUTH, AUTHENTICATOR, CATALOG, METRICS, REQUEST_ID, ROUTE
 from .metrics import NO_CATALOG, GatewayMetrics
+from .routing import ICEBERG_METHODS
 
 __all__ = ("gateway_middleware",)
 
 _LOGGER = logging.getLogger(__name__)
 _SAFE_REQUEST_ID: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# Every method any route of the gateway takes (PUT: the management API); any other (CONNECT,
+# PATCH, TRACE, WebDAV's ...) is 405 wherever it is sent.
+_SERVED_METHODS: Final = frozenset({*ICEBERG_METHODS, "PUT"})
 _HTTP_TYPES: Final = {
     400: "BadRequestException",
     404: "NotFoundException",
@@ -71,18 +78,13 @@ def gateway_middleware(metrics: GatewayMetrics) -> Middleware:
             try:
                 # What the router refused (no such path, a method no route takes: TRACE,
                 # PROPFIND ...) is answered before any authentication cost.
+                if request.method not in _SERVED_METHODS:
+                    raise MethodNotAllowed(allow=ICEBERG_METHODS)
                 refused = request.match_info.http_exception
                 if refused is not None:
                     raise refused
                 headers = request.headers
-                encoding = headers.get("Content-Encoding")
-                if encoding is not None and encoding.strip().lower() != "identity":
-                    # Request bodies are never decoded (see server.handler_args), and an encoded
-                    # body is not forwarded either: the upstream must never see a body whose
-                    # framing is not the gateway's own.
-                    raise UnsupportedMediaType(
-                        "Content-Encoding is not supported on requests; send the body unencoded"
-                    )
+                _check_body_framing(headers)
                 # Authentication attaches who the caller is (or why not); handlers decide
                 # whether that is enough.
                 if "X-API-Key" in headers or "Authorization" in headers:
@@ -102,6 +104,20 @@ def gateway_middleware(metrics: GatewayMetrics) -> Middleware:
         return response
 
     return middleware
+
+
+def _check_body_framing(headers: CIMultiDictProxy[str]) -> None:
+    """Request bodies reach the upstream only as the bytes the client framed plainly: the
+    gateway never decodes them (see server.handler_args), so an encoded one is refused rather
+    than forwarded with a framing that is not the gateway's own."""
+    encoding = headers.get("Content-Encoding")
+    if encoding is not None and encoding.strip().lower() != "identity":
+        raise UnsupportedMediaType(
+            "Content-Encoding is not supported on requests; send the body unencoded"
+        )
+    framing = headers.getall("Transfer-Encoding", ())
+    if framing and [value.strip().lower() for value in framing] != ["chunked"]:
+        raise BadRequest("Malformed request: only chunked transfer coding is accepted")
 
 
 def _client_gone(request: web.Request, exc: Exception) -> Exception:

@@ -5,8 +5,9 @@ space before a colon, a control character in a value, an over-long line) with a 
 400 that echoes the offending bytes, and logs them with a traceback at ERROR: a credential in
 that header reached both. Here:
 
-- every such refusal is an Iceberg JSON error with a fixed message (400, 414 for an over-long
-  request line, 431 for an over-long header), and the connection is closed;
+- every such refusal is an Iceberg JSON error with a fixed message (400; 405 for a method the
+  parser does not know, such as ``get``; 414 for an over-long request line, 431 for an
+  over-long header), and the connection is closed;
 - every log line this layer writes names the error's class, never its text (aiohttp's messages
   quote the bytes they refused);
 - a request head must arrive whole within ``server.header_timeout_seconds`` of its first byte
@@ -27,11 +28,12 @@ import logging
 from typing import Any, Final
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
+from aiohttp.http_exceptions import BadHttpMethod, HttpProcessingError, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
 from .keys import SETTINGS
+from .routing import ICEBERG_METHODS
 from .settings import Settings
 
 __all__ = ("GatewayRunner", "handler_args")
@@ -40,6 +42,7 @@ _LOGGER = logging.getLogger(__name__)
 
 _MESSAGES: Final = {
     400: ("BadRequestException", "Malformed HTTP request"),
+    405: ("MethodNotAllowedException", "Method not allowed"),
     408: ("RequestTimeoutException", "The request head did not arrive in time"),
     414: ("BadRequestException", "Request line too long"),
     431: ("BadRequestException", "Request header too large"),
@@ -126,7 +129,12 @@ class _GatewayRequestHandler(RequestHandler):
     ) -> web.StreamResponse:
         """The answer to a request aiohttp could not parse (or whose handler failed outside the
         app's middleware): fixed JSON, never the refused bytes, which may hold a credential."""
-        if isinstance(exc, LineTooLong):
+        headers: dict[str, str] = {}
+        if isinstance(exc, BadHttpMethod):
+            # A method the parser does not know (lower-case "get", made-up tokens): not one
+            # Iceberg uses, so the same answer as for TRACE.
+            status, headers = 405, {"Allow": ", ".join(ICEBERG_METHODS)}
+        elif isinstance(exc, LineTooLong):
             # Which limit: LineTooLong carries it (args: cut line, limit, size).
             status = 414 if exc.args[1:2] == (self.max_line_size,) else 431
         elif isinstance(exc, HttpProcessingError):
@@ -139,8 +147,9 @@ class _GatewayRequestHandler(RequestHandler):
         if request.writer.output_size > 0:
             raise ConnectionError("response already started")
         response = web.Response(
-            status=status, body=_error_body(status), content_type="application/json"
-        )
+            status=status, body=_error_body(status), content_type="application/json",
+            headers=headers,
+        )  # fmt: skip
         response.force_close()
         return response
 

@@ -105,6 +105,9 @@ class GatewayTestServer(TestServer):
     tests see what clients see, parser refusals and timeouts included."""
 
     async def _make_runner(self, **kwargs: Any) -> GatewayRunner:
+        # As the gateway serves (runner.serving): a client that goes away does not cancel its
+        # handler (aiohttp's test server would), the handler sees the connection's end.
+        kwargs.pop("handler_cancellation", None)
         return GatewayRunner(self.app, **kwargs)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from gateway.keys import METRICS
 from gateway.settings import ServerSettings
 
 from .conftest import Gateway, MakeGateway
@@ -170,3 +171,43 @@ async def test_an_idle_keep_alive_connection_is_closed_after_the_keepalive_timeo
             assert await reader.read() == b""  # the gateway closed the idle connection
     finally:
         writer.close()
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type"),
+    [
+        ("/api/v1/login", "application/json"),
+        ("/v1/oauth/tokens", "application/x-www-form-urlencoded"),
+        ("/v1/default/v1/namespaces", "application/json"),
+    ],
+)
+async def test_a_client_that_disconnects_mid_body_is_a_499_not_a_server_error(
+    gateway: Gateway, caplog: pytest.LogCaptureFixture, path: str, content_type: str
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    key = gateway.root.api_key.plaintext()
+    reader, writer = await asyncio.open_connection(*address(gateway))
+    writer.write(
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nX-API-Key: {key}\r\nContent-Type: {content_type}\r\n"
+        "Content-Length: 60000\r\n\r\n".encode()
+        + b"x" * 40_000  # under the form limit: the handler is reading when the client goes
+    )
+    await writer.drain()
+    writer.close()
+
+    metrics = gateway.app[METRICS]
+
+    def statuses() -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for routes in metrics.snapshot()["requests"].values():
+            for by_status in routes.values():
+                for status, count in by_status.items():
+                    counts[status] = counts.get(status, 0) + count
+        return counts
+
+    async with asyncio.timeout(10):
+        while "499" not in statuses():
+            await asyncio.sleep(0.01)
+    assert not any(status.startswith("5") for status in statuses())
+    assert "Traceback" not in caplog.text and "unhandled" not in caplog.text
+    assert key.rsplit("_", 1)[1] not in caplog.text

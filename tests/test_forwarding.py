@@ -1207,7 +1207,12 @@ async def test_methods_iceberg_does_not_use_get_405_before_authentication_and_go
     reply = await call(gateway, method, f"{API}/namespaces", headers=key_auth(user))
 
     assert_iceberg_error(reply, 405)
-    assert set(reply.headers["Allow"].split(",")) == {"GET", "HEAD", "POST", "DELETE"}
+    assert set(reply.headers["Allow"].replace(" ", "").split(",")) == {
+        "GET",
+        "HEAD",
+        "POST",
+        "DELETE",
+    }
     assert calls == []  # refused before any authentication cost
     assert gateway.upstream.requests == []
 
@@ -1217,7 +1222,8 @@ async def test_a_lower_case_method_is_405(gateway: Gateway, user: CreatedKey) ->
     assert server.host is not None and server.port is not None
     raw = f"get {API}/namespaces HTTP/1.1\r\nHost: x\r\nX-API-Key: {user.api_key.plaintext()}"
     reply = await exchange(server.host, server.port, raw.encode() + b"\r\n\r\n")
-    assert reply.status in (400, 405)
+    assert reply.status == 405
+    assert "GET" in (reply.header("Allow") or "")
     assert reply.json()["error"]["code"] == reply.status
     assert gateway.upstream.requests == []
 

@@ -353,6 +353,17 @@ async def test_streamed_body_of_known_length_goes_as_is() -> None:
         assert upstream.requests[0].endswith(b"Content-Length: 5\r\n\r\nabcde")
 
 
+async def test_a_streamed_body_longer_than_its_declared_length_never_sends_the_surplus() -> None:
+    smuggled = b"DELETE /v1/other/namespaces/victim HTTP/1.1\r\nHost: u\r\n\r\n"
+    async with connected(serving(OK, OK)) as (upstream, c):
+        with pytest.raises(UpstreamProtocolError):
+            await c.request("POST", "/v1/x", [], chunks(b"{}", smuggled), content_length=2)
+        await until(lambda: upstream.connections == 1 and not upstream._tasks)  # all read
+        assert upstream.requests == [upstream.requests[0]]
+        assert upstream.requests[0].endswith(b"Content-Length: 2\r\n\r\n{}")
+        assert b"victim" not in b"".join(upstream.requests)
+
+
 @pytest.mark.parametrize(
     ("name", "value", "target"),
     [
