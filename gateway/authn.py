@@ -18,15 +18,17 @@ import hmac
 import logging
 import os
 import typing
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
+
+from multidict import CIMultiDictProxy
 
 from .identity import KEY_PREFIX, ApiKey, Principal, ServiceUser, User, parse_key, verify_key
 from .store import Store
 from .tokens import MAX_TOKEN_BYTES, TokenClaims, TokenService
 
-__all__ = ("AuthOutcome", "Authenticator", "Credential", "parse_credential")
+__all__ = ("AMBIGUOUS", "AuthOutcome", "Authenticator", "Credential", "parse_credentials")
 
 _LOGGER = logging.getLogger(__name__)
 _MAX_CACHE: Final = 200_000
@@ -56,19 +58,31 @@ class AuthOutcome:
 ANONYMOUS: Final = AuthOutcome(None, "missing")
 
 
-def parse_credential(headers: Mapping[str, str]) -> Credential | None:
-    """Pick the credential from ``X-API-Key`` or ``Authorization: Bearer``; no I/O.
+AMBIGUOUS: Final = Credential("ambiguous", "")
 
-    ``X-API-Key`` wins: PyIceberg configured with ``header.X-API-Key`` and no auth also sends
-    ``Authorization: Bearer None``, which therefore must not shadow the key. ``Bearer None``
-    on its own counts as no credential.
+
+def parse_credentials(headers: CIMultiDictProxy[str]) -> tuple[Credential, ...]:
+    """The credentials the request presents (none, one, or an ``X-API-Key`` with a bearer
+    credential, which must name the same principal); no I/O.
+
+    A credential header given twice is ``AMBIGUOUS``: servers disagree on which copy counts
+    (first, last, joined), so no copy is trusted. PyIceberg configured with
+    ``header.X-API-Key`` and no auth also sends ``Authorization: Bearer None``, which is no
+    credential at all, on its own or beside a key.
     """
-    api_key = headers.get("X-API-Key")
-    if api_key is not None:
-        return Credential("api_key", api_key.strip())
-    authorization = headers.get("Authorization")
-    if authorization is None:
-        return None
+    keys = headers.getall("X-API-Key", ())
+    authorizations = headers.getall("Authorization", ())
+    if len(keys) > 1 or len(authorizations) > 1:
+        return (AMBIGUOUS,)
+    found = [Credential("api_key", keys[0].strip())] if keys else []
+    if authorizations:
+        bearer = _bearer(authorizations[0])
+        if bearer is not None:
+            found.append(bearer)
+    return tuple(found)
+
+
+def _bearer(authorization: str) -> Credential | None:
     scheme, _, value = authorization.strip().partition(" ")
     value = value.strip()
     if scheme.lower() != "bearer" or not value:
@@ -110,10 +124,23 @@ class Authenticator:
 
     # -- authentication ----------------------------------------------------------------------
 
-    async def authenticate(self, headers: Mapping[str, str]) -> AuthOutcome:
-        credential = parse_credential(headers)
-        if credential is None:
+    async def authenticate(self, headers: CIMultiDictProxy[str]) -> AuthOutcome:
+        credentials = parse_credentials(headers)
+        if not credentials:
             return ANONYMOUS
+        outcome = await self._authenticate_one(credentials[0])
+        if len(credentials) == 1 or outcome.principal is None:
+            return outcome
+        # An X-API-Key with a bearer credential: accepted only when both authenticate, and
+        # as the same principal (the upstream and the audit log must not disagree on who).
+        other = await self._authenticate_one(credentials[1])
+        if other.principal is None:
+            return other
+        if other.principal.id != outcome.principal.id:
+            return AuthOutcome(None, AMBIGUOUS.kind)
+        return outcome
+
+    async def _authenticate_one(self, credential: Credential) -> AuthOutcome:
         if credential.kind == "api_key":
             key = parse_key(credential.value)
             if key is None:
@@ -121,7 +148,7 @@ class Authenticator:
             return await self.authenticate_key(key)
         if credential.kind == "token":
             return await self.authenticate_token(credential.value)
-        return AuthOutcome(None, "malformed")
+        return AuthOutcome(None, credential.kind)  # malformed, ambiguous
 
     async def authenticate_key(self, key: ApiKey) -> AuthOutcome:
         user = await self._cached(self._by_key_id, key.key_id, self._store.service_user_by_key_id)

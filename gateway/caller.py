@@ -12,13 +12,12 @@ from __future__ import annotations
 from aiohttp import web
 
 from .auditing import record_auth_failure
+from .authn import AMBIGUOUS
 from .errors import BadRequest, Unauthenticated
 from .identity import Principal
 from .keys import AUTH
 
-__all__ = ("AMBIGUOUS", "require_principal")
-
-AMBIGUOUS = "ambiguous"
+__all__ = ("require_principal",)
 
 
 def require_principal(request: web.Request, target_type: str, target_id: str | None) -> Principal:
@@ -26,7 +25,7 @@ def require_principal(request: web.Request, target_type: str, target_id: str | N
     if outcome.principal is not None:
         return outcome.principal
     record_auth_failure(request, target_type, target_id)
-    if outcome.reason == AMBIGUOUS:
+    if outcome.reason == AMBIGUOUS.kind:
         raise BadRequest(
             "Malformed request: give one credential (one X-API-Key or one Authorization header)"
         )

@@ -58,7 +58,7 @@ UPSTREAM_ERROR_KINDS: Final = ("unavailable", "timeout", "broken")
 # text in ``authn``) still count when they occur.
 AUTH_FAILURE_REASONS: Final = (
     "missing", "malformed", "unknown_key", "wrong_secret", "bad_token",
-    "deleted", "rotated", "inactive", "expired", "password",
+    "deleted", "rotated", "inactive", "expired", "password", "ambiguous",
 )  # fmt: skip
 GRANT_TYPES: Final = ("client_credentials", "token_exchange")
 TOKEN_ERRORS: Final = (

@@ -185,8 +185,10 @@ async def _grant(request: web.Request, form: Mapping[str, str]) -> tuple[Princip
 
 
 def _basic_credentials(request: web.Request) -> tuple[str | None, str] | None:
-    header = request.headers.get("Authorization", "")
-    scheme, _, encoded = header.strip().partition(" ")
+    headers = request.headers.getall("Authorization", ())
+    if len(headers) > 1:
+        raise _invalid_request("Give one Authorization header")
+    scheme, _, encoded = (headers[0] if headers else "").strip().partition(" ")
     if scheme.lower() != "basic":
         return None  # includes a stray Bearer, which we ignore by design
     try:
@@ -194,9 +196,12 @@ def _basic_credentials(request: web.Request) -> tuple[str | None, str] | None:
     except (binascii.Error, UnicodeDecodeError):
         raise _invalid_client() from None
     client_id, sep, secret = decoded.partition(":")
+    # RFC 6749 2.3.1: both parts are form-encoded before Basic encoding (%2D is "-"). DuckDB
+    # and PyIceberg send them raw, which decoding leaves as they are: keys and UUIDs hold no
+    # "%" or "+".
     if not sep:  # no colon: the whole value is the secret
-        return None, decoded
-    return client_id or None, secret
+        return None, unquote_plus(decoded)
+    return unquote_plus(client_id) or None, unquote_plus(secret)
 
 
 async def _client(
@@ -209,6 +214,10 @@ async def _client(
     """Authenticate the client from HTTP Basic or the form; None if none was presented."""
     basic = _basic_credentials(request)
     if basic is not None:
+        if "client_id" in form or "client_secret" in form:
+            # RFC 6749 2.3: one authentication method per request. Which of two clients a
+            # server acts on is exactly what must never be left to chance.
+            raise _invalid_request("Give client credentials once: in Basic or in the form")
         client_id, secret = basic
     elif "client_secret" in form:
         client_id, secret = form.get("client_id") or None, form["client_secret"]
@@ -216,9 +225,7 @@ async def _client(
         raise _invalid_client()
     else:
         return None
-    # RFC 6749 2.3.1 says Basic values are form-encoded first; DuckDB and PyIceberg send them
-    # raw. Our keys and UUIDs contain no character that encoding changes, so decoding is safe.
-    key = parse_key(secret) or parse_key(unquote_plus(secret))
+    key = parse_key(secret)
     if key is None:
         raise _invalid_client()
     outcome = await authenticator.authenticate_key(key)

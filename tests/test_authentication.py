@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from multidict import CIMultiDict
 
 from gateway import authn, identity
 from gateway.errors import UNAUTHENTICATED_MESSAGE
@@ -406,3 +407,71 @@ async def test_a_read_started_before_an_invalidation_is_not_shared_after_it(
     assert (await first).principal is not None
     assert (await second).principal is not None
     assert len(reads) == 2  # the second did its own read, after the invalidation
+
+
+# -- one credential per request ----------------------------------------------------------------
+
+
+async def ambiguous_status(gw: Gateway, pairs: list[tuple[str, str]], path: str = CATALOG) -> int:
+    forwarded = len(gw.upstream.catalog_requests())
+    async with gw.client.get(path, headers=CIMultiDict(pairs)) as resp:
+        body = await resp.json()
+        assert body["error"]["code"] == resp.status
+    assert len(gw.upstream.catalog_requests()) == forwarded
+    return resp.status
+
+
+async def test_a_repeated_credential_header_is_400_whatever_its_copies_hold(
+    gateway: Gateway,
+) -> None:
+    good_key = (await gateway.user("good")).api_key.plaintext()
+    bad_key = generate_key().plaintext()
+    for pairs in (
+        [("X-API-Key", good_key), ("X-API-Key", bad_key)],
+        [("X-API-Key", bad_key), ("X-API-Key", good_key)],
+        [("X-API-Key", good_key), ("X-API-Key", good_key)],
+        [("Authorization", f"Bearer {good_key}"), ("Authorization", f"Bearer {bad_key}")],
+        [("Authorization", f"Bearer {good_key}"), ("Authorization", "Bearer None")],
+    ):
+        assert await ambiguous_status(gateway, pairs) == 400, pairs
+
+
+async def test_an_api_key_with_a_bearer_of_another_principal_is_400(gateway: Gateway) -> None:
+    good, other = await gateway.user("good"), await gateway.user("other")
+    good_key = good.api_key.plaintext()
+    for value in (other.api_key.plaintext(), await gateway.token(other)):
+        pairs = [("X-API-Key", good_key), ("Authorization", f"Bearer {value}")]
+        assert await ambiguous_status(gateway, pairs) == 400
+
+
+async def test_an_api_key_with_a_failing_bearer_is_401(gateway: Gateway) -> None:
+    good = await gateway.user()
+    pairs = [("X-API-Key", good.api_key.plaintext()), ("Authorization", "Bearer not-a-token")]
+    assert await ambiguous_status(gateway, pairs) == 401
+
+
+async def test_an_api_key_with_a_bearer_of_the_same_principal_or_bearer_none_is_accepted(
+    gateway: Gateway,
+) -> None:
+    good = await gateway.user()
+    key = good.api_key.plaintext()
+    for value in (key, await gateway.token(good), "None"):
+        headers = {"X-API-Key": key, "Authorization": f"Bearer {value}"}
+        assert await status(gateway, headers) == 200, value
+
+
+async def test_two_credentials_on_the_management_api_are_400_and_change_nothing(
+    gateway: Gateway,
+) -> None:
+    user = await gateway.user("plain")
+    before = (await gateway.admin.list())[1]
+    for first, second in ((gateway.root, user), (user, gateway.root)):
+        pairs = [
+            ("X-API-Key", first.api_key.plaintext()),
+            ("X-API-Key", second.api_key.plaintext()),
+        ]
+        async with gateway.client.post(
+            "/api/v1/service-users", json={"name": "smuggled"}, headers=CIMultiDict(pairs)
+        ) as resp:
+            assert resp.status == 400
+    assert (await gateway.admin.list())[1] == before

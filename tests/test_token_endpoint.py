@@ -20,6 +20,7 @@ import pytest
 from aiohttp import ClientResponse
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet, KeySetSerialization
+from multidict import CIMultiDict
 from yarl import URL
 
 # conftest registers aiohttp's legacy plugin, whose client fixtures run in a loop of their own
@@ -101,9 +102,9 @@ async def post_token(
     path: str = TOKEN_PATH,
 ) -> ClientResponse:
     body = form if isinstance(form, bytes) else urlencode(form).encode()
-    return await gateway.client.post(
-        path, data=body, headers={"Content-Type": FORM_TYPE, **(headers or {})}
-    )
+    sent = CIMultiDict(headers or {})  # repeated headers stay repeated
+    sent.setdefault("Content-Type", FORM_TYPE)
+    return await gateway.client.post(path, data=body, headers=sent)
 
 
 async def issued(resp: ClientResponse) -> dict[str, Any]:
@@ -764,10 +765,49 @@ async def test_no_client_credentials_at_all_is_invalid_client(gateway: Gateway) 
 async def test_unusable_basic_header_is_invalid_client(
     gateway: Gateway, authorization: str
 ) -> None:
+    resp = await post_token(
+        gateway, {"grant_type": "client_credentials"}, headers={"Authorization": authorization}
+    )
+    await oauth_error(resp, 401, "invalid_client")
+
+
+async def test_basic_and_form_credentials_together_are_invalid_request(gateway: Gateway) -> None:
+    created, other = await gateway.user("a"), await gateway.user("b")
+    other_basic = basic(f"{other.user.id}:{other.api_key.plaintext()}")
+    secret_only = {"grant_type": "client_credentials", "client_secret": "x"}
+    for form in (
+        credentials(created),
+        secret_only,
+        {"grant_type": "client_credentials", "client_id": "x"},
+    ):
+        resp = await post_token(gateway, form, headers=other_basic)
+        await oauth_error(resp, 400, "invalid_request", never_shows=[other.api_key.plaintext()])
+
+
+async def test_two_authorization_headers_at_the_token_endpoint_are_invalid_request(
+    gateway: Gateway,
+) -> None:
+    created, other = await gateway.user("a"), await gateway.user("b")
+    headers = CIMultiDict(
+        [
+            *basic(f"{created.user.id}:{created.api_key.plaintext()}").items(),
+            *basic(f"{other.user.id}:{other.api_key.plaintext()}").items(),
+        ]
+    )
+    resp = await post_token(gateway, {"grant_type": "client_credentials"}, headers=headers)
+    await oauth_error(resp, 400, "invalid_request")
+
+
+async def test_basic_credentials_are_form_decoded_as_rfc_6749_says(gateway: Gateway) -> None:
     created = await gateway.user()
-    # Even with good form credentials: the client chose Basic, and Basic failed.
-    resp = await post_token(gateway, credentials(created), headers={"Authorization": authorization})
-    await oauth_error(resp, 401, "invalid_client", never_shows=[created.api_key.plaintext()])
+    client_id = created.user.id.replace("-", "%2D")
+    secret = created.api_key.plaintext().replace("_", "%5F")
+    raw = f"{client_id}:{secret}".encode()
+    headers = {"Authorization": "Basic " + base64.b64encode(raw).decode()}
+    body = await issued(
+        await post_token(gateway, {"grant_type": "client_credentials"}, headers=headers)
+    )
+    await assert_token_works(gateway, body["access_token"], created)
 
 
 @pytest.mark.parametrize(
