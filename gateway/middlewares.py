@@ -78,9 +78,11 @@ def gateway_middleware(metrics: GatewayMetrics) -> Middleware:
             try:
                 # What the router refused (no such path, a method no route takes: TRACE,
                 # PROPFIND ...) is answered before any authentication cost.
-                if request.method not in _SERVED_METHODS:
-                    raise MethodNotAllowed(allow=ICEBERG_METHODS)
                 refused = request.match_info.http_exception
+                if request.method not in _SERVED_METHODS and (
+                    refused is None or refused.status != 405
+                ):
+                    raise MethodNotAllowed(allow=ICEBERG_METHODS)  # CONNECT finds no route
                 if refused is not None:
                     raise refused
                 headers = request.headers

@@ -1453,3 +1453,57 @@ async def test_a_root_can_be_retired_once_another_root_exists(gateway: Gateway) 
     await ok(gateway, "GET", "/api/v1/me", key_auth(key))
     last = await call(gateway, "DELETE", f"/api/v1/service-users/{second['id']}", key_auth(key))
     assert_error(last, 409, "Root")
+
+
+# -- strict JSON (RFC 8259) ----------------------------------------------------------------------
+
+
+STRICT_JSON_CASES = [
+    # (raw body, Content-Type, status, words in the message)
+    (b'{"name": "a", "role": "TenantUser", "role": "TenantAdmin"}', "application/json", 400,
+     ("role", "more than once")),
+    (b'{"name": "a", "name": "b"}', "application/json", 400, ("name", "more than once")),
+    ('{"name": "a"}'.encode("utf-16"), "application/json", 400, ("UTF-8",)),
+    ('{"name": "a"}'.encode("utf-16-be"), "application/json", 400, ("Malformed JSON",)),
+    ('{"name": "a"}'.encode("utf-32"), "application/json", 400, ("UTF-8",)),
+    (b'\xef\xbb\xbf{"name": "a"}', "application/json", 400, ("byte order mark",)),
+    (b'{"name": "a"}', "text/plain", 415, ("application/json",)),
+    (b'{"name": "a"}', "application/x-www-form-urlencoded", 415, ("application/json",)),
+    (b'{"name": "a"}', "application/json; charset=utf-16", 415, ("UTF-8",)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("raw", "content_type", "status", "words"), STRICT_JSON_CASES)
+async def test_management_bodies_must_be_unambiguous_utf8_json_or_nothing_changes(
+    gateway: Gateway, raw: bytes, content_type: str, status: int, words: tuple[str, ...]
+) -> None:
+    victim, _ = await create_service_user(gateway, root(gateway), "victim")
+    before = (await gateway.admin.list())[0]
+    for method, path in (
+        ("POST", "/api/v1/service-users"),
+        ("PUT", f"/api/v1/service-users/{victim['id']}"),
+        ("POST", "/api/v1/tenants"),  # a body of a tenant's fields: "name" fits here too
+    ):
+        reply = await call(
+            gateway, method, path, root(gateway), raw=raw, headers={"Content-Type": content_type}
+        )
+        assert_error(reply, status, *words)
+    assert (await gateway.admin.list())[0] == before
+    assert [t.name for t in await gateway.store.list_tenants()] == ["default"]
+
+
+async def test_a_body_without_content_type_is_415(gateway: Gateway) -> None:
+    url = gateway.client.make_url("/api/v1/service-users")
+    async with gateway.client.session.post(
+        url, data=b'{"name": "a"}', headers={**root(gateway), "Content-Type": ""}
+    ) as resp:
+        assert resp.status == 415
+    assert [u.name for u in (await gateway.admin.list())[0]] == ["root"]
+
+
+async def test_json_with_a_utf8_charset_parameter_is_accepted(gateway: Gateway) -> None:
+    reply = await call(
+        gateway, "POST", "/api/v1/service-users", root(gateway), raw=b'{"name": "ok"}',
+        headers={"Content-Type": "application/json; charset=UTF-8"},
+    )  # fmt: skip
+    assert reply.status == 201, reply.text
