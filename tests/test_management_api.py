@@ -1434,9 +1434,11 @@ async def test_the_openapi_document_describes_exactly_the_api_v1_routes(gateway:
         ("PUT", {"active": False}),
         ("PUT", {"role": "TenantAdmin"}),
         ("PUT", {"expires_at": "2000-01-01T00:00:00Z"}),
+        ("PUT", {"expires_in": 2}),
+        ("PUT", {"expires_at": "2999-01-01T00:00:00Z"}),
         ("DELETE", NO_BODY),
     ],
-    ids=["deactivate", "demote", "expire", "delete"],
+    ids=["deactivate", "demote", "expire", "expire-soon", "expire-one-day", "delete"],
 )
 async def test_the_last_root_cannot_be_retired(gateway: Gateway, method: str, body: Any) -> None:
     path = f"/api/v1/service-users/{gateway.root.user.id}"
@@ -1453,6 +1455,24 @@ async def test_a_root_can_be_retired_once_another_root_exists(gateway: Gateway) 
     await ok(gateway, "GET", "/api/v1/me", key_auth(key))
     last = await call(gateway, "DELETE", f"/api/v1/service-users/{second['id']}", key_auth(key))
     assert_error(last, 409, "Root")
+
+
+async def test_an_expiry_is_allowed_on_a_root_while_another_root_never_expires(
+    gateway: Gateway,
+) -> None:
+    second, key = await create_service_user(gateway, root(gateway), "second-root", role="Root")
+    path = f"/api/v1/service-users/{gateway.root.user.id}"
+    expiring = await ok(gateway, "PUT", path, root(gateway), body={"expires_in": 3600})
+    assert expiring["expires_at"] is not None
+    # Now the second Root is the last one without an expiry: it must stay that way.
+    refused = await call(
+        gateway, "PUT", f"/api/v1/service-users/{second['id']}", key_auth(key),
+        body={"expires_in": 7200},
+    )  # fmt: skip
+    assert_error(refused, 409, "expiry")
+    # Changes that keep a permanent Root are fine, on either.
+    await ok(gateway, "PUT", path, root(gateway), body={"description": "expires in an hour"})
+    await ok(gateway, "PUT", path, root(gateway), body={"expires_at": None})
 
 
 # -- strict JSON (RFC 8259) ----------------------------------------------------------------------

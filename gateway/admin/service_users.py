@@ -32,7 +32,10 @@ from .trail import audited
 
 __all__ = ("LAST_ROOT", "routes")
 
-LAST_ROOT: Final = "Refused: it would leave no active Root identity (create another Root first)"
+LAST_ROOT: Final = (
+    "Refused: at least one active Root identity without an expiry must remain "
+    "(create another Root first)"
+)
 
 _CREATE: Final = {
     "name": Field(str, required=True),

@@ -189,11 +189,12 @@ class SqliteCore:
         last usable Root."""
         async with self.transaction() as conn:
             was_root = await self._is_root(conn, table, id_)
+            permanent_before = await self._permanent_roots(conn) if was_root else 0
             cur = await conn.execute(sql, tuple(params))
             if cur.rowcount == 0:
                 return False
             if was_root:
-                await self._refuse_if_rootless(conn, audit.at)
+                await self._refuse_if_rootless(conn, audit.at, permanent_before)
             await self._audit(conn, audit)
             await self._bump_identity_version(conn)
         return True
@@ -213,9 +214,24 @@ class SqliteCore:
         return bool(row and row[0])
 
     @staticmethod
-    async def _refuse_if_rootless(conn: aiosqlite.Connection, now: float) -> None:
-        """Raise LastRoot (rolling the change back) if no usable Root identity is left: with
-        none, nobody could ever manage tenants or grant Root again."""
+    async def _permanent_roots(conn: aiosqlite.Connection) -> int:
+        """Active Root identities that never expire (human users have no expiry)."""
+        async with conn.execute(
+            "SELECT (SELECT count(*) FROM service_users WHERE role = 'Root' AND active = 1"
+            " AND expires_at IS NULL)"
+            " + (SELECT count(*) FROM users WHERE role = 'Root' AND active = 1)"
+        ) as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    @classmethod
+    async def _refuse_if_rootless(
+        cls, conn: aiosqlite.Connection, now: float, permanent_before: int
+    ) -> None:
+        """Raise LastRoot (rolling the change back) if the change leaves no usable Root now,
+        or takes away the last Root that never expires: with none, nobody could ever manage
+        tenants or grant Root again (an expiry retires a Root as surely as a deactivation,
+        only later)."""
         async with conn.execute(
             "SELECT (SELECT count(*) FROM service_users WHERE role = 'Root' AND active = 1"
             " AND (expires_at IS NULL OR expires_at > ?))"
@@ -225,6 +241,8 @@ class SqliteCore:
             row = await cur.fetchone()
         if not row or not row[0]:
             raise LastRoot("it would leave no active Root identity")
+        if permanent_before and not await cls._permanent_roots(conn):
+            raise LastRoot("it would leave no Root identity without an expiry")
 
     def add_change_listener(self, listener: Callable[[], None]) -> None:
         """Call ``listener()`` after every committed identity change made through this store
