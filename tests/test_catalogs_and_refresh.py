@@ -565,7 +565,7 @@ async def garble(auth: OAuth2ClientCredentials, bogus: str) -> None:
 
 
 async def forget(auth: OAuth2ClientCredentials) -> None:
-    auth.invalidate()
+    auth.invalidate(auth._value)
 
 
 def test_upstream_oauth2_token_is_renewed_and_the_request_retried_once_after_an_upstream_401(
@@ -753,7 +753,8 @@ async def test_upstream_oauth2_invalidate_forces_a_new_fetch(aiohttp_server: Any
     async with aiohttp.ClientSession() as session:
         auth = await _fake_endpoint(aiohttp_server, endpoint, session, FakeClock(1000.0))
         assert await auth.authorization() == "Bearer upstream-1"
-        auth.invalidate()
+        assert not auth.invalidate("Bearer some-older-token")  # not the current one
+        assert auth.invalidate("Bearer upstream-1")
         assert await auth.authorization() == "Bearer upstream-2"
         assert await auth.authorization() == "Bearer upstream-2"
 
@@ -775,12 +776,18 @@ async def test_upstream_oauth2_refusal_is_a_502_that_names_no_secret(
     aiohttp_server: Any, caplog: pytest.LogCaptureFixture, status: int, body: str
 ) -> None:
     endpoint = FakeTokenEndpoint(status=status, body=body.encode())
+    clock = FakeClock(1000.0)
     async with aiohttp.ClientSession() as session:
-        auth = await _fake_endpoint(aiohttp_server, endpoint, session, FakeClock(1000.0))
+        auth = await _fake_endpoint(aiohttp_server, endpoint, session, clock)
         with caplog.at_level(logging.DEBUG), pytest.raises(UpstreamError) as refused:
             await auth.authorization()
-        # A failure is not cached: once the endpoint recovers, the next call succeeds.
         endpoint.status, endpoint.body = 200, None
+        # Backing off: within a second of the failure, no second fetch is even tried ...
+        with pytest.raises(UpstreamError):
+            await auth.authorization()
+        assert len(endpoint.forms) == 1
+        # ... and after it, the recovered endpoint is asked again.
+        clock.advance(1.0)
         assert await auth.authorization() == "Bearer upstream-2"
     error = refused.value
     assert error.status == 502

@@ -642,6 +642,56 @@ async def test_oauth2_upstream_401_twice_passes_the_second_401_through(
     assert "upstream-token" not in reply.body.decode()
 
 
+class RefuseAll(set[str]):
+    def __contains__(self, token: object) -> bool:
+        return True
+
+
+async def test_an_upstream_refusing_every_token_does_not_flood_its_identity_provider(
+    make_gateway: MakeGateway,
+) -> None:
+    issued: list[str] = []
+    upstream = _oauth_upstream(issued, refuse=RefuseAll())
+    gateway = await make_gateway(
+        upstream=upstream, upstream_auth=UpstreamAuthSettings(type="oauth2", client_id="gw")
+    )
+    created = await gateway.user()
+
+    for _ in range(10):
+        reply = await call(gateway, "GET", f"{API}/namespaces", headers=key_auth(created))
+        assert reply.status == 401
+    concurrent = await asyncio.gather(
+        *(call(gateway, "GET", f"{API}/namespaces", headers=key_auth(created)) for _ in range(10))
+    )
+    assert {reply.status for reply in concurrent} == {401}
+
+    # The first token, and one renewal after its 401; the renewed one refused too: no more.
+    assert issued == ["upstream-token-1", "upstream-token-2"]
+
+
+async def test_a_failing_upstream_token_endpoint_is_asked_again_only_after_a_backoff(
+    make_gateway: MakeGateway,
+) -> None:
+    fetches: list[float] = []
+
+    async def responder(request: web.Request, recorded: Recorded) -> web.StreamResponse:
+        if recorded.raw_path == "/v1/oauth/tokens":
+            fetches.append(0)
+            return web.json_response({"error": "invalid_client"}, status=401)
+        return web.json_response({"namespaces": []})
+
+    gateway = await make_gateway(
+        upstream=RecordingUpstream(responder=responder),
+        upstream_auth=UpstreamAuthSettings(type="oauth2", client_id="gw"),
+    )
+    created = await gateway.user()
+    for _ in range(10):
+        reply = await call(gateway, "GET", f"{API}/namespaces", headers=key_auth(created))
+        assert_iceberg_error(reply, 502)
+    assert len(fetches) == 1
+    assert gateway.upstream.catalog_requests() == []
+
+
 async def test_oauth2_upstream_401_on_a_request_with_a_body_is_not_replayed(
     make_gateway: MakeGateway,
 ) -> None:

@@ -122,6 +122,7 @@ class Forwarder:
                 body = _client_chunks(request.content, self._max_body)
         retry_on_401 = self._auth.renewable and not request.body_exists
         while True:
+            authorization = await self._auth.authorization()
             headers = self._headers.upstream_request(
                 request.headers,
                 fwd.principal,
@@ -129,7 +130,7 @@ class Forwarder:
                 proto=request.scheme,
                 host=request.host,
                 request_id=fwd.request_id,
-                authorization=await self._auth.authorization(),
+                authorization=authorization,
                 trusted_forwarded_for=(request.remote or "") in self._trusted,
                 # A body we must inspect has to arrive readable: a gzip answer (clients send
                 # Accept-Encoding: gzip) would otherwise pass on with its tokens unfiltered.
@@ -145,15 +146,14 @@ class Forwarder:
             except Exception as exc:
                 raise _map_error(exc, self._stats) from None
             self._stats.observe(time.perf_counter() - start)
-            if upstream.status == 401 and self._auth.renewable:
-                # The upstream's token may have been revoked or its signing key rotated: never
-                # use it again. A bodiless request is replayed once with a new one; one with a
-                # (streamed, so unreplayable) body gets the 401, and the next request renews.
-                self._auth.invalidate()
-                if retry_on_401:
-                    upstream.release()
-                    retry_on_401 = False
-                    continue
+            # The upstream's token may have been revoked or its signing key rotated: renewed
+            # (at most once in a while, see upstream_auth). A bodiless request is replayed once
+            # with the new one; one with a (streamed, so unreplayable) body gets the 401, and
+            # the next request uses the new token.
+            if upstream.status == 401 and self._auth.invalidate(authorization) and retry_on_401:
+                upstream.release()
+                retry_on_401 = False
+                continue
             break
         try:
             return await self._respond(fwd, upstream, rewrite)

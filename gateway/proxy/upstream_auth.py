@@ -2,8 +2,11 @@
 ``client_credentials`` against the catalog's own token endpoint.
 
 The OAuth2 token is cached and renewed before it expires (a tenth of its lifetime early, at
-most a minute), with a single fetch in flight however many requests are waiting. Upstream
-secrets never appear in an error message or a log line.
+most a minute), with a single fetch in flight however many requests are waiting. An upstream
+401 renews it at most once per ``RENEW_AFTER_401_SECONDS`` (and only if the refused token is
+still the current one), and a failed fetch backs off (1 s, doubling up to a minute) before the
+next: an upstream that refuses everything must not turn client traffic into a flood against
+its identity provider. Upstream secrets never appear in an error message or a log line.
 """
 
 from __future__ import annotations
@@ -13,12 +16,12 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Final, Protocol
 from urllib.parse import urlencode
 
 import aiohttp
 
-from ..errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from ..errors import GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from ..settings import CatalogSettings
 
 __all__ = ("OAuth2ClientCredentials", "StaticBearer", "UpstreamAuth", "make_upstream_auth")
@@ -35,8 +38,9 @@ class UpstreamAuth(Protocol):
     async def authorization(self) -> str | None:
         """The ``Authorization`` value to send upstream, if any."""
 
-    def invalidate(self) -> None:
-        """The upstream refused the current credential (401): fetch a new one next time."""
+    def invalidate(self, refused: str | None) -> bool:
+        """The upstream answered 401 to ``refused`` (an ``authorization()`` value): True if a
+        new credential will be fetched for the next request (worth a retry)."""
 
 
 class NoUpstreamAuth:
@@ -45,8 +49,8 @@ class NoUpstreamAuth:
     async def authorization(self) -> str | None:
         return None
 
-    def invalidate(self) -> None:
-        pass
+    def invalidate(self, refused: str | None) -> bool:
+        return False
 
 
 class StaticBearer:
@@ -58,8 +62,14 @@ class StaticBearer:
     async def authorization(self) -> str | None:
         return self._value
 
-    def invalidate(self) -> None:
-        pass
+    def invalidate(self, refused: str | None) -> bool:
+        return False
+
+
+# At most one renewal after an upstream 401 in this many seconds.
+RENEW_AFTER_401_SECONDS: Final = 30.0
+_BACKOFF_FIRST: Final = 1.0
+_BACKOFF_MAX: Final = 60.0
 
 
 class OAuth2ClientCredentials:
@@ -87,17 +97,44 @@ class OAuth2ClientCredentials:
         self._value: str | None = None
         self._renew_at = 0.0
         self._lock = asyncio.Lock()
+        # The token fetched because the upstream refused its predecessor, and when: if the
+        # upstream refuses that one too, soon after, renewing again would not help.
+        self._renewing = False
+        self._renewal: str | None = None
+        self._renewed_at = -math.inf
+        self._failed: GatewayError | None = None  # the last fetch's failure, while backing off
+        self._retry_at = 0.0
+        self._backoff = _BACKOFF_FIRST
 
     async def authorization(self) -> str | None:
         if self._value is not None and self._clock() < self._renew_at:
             return self._value
         async with self._lock:  # one fetch in flight; the others reuse its result
             if self._value is None or self._clock() >= self._renew_at:
-                await self._fetch()
+                await self._fetch_with_backoff()
         return self._value
 
-    def invalidate(self) -> None:
+    def invalidate(self, refused: str | None) -> bool:
+        now = self._clock()
+        if refused is None or refused != self._value:
+            return False  # already renewed since that request was sent
+        if refused == self._renewal and now - self._renewed_at < RENEW_AFTER_401_SECONDS:
+            return False  # a token fetched for a 401 a moment ago: the upstream refuses all
+        self._renewing, self._renewed_at = True, now
         self._value = None
+        return True
+
+    async def _fetch_with_backoff(self) -> None:
+        if self._failed is not None and self._clock() < self._retry_at:
+            raise type(self._failed)(self._failed.detail)
+        try:
+            await self._fetch()
+        except GatewayError as exc:
+            self._failed = exc
+            self._retry_at = self._clock() + self._backoff
+            self._backoff = min(self._backoff * 2, _BACKOFF_MAX)
+            raise
+        self._failed, self._backoff = None, _BACKOFF_FIRST
 
     async def _fetch(self) -> None:
         try:
@@ -128,6 +165,8 @@ class OAuth2ClientCredentials:
             raise UpstreamError("The gateway could not authenticate to the catalog")
         lifetime = _lifetime(body.get("expires_in"))
         self._value = f"Bearer {token}"
+        if self._renewing:
+            self._renewing, self._renewal = False, self._value
         self._renew_at = self._clock() + lifetime - min(60.0, lifetime / 10)
 
 
