@@ -7,7 +7,9 @@ operation, 2 on usage errors (click's own).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -15,7 +17,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .settings import Settings, SettingsError, load_settings
+from .settings import Settings, SettingsError, load_settings, warnings
 from .store import StoreError
 
 __all__ = ("main",)
@@ -59,6 +61,8 @@ def check_config(config_path: Path) -> None:
     settings = _load(config_path)
     names = ", ".join(sorted(settings.catalogs))
     click.echo(f"{config_path}: OK ({len(settings.catalogs)} catalog(s): {names})")
+    for warning in warnings(settings):
+        click.secho(f"warning: {warning}", err=True, fg="yellow")
 
 
 @main.command()
@@ -119,6 +123,12 @@ def serve(config_path: Path, host: str | None, port: int | None, workers: int) -
 
     settings = _load(config_path)
     _configure_logging()
+    if host is not None:
+        settings = dataclasses.replace(
+            settings, server=dataclasses.replace(settings.server, host=host)
+        )
+    for warning in warnings(settings):
+        logging.getLogger(__name__).warning("%s", warning)
     try:
         status = serve_settings(settings, host=host, port=port, workers=workers)
     except (LookupError, OSError, StoreError) as exc:  # StoreError: e.g. a newer schema

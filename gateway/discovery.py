@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from .admin.schema import NO_STORE
 from .catalog_routes import public_base_url
 from .keys import SETTINGS, TOKENS
 
@@ -29,5 +30,8 @@ async def oauth_metadata(request: web.Request) -> web.Response:
                 "urn:ietf:params:oauth:grant-type:token-exchange",
             ],
             "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-        }
+        },
+        # Built from the request's Host when public_url is unset: a shared cache must never
+        # serve one client's answer (a forged Host, say) to another.
+        headers=NO_STORE,
     )

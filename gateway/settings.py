@@ -35,6 +35,7 @@ __all__ = (
     "load_settings",
     "settings_from_dict",
     "validate",
+    "warnings",
 )
 
 ENV_PREFIX: Final = "PANGOLIN_"
@@ -321,6 +322,19 @@ def _describe(hint: Any) -> str:
         return "a list of strings"
     names: dict[object, str] = {bool: "true or false", int: "an integer", float: "a number"}
     return names.get(hint, "a string")
+
+
+def warnings(settings: Settings) -> list[str]:
+    """Settings that work but are risky; pure. ``check-config`` and ``serve`` say them."""
+    found: list[str] = []
+    server = settings.server
+    if not server.public_url and server.host not in ("127.0.0.1", "localhost", "::1"):
+        found.append(
+            "server.public_url is empty: published URLs (the OAuth metadata's token_endpoint, "
+            "/api/v1/catalogs) are built from each request's Host header; set it to the URL "
+            "clients use"
+        )
+    return found
 
 
 def validate(settings: Settings, *, bench_mode: bool = False) -> list[str]:

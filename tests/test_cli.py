@@ -228,3 +228,15 @@ def test_serve_on_a_store_with_a_newer_schema_fails_with_one_line(tmp_path: Path
     assert isinstance(result.exception, SystemExit)
     (line,) = result.stderr.strip().splitlines()
     assert "newer than this gateway understands" in line
+
+
+def test_check_config_warns_when_published_urls_come_from_the_host_header(
+    tmp_path: Path,
+) -> None:
+    exposed = '[server]\nhost = "0.0.0.0"\n' + CONFIG
+    result = run("check-config", "--config", write_config(tmp_path, exposed))
+    assert result.exit_code == 0, result.output
+    assert "warning: server.public_url is empty" in result.stderr
+    fixed = '[server]\nhost = "0.0.0.0"\npublic_url = "https://gw.example"\n' + CONFIG
+    result = run("check-config", "--config", write_config(tmp_path, fixed))
+    assert result.exit_code == 0 and result.stderr == ""

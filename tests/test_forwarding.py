@@ -1357,3 +1357,15 @@ async def test_no_answer_status_skips_the_config_filter(
 
     assert reply.status == status
     assert b"upstream-token" not in reply.body and b"upstream:8181" not in reply.body
+
+
+async def test_answers_built_from_the_host_header_are_never_stored_by_a_shared_cache(
+    gateway: Gateway, user: CreatedKey
+) -> None:
+    forged = {**key_auth(user), "Host": "attacker.example"}
+    catalogs = await call(gateway, "GET", "/api/v1/catalogs", headers=forged)
+    metadata = await call(gateway, "GET", "/.well-known/oauth-authorization-server", headers=forged)
+    assert "attacker.example" in catalogs.body.decode()  # public_url is unset here
+    for reply in (catalogs, metadata):
+        assert reply.status == 200
+        assert reply.headers["Cache-Control"] == "no-store"
