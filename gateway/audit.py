@@ -17,11 +17,9 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Final
 
-from aiohttp import web
-
 from .store import AuditRecord, Store
 
-__all__ = ("AuditQueue", "ClientInfo", "client_details")
+__all__ = ("MAX_USER_AGENT", "AuditQueue", "ClientInfo")
 
 _LOGGER = logging.getLogger(__name__)
 MAX_USER_AGENT: Final = 200
@@ -33,15 +31,6 @@ class ClientInfo:
 
     addr: str | None = None
     user_agent: str | None = None
-
-
-def client_details(request: web.Request) -> ClientInfo:
-    """The client's address and truncated user agent. The user agent is untrusted text: it is
-    only ever stored, truncated and made printable, never interpreted."""
-    agent = request.headers.get("User-Agent")
-    if agent is not None:
-        agent = "".join(ch if ch.isprintable() else "?" for ch in agent[:MAX_USER_AGENT])
-    return ClientInfo(request.remote, agent)
 
 
 class AuditQueue:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .audit import client_details
+from .audit import MAX_USER_AGENT, ClientInfo
 from .identity import Principal
-from .keys import AUDIT, AUTH, CLOCK
+from .keys import AUDIT, AUTH, CLOCK, SETTINGS
 from .store import AuditRecord
 
-__all__ = ("record_auth_failure", "record_event")
+__all__ = ("client_details", "record_auth_failure", "record_event")
 
 _MAX_DETAIL = 300
 _MAX_TARGET = 200
@@ -25,6 +25,24 @@ def _printable(text: str | None, limit: int) -> str | None:
     if not text:
         return None
     return "".join(ch if ch.isprintable() else "?" for ch in text[:limit])
+
+
+def client_details(request: web.Request) -> ClientInfo:
+    """The client's address and truncated user agent. The address is the peer's, or, when the
+    peer is a trusted proxy (``server.trusted_proxies``), the last one it put in
+    X-Forwarded-For: behind a load balancer every client would otherwise share its address.
+    The user agent is untrusted text: it is only ever stored, truncated and made printable,
+    never interpreted."""
+    agent = request.headers.get("User-Agent")
+    if agent is not None:
+        agent = "".join(ch if ch.isprintable() else "?" for ch in agent[:MAX_USER_AGENT])
+    address = request.remote
+    if address in request.app[SETTINGS].server.trusted_proxies:
+        forwarded = ",".join(request.headers.getall("X-Forwarded-For", ()))
+        last = forwarded.rpartition(",")[2].strip()
+        if last and len(last) <= 64 and last.isprintable():
+            address = last
+    return ClientInfo(address, agent)
 
 
 def record_event(

@@ -5,10 +5,10 @@ kind of JWT the token endpoint issues, for a principal of type ``user``; its gen
 user's session generation, which a password change or deletion bumps, so every session of
 that user dies at once (the same mechanism as key rotation for service users).
 
-Failed logins are counted (per user in the store, per client address and username in memory)
-and slowed down: after a failure, each further attempt within the window waits twice as long
-before its password is even checked, up to a few seconds, which turns online password
-guessing into a very slow business.
+Failed logins are counted (per user in the store; in memory, per username and address pair,
+per address and per username, each with a budget of its own) and slowed down, so online
+password guessing becomes very slow while nobody can slow or lock out someone else's correct
+login (see ``LoginThrottle``).
 """
 
 from __future__ import annotations
@@ -50,45 +50,75 @@ def _check_password(password: str) -> str:
 
 
 class LoginThrottle:
-    """Counts recent failed logins per key (client address, username) and says how long to
-    make the next attempt wait. The wait comes before the password is checked, so guesses sent
-    in parallel are slowed as much as guesses sent one after another."""
+    """Counts recent failed logins and says how long attempts wait.
+
+    Three budgets, so that one kind of guessing cannot be turned against someone else:
+
+    - per username *and* address: after a failure, each further attempt of that pair waits
+      twice as long before its password is even checked (so guesses sent in parallel are
+      slowed as much as guesses sent one after another), up to ``MAX_DELAY``. Failing with a
+      victim's username from elsewhere never slows the victim's own attempts;
+    - per address, whatever the usernames: only past ``ADDRESS_FREE`` failures do that
+      address's attempts wait (password spraying from one place). Four typos on other
+      accounts do not slow a colleague's login from the same office address;
+    - per username, whatever the addresses: past ``USERNAME_FREE`` failures, a *failed*
+      attempt's answer is held back (guessing one account from many addresses), after the
+      check, so a correct login is never slowed by it.
+
+    The address is the client's (behind a trusted proxy, the one it forwarded)."""
 
     WINDOW: Final = 900.0
     BASE_DELAY: Final = 0.25
     MAX_DELAY: Final = 4.0
+    ADDRESS_FREE: Final = 10
+    USERNAME_FREE: Final = 5
     MAX_KEYS: Final = 100_000
 
     def __init__(self, clock: Clock = time.monotonic) -> None:
         self._clock = clock
         self._failures: dict[str, tuple[int, float]] = {}
 
+    @staticmethod
+    def _keys(username: str, address: str) -> tuple[str, str, str]:
+        name = username.lower()
+        return f"pair:{name}|{address}", f"addr:{address}", f"user:{name}"
+
     def _count(self, key: str, now: float) -> int:
         count, last = self._failures.get(key, (0, now))
         return 0 if now - last >= self.WINDOW else count
 
-    def delay(self, *keys: str) -> float:
-        """How long an attempt for ``keys`` waits now: nothing before the first failure, then
-        doubling with each recent failure, up to MAX_DELAY."""
-        now = self._clock()
-        worst = max((self._count(key, now) for key in keys), default=0)
-        if worst == 0:
+    def _delay(self, failures: int) -> float:
+        """Nothing before the first failure, then doubling with each, up to MAX_DELAY."""
+        if failures <= 0:
             return 0.0
-        return float(min(self.BASE_DELAY * 2.0 ** (worst - 1), self.MAX_DELAY))
+        return float(min(self.BASE_DELAY * 2.0 ** (failures - 1), self.MAX_DELAY))
 
-    def failed(self, *keys: str) -> None:
+    def delay(self, username: str, address: str) -> float:
+        """How long an attempt waits before its password is checked."""
+        now = self._clock()
+        pair, addr, _ = self._keys(username, address)
+        return self._delay(max(self._count(pair, now), self._count(addr, now) - self.ADDRESS_FREE))
+
+    def failure_delay(self, username: str) -> float:
+        """How long the answer to a failed attempt for ``username`` is held back."""
+        user = self._keys(username, "")[2]
+        return self._delay(self._count(user, self._clock()) - self.USERNAME_FREE)
+
+    def failed(self, username: str, address: str) -> None:
         now = self._clock()
         if len(self._failures) >= self.MAX_KEYS:
             self._failures = {k: v for k, v in self._failures.items() if now - v[1] < self.WINDOW}
             if len(self._failures) >= self.MAX_KEYS:
                 self._failures.clear()
-        for key in keys:
+        for key in self._keys(username, address):
             self._failures[key] = (self._count(key, now) + 1, now)
 
-    def succeeded(self, key: str) -> None:
-        # Only the username's count: clearing the address's would let anyone holding one valid
-        # account reset the throttle between guesses at others.
-        self._failures.pop(key, None)
+    def succeeded(self, username: str, address: str) -> None:
+        # Not the address's count: clearing it would let anyone holding one valid account
+        # reset the spraying budget between guesses at others.
+        pair, _, user = self._keys(username, address)
+        self._failures.pop(pair, None)
+        self._failures.pop(user, None)
 
 
 class UserAdmin:
@@ -176,13 +206,13 @@ class UserAdmin:
     async def login(self, username: str, password: str, client: ClientInfo) -> User | None:
         """The user if the password is right and the user active; otherwise None, after the
         throttle's delay. Unknown usernames cost the same as wrong passwords."""
-        keys = (f"user:{username.lower()}", f"addr:{client.addr}")
-        await asyncio.sleep(self.throttle.delay(*keys))
+        address = client.addr or "-"
+        await asyncio.sleep(self.throttle.delay(username, address))
         user = await self._store.user_by_username(username) if len(username) <= 64 else None
         ok = await verify_password(password, user.password_hash if user else None)
         now = self._clock()
         if ok and user is not None and user.active:
-            self.throttle.succeeded(keys[0])
+            self.throttle.succeeded(username, address)
             await self._store.record_login(user.id, success=True, at=now)
             self._audit.record(self._record(user.id, "login", user, client))
             return user
@@ -197,5 +227,8 @@ class UserAdmin:
                 detail=None if user else "unknown username",
             )
         )  # fmt: skip
-        self.throttle.failed(*keys)
+        self.throttle.failed(username, address)
+        held = self.throttle.failure_delay(username)
+        if held:
+            await asyncio.sleep(held)
         return None

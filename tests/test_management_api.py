@@ -794,20 +794,75 @@ async def test_failed_logins_share_one_message_are_counted_audited_and_slowed(
 
     counted = await ok(gateway, "GET", f"/api/v1/users/{dave['id']}", root(gateway))
     assert counted["failed_logins"] == 5
-    # After a failure, each attempt from the same client waits longer before its password is
-    # even checked (doubling, up to the cap), so parallel guesses are slowed too.
+    # After a failure, each attempt of the same name from the same client waits longer before
+    # its password is even checked (doubling), so parallel guesses are slowed too; the one
+    # attempt at another name from here is not slowed by dave's failures.
     throttle = users_module.LoginThrottle
-    assert login_delays == [0.0] + [
-        min(throttle.BASE_DELAY * 2**n, throttle.MAX_DELAY) for n in range(5)
-    ]
-    assert login_delays[-1] == throttle.MAX_DELAY
+    assert login_delays == [0.0, 0.0] + [throttle.BASE_DELAY * 2**n for n in range(4)]
+    for _ in range(3):
+        await login(gateway, "dave", "still not it")
+    # Capped before the check; and past USERNAME_FREE failures of the name, each failed answer
+    # is held back as well (after the check: a correct password would not wait for it).
+    assert login_delays[-6:] == [throttle.MAX_DELAY, 0.25, throttle.MAX_DELAY, 0.5,
+                                 throttle.MAX_DELAY, 1.0]  # fmt: skip
 
     failures = await audit(gateway, action="login", outcome="failure")
-    assert len(failures) == 6
-    assert len(matching(failures, actor=dave["id"], target_id=dave["id"])) == 5
+    assert len(failures) == 9
+    assert len(matching(failures, actor=dave["id"], target_id=dave["id"])) == 8
     (anonymous,) = matching(failures, actor="anonymous")
     assert anonymous["target_id"] is None and anonymous["client_addr"] == CLIENT_ADDR
     assert all("not the password" not in json.dumps(r) for r in failures)
+
+
+async def test_failures_on_other_usernames_never_slow_a_victims_correct_login(
+    gateway: Gateway, login_delays: list[float]
+) -> None:
+    # The review: four failures on other usernames from the same address slowed a victim's
+    # correct login from 0.11 s to 2.1 s.
+    await create_human(gateway, root(gateway), "victim")
+    for name in ("alice", "bob", "carol", "dave"):
+        assert (await login(gateway, name, "a wrong password")).status == 401
+    login_delays.clear()
+    assert (await login(gateway, "victim")).status == 200
+    assert login_delays == [0.0]
+
+
+async def test_failures_with_a_victims_name_from_elsewhere_never_slow_the_victims_login(
+    make_gateway: MakeGateway, login_delays: list[float]
+) -> None:
+    # Behind a trusted proxy, each client is the address the proxy forwarded.
+    gateway = await make_gateway(
+        server=dataclasses.replace(ServerSettings(), trusted_proxies=(CLIENT_ADDR,))
+    )
+    await create_human(gateway, root(gateway), "victim")
+    attacker = {"X-Forwarded-For": "203.0.113.66"}
+    for _ in range(3 * users_module.LoginThrottle.USERNAME_FREE):
+        reply = await call(
+            gateway, "POST", "/api/v1/login", headers=attacker,
+            body={"username": "victim", "password": "a wrong password"},
+        )  # fmt: skip
+        assert reply.status == 401
+    assert max(login_delays) > 0  # the attacker is slowed
+    login_delays.clear()
+    reply = await call(
+        gateway, "POST", "/api/v1/login", headers={"X-Forwarded-For": "198.51.100.7"},
+        body={"username": "victim", "password": PASSWORD},
+    )  # fmt: skip
+    assert reply.status == 200
+    assert login_delays == [0.0]  # neither before the check nor after it
+
+
+async def test_password_spraying_from_one_address_is_slowed_and_a_valid_login_does_not_reset_it(
+    gateway: Gateway, login_delays: list[float]
+) -> None:
+    await create_human(gateway, root(gateway), "mallory")
+    throttle = users_module.LoginThrottle
+    for n in range(throttle.ADDRESS_FREE + 2):
+        await login(gateway, f"user{n}", "a wrong password")
+    assert login_delays[-1] == throttle.BASE_DELAY  # past the address's free failures
+    assert (await login(gateway, "mallory")).status == 200
+    await login(gateway, "user-next", "a wrong password")
+    assert login_delays[-1] > 0  # one valid account does not reset the spraying budget
 
 
 async def test_a_successful_login_resets_the_failure_count_and_sets_last_login_at(
@@ -822,10 +877,9 @@ async def test_a_successful_login_resets_the_failure_count_and_sets_last_login_a
     after = await ok(gateway, "GET", path, root(gateway))
     assert after["failed_logins"] == 0
     assert after["last_login_at"] == iso(gateway.clock.now)
-    # The name's count is forgotten, the address's is not (else one valid account could reset
-    # the throttle between guesses at others): the next attempt from here still waits.
+    # The name's count is forgotten: erin's next attempt does not wait.
     await login(gateway, "erin", "wrong password!")
-    assert login_delays[-1] == 2 * users_module.LoginThrottle.BASE_DELAY
+    assert login_delays[-1] == 0.0
     (success,) = await audit(gateway, action="login", outcome="success")
     assert (success["actor"], success["target_id"]) == (erin["id"], erin["id"])
 

@@ -10,7 +10,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from ..audit import client_details
+from ..auditing import client_details
 from ..errors import BadRequest, Conflict, NotFound
 from ..identity import Role, ServiceUser
 from ..keys import AUTHENTICATOR, CLOCK, SERVICE_USERS

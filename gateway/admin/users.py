@@ -6,7 +6,7 @@ from typing import Final
 
 from aiohttp import web
 
-from ..audit import client_details
+from ..auditing import client_details
 from ..errors import BadRequest, Conflict, Forbidden, NotFound, Unauthenticated
 from ..identity import Role, User
 from ..keys import SETTINGS, TOKENS, USERS
