@@ -38,6 +38,9 @@ def _bench_principal(tenant: str) -> Principal:
 
 async def catalog_request(request: web.Request) -> web.StreamResponse:
     raw_path, _, query = request.raw_path.partition("?")
+    if not raw_path.startswith("/v1/"):
+        # The router matched the decoded path ("/%761/..."): the raw one is judged here.
+        raise BadRequest("Malformed request: catalog paths start with /v1/")
     path = parse_catalog_path(raw_path[len("/v1/") :])
     request[ROUTE] = path.route.klass
     if path.refusal is not None:

@@ -1301,6 +1301,7 @@ async def test_a_method_the_route_does_not_take_is_405_with_the_routes_methods(
         f"{API}//config",
         "/v1//config",
         f"{API}/namespaces/ns%2Ftables%2Ft",
+        "/%761/default/v1/namespaces",
     ],
 )
 @pytest.mark.parametrize("catalog", [CatalogSettings(), CatalogSettings(warehouse="wh")])
