@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -15,17 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from .processes import free_port
+
 pytestmark = pytest.mark.seaweedfs
 
 REPO = Path(__file__).resolve().parent.parent
 END_OF_SNIPPET = "print(catalog.list_namespaces())"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Demo:
@@ -96,7 +90,7 @@ def _weed_running(data_dir: Path) -> bool:
 
 
 def test_make_run_snippet_works_as_printed_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     first = Demo(tmp_path, port)
     snippet = first.wait_for_snippet()
     assert "credential" in snippet and f"127.0.0.1:{port}/v1/default/" in snippet

@@ -57,6 +57,8 @@ from urllib.parse import unquote_plus, unquote_to_bytes
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from .processes import clean_env, free_port
+
 REPO = Path(__file__).resolve().parent.parent
 WAREHOUSE: Final = "ours"
 ICEBERG_METHODS: Final = frozenset({"GET", "HEAD", "POST", "DELETE"})
@@ -1015,17 +1017,6 @@ class Run:
         return [r for r in self.received if r.tag == tag]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("PANGOLIN_")}
-
-
 def _wait_until_serving(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -1132,7 +1123,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     executable = Path(sys.executable).with_name("pangolin-gateway")
     assert executable.exists(), executable
     with _upstreams(journal, upstream_token) as upstreams:
-        port = _free_port()
+        port = free_port()
         config = tmp / "gateway.toml"
         store = tmp / "pangolin.db"
         config.write_text(
@@ -1149,14 +1140,14 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         )
         init = subprocess.run(
             [str(executable), "init", "--config", str(config), "--json"],
-            cwd=REPO, env=_env(), capture_output=True, text=True, timeout=60, check=True,
+            cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=60, check=True,
         )  # fmt: skip
         printed = json.loads(init.stdout)
         log = tmp / "gateway.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(
                 [str(executable), "serve", "--config", str(config)],
-                cwd=REPO, env=_env(), stdout=out, stderr=subprocess.STDOUT,
+                cwd=REPO, env=clean_env(), stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
         try:
             _wait_until_serving(proc, port, log)

@@ -16,7 +16,6 @@ import json
 import os
 import re
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -36,6 +35,8 @@ from gateway.cli import main
 from gateway.metrics_share import SNAPSHOT_SECONDS, parse
 from gateway.store import SqliteStore
 
+from .processes import clean_env, free_port
+
 REPO = Path(__file__).resolve().parent.parent
 # The bound the README states: store.change_poll_seconds (0.5 s) plus one request.
 PROPAGATION_BOUND = 1.0
@@ -43,17 +44,6 @@ PROPAGATION_BOUND = 1.0
 METRICS_BOUND = SNAPSHOT_SECONDS + 1.0
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("PANGOLIN_")}
 
 
 def _alive(pid: int) -> bool:
@@ -85,7 +75,7 @@ class Served:
     """The gateway's process tree, started like an operator would, on its own port."""
 
     def __init__(self, tmp_path: Path, workers: int) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.config = tmp_path / "gateway.toml"
         self.store = tmp_path / "pangolin.db"
         self.config.write_text(
@@ -96,7 +86,7 @@ class Served:
         )
         init = subprocess.run(
             [sys.executable, "-m", "gateway", "init", "--config", str(self.config), "--json"],
-            cwd=REPO, env=_env(), capture_output=True, text=True, timeout=60, check=True,
+            cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=60, check=True,
         )  # fmt: skip
         printed = json.loads(init.stdout)
         self.root_id: str = printed["id"]
@@ -107,7 +97,7 @@ class Served:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "gateway", "serve", "--config", str(self.config),
                  "--workers", str(workers)],
-                cwd=REPO, env=_env(), stdout=log, stderr=subprocess.STDOUT,
+                cwd=REPO, env=clean_env(), stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
         self.started: set[int] = set()  # every process of the tree seen: all must end
 
