@@ -27,12 +27,6 @@ _DROP: Final = frozenset(
 _DROP_PREFIXES: Final = (
     "header.", "rest.auth.", "rest.sigv4", "rest.signing", "urn:ietf:params:oauth:token-type:",
 )  # fmt: skip
-# How each of those keys must appear in a body without escapes (see strip_table_credentials),
-# in any case.
-_TABLE_MARKERS: Final = (
-    *(f'"{key}"'.encode() for key in sorted(_DROP)),
-    *(f'"{prefix}'.encode() for prefix in _DROP_PREFIXES),
-)
 
 
 def _drop_keys(section: Any) -> bool:
@@ -88,8 +82,22 @@ def rewrite_config(body: bytes, prefix: str | None = None) -> bytes | None:
 
 
 # All markers in one pass (a regular expression alternation: measured at about a quarter of
-# the cost of one ``in`` test per marker on a loadTable answer).
-_MARKER: Final = re.compile(b"|".join(re.escape(m) for m in _TABLE_MARKERS), re.IGNORECASE).search
+# the cost of one ``in`` test per marker on a loadTable answer), searched in the body lowered
+# once (bytes.lower() folds ASCII only, as the markers are): a case-insensitive pattern
+# measured four times dearer than lowering plus a plain search.
+_MARKER: Final = re.compile(
+    # How each key we drop must appear in a body without escapes: right after its opening
+    # quote, an exact key with its closing quote, a prefix as it starts. The shared leading
+    # quote is factored out (a literal the engine scans for first).
+    b'"(?:'
+    + b"|".join(
+        [
+            *(re.escape(key.encode()) + b'"' for key in sorted(_DROP)),
+            *(re.escape(prefix.encode()) for prefix in _DROP_PREFIXES),
+        ]
+    )  # fmt: skip
+    + b")"
+).search
 
 
 def strip_table_credentials(body: bytes) -> bytes | None:
@@ -105,7 +113,7 @@ def strip_table_credentials(body: bytes) -> bytes | None:
     if (
         (b"\\" not in body or b"\\u" not in body)  # a one-byte search first: far cheaper
         and b"\x00" not in body
-        and (b'"config"' not in body or _MARKER(body) is None)
+        and (b'"config"' not in body or _MARKER(body.lower()) is None)
     ):
         return None
     parsed = _Parsed(body)
