@@ -28,6 +28,7 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff check gateway admin_cli tests
 	$(BIN)/ruff format --check gateway admin_cli tests
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 # iceberg-js for the client-compatibility tests (npm ci's lock copy doubles as the stamp).
 tests/js/node_modules/.package-lock.json: tests/js/package.json tests/js/package-lock.json

@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gateway.identity import ApiKey, digest_key  # noqa: E402
+from gateway.identity.models import ApiKey, digest_key  # noqa: E402
 
 
 def key_for(i: int) -> ApiKey:
@@ -75,10 +75,10 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
 
 
 async def measure(store_path: Path, n: int, samples: int) -> dict[str, object]:
-    from gateway.authn import Authenticator
+    from gateway.auth.authenticator import Authenticator
+    from gateway.auth.tokens import TokenService
     from gateway.settings import TokenSettings
     from gateway.store import SqliteStore
-    from gateway.tokens import TokenService
 
     rng = random.Random(7)
     async with SqliteStore(store_path) as store:

@@ -1,5 +1,5 @@
 """The floor any Python proxy reaches: a pass-through proxy in plain aiohttp on the same event
-loop as the gateway (uvloop when importable, else asyncio's: gateway.runner.new_event_loop's
+loop as the gateway (uvloop when importable, else asyncio's: gateway.serve.serving.new_event_loop's
 rule), one ClientSession with keep-alive, streaming both ways, no access log.
 
     python bench/minimal_proxy.py PORT UPSTREAM_URL

@@ -658,7 +658,7 @@ def profile(bench: Bench, gw: str, pid: int, key: str) -> list[str]:
 
 # The main thread's fixed chain from the console script down to the event loop.
 _ROOT_FRAMES = re.compile(
-    r"\((click/|pangolin-gateway\)|gateway/cli\.py|gateway/runner\.py|gateway/workers\.py)"
+    r"\((click/|pangolin-gateway\)|gateway/cli\.py|gateway/serve/runner\.py|gateway/serve/workers\.py)"
     r"|^(run_app|run_forever|run_until_complete|_run_once|Handle\._run|run|main) "
 )
 
@@ -792,7 +792,7 @@ def scale_suite(bench: Bench, users: int, upstream: str) -> list[dict[str, Any]]
 @contextlib.contextmanager
 def seaweed_upstream(tmp: Path, sessions: set[int]) -> Iterator[str]:
     """A local SeaweedFS with the bench table; its session joins ``sessions`` meanwhile."""
-    from gateway.seaweedfs import SeaweedFS, free_ports
+    from gateway.demo.seaweedfs import SeaweedFS, free_ports
 
     server = SeaweedFS(
         tmp / "seaweed",
@@ -847,7 +847,7 @@ def machine() -> list[str]:
     import aiohttp
     from minimal_proxy import new_loop
 
-    from gateway.runner import new_event_loop
+    from gateway.serve.serving import new_event_loop
 
     cpu = "unknown"
     with contextlib.suppress(OSError):
@@ -865,7 +865,7 @@ def machine() -> list[str]:
     except importlib.metadata.PackageNotFoundError:
         uvloop = "no uvloop"
     loop_line = (
-        f"event loop: {loops[0]} in the gateway (runner.new_event_loop), {loops[1]} in the "
+        f"event loop: {loops[0]} in the gateway (serve.serving.new_event_loop), {loops[1]} in the "
         "minimal proxy (same rule: uvloop when importable), fast upstream likewise"
     )
     head = subprocess.run(

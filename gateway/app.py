@@ -20,10 +20,20 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from . import admin, catalog_routes, discovery, health
-from .audit import AuditQueue
-from .authn import Authenticator
-from .keys import (
+from . import catalog, discovery, health, management
+from .audit.queue import AuditQueue
+from .auth.authenticator import Authenticator
+from .auth.tokens import TokenService
+from .connection import handler_args
+from .identity.service_users import ServiceUserAdmin
+from .identity.tenants import TenantDirectory
+from .identity.users import UserAdmin
+from .middleware import gateway_middleware
+from .observability.metrics import GatewayMetrics
+from .proxy import Forwarder, HeaderPolicy, UpstreamClient, make_upstream_auth
+from .routing import ICEBERG_METHODS
+from .settings import Settings
+from .state import (
     AUDIT,
     AUTHENTICATOR,
     CLOCK,
@@ -38,17 +48,7 @@ from .keys import (
     TOKENS,
     USERS,
 )
-from .metrics import GatewayMetrics
-from .middlewares import gateway_middleware
-from .proxy import Forwarder, HeaderPolicy, UpstreamClient, make_upstream_auth
-from .routing import ICEBERG_METHODS
-from .server import handler_args
-from .service_users import ServiceUserAdmin
-from .settings import Settings
 from .store import SqliteStore, Store
-from .tenants import TenantDirectory
-from .tokens import TokenService
-from .users import UserAdmin
 
 __all__ = ("create_app",)
 
@@ -86,13 +86,13 @@ def create_app(
     app.router.add_get("/metrics", make_aiohttp_handler(registry, disable_compression=True))
     app.router.add_get("/.well-known/jwks.json", discovery.jwks)
     app.router.add_get("/.well-known/oauth-authorization-server", discovery.oauth_metadata)
-    app.router.add_get("/api/v1/catalogs", catalog_routes.list_catalogs)
-    app.router.add_routes(admin.routes())
+    app.router.add_get("/api/v1/catalogs", discovery.list_catalogs)
+    app.router.add_routes(management.routes())
     # Only the methods Iceberg uses reach a handler: the router answers any other (TRACE,
     # PROPFIND, ...) with 405 and Allow, which the middleware sends before authenticating.
     # [\s\S]: any path reaches the grammar, a decoded newline included ("." stops at one).
     for method in ICEBERG_METHODS:
-        app.router.add_route(method, r"/v1/{tail:[\s\S]*}", catalog_routes.catalog_request)
+        app.router.add_route(method, r"/v1/{tail:[\s\S]*}", catalog.catalog_request)
     return app
 
 

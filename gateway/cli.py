@@ -70,7 +70,7 @@ def check_config(config_path: Path) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print {id, api_key} as JSON.")
 def init(config_path: Path, as_json: bool) -> None:
     """Create the store, the token-signing key and a Root service user (shown once)."""
-    from .runner import run_init
+    from .serve.runner import run_init
 
     settings = _load(config_path)
     try:
@@ -99,7 +99,7 @@ def init(config_path: Path, as_json: bool) -> None:
 @main.command()
 def keygen() -> None:
     """Print a new token-signing key (private JWK) for tokens.signing_key / its _FILE variable."""
-    from .tokens import new_signing_key
+    from .signing_keys import new_signing_key
 
     click.echo(json.dumps(new_signing_key().as_dict(private=True)))
     click.secho("Keep this secret: anyone holding it can mint tokens.", err=True, fg="yellow")
@@ -119,7 +119,7 @@ def keygen() -> None:
 )
 def serve(config_path: Path, host: str | None, port: int | None, workers: int) -> None:
     """Run the gateway."""
-    from .runner import serve_settings
+    from .serve.runner import serve_settings
 
     settings = _load(config_path)
     _configure_logging()
@@ -149,7 +149,7 @@ def serve(config_path: Path, host: str | None, port: int | None, workers: int) -
 )
 def demo(config_path: Path, data_dir: Path) -> None:
     """Run the gateway in front of a real local SeaweedFS catalog (what `make run` does)."""
-    from .demo import run_demo
+    from .demo.launch import run_demo
 
     settings = _load(config_path)
     _configure_logging()
@@ -160,6 +160,6 @@ def demo(config_path: Path, data_dir: Path) -> None:
 
 
 def _configure_logging() -> None:
-    from .logsink import configure_logging
+    from .observability.log_handlers import configure_logging
 
     configure_logging()

@@ -11,7 +11,7 @@ import os
 import aiohttp
 from aiohttp import web
 
-from .keys import HTTP_SESSION, SETTINGS, STORE
+from .state import HTTP_SESSION, SETTINGS, STORE
 
 __all__ = ("healthz", "readyz")
 

@@ -22,6 +22,7 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 from .routing import RESERVED_CATALOG_NAMES
+from .signing_keys import parse_signing_key
 
 __all__ = (
     "CatalogSettings",
@@ -371,8 +372,6 @@ def validate(settings: Settings, *, bench_mode: bool = False) -> list[str]:
     if not 60 <= settings.tokens.session_lifetime_seconds <= 7 * 86400:
         problems.append("tokens.session_lifetime_seconds: must be between 60 and 604800")
     if settings.tokens.signing_key:
-        from .tokens import parse_signing_key  # here: tokens itself imports settings
-
         try:
             parse_signing_key(settings.tokens.signing_key)
         except ValueError as exc:

@@ -23,12 +23,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import create_app
-from gateway.bootstrap import initialize
-from gateway.identity import Role
-from gateway.keys import AUTHENTICATOR, SERVICE_USERS
-from gateway.server import GatewayRunner
-from gateway.service_users import CreatedKey, ServiceUserAdmin
+from gateway.connection import GatewayRunner
+from gateway.identity.bootstrap import initialize
+from gateway.identity.models import Role
+from gateway.identity.service_users import CreatedKey, ServiceUserAdmin
 from gateway.settings import CatalogSettings, Settings, StoreSettings, UpstreamAuthSettings
+from gateway.state import AUTHENTICATOR, SERVICE_USERS
 from gateway.store import SqliteStore
 
 from .fakes import FakeClock, RecordingUpstream

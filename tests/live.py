@@ -17,18 +17,18 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from gateway.app import create_app
-from gateway.identity import Role
-from gateway.keys import AUTHENTICATOR, SERVICE_USERS, STORE, TENANTS
-from gateway.runner import run_init
-from gateway.seaweedfs import SeaweedFS, free_ports
-from gateway.server import GatewayRunner
-from gateway.service_users import CreatedKey, ServiceUserAdmin
+from gateway.connection import GatewayRunner
+from gateway.demo.seaweedfs import SeaweedFS, free_ports
+from gateway.identity.models import Role
+from gateway.identity.service_users import CreatedKey, ServiceUserAdmin
+from gateway.serve.runner import run_init
 from gateway.settings import (
     CatalogSettings,
     Settings,
     StoreSettings,
     UpstreamAuthSettings,
 )
+from gateway.state import AUTHENTICATOR, SERVICE_USERS, STORE, TENANTS
 from gateway.store import DEFAULT_TENANT, SqliteStore
 
 __all__ = ("LiveGateway", "SeaweedUpstream")

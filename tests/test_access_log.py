@@ -14,10 +14,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway.accesslog import ACCESS_LOGGER, AccessLogger
 from gateway.app import create_app
-from gateway.bootstrap import initialize
-from gateway.service_users import CreatedKey, ServiceUserAdmin
+from gateway.identity.bootstrap import initialize
+from gateway.identity.service_users import CreatedKey, ServiceUserAdmin
+from gateway.observability.access_log import ACCESS_LOGGER, AccessLogger
 from gateway.settings import CatalogSettings
 from gateway.store import SqliteStore
 

@@ -23,7 +23,7 @@ from click.testing import CliRunner, Result
 from pyiceberg.catalog import load_catalog
 
 from admin_cli.main import main
-from gateway.identity import Role
+from gateway.identity.models import Role
 
 from .live import LiveGateway, SeaweedUpstream
 

@@ -11,12 +11,13 @@ from typing import Any
 import pytest
 from multidict import CIMultiDict
 
-from gateway import authn, identity
+from gateway.auth import authenticator as authn
 from gateway.errors import UNAUTHENTICATED_MESSAGE
-from gateway.identity import ApiKey, generate_key
-from gateway.keys import AUTHENTICATOR
-from gateway.service_users import CreatedKey, ServiceUserAdmin
+from gateway.identity import models as identity
+from gateway.identity.models import ApiKey, generate_key
+from gateway.identity.service_users import CreatedKey, ServiceUserAdmin
 from gateway.settings import StoreSettings
+from gateway.state import AUTHENTICATOR
 from gateway.store import SqliteStore
 
 from .conftest import Gateway, MakeGateway

@@ -40,13 +40,13 @@ from aiohttp import web
 from pyiceberg.catalog import load_catalog
 from pyiceberg.exceptions import ForbiddenError
 
+from gateway.demo.seaweedfs import SeaweedFS, free_ports
 from gateway.errors import UpstreamError
-from gateway.identity import Role
-from gateway.keys import FORWARDERS, USERS
+from gateway.identity.models import Role
+from gateway.identity.service_users import CreatedKey
 from gateway.proxy.upstream_auth import OAuth2ClientCredentials
-from gateway.seaweedfs import SeaweedFS, free_ports
-from gateway.service_users import CreatedKey
 from gateway.settings import UpstreamAuthSettings
+from gateway.state import FORWARDERS, USERS
 
 from .fakes import FakeClock
 from .live import WAREHOUSE, LiveGateway, SeaweedUpstream

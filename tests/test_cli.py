@@ -14,8 +14,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from gateway.cli import main
-from gateway.identity import Role, parse_key, verify_key
-from gateway.server import GatewayRunner
+from gateway.connection import GatewayRunner
+from gateway.identity.models import Role, parse_key, verify_key
 from gateway.store import SqliteStore
 from gateway.store.migrations import MIGRATIONS
 

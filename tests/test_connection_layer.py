@@ -1,4 +1,4 @@
-"""The connection layer (``gateway.server``): what a client gets for bytes that never become a
+"""The connection layer (``gateway.connection``): what a client gets for bytes that never become a
 request, and the bounds on slow and idle connections."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from gateway.keys import METRICS
 from gateway.settings import ServerSettings
+from gateway.state import METRICS
 
 from .conftest import Gateway, MakeGateway
 from .rawhttp import exchange, read_reply

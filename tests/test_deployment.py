@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from gateway.cli import main as gateway_cli
 from gateway.settings import Settings, load_settings
-from gateway.tokens import new_signing_key
+from gateway.signing_keys import new_signing_key
 
 REPO = Path(__file__).resolve().parent.parent
 _VARIABLE = re.compile(r"\$\{(\w+)(?::?[-?][^}]*)?\}")

@@ -41,7 +41,7 @@ from urllib.parse import quote, urlsplit
 
 import pytest
 
-from gateway.seaweedfs import SeaweedFS, free_ports
+from gateway.demo.seaweedfs import SeaweedFS, free_ports
 
 from .live import LiveGateway, SeaweedUpstream
 

@@ -28,7 +28,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from gateway.service_users import CreatedKey
+from gateway.identity.service_users import CreatedKey
 
 from .live import WAREHOUSE, LiveGateway, SeaweedUpstream
 

@@ -18,10 +18,10 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from gateway.keys import AUTHENTICATOR
+from gateway.identity.service_users import CreatedKey
 from gateway.proxy.headers import normalize_header_name
-from gateway.service_users import CreatedKey
 from gateway.settings import CatalogSettings, ServerSettings, UpstreamAuthSettings
+from gateway.state import AUTHENTICATOR
 from gateway.store import AuditRecord
 
 from .conftest import Gateway, MakeGateway

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from gateway.identity import (
+from gateway.identity.models import (
     ApiKey,
     Role,
     ServiceUser,
@@ -17,7 +17,7 @@ from gateway.identity import (
     parse_key,
     verify_key,
 )
-from gateway.service_users import CreatedKey
+from gateway.identity.service_users import CreatedKey
 
 KEY_SHAPE = re.compile(r"pgl_[0-9a-f]{16}_[A-Za-z0-9_-]{43}")
 KEY_ID = "0123456789abcdef"
@@ -116,7 +116,7 @@ def test_verify_key_compares_in_constant_time_for_unknown_and_wrong_keys(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     spy = CompareSpy()
-    monkeypatch.setattr("gateway.identity.hmac.compare_digest", spy)
+    monkeypatch.setattr("gateway.identity.models.hmac.compare_digest", spy)
     key = generate_key()
 
     assert not verify_key(key, None)

@@ -10,8 +10,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from gateway.accesslog import ACCESS_LOGGER
-from gateway.logsink import FORMAT, BufferedAccessHandler, _SecondFormatter, configure_logging
+from gateway.observability.access_log import ACCESS_LOGGER
+from gateway.observability.log_handlers import (
+    FORMAT,
+    BufferedAccessHandler,
+    _SecondFormatter,
+    configure_logging,
+)
 
 
 def record(name: str, level: int, message: str, created: float | None = None) -> logging.LogRecord:

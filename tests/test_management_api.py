@@ -27,10 +27,10 @@ import pytest
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-import gateway.users as users_module
-from gateway.identity import digest_key, generate_key, parse_key
-from gateway.keys import AUDIT
+import gateway.identity.users as users_module
+from gateway.identity.models import digest_key, generate_key, parse_key
 from gateway.settings import ServerSettings, StoreSettings
+from gateway.state import AUDIT
 
 from .conftest import Gateway, MakeGateway
 

@@ -12,10 +12,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.keys import AUDIT, AUTHENTICATOR, METRICS_REGISTRY
-from gateway.metrics import BUCKETS, GatewayMetrics, Snapshot, merge
-from gateway.service_users import CreatedKey
+from gateway.identity.service_users import CreatedKey
+from gateway.observability.metrics import BUCKETS, GatewayMetrics, Snapshot, merge
 from gateway.settings import CatalogSettings, StoreSettings
+from gateway.state import AUDIT, AUTHENTICATOR, METRICS_REGISTRY
 
 from .conftest import Gateway, MakeGateway
 

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from gateway.metrics import BUCKETS, GatewayMetrics, Snapshot
-from gateway.metrics_share import SnapshotFiles, create_directory, parse, remove_directory
+from gateway.observability.metrics import BUCKETS, GatewayMetrics, Snapshot
+from gateway.serve.metrics_share import SnapshotFiles, create_directory, parse, remove_directory
 
 
 @pytest.fixture
@@ -123,7 +123,7 @@ def test_an_unreadable_snapshot_is_left_out_with_a_warning(
     (directory / "worker-2.json").write_text(json.dumps(_broken("format")), encoding="utf-8")
     own = _metrics().snapshot()
 
-    with caplog.at_level(logging.WARNING, logger="gateway.metrics_share"):
+    with caplog.at_level(logging.WARNING, logger="gateway.serve.metrics_share"):
         assert files.exchange(own) == [own]
     assert len(caplog.records) == 2
 
@@ -135,7 +135,7 @@ def test_a_failed_write_is_logged_once_and_never_raised(
     remove_directory(directory)
     own = _metrics().snapshot()
 
-    with caplog.at_level(logging.WARNING, logger="gateway.metrics_share"):
+    with caplog.at_level(logging.WARNING, logger="gateway.serve.metrics_share"):
         files.publish(own)
         assert files.exchange(own) == [own]
     assert len(caplog.records) == 1

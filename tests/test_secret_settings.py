@@ -12,7 +12,7 @@ from joserfc.jwk import KeySet
 
 from gateway.cli import main as gateway_cli
 from gateway.settings import SettingsError, TokenSettings, load_settings
-from gateway.tokens import new_signing_key, parse_signing_key
+from gateway.signing_keys import new_signing_key, parse_signing_key
 
 from .conftest import MakeGateway
 

@@ -15,8 +15,8 @@ from typing import Any
 import aiosqlite
 import pytest
 
-from gateway.identity import ServiceUser
-from gateway.service_users import NotFound, ServiceUserAdmin, ValidationError
+from gateway.identity.models import ServiceUser
+from gateway.identity.service_users import NotFound, ServiceUserAdmin, ValidationError
 from gateway.store import DEFAULT_TENANT, SqliteStore, StoreError, UniqueViolation
 from gateway.store.migrations import MIGRATIONS
 

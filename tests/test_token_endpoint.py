@@ -25,8 +25,8 @@ from yarl import URL
 
 # conftest registers aiohttp's legacy plugin, whose client fixtures run in a loop of their own
 # ("Timeout context manager should be used inside a task"); these bind them to the test's loop.
-from gateway.identity import ApiKey, generate_key
-from gateway.service_users import CreatedKey
+from gateway.identity.models import ApiKey, generate_key
+from gateway.identity.service_users import CreatedKey
 from gateway.settings import CatalogSettings, ServerSettings, TokenSettings
 
 from .conftest import Gateway, MakeGateway

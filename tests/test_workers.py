@@ -32,7 +32,7 @@ from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.cli import main
-from gateway.metrics_share import SNAPSHOT_SECONDS, parse
+from gateway.serve.metrics_share import SNAPSHOT_SECONDS, parse
 from gateway.store import SqliteStore
 
 from .processes import clean_env, free_port
@@ -364,7 +364,7 @@ def test_workers_option_and_environment_variable(
         calls.append(kwargs)
         return 0
 
-    monkeypatch.setattr("gateway.runner.serve_settings", serve_settings)
+    monkeypatch.setattr("gateway.serve.runner.serve_settings", serve_settings)
     for name in list(os.environ):
         if name.startswith("PANGOLIN_"):
             monkeypatch.delenv(name)

@@ -37,8 +37,8 @@ from ..errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from ..identity import Principal
-from ..metrics import UpstreamStats
+from ..identity.models import Principal
+from ..observability.metrics import UpstreamStats
 from ..routing import ROUTES, CatalogPath, Route
 from ..settings import CatalogSettings
 from .headers import HeaderPolicy

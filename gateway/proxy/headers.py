@@ -15,7 +15,7 @@ from typing import Final
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from ..identity import Principal
+from ..identity.models import Principal
 from ..settings import RoleHeaderSettings
 
 __all__ = ("HOP_BY_HOP", "HeaderPolicy", "Headers", "normalize_header_name")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .base import (
     AuditQuery,
     AuditRecord,
+    ClientInfo,
     InUse,
     LastRoot,
     Store,
@@ -17,6 +18,7 @@ __all__ = (
     "DEFAULT_TENANT",
     "AuditQuery",
     "AuditRecord",
+    "ClientInfo",
     "InUse",
     "LastRoot",
     "SqliteStore",

@@ -10,11 +10,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..identity import Role, ServiceUser, Tenant, User
+from ..identity.models import Role, ServiceUser, Tenant, User
 
 __all__ = (
     "AuditQuery",
     "AuditRecord",
+    "ClientInfo",
     "InUse",
     "LastRoot",
     "Store",
@@ -37,6 +38,14 @@ class InUse(StoreError):
 
 class LastRoot(StoreError):
     """The change would remove, deactivate, expire or demote the last usable Root."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClientInfo:
+    """Where a request came from, as recorded in the audit log."""
+
+    addr: str | None = None
+    user_agent: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

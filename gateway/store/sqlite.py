@@ -12,7 +12,7 @@ from typing import Any, Final
 
 import aiosqlite
 
-from ..identity import Role, ServiceUser, Tenant
+from ..identity.models import Role, ServiceUser, Tenant
 from .audit_table import AuditTable
 from .base import AuditRecord, InUse, UniqueViolation
 from .core import DEFAULT_TENANT

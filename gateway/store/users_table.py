@@ -7,7 +7,7 @@ from typing import Any, Final
 
 import aiosqlite
 
-from ..identity import Role, User
+from ..identity.models import Role, User
 from .base import AuditRecord, UniqueViolation
 from .core import SqliteCore
 

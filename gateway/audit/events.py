@@ -1,0 +1,89 @@
+"""Recording request-path events in the audit log through the bounded queue (``audit``):
+authentication failures, token requests and refused management actions. Never blocks."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..identity.models import Principal
+from ..state import AUDIT, AUTH, CLOCK, SETTINGS
+from ..store import AuditRecord, ClientInfo
+from .queue import MAX_USER_AGENT
+
+__all__ = ("client_details", "record_auth_failure", "record_event")
+
+_MAX_DETAIL = 300
+_MAX_TARGET = 200
+
+
+def _printable(text: str | None, limit: int) -> str | None:
+    """Client-influenced text (a path id, an error naming a field) as safe to store: cut to
+    ``limit`` and every unprintable character, lone surrogates included, replaced by "?".
+    A surrogate cannot be encoded for SQLite, so one such record failed every batch write of
+    the queue, for good (and with it GET /api/v1/audit); control characters would reach the
+    terminal of whoever reads the log."""
+    if not text:
+        return None
+    return "".join(ch if ch.isprintable() else "?" for ch in text[:limit])
+
+
+def client_details(request: web.Request) -> ClientInfo:
+    """The client's address and truncated user agent. The address is the peer's, or, when the
+    peer is a trusted proxy (``server.trusted_proxies``), the last one it put in
+    X-Forwarded-For: behind a load balancer every client would otherwise share its address.
+    The user agent is untrusted text: it is only ever stored, truncated and made printable,
+    never interpreted."""
+    agent = request.headers.get("User-Agent")
+    if agent is not None:
+        agent = "".join(ch if ch.isprintable() else "?" for ch in agent[:MAX_USER_AGENT])
+    address = request.remote
+    if address in request.app[SETTINGS].server.trusted_proxies:
+        forwarded = ",".join(request.headers.getall("X-Forwarded-For", ()))
+        last = forwarded.rpartition(",")[2].strip()
+        if last and len(last) <= 64 and last.isprintable():
+            address = last
+    return ClientInfo(address, agent)
+
+
+def record_event(
+    request: web.Request,
+    *,
+    action: str,
+    outcome: str,
+    principal: Principal | None = None,
+    target_type: str | None = None,
+    target_id: str | None = None,
+    detail: str | None = None,
+) -> None:
+    """Queue one audit record about ``request``. ``detail`` must never hold a secret."""
+    if principal is None:
+        principal = request[AUTH].principal if AUTH in request else None
+    client = client_details(request)
+    request.app[AUDIT].record(
+        AuditRecord(
+            at=request.app[CLOCK](),
+            actor=principal.id if principal is not None else "anonymous",
+            action=action,
+            target_type=target_type,
+            target_id=_printable(target_id, _MAX_TARGET),
+            tenant_id=principal.tenant_id if principal is not None else None,
+            outcome=outcome,
+            client_addr=client.addr,
+            user_agent=client.user_agent,
+            detail=_printable(detail, _MAX_DETAIL),
+        )
+    )
+
+
+def record_auth_failure(request: web.Request, target_type: str, target_id: str | None) -> None:
+    """A request refused with 401: why (never the credential itself) and where to."""
+    reason = request[AUTH].reason if AUTH in request else None
+    path = request.rel_url.raw_path  # no query: keys never travel there, but be strict
+    record_event(
+        request,
+        action="auth.failure",
+        outcome="failure",
+        target_type=target_type,
+        target_id=target_id,
+        detail=f"{reason or 'missing'}: {request.method} {path}",
+    )

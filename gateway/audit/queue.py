@@ -1,0 +1,78 @@
+"""The audit trail for events that are not themselves store changes.
+
+Lifecycle changes (create, rotate, delete ...) write their audit record inside their own
+transaction (see ``store``). Authentication outcomes on the request path (failed catalog
+requests, token requests, logins) must never block or slow that path, so they go through
+this bounded in-memory queue and are written in batches. If the queue is full the record is
+dropped and counted: losing an audit line under a flood is better than letting a flood of bad
+credentials exhaust memory or stall requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from typing import Final
+
+from ..store import AuditRecord, Store
+
+__all__ = ("MAX_USER_AGENT", "AuditQueue")
+
+_LOGGER = logging.getLogger(__name__)
+MAX_USER_AGENT: Final = 200
+
+
+class AuditQueue:
+    def __init__(self, store: Store, *, max_pending: int = 10_000) -> None:
+        self._store = store
+        self._pending: deque[AuditRecord] = deque()
+        self._max_pending = max_pending
+        self.dropped = 0
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def record(self, record: AuditRecord) -> None:
+        """Queue ``record``; never blocks, never raises."""
+        if len(self._pending) >= self._max_pending:
+            self.dropped += 1
+            return
+        self._pending.append(record)
+
+    async def flush(self) -> None:
+        if not self._pending:
+            return
+        batch = list(self._pending)
+        self._pending.clear()
+        try:
+            await self._store.insert_audit_records(batch)
+        except Exception:
+            # Put the batch back (oldest first) within the bound; what does not fit is lost
+            # and counted.
+            room = max(0, self._max_pending - len(self._pending))
+            self.dropped += max(0, len(batch) - room)
+            self._pending.extendleft(reversed(batch[:room]))
+            raise
+
+    async def run(self, flush_seconds: float) -> None:
+        """Flush every ``flush_seconds`` until cancelled. A cancellation that arrives during a
+        write (the app's shutdown cancels this task) waits for that write to finish: cut off,
+        its batch was lost (taken off the queue, never stored, so the shutdown flush found
+        nothing), and a store transaction interrupted at its BEGIN left the write connection
+        inside that transaction, so every later write (the shutdown's own flushes) failed."""
+        while True:
+            await asyncio.sleep(flush_seconds)
+            if not self._pending:
+                continue
+            write = asyncio.ensure_future(self.flush())
+            try:
+                await asyncio.shield(write)
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await write  # its failure is put back and counted by flush() itself
+                raise
+            except Exception:
+                _LOGGER.exception("writing audit records failed; will retry")

@@ -1,0 +1,251 @@
+"""The service-level API for service-user lifecycles: create, rotate, deactivate, reactivate,
+expire and delete.
+
+Used by ``init``, ``make run``, the tests and the management API. Every change is one store
+transaction with its audit record. The store tells its change listeners (the authenticator's
+caches) after the commit, so a change made in this process takes effect on the very next
+request; other processes see it through the store's identity version.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import unicodedata
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from ..store import AuditRecord, ClientInfo, Store
+from .models import ApiKey, Role, ServiceUser, digest_key, generate_key
+
+__all__ = (
+    "MAX_DESCRIPTION",
+    "MAX_NAME",
+    "CreatedKey",
+    "NotFound",
+    "ServiceUserAdmin",
+    "ValidationError",
+)
+
+MAX_NAME: Final = 128
+MAX_DESCRIPTION: Final = 1024
+
+Clock = Callable[[], float]
+
+
+class ValidationError(ValueError):
+    """Bad input for a lifecycle call; ``field`` names what was wrong."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class NotFound(LookupError):
+    """No such service user (or tenant)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedKey:
+    """A service user together with its plaintext key, which exists only in this object."""
+
+    user: ServiceUser
+    api_key: ApiKey
+
+    def __repr__(self) -> str:
+        return f"CreatedKey(user={self.user.id!r}, api_key=<redacted>)"
+
+
+def _check_text(field: str, value: str, limit: int, *, required: bool) -> str:
+    if required and not value.strip():
+        raise ValidationError(field, "must not be empty")
+    if len(value) > limit:
+        raise ValidationError(field, f"must be at most {limit} characters")
+    # Category Cc: C0, DEL and also the C1 controls (U+0080-U+009F), which terminals act on
+    # (U+009B is CSI) just like ESC sequences when a name is printed or logged.
+    if any(unicodedata.category(ch) == "Cc" for ch in value):
+        raise ValidationError(field, "must not contain control characters")
+    return value.strip() if required else value
+
+
+def _check_role(role: Role | str) -> Role:
+    try:
+        return Role(role)
+    except ValueError:
+        raise ValidationError("role", "must be Root, TenantAdmin or TenantUser") from None
+
+
+def _check_expiry(expires_at: float | None) -> float | None:
+    # NaN compares false with everything and SQLite stores it as NULL: "never expires".
+    if expires_at is not None and (
+        not isinstance(expires_at, int | float) or math.isnan(expires_at)
+    ):
+        raise ValidationError("expires_at", "must be a time")
+    return expires_at
+
+
+class ServiceUserAdmin:
+    def __init__(self, store: Store, *, clock: Clock = time.time) -> None:
+        self._store = store
+        self._clock = clock
+
+    def _record(
+        self,
+        actor: str,
+        action: str,
+        user: ServiceUser,
+        client: ClientInfo | None,
+        detail: str | None = None,
+    ) -> AuditRecord:
+        client = client or ClientInfo()
+        return AuditRecord(
+            at=self._clock(), actor=actor, action=action, target_type="service_user",
+            target_id=user.id, tenant_id=user.tenant_id, outcome="success",
+            client_addr=client.addr, user_agent=client.user_agent, detail=detail,
+        )  # fmt: skip
+
+    async def create(
+        self,
+        *,
+        name: str,
+        role: Role | str = Role.TENANT_USER,
+        tenant: str = "default",
+        description: str = "",
+        expires_at: float | None = None,
+        actor: str,
+        client: ClientInfo | None = None,
+    ) -> CreatedKey:
+        name = _check_text("name", name, MAX_NAME, required=True)
+        description = _check_text("description", description, MAX_DESCRIPTION, required=False)
+        role = _check_role(role)
+        now = self._clock()
+        _check_expiry(expires_at)
+        if expires_at is not None and expires_at <= now:
+            raise ValidationError("expires_at", "must be in the future")
+        found = await self._store.tenant_by_name(tenant)
+        if found is None:
+            raise NotFound(f"tenant {tenant!r}")
+        key = generate_key()
+        user = ServiceUser(
+            id=str(uuid.uuid4()), tenant_id=found.id, tenant_name=found.name, name=name,
+            description=description, role=role, key_id=key.key_id, key_digest=digest_key(key),
+            created_at=now, created_by=actor, expires_at=expires_at, active=True,
+            last_used_at=None, key_rotated_at=None, key_generation=1,
+        )  # fmt: skip
+        record = self._record(actor, "service_user.create", user, client)
+        await self._store.insert_service_user(user, record)
+        return CreatedKey(user, key)
+
+    async def get(self, id_: str) -> ServiceUser:
+        user = await self._store.service_user(id_)
+        if user is None:
+            raise NotFound(f"service user {id_!r}")
+        return user
+
+    async def list(
+        self,
+        *,
+        tenant_id: str | None = None,
+        tenant_name: str | None = None,
+        active: bool | None = None,
+        role: Role | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> tuple[list[ServiceUser], int]:
+        return await self._store.list_service_users(
+            tenant_id=tenant_id, tenant_name=tenant_name, active=active, role=role,
+            limit=limit, offset=offset,
+        )  # fmt: skip
+
+    async def _write(
+        self,
+        id_: str,
+        columns: dict[str, Any],
+        *,
+        actor: str,
+        action: str,
+        client: ClientInfo | None,
+        detail: str | None = None,
+    ) -> ServiceUser:
+        user = await self.get(id_)
+        record = self._record(actor, action, user, client, detail)
+        if not await self._store.update_service_user(id_, columns, record):
+            raise NotFound(f"service user {id_!r}")  # deleted between the read and the write
+        return await self.get(id_)
+
+    async def update(
+        self,
+        id_: str,
+        changes: Mapping[str, Any],
+        *,
+        actor: str,
+        client: ClientInfo | None = None,
+    ) -> ServiceUser:
+        """Change any of description, role, expires_at (None: never) and active, in one
+        transaction with one audit record."""
+        columns: dict[str, Any] = {}
+        for field, value in changes.items():
+            if field == "description":
+                columns[field] = _check_text(field, value, MAX_DESCRIPTION, required=False)
+            elif field == "role":
+                columns[field] = _check_role(value).value
+            elif field == "expires_at":
+                columns[field] = _check_expiry(value)
+            elif field == "active":
+                columns[field] = int(bool(value))
+            else:
+                raise ValidationError(field, "cannot be changed")
+        if not columns:
+            raise ValidationError("changes", "nothing to change")
+        if set(columns) == {"active"}:
+            action = "service_user.activate" if columns["active"] else "service_user.deactivate"
+        else:
+            action = "service_user.update"
+        detail = "changed: " + ", ".join(sorted(columns))
+        return await self._write(
+            id_, columns, actor=actor, action=action, client=client, detail=detail
+        )
+
+    async def rotate(self, id_: str, *, actor: str, client: ClientInfo | None = None) -> CreatedKey:
+        """New key, shown once; the old key and every token minted from it die now."""
+        user = await self.get(id_)
+        key = generate_key()
+        columns = {
+            "key_id": key.key_id,
+            "key_digest": digest_key(key),
+            "key_rotated_at": self._clock(),
+            "key_generation": user.key_generation + 1,
+        }
+        updated = await self._write(
+            id_, columns, actor=actor, action="service_user.rotate", client=client
+        )
+        return CreatedKey(updated, key)
+
+    async def deactivate(
+        self, id_: str, *, actor: str, client: ClientInfo | None = None
+    ) -> ServiceUser:
+        return await self.update(id_, {"active": False}, actor=actor, client=client)
+
+    async def reactivate(
+        self, id_: str, *, actor: str, client: ClientInfo | None = None
+    ) -> ServiceUser:
+        return await self.update(id_, {"active": True}, actor=actor, client=client)
+
+    async def set_expiry(
+        self, id_: str, expires_at: float | None, *, actor: str, client: ClientInfo | None = None
+    ) -> ServiceUser:
+        """Set (or clear, with None) when the identity stops working; a past time expires it now."""
+        return await self.update(id_, {"expires_at": expires_at}, actor=actor, client=client)
+
+    async def expire(
+        self, id_: str, *, actor: str, client: ClientInfo | None = None
+    ) -> ServiceUser:
+        return await self.set_expiry(id_, self._clock(), actor=actor, client=client)
+
+    async def delete(self, id_: str, *, actor: str, client: ClientInfo | None = None) -> None:
+        user = await self.get(id_)
+        record = self._record(actor, "service_user.delete", user, client)
+        if not await self._store.delete_service_user(id_, record):
+            raise NotFound(f"service user {id_!r}")

@@ -1,0 +1,62 @@
+"""Tenants: created, listed and deleted by ``Root``. The ``default`` tenant always exists, and
+a tenant that still has service users or users cannot be deleted."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from ..settings import NAME_RE
+from ..store import DEFAULT_TENANT, AuditRecord, ClientInfo, Store
+from .models import Tenant
+from .service_users import NotFound, ValidationError
+
+__all__ = ("TenantDirectory",)
+
+
+class TenantDirectory:
+    def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
+        self._store = store
+        self._clock = clock
+
+    def _record(
+        self, actor: str, action: str, tenant_id: str | None, client: ClientInfo | None
+    ) -> AuditRecord:
+        client = client or ClientInfo()
+        return AuditRecord(
+            at=self._clock(), actor=actor, action=action, target_type="tenant",
+            target_id=tenant_id, tenant_id=tenant_id, outcome="success",
+            client_addr=client.addr, user_agent=client.user_agent,
+        )  # fmt: skip
+
+    async def create(self, name: str, *, actor: str, client: ClientInfo | None = None) -> Tenant:
+        if not NAME_RE.fullmatch(name):
+            raise ValidationError(
+                "name", "1 to 63 characters: lowercase letters, digits, '-' or '_'"
+            )
+        return await self._store.insert_tenant(
+            name, self._record(actor, "tenant.create", None, client)
+        )
+
+    async def list(self) -> list[Tenant]:
+        return await self._store.list_tenants()
+
+    async def get(self, id_or_name: str) -> Tenant:
+        tenant = await self._store.tenant(id_or_name) or await self._store.tenant_by_name(
+            id_or_name
+        )
+        if tenant is None:
+            raise NotFound(f"tenant {id_or_name!r}")
+        return tenant
+
+    async def delete(
+        self, id_or_name: str, *, actor: str, client: ClientInfo | None = None
+    ) -> Tenant:
+        """Raises ``store.InUse`` while the tenant has identities, or for ``default``."""
+        tenant = await self.get(id_or_name)
+        if tenant.name == DEFAULT_TENANT:
+            raise ValidationError("name", "the default tenant cannot be deleted")
+        await self._store.delete_tenant(
+            tenant.id, self._record(actor, "tenant.delete", tenant.id, client)
+        )
+        return tenant

@@ -1,0 +1,236 @@
+"""Human administrators: create, list, delete, change password, and log in.
+
+Passwords are hashed with argon2 (``passwords``). A login returns a session token, the same
+kind of JWT the token endpoint issues, for a principal of type ``user``; its generation is the
+user's session generation, which a password change or deletion bumps, so every session of
+that user dies at once (the same mechanism as key rotation for service users).
+
+Failed logins are counted (per user in the store; in memory, per username and address pair,
+per address and per username, each with a budget of its own) and slowed down, so online
+password guessing becomes very slow while nobody can slow or lock out someone else's correct
+login (see ``LoginThrottle``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final
+
+from ..store import AuditRecord, ClientInfo, Store
+from .models import Role, User
+from .passwords import MAX_PASSWORD, MIN_PASSWORD, hash_password, verify_password
+from .service_users import NotFound, ValidationError
+
+if TYPE_CHECKING:  # the queue is handed in; identity does not depend on the audit package
+    from ..audit.queue import AuditQueue
+
+__all__ = ("LoginThrottle", "UserAdmin")
+
+_USERNAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+
+Clock = Callable[[], float]
+
+
+def _check_username(username: str) -> str:
+    if not _USERNAME_RE.fullmatch(username):
+        raise ValidationError(
+            "username", "1 to 64 characters: letters, digits, '.', '_', '@' or '-'"
+        )
+    return username
+
+
+def _check_password(password: str) -> str:
+    if len(password) < MIN_PASSWORD:
+        raise ValidationError("password", f"must be at least {MIN_PASSWORD} characters")
+    if len(password) > MAX_PASSWORD:
+        raise ValidationError("password", f"must be at most {MAX_PASSWORD} characters")
+    return password
+
+
+class LoginThrottle:
+    """Counts recent failed logins and says how long attempts wait.
+
+    Three budgets, so that one kind of guessing cannot be turned against someone else:
+
+    - per username *and* address: after a failure, each further attempt of that pair waits
+      twice as long before its password is even checked (so guesses sent in parallel are
+      slowed as much as guesses sent one after another), up to ``MAX_DELAY``. Failing with a
+      victim's username from elsewhere never slows the victim's own attempts;
+    - per address, whatever the usernames: only past ``ADDRESS_FREE`` failures do that
+      address's attempts wait (password spraying from one place). Four typos on other
+      accounts do not slow a colleague's login from the same office address;
+    - per username, whatever the addresses: past ``USERNAME_FREE`` failures, a *failed*
+      attempt's answer is held back (guessing one account from many addresses), after the
+      check, so a correct login is never slowed by it.
+
+    The address is the client's (behind a trusted proxy, the one it forwarded)."""
+
+    WINDOW: Final = 900.0
+    BASE_DELAY: Final = 0.25
+    MAX_DELAY: Final = 4.0
+    ADDRESS_FREE: Final = 10
+    USERNAME_FREE: Final = 5
+    MAX_KEYS: Final = 100_000
+
+    def __init__(self, clock: Clock = time.monotonic) -> None:
+        self._clock = clock
+        self._failures: dict[str, tuple[int, float]] = {}
+
+    @staticmethod
+    def _keys(username: str, address: str) -> tuple[str, str, str]:
+        name = username.lower()
+        return f"pair:{name}|{address}", f"addr:{address}", f"user:{name}"
+
+    def _count(self, key: str, now: float) -> int:
+        count, last = self._failures.get(key, (0, now))
+        return 0 if now - last >= self.WINDOW else count
+
+    def _delay(self, failures: int) -> float:
+        """Nothing before the first failure, then doubling with each, up to MAX_DELAY."""
+        if failures <= 0:
+            return 0.0
+        return float(min(self.BASE_DELAY * 2.0 ** (failures - 1), self.MAX_DELAY))
+
+    def delay(self, username: str, address: str) -> float:
+        """How long an attempt waits before its password is checked."""
+        now = self._clock()
+        pair, addr, _ = self._keys(username, address)
+        return self._delay(max(self._count(pair, now), self._count(addr, now) - self.ADDRESS_FREE))
+
+    def failure_delay(self, username: str) -> float:
+        """How long the answer to a failed attempt for ``username`` is held back."""
+        user = self._keys(username, "")[2]
+        return self._delay(self._count(user, self._clock()) - self.USERNAME_FREE)
+
+    def failed(self, username: str, address: str) -> None:
+        now = self._clock()
+        if len(self._failures) >= self.MAX_KEYS:
+            self._failures = {k: v for k, v in self._failures.items() if now - v[1] < self.WINDOW}
+            if len(self._failures) >= self.MAX_KEYS:
+                self._failures.clear()
+        for key in self._keys(username, address):
+            self._failures[key] = (self._count(key, now) + 1, now)
+
+    def succeeded(self, username: str, address: str) -> None:
+        # Not the address's count: clearing it would let anyone holding one valid account
+        # reset the spraying budget between guesses at others.
+        pair, _, user = self._keys(username, address)
+        self._failures.pop(pair, None)
+        self._failures.pop(user, None)
+
+
+class UserAdmin:
+    def __init__(self, store: Store, audit: AuditQueue, *, clock: Clock = time.time) -> None:
+        self._store = store
+        self._audit = audit
+        self._clock = clock
+        self.throttle = LoginThrottle()
+
+    def _record(
+        self,
+        actor: str,
+        action: str,
+        user: User,
+        client: ClientInfo | None,
+        outcome: str = "success",
+    ) -> AuditRecord:
+        client = client or ClientInfo()
+        return AuditRecord(
+            at=self._clock(), actor=actor, action=action, target_type="user",
+            target_id=user.id, tenant_id=user.tenant_id, outcome=outcome,
+            client_addr=client.addr, user_agent=client.user_agent,
+        )  # fmt: skip
+
+    async def create(
+        self,
+        *,
+        username: str,
+        password: str,
+        role: Role,
+        tenant: str,
+        actor: str,
+        client: ClientInfo | None = None,
+    ) -> User:
+        _check_username(username)
+        _check_password(password)
+        found = await self._store.tenant_by_name(tenant)
+        if found is None:
+            raise NotFound(f"tenant {tenant!r}")
+        now = self._clock()
+        user = User(
+            id=str(uuid.uuid4()), tenant_id=found.id, tenant_name=found.name, username=username,
+            role=role, password_hash=await hash_password(password), created_at=now,
+            created_by=actor, active=True, last_login_at=None, failed_logins=0,
+            password_changed_at=now, session_generation=1,
+        )  # fmt: skip
+        await self._store.insert_user(user, self._record(actor, "user.create", user, client))
+        return user
+
+    async def get(self, id_: str) -> User:
+        user = await self._store.user(id_)
+        if user is None:
+            raise NotFound(f"user {id_!r}")
+        return user
+
+    async def list(
+        self, *, tenant_id: str | None, limit: int, offset: int
+    ) -> tuple[list[User], int]:
+        return await self._store.list_users(tenant_id=tenant_id, limit=limit, offset=offset)
+
+    async def delete(self, id_: str, *, actor: str, client: ClientInfo | None = None) -> None:
+        user = await self.get(id_)
+        if not await self._store.delete_user(id_, self._record(actor, "user.delete", user, client)):
+            raise NotFound(f"user {id_!r}")
+
+    async def change_password(
+        self, id_: str, password: str, *, actor: str, client: ClientInfo | None = None
+    ) -> User:
+        """New password; every existing session of the user ends."""
+        _check_password(password)
+        user = await self.get(id_)
+        changes = {
+            "password_hash": await hash_password(password),
+            "password_changed_at": self._clock(),
+            "session_generation": user.session_generation + 1,
+        }
+        record = self._record(actor, "user.change_password", user, client)
+        if not await self._store.update_user(id_, changes, record):
+            raise NotFound(f"user {id_!r}")
+        return await self.get(id_)
+
+    async def verify_current_password(self, user: User, password: str) -> bool:
+        return await verify_password(password, user.password_hash)
+
+    async def login(self, username: str, password: str, client: ClientInfo) -> User | None:
+        """The user if the password is right and the user active; otherwise None, after the
+        throttle's delay. Unknown usernames cost the same as wrong passwords."""
+        address = client.addr or "-"
+        await asyncio.sleep(self.throttle.delay(username, address))
+        user = await self._store.user_by_username(username) if len(username) <= 64 else None
+        ok = await verify_password(password, user.password_hash if user else None)
+        now = self._clock()
+        if ok and user is not None and user.active:
+            self.throttle.succeeded(username, address)
+            await self._store.record_login(user.id, success=True, at=now)
+            self._audit.record(self._record(user.id, "login", user, client))
+            return user
+        if user is not None:
+            await self._store.record_login(user.id, success=False, at=now)
+        self._audit.record(
+            AuditRecord(
+                at=now, actor=user.id if user else "anonymous", action="login",
+                target_type="user", target_id=user.id if user else None,
+                tenant_id=user.tenant_id if user else None, outcome="failure",
+                client_addr=client.addr, user_agent=client.user_agent,
+                detail=None if user else "unknown username",
+            )
+        )  # fmt: skip
+        self.throttle.failed(username, address)
+        held = self.throttle.failure_delay(username)
+        if held:
+            await asyncio.sleep(held)
+        return None

@@ -1,0 +1,102 @@
+"""Who may manage whom. Pure rules, used by every management handler.
+
+- ``Root`` manages everything, in every tenant.
+- ``TenantAdmin`` manages identities of its own tenant only, and never one ranked above
+  itself; it can never create or raise anyone above its own role.
+- ``TenantUser`` manages nothing (it may still ask who it is).
+
+An identity in another tenant answers 404, exactly like one that does not exist, so a
+TenantAdmin cannot even learn that a UUID exists elsewhere (Pangolin leaked and even rotated
+other tenants' service users by UUID).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol, TypeVar
+
+from aiohttp import web
+
+from ..auth.caller import require_principal
+from ..errors import Forbidden, NotFound
+from ..identity.models import Principal, Role
+from .schemas import parse_role
+
+__all__ = (
+    "check_grant",
+    "check_target",
+    "manager",
+    "principal",
+    "role_and_tenant",
+    "target",
+    "tenant_scope",
+)
+
+
+def principal(request: web.Request) -> Principal:
+    return require_principal(request, "api", None)
+
+
+def manager(request: web.Request) -> Principal:
+    """The caller, who must be allowed to manage identities (403 otherwise)."""
+    caller = principal(request)
+    if caller.role is Role.TENANT_USER:
+        raise Forbidden("Forbidden: managing identities needs the TenantAdmin or Root role")
+    return caller
+
+
+def tenant_scope(caller: Principal) -> str | None:
+    """The tenant id the caller is confined to; None for Root (all tenants)."""
+    return None if caller.role is Role.ROOT else caller.tenant_id
+
+
+def check_target(caller: Principal, tenant_id: str, role: Role, what: str) -> None:
+    """May ``caller`` act on an identity of ``tenant_id`` holding ``role``?"""
+    if caller.role is not Role.ROOT and tenant_id != caller.tenant_id:
+        raise NotFound(f"No such {what}")
+    if role.rank > caller.role.rank:
+        raise Forbidden(f"Forbidden: cannot manage a {what} with a role above your own")
+
+
+class _Identity(Protocol):
+    @property
+    def tenant_id(self) -> str: ...
+    @property
+    def role(self) -> Role: ...
+
+
+_I = TypeVar("_I", bound=_Identity)
+
+
+async def target(
+    request: web.Request, load: Callable[[str], Awaitable[_I]], what: str, *, mutate: bool
+) -> _I:
+    """The identity named by the path's ``id``, if the caller may see it (and, with
+    ``mutate``, manage it); 404 for unknown ids and other tenants' alike."""
+    caller = manager(request)
+    try:
+        found = await load(request.match_info["id"])
+    except LookupError:
+        raise NotFound(f"No such {what}") from None
+    if mutate:
+        check_target(caller, found.tenant_id, found.role, what)
+    elif tenant_scope(caller) not in (None, found.tenant_id):
+        raise NotFound(f"No such {what}")
+    return found
+
+
+def role_and_tenant(caller: Principal, body: Mapping[str, Any], default: Role) -> tuple[Role, str]:
+    """The role and tenant (name) a new identity gets from ``body``, if ``caller`` may grant
+    them: never a role above its own, never another tenant (404, as if it did not exist)."""
+    role = parse_role(body.get("role", default.value))
+    check_grant(caller, role)
+    tenant = body.get("tenant", caller.tenant_name)
+    if tenant_scope(caller) is not None and tenant != caller.tenant_name:
+        raise NotFound("tenant: no such tenant")
+    return role, tenant
+
+
+def check_grant(caller: Principal, role: Role) -> None:
+    """May ``caller`` give someone ``role``?"""
+    if role.rank > caller.role.rank:
+        raise Forbidden("Forbidden: cannot grant a role above your own")

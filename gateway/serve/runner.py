@@ -1,0 +1,70 @@
+"""Running the gateway: initializing a store and serving an app (shared by the CLI and demo)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+from ..app import create_app
+from ..identity.bootstrap import InitResult, initialize
+from ..identity.service_users import ServiceUserAdmin
+from ..settings import Settings
+from ..store import SqliteStore
+from .serving import STOP_SIGNALS, new_event_loop, serving
+from .workers import supervise
+
+__all__ = ("check_initialized", "run_init", "serve_settings")
+
+
+async def run_init(settings: Settings) -> InitResult:
+    async with SqliteStore(settings.store.path) as store:
+        return await initialize(store, ServiceUserAdmin(store))
+
+
+async def check_initialized(settings: Settings) -> None:
+    """Raise LookupError with the fix if the store was never initialized."""
+    if not settings.store_path.exists():
+        # Opening would create (and migrate) a store: a refused `serve` must leave no trace,
+        # least of all an empty store at a mistyped path.
+        raise LookupError(
+            f"store {settings.store.path} does not exist; "
+            "run `pangolin-gateway init --config FILE` first"
+        )
+    async with SqliteStore(settings.store.path) as store:
+        if not await store.signing_keys():
+            raise LookupError(
+                f"store {settings.store.path} is not initialized; "
+                "run `pangolin-gateway init --config FILE` first"
+            )
+
+
+def serve_settings(
+    settings: Settings, *, host: str | None = None, port: int | None = None, workers: int = 1
+) -> int:
+    """Serve until SIGINT or SIGTERM; the exit status. ``workers`` > 1: that many processes
+    share the port (SO_REUSEPORT) and the store, under a supervisor (see ``workers``)."""
+    server = dataclasses.replace(
+        settings.server,
+        host=host if host is not None else settings.server.host,
+        port=port if port is not None else settings.server.port,
+    )
+    settings = dataclasses.replace(settings, server=server)
+    asyncio.run(check_initialized(settings))
+    if workers > 1:
+        return supervise(settings, workers)
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        runner.run(_serve_until_signalled(settings))
+    return 0
+
+
+async def _serve_until_signalled(settings: Settings) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with serving(create_app(settings), settings.server.host, settings.server.port):
+            await stop.wait()
+    finally:
+        for sig in STOP_SIGNALS:
+            loop.remove_signal_handler(sig)

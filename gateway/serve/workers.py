@@ -1,0 +1,218 @@
+"""``serve --workers N``: N worker processes sharing one port and one store.
+
+Each worker is a fresh interpreter (multiprocessing's ``spawn`` context: no state forked from
+the supervisor, settings passed pickled, so secrets never appear on a command line) that
+opens its own store connections, its own upstream connection pool and its own listening
+socket bound with ``SO_REUSEPORT``; the kernel spreads incoming connections over the workers.
+
+The supervisor (the process that was started) only starts the workers, forwards SIGINT and
+SIGTERM to them as SIGTERM and waits. Every worker stops gracefully on either signal:
+requests in flight finish, then ``last_used`` and the audit queue are flushed (the app's
+cleanup). A worker that exits while nobody asked it to is not restarted: the supervisor
+stops the others and exits 1, so the process manager (systemd, Docker, Kubernetes) sees
+the failure and restarts the whole gateway with a clean state.
+
+Freshness across workers: a change made through one worker is enforced there at once and by
+the others at their next identity-version poll (``store.change_poll_seconds``).
+
+Metrics: ``/metrics`` answers for the whole instance whichever worker takes the scrape. Each
+worker writes a snapshot of its counts every second (and a last one when it has stopped) to a
+private directory the supervisor creates and removes; the answering worker sums its own counts
+and the others' snapshots (see ``metrics_share``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Final
+
+from ..app import create_app
+from ..observability.log_handlers import configure_logging
+from ..settings import Settings
+from ..state import METRICS
+from ..store import StoreError
+from . import metrics_share
+from .serving import STOP_SIGNALS, new_event_loop, server_options, serving
+
+__all__ = ("supervise",)
+
+_LOGGER = logging.getLogger(__name__)
+# After SIGTERM, how long a worker may take before it is killed: its own shutdown timeout
+# plus time to flush and close the store.
+_STOP_GRACE: Final = float(server_options()["shutdown_timeout"]) + 10.0
+_PARENT_CHECK_SECONDS: Final = 1.0
+
+
+def supervise(settings: Settings, workers: int) -> int:
+    """Run ``workers`` worker processes until SIGINT/SIGTERM; the exit status (0: all of them
+    stopped cleanly when asked; 1: one exited on its own or failed to stop cleanly)."""
+    context = multiprocessing.get_context("spawn")
+    shared = metrics_share.create_directory()  # the workers' metrics snapshots
+    received: list[int] = []
+    # Self-pipe: a signal wakes the wait below (PEP 475 would otherwise resume it silently).
+    wake_r, wake_w = socket.socketpair()
+    wake_r.setblocking(False)
+    wake_w.setblocking(False)
+    previous_handlers = {
+        sig: signal.signal(sig, lambda signum, _frame: received.append(signum))
+        for sig in STOP_SIGNALS
+    }
+    previous_wakeup = signal.set_wakeup_fd(wake_w.fileno())
+    processes: list[multiprocessing.process.BaseProcess] = []
+    try:
+        for index in range(workers):
+            if received:
+                break
+            process: multiprocessing.process.BaseProcess = context.Process(
+                target=_worker_main,
+                args=(settings, index, workers, shared),
+                name=f"pangolin-worker-{index}",
+            )
+            process.start()
+            processes.append(process)
+        _LOGGER.info(
+            "supervisor pid %d started %d worker(s) on %s:%d: %s; metrics shared in %s",
+            os.getpid(), len(processes), settings.server.host, settings.server.port,
+            ", ".join(str(p.pid) for p in processes), shared,
+        )  # fmt: skip
+        return _wait(processes, received, wake_r)
+    finally:
+        for process in processes:  # only after an unexpected error in the supervisor itself
+            if process.exitcode is None:
+                process.kill()
+                process.join()
+        metrics_share.remove_directory(shared)
+        signal.set_wakeup_fd(previous_wakeup)
+        for sig, handler in previous_handlers.items():
+            signal.signal(sig, handler)
+        wake_r.close()
+        wake_w.close()
+
+
+def _wait(
+    processes: list[multiprocessing.process.BaseProcess],
+    received: list[int],
+    wake: socket.socket,
+) -> int:
+    failed = False
+    stopping = False
+    kill_at: float | None = None
+    while True:
+        running = [p for p in processes if p.exitcode is None]
+        if not stopping:
+            gone = [p for p in processes if p.exitcode is not None]
+            if received or gone:
+                stopping = True
+                for process in gone:
+                    failed = True
+                    _LOGGER.error(
+                        "worker pid %s exited unexpectedly; stopping the others", process.pid
+                    )
+                if received:
+                    _LOGGER.info(
+                        "%s: stopping %d worker(s)", signal.Signals(received[0]).name, len(running)
+                    )
+                for process in running:
+                    _signal(process, signal.SIGTERM)
+                kill_at = time.monotonic() + _STOP_GRACE
+        if not running:
+            break
+        timeout = None if kill_at is None else kill_at - time.monotonic()
+        if timeout is not None and timeout <= 0:
+            for process in running:
+                _LOGGER.error("worker pid %s did not stop in time; killing it", process.pid)
+                process.kill()
+                process.join()
+            failed = True
+            continue
+        multiprocessing.connection.wait([p.sentinel for p in running] + [wake], timeout)
+        with contextlib.suppress(BlockingIOError):
+            while wake.recv(512):
+                pass
+    unclean = [p for p in processes if p.exitcode != 0]
+    for process in unclean:
+        _LOGGER.error("worker pid %s exited with code %s", process.pid, process.exitcode)
+    return 1 if failed or unclean else 0
+
+
+def _signal(process: multiprocessing.process.BaseProcess, sig: int) -> None:
+    if process.pid is not None and process.exitcode is None:  # not reaped: the pid is ours
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, sig)
+
+
+# -- in each worker -----------------------------------------------------------------------------
+
+
+def _worker_main(settings: Settings, index: int, workers: int, shared: Path) -> None:
+    configure_logging()
+    peers = metrics_share.SnapshotFiles(shared, index, workers)
+    try:
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            runner.run(_serve(settings, index, os.getppid(), peers))
+    except (OSError, LookupError, StoreError) as exc:
+        _LOGGER.error("worker %d (pid %d) cannot serve: %s", index, os.getpid(), exc)
+        sys.exit(1)
+
+
+async def _serve(
+    settings: Settings, index: int, parent: int, peers: metrics_share.SnapshotFiles
+) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    # Both signals, any number of times: Ctrl-C in a terminal reaches the whole process group
+    # and the supervisor forwards it as well; a repeated signal must not cut the cleanup short.
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        app = create_app(settings)
+        metrics = app[METRICS]
+        metrics.share(peers)
+        host, port = settings.server.host, settings.server.port
+        async with serving(app, host, port, reuse_port=True):
+            # After the set-up, which has given the metrics the queues to report.
+            publisher = asyncio.create_task(
+                peers.publish_every(metrics.snapshot, metrics_share.SNAPSHOT_SECONDS),
+                name="pangolin-metrics-snapshots",
+            )
+            try:
+                _LOGGER.info(
+                    "worker %d (pid %d) serving on %s:%d with %s.%s",
+                    index, os.getpid(), host, port, type(loop).__module__, type(loop).__name__,
+                )  # fmt: skip
+                watch = asyncio.create_task(_watch_parent(parent, stop), name="pangolin-parent")
+                try:
+                    await stop.wait()
+                finally:
+                    watch.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await watch
+            finally:
+                publisher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await publisher
+        # Everything this worker answered (the app's cleanup has run), for the workers still
+        # serving.
+        peers.publish(metrics.snapshot())
+    finally:
+        for sig in STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
+    _LOGGER.info("worker %d (pid %d) stopped", index, os.getpid())
+
+
+async def _watch_parent(parent: int, stop: asyncio.Event) -> None:
+    """Stop if the supervisor disappears (SIGKILL, crash): no orphan keeps the port."""
+    while os.getppid() == parent:
+        await asyncio.sleep(_PARENT_CHECK_SECONDS)
+    _LOGGER.warning("supervisor pid %d is gone; stopping", parent)
+    stop.set()

@@ -1,0 +1,67 @@
+"""Typed keys for application-wide and per-request state (aiohttp ``AppKey``/``RequestKey``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+# Types only: the keys are names, and importing what they hold at run time would make this
+# module, which every handler imports, depend on the whole gateway.
+if TYPE_CHECKING:
+    import aiohttp
+    from prometheus_client import CollectorRegistry
+
+    from .audit.queue import AuditQueue
+    from .auth.authenticator import Authenticator, AuthOutcome
+    from .auth.tokens import TokenService
+    from .identity.service_users import ServiceUserAdmin
+    from .identity.tenants import TenantDirectory
+    from .identity.users import UserAdmin
+    from .observability.metrics import GatewayMetrics
+    from .proxy import Forwarder
+    from .settings import Settings
+    from .store import Store
+
+__all__ = (
+    "AUDIT",
+    "AUTH",
+    "AUTHENTICATOR",
+    "CATALOG",
+    "CLOCK",
+    "FORWARDERS",
+    "HTTP_SESSION",
+    "METRICS",
+    "METRICS_REGISTRY",
+    "REQUEST_ID",
+    "ROUTE",
+    "SERVICE_USERS",
+    "SETTINGS",
+    "STORE",
+    "TENANTS",
+    "TOKENS",
+    "USERS",
+)
+
+SETTINGS: web.AppKey[Settings] = web.AppKey("pangolin.settings")
+CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("pangolin.clock")
+STORE: web.AppKey[Store] = web.AppKey("pangolin.store")
+TOKENS: web.AppKey[TokenService] = web.AppKey("pangolin.tokens")
+AUTHENTICATOR: web.AppKey[Authenticator] = web.AppKey("pangolin.authenticator")
+SERVICE_USERS: web.AppKey[ServiceUserAdmin] = web.AppKey("pangolin.service_users")
+USERS: web.AppKey[UserAdmin] = web.AppKey("pangolin.users")
+TENANTS: web.AppKey[TenantDirectory] = web.AppKey("pangolin.tenants")
+AUDIT: web.AppKey[AuditQueue] = web.AppKey("pangolin.audit")
+HTTP_SESSION: web.AppKey[aiohttp.ClientSession] = web.AppKey("pangolin.http_session")
+FORWARDERS: web.AppKey[Mapping[str, Forwarder]] = web.AppKey("pangolin.forwarders")
+METRICS_REGISTRY: web.AppKey[CollectorRegistry] = web.AppKey("pangolin.metrics_registry")
+METRICS: web.AppKey[GatewayMetrics] = web.AppKey("pangolin.metrics")
+
+REQUEST_ID: web.RequestKey[str] = web.RequestKey("pangolin.request_id")
+AUTH: web.RequestKey[AuthOutcome] = web.RequestKey("pangolin.auth")
+# The configured catalog a request is for ("-" for none or an unknown one) and its route
+# class (``observability.metrics.ROUTES``): labels for metrics and the access log, never
+# client text.
+CATALOG: web.RequestKey[str] = web.RequestKey("pangolin.catalog")
+ROUTE: web.RequestKey[str] = web.RequestKey("pangolin.route")
