@@ -413,15 +413,14 @@ http {{
         wait_ready(url + TABLE_PATH, proc)
         return url, proc
 
-    def gateway_config(self, label: str, catalogs: dict[str, tuple[str, bool]]) -> Path:
-        """A store directory and config: ``catalogs`` maps name -> (upstream, require_auth)."""
+    def gateway_config(self, label: str, catalogs: dict[str, str]) -> Path:
+        """A store directory and config: ``catalogs`` maps name -> upstream."""
         home = self.tmp / f"gw-{label}"
         home.mkdir()
         lines = [f'[store]\npath = "{home / "pangolin.db"}"\n']
-        for name, (upstream, require_auth) in catalogs.items():
+        for name, upstream in catalogs.items():
             lines.append(
                 f'[catalogs.{name}]\nupstream = "{upstream}"\nwarehouse = "warehouse"\n'
-                f"require_auth = {str(require_auth).lower()}\n"
             )
         config = home / "gateway.toml"
         config.write_text("\n".join(lines))
@@ -436,10 +435,22 @@ http {{
         return config
 
     def start_gateway(
-        self, config: Path, label: str, extra: Sequence[str] = (), core: str | None = PROXY_CORE
+        self,
+        config: Path,
+        label: str,
+        extra: Sequence[str] = (),
+        core: str | None = PROXY_CORE,
+        *,
+        noauth: bool = False,
     ) -> tuple[str, subprocess.Popen[bytes], float]:
+        """``pangolin-gateway serve``; with ``noauth``, the same app from bench/noauth_gateway.py,
+        which also lets requests without a credential through (the "no client auth" row)."""
         port = free_port()
-        cmd = [GATEWAY_BIN, "serve", "--config", str(config), "--port", str(port), *extra]
+        cmd = (
+            [PY, str(BENCH / "noauth_gateway.py"), "--config", str(config), "--port", str(port)]
+            if noauth
+            else [GATEWAY_BIN, "serve", "--config", str(config), "--port", str(port), *extra]
+        )
         proc = self.procs.start(f"gateway-{label}", cmd, core=core, env=gateway_env())
         url = f"http://127.0.0.1:{port}"
         startup = wait_ready(url + "/healthz", proc)
@@ -448,7 +459,6 @@ http {{
 
 def gateway_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PANGOLIN_")}
-    env["PANGOLIN_BENCH"] = "1"  # allows require_auth = false (bench-only)
     return env
 
 
@@ -520,10 +530,10 @@ def proxy_suite(
     bearer row in each round. Returns the rows, the token runs and the gateway details."""
     nginx, nginx_proc = bench.start_nginx(upstream, label)
     minimal, minimal_proc = bench.start_minimal(upstream, label)
-    config = bench.gateway_config(label, {"default": (upstream, True), "open": (upstream, False)})
+    config = bench.gateway_config(label, {"default": upstream, "open": upstream})
     if bulk_users:
         authscale.populate(config.parent / "pangolin.db", bulk_users)
-    gw, proc, startup = bench.start_gateway(config, label)
+    gw, proc, startup = bench.start_gateway(config, label, noauth=True)
     client_id, key = create_client(gw, config)
     token = get_token(gw, "default", client_id, key)
     configurations: list[tuple[str, str, list[str], int | None]] = [
@@ -706,7 +716,7 @@ def scale_suite(bench: Bench, users: int, upstream: str) -> list[dict[str, Any]]
     results: list[dict[str, Any]] = []
     for n in (100, users):
         label = f"users{n}"
-        config = bench.gateway_config(label, {"default": (upstream, True)})
+        config = bench.gateway_config(label, {"default": upstream})
         store = config.parent / "pangolin.db"
         print(f"  populating {n:,} service users ...", flush=True)
         seconds = authscale.populate(store, n)

@@ -50,7 +50,9 @@ from .state import (
 )
 from .store import SqliteStore, Store
 
-__all__ = ("create_app",)
+__all__ = ("AuthenticatorFactory", "create_app")
+
+AuthenticatorFactory = Callable[[Store, TokenService, Callable[[], float]], Authenticator]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -60,8 +62,11 @@ def create_app(
     *,
     store: Store | None = None,
     clock: Callable[[], float] = time.time,
+    authenticator: AuthenticatorFactory = Authenticator,
 ) -> web.Application:
-    """Build the gateway. A ``store`` passed in is used as is (opened, and closed by its owner)."""
+    """Build the gateway. A ``store`` passed in is used as is (opened, and closed by its owner);
+    ``authenticator`` builds what turns a request's credential into a principal (the benchmark
+    passes one that lets anonymous requests through: no such switch exists in the product)."""
     # One registry per app (not prometheus_client's global one), so that several apps in one
     # process, as in the tests, never clash.
     registry = CollectorRegistry(auto_describe=True)
@@ -78,7 +83,7 @@ def create_app(
     app[CLOCK] = clock
     app[METRICS_REGISTRY] = registry
     app[METRICS] = metrics
-    app.cleanup_ctx.append(_store_context(store))
+    app.cleanup_ctx.append(_store_context(store, authenticator))
     app.cleanup_ctx.append(_upstream_context)
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
@@ -97,7 +102,7 @@ def create_app(
 
 
 def _store_context(
-    given: Store | None,
+    given: Store | None, make_authenticator: AuthenticatorFactory
 ) -> Callable[[web.Application], contextlib.AbstractAsyncContextManager[None]]:
     @contextlib.asynccontextmanager
     async def context(app: web.Application) -> AsyncIterator[None]:
@@ -108,7 +113,7 @@ def _store_context(
         try:
             clock = app[CLOCK]
             tokens = await TokenService.load(store, settings.tokens, clock)
-            authenticator = Authenticator(store, tokens, clock)
+            authenticator = make_authenticator(store, tokens, clock)
             store.add_change_listener(authenticator.invalidate)
             audit = AuditQueue(store)
             app[STORE], app[TOKENS], app[AUTHENTICATOR], app[AUDIT] = (

@@ -8,31 +8,17 @@ authenticated (401), the catalog known (404) and allowed (403).
 
 from __future__ import annotations
 
-import functools
-
 from aiohttp import web
 
-from .auth.authenticator import ANONYMOUS
 from .auth.authz import may_use_catalog
 from .auth.caller import require_principal
 from .auth.token_endpoint import token_endpoint
 from .errors import BadRequest, Forbidden, MethodNotAllowed, NotFound
-from .identity.models import Principal, Role
 from .proxy import ForwardRequest
 from .routing import parse_catalog_path
-from .state import AUTH, CATALOG, FORWARDERS, REQUEST_ID, ROUTE, SETTINGS
+from .state import CATALOG, FORWARDERS, REQUEST_ID, ROUTE, SETTINGS
 
 __all__ = ("catalog_request",)
-
-
-@functools.cache
-def _bench_principal(tenant: str) -> Principal:
-    """BENCH-ONLY caller for a catalog with ``require_auth = false`` (which settings refuse
-    unless PANGOLIN_BENCH=1): a fixed identity, never a real one from the store."""
-    return Principal(
-        id="bench-anonymous", name="bench-anonymous", type="bench", role=Role.TENANT_USER,
-        tenant_id="bench", tenant_name=tenant, key_generation=0,
-    )  # fmt: skip
 
 
 async def catalog_request(request: web.Request) -> web.StreamResponse:
@@ -53,15 +39,12 @@ async def catalog_request(request: web.Request) -> web.StreamResponse:
     catalog = settings.catalogs.get(name) if name else None
     if catalog is not None and name:
         request[CATALOG] = name  # only a configured name: a label, never the client's text
-    if catalog is not None and not catalog.require_auth and request[AUTH] is ANONYMOUS:
-        principal = _bench_principal(catalog.tenant)  # bench only; a bad credential still 401s
-    else:
-        principal = require_principal(request, "catalog", name)
-        if principal.type == "user" and not settings.server.allow_sessions_on_catalog_routes:
-            raise Forbidden(
-                "Forbidden: session tokens are for the management API; "
-                "use a service user's key or token for catalog requests"
-            )
+    principal = require_principal(request, "catalog", name)
+    if principal.type == "user" and not settings.server.allow_sessions_on_catalog_routes:
+        raise Forbidden(
+            "Forbidden: session tokens are for the management API; "
+            "use a service user's key or token for catalog requests"
+        )
     if catalog is None:
         raise NotFound(
             f"No such catalog: {name}" if path.mount is not None else "No default catalog"

@@ -16,7 +16,6 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from multidict import CIMultiDictProxy
 
-from .auth.authenticator import ANONYMOUS
 from .errors import (
     UNAUTHENTICATED_MESSAGE,
     BadRequest,
@@ -89,10 +88,7 @@ def gateway_middleware(metrics: GatewayMetrics) -> Middleware:
                 _check_body_framing(headers)
                 # Authentication attaches who the caller is (or why not); handlers decide
                 # whether that is enough.
-                if "X-API-Key" in headers or "Authorization" in headers:
-                    request[AUTH] = await request.app[AUTHENTICATOR].authenticate(headers)
-                else:
-                    request[AUTH] = ANONYMOUS
+                request[AUTH] = await request.app[AUTHENTICATOR].authenticate(headers)
                 response = await handler(request)
             except Exception as exc:
                 # Errors: inside metrics, so metrics count the answer the client got.

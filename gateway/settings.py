@@ -40,8 +40,6 @@ __all__ = (
 )
 
 ENV_PREFIX: Final = "PANGOLIN_"
-# Set to 1 only by the benchmark: allows catalogs.<name>.require_auth = false.
-BENCH_ENV: Final = "PANGOLIN_BENCH"
 # Catalog and tenant names: lowercase and URL-safe (DuckDB lowercases its endpoint).
 NAME_RE: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 UPSTREAM_AUTH_TYPES: Final = ("none", "bearer", "oauth2")
@@ -154,10 +152,6 @@ class CatalogSettings:
     connect_timeout_seconds: float = 5.0
     timeout_seconds: float = 300.0
     upstream_auth: UpstreamAuthSettings = field(default_factory=UpstreamAuthSettings)
-    # BENCH-ONLY: false lets requests without any credential through as a fixed benchmark
-    # principal (bench/run.py measures the gateway's cost without authentication). Refused by
-    # validate() unless PANGOLIN_BENCH=1 is set in the environment.
-    require_auth: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +192,7 @@ def load_settings(path: Path | str | None, environ: Mapping[str, str]) -> Settin
     malformed = [problem.partition(": ")[0] for problem in problems]
     problems.extend(
         problem
-        for problem in validate(settings, bench_mode=environ.get(BENCH_ENV) == "1")
+        for problem in validate(settings)
         if not any(_within(problem.partition(": ")[0], where) for where in malformed)
     )
     if problems:
@@ -220,7 +214,7 @@ def _apply_env(data: dict[str, Any], environ: Mapping[str, str], problems: list[
         if not name.startswith(ENV_PREFIX) or name == "PANGOLIN_CONFIG":
             continue
         # Read by the admin CLI, by click (serve --workers) and by the bench switch: not settings.
-        if name in ("PANGOLIN_URL", "PANGOLIN_API_KEY", "PANGOLIN_WORKERS", BENCH_ENV):
+        if name in ("PANGOLIN_URL", "PANGOLIN_API_KEY", "PANGOLIN_WORKERS"):
             continue
         if name.endswith("_FILE"):
             # Docker/Kubernetes secrets convention: PANGOLIN_X_FILE=/run/secrets/x sets X to
@@ -338,9 +332,8 @@ def warnings(settings: Settings) -> list[str]:
     return found
 
 
-def validate(settings: Settings, *, bench_mode: bool = False) -> list[str]:
-    """Every semantic problem in ``settings``; pure, an empty list means valid.
-    ``bench_mode`` (PANGOLIN_BENCH=1) is the only way to allow ``require_auth = false``."""
+def validate(settings: Settings) -> list[str]:
+    """Every semantic problem in ``settings``; pure, an empty list means valid."""
     problems: list[str] = []
     server = settings.server
     if not 0 <= server.port <= 65535:
@@ -390,11 +383,6 @@ def validate(settings: Settings, *, bench_mode: bool = False) -> list[str]:
         problems.append("catalogs: at least one catalog is required")
     for name, catalog in settings.catalogs.items():
         problems.extend(_validate_catalog(name, catalog))
-        if not catalog.require_auth and not bench_mode:
-            problems.append(
-                f"catalogs.{name}.require_auth: false is for benchmarks only "
-                f"(allowed only with {BENCH_ENV}=1)"
-            )
     if settings.default_catalog and settings.default_catalog not in settings.catalogs:
         problems.append(f"default_catalog: {settings.default_catalog!r} is not one of the catalogs")
     return problems

@@ -22,7 +22,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway.app import create_app
+from gateway.app import AuthenticatorFactory, create_app
+from gateway.auth.authenticator import Authenticator
 from gateway.connection import GatewayRunner
 from gateway.identity.bootstrap import initialize
 from gateway.identity.models import Role
@@ -123,6 +124,7 @@ async def make_gateway(
         upstream: RecordingUpstream | None = None,
         catalogs: dict[str, CatalogSettings] | None = None,
         upstream_auth: UpstreamAuthSettings | None = None,
+        authenticator: AuthenticatorFactory = Authenticator,
         **changes: Any,
     ) -> Gateway:
         upstream = upstream or RecordingUpstream()
@@ -146,7 +148,7 @@ async def make_gateway(
         stores.append(store)
         result = await initialize(store, ServiceUserAdmin(store, clock=clock))
         assert result.root is not None
-        app = create_app(settings, store=store, clock=clock)
+        app = create_app(settings, store=store, clock=clock, authenticator=authenticator)
         client = await aiohttp_client(GatewayTestServer(app))
         clients.append(client)
         return Gateway(client, app, store, result.root, upstream, clock)

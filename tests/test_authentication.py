@@ -16,7 +16,7 @@ from gateway.errors import UNAUTHENTICATED_MESSAGE
 from gateway.identity import models as identity
 from gateway.identity.models import ApiKey, generate_key
 from gateway.identity.service_users import CreatedKey, ServiceUserAdmin
-from gateway.settings import StoreSettings
+from gateway.settings import SettingsError, StoreSettings, load_settings
 from gateway.state import AUTHENTICATOR
 from gateway.store import SqliteStore
 
@@ -476,3 +476,36 @@ async def test_two_credentials_on_the_management_api_are_400_and_change_nothing(
         ) as resp:
             assert resp.status == 400
     assert (await gateway.admin.list())[1] == before
+
+
+# -- the authenticator seam ----------------------------------------------------------------------
+
+
+async def test_create_app_authenticates_with_the_authenticator_it_is_given(
+    make_gateway: MakeGateway,
+) -> None:
+    # How the benchmark measures "no client auth" without any switch in the product.
+    seen: list[str] = []
+
+    class Recording(authn.Authenticator):
+        async def authenticate(self, headers: Any) -> authn.AuthOutcome:
+            seen.append(headers.get("X-API-Key", "-"))
+            return await super().authenticate(headers)
+
+    gateway = await make_gateway(authenticator=Recording)
+    assert await status(gateway, {}) == 401
+    assert await status(gateway, key_header(gateway.root)) == 200
+    assert seen == ["-", gateway.root.api_key.plaintext()]
+
+
+def test_there_is_no_setting_that_turns_authentication_off(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        '[catalogs.default]\nupstream = "http://127.0.0.1:8181"\nrequire_auth = false\n'
+    )
+    with pytest.raises(SettingsError) as refused:
+        load_settings(config, {"PANGOLIN_BENCH": "1"})
+    assert sorted(refused.value.problems) == [
+        "bench: unknown setting",  # PANGOLIN_BENCH is no switch either, just an unknown name
+        "catalogs.default.require_auth: unknown setting",
+    ]

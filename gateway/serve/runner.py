@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Callable
+
+from aiohttp import web
 
 from ..app import create_app
 from ..identity.bootstrap import InitResult, initialize
@@ -39,10 +42,17 @@ async def check_initialized(settings: Settings) -> None:
 
 
 def serve_settings(
-    settings: Settings, *, host: str | None = None, port: int | None = None, workers: int = 1
+    settings: Settings,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    workers: int = 1,
+    app_factory: Callable[[Settings], web.Application] = create_app,
 ) -> int:
     """Serve until SIGINT or SIGTERM; the exit status. ``workers`` > 1: that many processes
-    share the port (SO_REUSEPORT) and the store, under a supervisor (see ``workers``)."""
+    share the port (SO_REUSEPORT) and the store, under a supervisor (see ``workers``).
+    ``app_factory`` builds the single process's app (the benchmark's seam; workers always
+    build ``create_app``'s)."""
     server = dataclasses.replace(
         settings.server,
         host=host if host is not None else settings.server.host,
@@ -53,17 +63,19 @@ def serve_settings(
     if workers > 1:
         return supervise(settings, workers)
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
-        runner.run(_serve_until_signalled(settings))
+        runner.run(_serve_until_signalled(settings, app_factory))
     return 0
 
 
-async def _serve_until_signalled(settings: Settings) -> None:
+async def _serve_until_signalled(
+    settings: Settings, app_factory: Callable[[Settings], web.Application]
+) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
     try:
-        async with serving(create_app(settings), settings.server.host, settings.server.port):
+        async with serving(app_factory(settings), settings.server.host, settings.server.port):
             await stop.wait()
     finally:
         for sig in STOP_SIGNALS:
