@@ -1,4 +1,5 @@
-"""Error responses in the Iceberg REST shape: ``{"error": {"message", "type", "code"}}``.
+"""Errors, and their one translation into responses in the Iceberg REST shape:
+``{"error": {"message", "type", "code"}}``.
 
 Clients read ``code`` and ``type`` from the body (the Java client maps them to exceptions), so
 ``code`` always equals the HTTP status. Messages are fixed strings: never a key, a token,
@@ -12,26 +13,33 @@ Tree of what the gateway raises on catalog routes::
     ├── BadRequest           400  BadRequestException
     ├── NotFound             404  NoSuchCatalogException / NotFoundException
     ├── MethodNotAllowed     405  MethodNotAllowedException  (adds Allow)
-    ├── Conflict             409  AlreadyExistsException
     ├── PayloadTooLarge      413  BadRequestException
     ├── UnsupportedMediaType 415  UnsupportedMediaTypeException
     ├── ClientClosedRequest  499  (nginx's code: the client went away; nothing can be sent)
     ├── UpstreamUnavailable  503  ServiceUnavailableException
     ├── UpstreamTimeout      504  GatewayTimeoutException
     └── UpstreamError        502  BadGatewayException
+
+What the domain refuses (identity lifecycles, the store's rules) is a ``DomainError``, which
+knows nothing of HTTP; ``error_response`` is the one place either tree becomes an answer::
+
+    DomainError
+    ├── InvalidInput         400  BadRequestException      ("field: what is wrong")
+    ├── NoSuchThing          404  NotFoundException
+    └── Conflicting          409  ConflictException         (AlreadyExists: AlreadyExistsException;
+                                                             the store's InUse and LastRoot)
 """
 
 from __future__ import annotations
 
 import json
-from typing import ClassVar
+from typing import ClassVar, Final
 
 from aiohttp import web
 
 __all__ = (
     "BadRequest",
     "ClientClosedRequest",
-    "Conflict",
     "Forbidden",
     "GatewayError",
     "MethodNotAllowed",
@@ -42,6 +50,14 @@ __all__ = (
     "UpstreamTimeout",
     "UnsupportedMediaType",
     "UpstreamUnavailable",
+    "AlreadyExists",
+    "Conflicting",
+    "DomainError",
+    "InvalidInput",
+    "LoginFailed",
+    "NoSuchThing",
+    "describe",
+    "error_response",
     "iceberg_error",
 )
 
@@ -80,6 +96,12 @@ class Unauthenticated(GatewayError):
         return {"WWW-Authenticate": 'Bearer realm="pangolin"'}
 
 
+class LoginFailed(Unauthenticated):
+    """A refused password login (its own message; counted as a "password" failure)."""
+
+    message = "Invalid username or password"
+
+
 class Forbidden(GatewayError):
     status = 403
     type = "ForbiddenException"
@@ -109,12 +131,6 @@ class MethodNotAllowed(GatewayError):
 
     def headers(self) -> dict[str, str]:
         return {"Allow": ", ".join(self.allow)}
-
-
-class Conflict(GatewayError):
-    status = 409
-    type = "AlreadyExistsException"
-    message = "Already exists"
 
 
 class PayloadTooLarge(GatewayError):
@@ -153,3 +169,62 @@ class UpstreamError(GatewayError):
     status = 502
     type = "BadGatewayException"
     message = "The catalog connection failed"
+
+
+# -- the domain's refusals ----------------------------------------------------------------------
+
+
+class DomainError(Exception):
+    """A refusal of the domain; ``message`` is written for the client (no secret, no repr)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(DomainError, ValueError):
+    """Bad input for a lifecycle call; ``field`` names what was wrong."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+
+
+class NoSuchThing(DomainError, LookupError):
+    """``what`` does not exist (or is not the caller's to see); ``field``: the input naming it."""
+
+    def __init__(self, what: str, *, field: str | None = None) -> None:
+        super().__init__(f"{field}: no such {what}" if field else f"No such {what}")
+
+
+class Conflicting(DomainError):
+    """The change contradicts the current state."""
+
+
+class AlreadyExists(Conflicting):
+    pass
+
+
+_DOMAIN_ANSWERS: Final[list[tuple[type[DomainError], int, str]]] = [
+    (InvalidInput, 400, "BadRequestException"),
+    (NoSuchThing, 404, "NotFoundException"),
+    (AlreadyExists, 409, "AlreadyExistsException"),
+    (Conflicting, 409, "ConflictException"),
+]
+
+
+def describe(exc: GatewayError | DomainError) -> tuple[int, str, str]:
+    """(status, Iceberg error type, client message) of a refusal of either tree."""
+    if isinstance(exc, GatewayError):
+        return exc.status, exc.type, exc.detail
+    for kind, status, type_ in _DOMAIN_ANSWERS:
+        if isinstance(exc, kind):
+            return status, type_, exc.message
+    return 400, "BadRequestException", exc.message
+
+
+def error_response(exc: GatewayError | DomainError) -> web.Response:
+    """The answer to a refusal of either tree: the one place errors become HTTP."""
+    if isinstance(exc, GatewayError):
+        return exc.response()
+    return iceberg_error(*describe(exc))

@@ -17,13 +17,15 @@ from aiohttp.typedefs import Handler, Middleware
 from multidict import CIMultiDictProxy
 
 from .errors import (
-    UNAUTHENTICATED_MESSAGE,
     BadRequest,
     ClientClosedRequest,
+    DomainError,
     GatewayError,
+    LoginFailed,
     MethodNotAllowed,
     Unauthenticated,
     UnsupportedMediaType,
+    error_response,
     iceberg_error,
 )
 from .observability.metrics import NO_CATALOG, GatewayMetrics
@@ -47,9 +49,8 @@ _HTTP_TYPES: Final = {
 
 
 def _failure_reason(request: web.Request, exc: Unauthenticated) -> str:
-    # Every credential refusal carries the one generic message; any other 401 is a refused
-    # password login (its request carried no credential to have a reason of its own).
-    if exc.detail != UNAUTHENTICATED_MESSAGE:
+    # A refused password login carried no credential to have a reason of its own.
+    if isinstance(exc, LoginFailed):
         return "password"
     outcome = request.get(AUTH)
     return (outcome.reason if outcome is not None else None) or "missing"
@@ -131,10 +132,10 @@ def _client_gone(request: web.Request, exc: Exception) -> Exception:
 def _error_response(request: web.Request, exc: Exception) -> web.StreamResponse:
     """Every error leaves as JSON; nothing internal (exception text, stack) reaches the client.
     A 3xx ``HTTPException`` is re-raised for aiohttp to send."""
-    if isinstance(exc, GatewayError):
+    if isinstance(exc, GatewayError | DomainError):
         if isinstance(exc, Unauthenticated):
             request.app[METRICS].auth_failed(_failure_reason(request, exc))
-        return exc.response()
+        return error_response(exc)
     if isinstance(exc, web.HTTPException):
         if exc.status < 400:
             raise exc

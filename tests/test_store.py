@@ -15,9 +15,10 @@ from typing import Any
 import aiosqlite
 import pytest
 
+from gateway.errors import AlreadyExists, InvalidInput, NoSuchThing
 from gateway.identity.models import ServiceUser
-from gateway.identity.service_users import NotFound, ServiceUserAdmin, ValidationError
-from gateway.store import DEFAULT_TENANT, SqliteStore, StoreError, UniqueViolation
+from gateway.identity.service_users import ServiceUserAdmin
+from gateway.store import DEFAULT_TENANT, SqliteStore, StoreError
 from gateway.store.migrations import MIGRATIONS
 
 from .fakes import FakeClock
@@ -186,7 +187,7 @@ async def test_failing_change_leaves_neither_row_nor_audit_record(
     first = await create(admin, "etl")
     version = await store.identity_version()
 
-    with pytest.raises(UniqueViolation):
+    with pytest.raises(AlreadyExists):
         await create(admin, "etl")
 
     assert await store.count_service_users() == 1
@@ -294,7 +295,7 @@ async def test_invalid_create_names_the_field_and_stores_nothing(
     store: SqliteStore, admin: ServiceUserAdmin, kwargs: dict[str, Any], field: str
 ) -> None:
     version = await store.identity_version()
-    with pytest.raises(ValidationError) as raised:
+    with pytest.raises(InvalidInput) as raised:
         await admin.create(**{"name": "etl", **kwargs}, actor="alice")
 
     assert raised.value.field == field
@@ -307,7 +308,7 @@ async def test_invalid_create_names_the_field_and_stores_nothing(
 async def test_create_in_an_unknown_tenant_is_not_found_and_stores_nothing(
     store: SqliteStore, admin: ServiceUserAdmin
 ) -> None:
-    with pytest.raises(NotFound, match="tenant 'nope'"):
+    with pytest.raises(NoSuchThing, match="tenant: no such tenant"):
         await admin.create(name="etl", tenant="nope", actor="alice")
     assert await store.count_service_users() == 0
     assert await store.audit_records() == []
@@ -324,7 +325,7 @@ async def test_set_expiry_refuses_nan_instead_of_clearing_the_expiry(
     store: SqliteStore, admin: ServiceUserAdmin, clock: FakeClock
 ) -> None:
     user = await create(admin, expires_at=clock.now + 60)
-    with pytest.raises(ValidationError) as raised:
+    with pytest.raises(InvalidInput) as raised:
         await admin.set_expiry(user.id, float("nan"), actor="alice")
     assert raised.value.field == "expires_at"
     assert (await admin.get(user.id)).expires_at == clock.now + 60
@@ -334,7 +335,7 @@ async def test_lifecycle_calls_on_an_unknown_id_are_not_found_and_audit_nothing(
     store: SqliteStore, admin: ServiceUserAdmin
 ) -> None:
     for call in (admin.rotate, admin.deactivate, admin.reactivate, admin.expire, admin.delete):
-        with pytest.raises(NotFound):
+        with pytest.raises(NoSuchThing):
             await call("no-such-id", actor="alice")
     assert await store.audit_records() == []
 

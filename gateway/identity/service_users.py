@@ -17,34 +17,21 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from ..store import AuditRecord, ClientInfo, Store
+from ..errors import AlreadyExists, InvalidInput, NoSuchThing
+from ..store import AuditRecord, ClientInfo, Store, UniqueViolation
 from .models import ApiKey, Role, ServiceUser, digest_key, generate_key
 
 __all__ = (
     "MAX_DESCRIPTION",
     "MAX_NAME",
     "CreatedKey",
-    "NotFound",
     "ServiceUserAdmin",
-    "ValidationError",
 )
 
 MAX_NAME: Final = 128
 MAX_DESCRIPTION: Final = 1024
 
 Clock = Callable[[], float]
-
-
-class ValidationError(ValueError):
-    """Bad input for a lifecycle call; ``field`` names what was wrong."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-
-
-class NotFound(LookupError):
-    """No such service user (or tenant)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,13 +47,13 @@ class CreatedKey:
 
 def _check_text(field: str, value: str, limit: int, *, required: bool) -> str:
     if required and not value.strip():
-        raise ValidationError(field, "must not be empty")
+        raise InvalidInput(field, "must not be empty")
     if len(value) > limit:
-        raise ValidationError(field, f"must be at most {limit} characters")
+        raise InvalidInput(field, f"must be at most {limit} characters")
     # Category Cc: C0, DEL and also the C1 controls (U+0080-U+009F), which terminals act on
     # (U+009B is CSI) just like ESC sequences when a name is printed or logged.
     if any(unicodedata.category(ch) == "Cc" for ch in value):
-        raise ValidationError(field, "must not contain control characters")
+        raise InvalidInput(field, "must not contain control characters")
     return value.strip() if required else value
 
 
@@ -74,7 +61,7 @@ def _check_role(role: Role | str) -> Role:
     try:
         return Role(role)
     except ValueError:
-        raise ValidationError("role", "must be Root, TenantAdmin or TenantUser") from None
+        raise InvalidInput("role", "must be Root, TenantAdmin or TenantUser") from None
 
 
 def _check_expiry(expires_at: float | None) -> float | None:
@@ -82,7 +69,7 @@ def _check_expiry(expires_at: float | None) -> float | None:
     if expires_at is not None and (
         not isinstance(expires_at, int | float) or math.isnan(expires_at)
     ):
-        raise ValidationError("expires_at", "must be a time")
+        raise InvalidInput("expires_at", "must be a time")
     return expires_at
 
 
@@ -123,10 +110,10 @@ class ServiceUserAdmin:
         now = self._clock()
         _check_expiry(expires_at)
         if expires_at is not None and expires_at <= now:
-            raise ValidationError("expires_at", "must be in the future")
+            raise InvalidInput("expires_at", "must be in the future")
         found = await self._store.tenant_by_name(tenant)
         if found is None:
-            raise NotFound(f"tenant {tenant!r}")
+            raise NoSuchThing("tenant", field="tenant")
         key = generate_key()
         user = ServiceUser(
             id=str(uuid.uuid4()), tenant_id=found.id, tenant_name=found.name, name=name,
@@ -135,13 +122,18 @@ class ServiceUserAdmin:
             last_used_at=None, key_rotated_at=None, key_generation=1,
         )  # fmt: skip
         record = self._record(actor, "service_user.create", user, client)
-        await self._store.insert_service_user(user, record)
+        try:
+            await self._store.insert_service_user(user, record)
+        except UniqueViolation:
+            raise AlreadyExists(
+                "name: a service user with this name already exists in the tenant"
+            ) from None
         return CreatedKey(user, key)
 
     async def get(self, id_: str) -> ServiceUser:
         user = await self._store.service_user(id_)
         if user is None:
-            raise NotFound(f"service user {id_!r}")
+            raise NoSuchThing("service user")
         return user
 
     async def list(
@@ -172,7 +164,7 @@ class ServiceUserAdmin:
         user = await self.get(id_)
         record = self._record(actor, action, user, client, detail)
         if not await self._store.update_service_user(id_, columns, record):
-            raise NotFound(f"service user {id_!r}")  # deleted between the read and the write
+            raise NoSuchThing("service user")  # deleted between the read and the write
         return await self.get(id_)
 
     async def update(
@@ -196,9 +188,9 @@ class ServiceUserAdmin:
             elif field == "active":
                 columns[field] = int(bool(value))
             else:
-                raise ValidationError(field, "cannot be changed")
+                raise InvalidInput(field, "cannot be changed")
         if not columns:
-            raise ValidationError("changes", "nothing to change")
+            raise InvalidInput("changes", "nothing to change")
         if set(columns) == {"active"}:
             action = "service_user.activate" if columns["active"] else "service_user.deactivate"
         else:
@@ -248,4 +240,4 @@ class ServiceUserAdmin:
         user = await self.get(id_)
         record = self._record(actor, "service_user.delete", user, client)
         if not await self._store.delete_service_user(id_, record):
-            raise NotFound(f"service user {id_!r}")
+            raise NoSuchThing("service user")

@@ -6,10 +6,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from ..errors import AlreadyExists, Conflicting, InvalidInput, NoSuchThing
 from ..settings import NAME_RE
-from ..store import DEFAULT_TENANT, AuditRecord, ClientInfo, Store
+from ..store import DEFAULT_TENANT, AuditRecord, ClientInfo, Store, UniqueViolation
 from .models import Tenant
-from .service_users import NotFound, ValidationError
 
 __all__ = ("TenantDirectory",)
 
@@ -31,12 +31,13 @@ class TenantDirectory:
 
     async def create(self, name: str, *, actor: str, client: ClientInfo | None = None) -> Tenant:
         if not NAME_RE.fullmatch(name):
-            raise ValidationError(
-                "name", "1 to 63 characters: lowercase letters, digits, '-' or '_'"
+            raise InvalidInput("name", "1 to 63 characters: lowercase letters, digits, '-' or '_'")
+        try:
+            return await self._store.insert_tenant(
+                name, self._record(actor, "tenant.create", None, client)
             )
-        return await self._store.insert_tenant(
-            name, self._record(actor, "tenant.create", None, client)
-        )
+        except UniqueViolation:
+            raise AlreadyExists("name: a tenant with this name already exists") from None
 
     async def list(self) -> list[Tenant]:
         return await self._store.list_tenants()
@@ -46,16 +47,16 @@ class TenantDirectory:
             id_or_name
         )
         if tenant is None:
-            raise NotFound(f"tenant {id_or_name!r}")
+            raise NoSuchThing("tenant")
         return tenant
 
     async def delete(
         self, id_or_name: str, *, actor: str, client: ClientInfo | None = None
     ) -> Tenant:
-        """Raises ``store.InUse`` while the tenant has identities, or for ``default``."""
+        """Refused (``Conflicting``) while the tenant has identities, and for ``default``."""
         tenant = await self.get(id_or_name)
         if tenant.name == DEFAULT_TENANT:
-            raise ValidationError("name", "the default tenant cannot be deleted")
+            raise Conflicting("Cannot delete the tenant: the default tenant is always there")
         await self._store.delete_tenant(
             tenant.id, self._record(actor, "tenant.delete", tenant.id, client)
         )

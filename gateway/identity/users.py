@@ -20,10 +20,10 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
-from ..store import AuditRecord, ClientInfo, Store
+from ..errors import AlreadyExists, InvalidInput, NoSuchThing
+from ..store import AuditRecord, ClientInfo, Store, UniqueViolation
 from .models import Role, User
 from .passwords import MAX_PASSWORD, MIN_PASSWORD, hash_password, verify_password
-from .service_users import NotFound, ValidationError
 
 if TYPE_CHECKING:  # the queue is handed in; identity does not depend on the audit package
     from ..audit.queue import AuditQueue
@@ -37,17 +37,15 @@ Clock = Callable[[], float]
 
 def _check_username(username: str) -> str:
     if not _USERNAME_RE.fullmatch(username):
-        raise ValidationError(
-            "username", "1 to 64 characters: letters, digits, '.', '_', '@' or '-'"
-        )
+        raise InvalidInput("username", "1 to 64 characters: letters, digits, '.', '_', '@' or '-'")
     return username
 
 
 def _check_password(password: str) -> str:
     if len(password) < MIN_PASSWORD:
-        raise ValidationError("password", f"must be at least {MIN_PASSWORD} characters")
+        raise InvalidInput("password", f"must be at least {MIN_PASSWORD} characters")
     if len(password) > MAX_PASSWORD:
-        raise ValidationError("password", f"must be at most {MAX_PASSWORD} characters")
+        raise InvalidInput("password", f"must be at most {MAX_PASSWORD} characters")
     return password
 
 
@@ -159,7 +157,7 @@ class UserAdmin:
         _check_password(password)
         found = await self._store.tenant_by_name(tenant)
         if found is None:
-            raise NotFound(f"tenant {tenant!r}")
+            raise NoSuchThing("tenant", field="tenant")
         now = self._clock()
         user = User(
             id=str(uuid.uuid4()), tenant_id=found.id, tenant_name=found.name, username=username,
@@ -167,13 +165,16 @@ class UserAdmin:
             created_by=actor, active=True, last_login_at=None, failed_logins=0,
             password_changed_at=now, session_generation=1,
         )  # fmt: skip
-        await self._store.insert_user(user, self._record(actor, "user.create", user, client))
+        try:
+            await self._store.insert_user(user, self._record(actor, "user.create", user, client))
+        except UniqueViolation:
+            raise AlreadyExists("username: already taken") from None
         return user
 
     async def get(self, id_: str) -> User:
         user = await self._store.user(id_)
         if user is None:
-            raise NotFound(f"user {id_!r}")
+            raise NoSuchThing("user")
         return user
 
     async def list(
@@ -184,7 +185,7 @@ class UserAdmin:
     async def delete(self, id_: str, *, actor: str, client: ClientInfo | None = None) -> None:
         user = await self.get(id_)
         if not await self._store.delete_user(id_, self._record(actor, "user.delete", user, client)):
-            raise NotFound(f"user {id_!r}")
+            raise NoSuchThing("user")
 
     async def change_password(
         self, id_: str, password: str, *, actor: str, client: ClientInfo | None = None
@@ -199,7 +200,7 @@ class UserAdmin:
         }
         record = self._record(actor, "user.change_password", user, client)
         if not await self._store.update_user(id_, changes, record):
-            raise NotFound(f"user {id_!r}")
+            raise NoSuchThing("user")
         return await self.get(id_)
 
     async def verify_current_password(self, user: User, password: str) -> bool:

@@ -74,10 +74,7 @@ async def target(
     """The identity named by the path's ``id``, if the caller may see it (and, with
     ``mutate``, manage it); 404 for unknown ids and other tenants' alike."""
     caller = manager(request)
-    try:
-        found = await load(request.match_info["id"])
-    except LookupError:
-        raise NotFound(f"No such {what}") from None
+    found = await load(request.match_info["id"])  # NoSuchThing (404) when there is none
     if mutate:
         check_target(caller, found.tenant_id, found.role, what)
     elif tenant_scope(caller) not in (None, found.tenant_id):

@@ -11,12 +11,10 @@ from typing import Any, Final
 from aiohttp import web
 
 from ..audit.events import client_details
-from ..errors import BadRequest, Conflict, NotFound
+from ..errors import BadRequest
 from ..identity.models import Role, ServiceUser
-from ..identity.service_users import CreatedKey, ValidationError
-from ..identity.service_users import NotFound as NoSuchIdentity
+from ..identity.service_users import CreatedKey
 from ..state import AUTHENTICATOR, CLOCK, SERVICE_USERS
-from ..store import LastRoot, UniqueViolation
 from .access import check_grant, manager, role_and_tenant, target, tenant_scope
 from .schemas import (
     NO_STORE,
@@ -30,12 +28,8 @@ from .schemas import (
 )
 from .trail import audited
 
-__all__ = ("LAST_ROOT", "routes")
+__all__ = ("routes",)
 
-LAST_ROOT: Final = (
-    "Refused: at least one active Root identity without an expiry must remain "
-    "(create another Root first)"
-)
 
 _CREATE: Final = {
     "name": Field(str, required=True),
@@ -77,17 +71,10 @@ async def create(request: web.Request) -> web.Response:
     body = await read_body(request, _CREATE)
     role, tenant = role_and_tenant(caller, body, Role.TENANT_USER)
     _, expires_at = expiry(body, request.app[CLOCK]())
-    try:
-        created = await request.app[SERVICE_USERS].create(
-            name=body["name"], role=role, tenant=tenant, description=body.get("description", ""),
-            expires_at=expires_at, actor=caller.id, client=client_details(request),
-        )  # fmt: skip
-    except ValidationError as exc:
-        raise BadRequest(str(exc)) from None
-    except NoSuchIdentity:
-        raise NotFound("tenant: no such tenant") from None
-    except UniqueViolation:
-        raise Conflict("name: a service user with this name already exists in the tenant") from None
+    created = await request.app[SERVICE_USERS].create(
+        name=body["name"], role=role, tenant=tenant, description=body.get("description", ""),
+        expires_at=expires_at, actor=caller.id, client=client_details(request),
+    )  # fmt: skip
     return _created(request, created, 201)
 
 
@@ -136,16 +123,9 @@ async def update(request: web.Request) -> web.Response:
         changes["expires_at"] = expires_at
     if not changes:
         raise BadRequest("Nothing to update: give description, role, active or expires_at")
-    try:
-        updated = await request.app[SERVICE_USERS].update(
-            user.id, changes, actor=caller.id, client=client_details(request)
-        )
-    except ValidationError as exc:
-        raise BadRequest(str(exc)) from None
-    except NoSuchIdentity:
-        raise NotFound("No such service user") from None
-    except LastRoot:
-        raise Conflict(LAST_ROOT) from None
+    updated = await request.app[SERVICE_USERS].update(
+        user.id, changes, actor=caller.id, client=client_details(request)
+    )
     return web.json_response(_json(request, updated))
 
 
@@ -153,12 +133,9 @@ async def update(request: web.Request) -> web.Response:
 async def rotate(request: web.Request) -> web.Response:
     caller = manager(request)
     user = await _target(request, mutate=True)
-    try:
-        created = await request.app[SERVICE_USERS].rotate(
-            user.id, actor=caller.id, client=client_details(request)
-        )
-    except NoSuchIdentity:
-        raise NotFound("No such service user") from None
+    created = await request.app[SERVICE_USERS].rotate(
+        user.id, actor=caller.id, client=client_details(request)
+    )
     return _created(request, created, 200)
 
 
@@ -166,14 +143,9 @@ async def rotate(request: web.Request) -> web.Response:
 async def delete(request: web.Request) -> web.Response:
     caller = manager(request)
     user = await _target(request, mutate=True)
-    try:
-        await request.app[SERVICE_USERS].delete(
-            user.id, actor=caller.id, client=client_details(request)
-        )
-    except NoSuchIdentity:
-        raise NotFound("No such service user") from None
-    except LastRoot:
-        raise Conflict(LAST_ROOT) from None
+    await request.app[SERVICE_USERS].delete(
+        user.id, actor=caller.id, client=client_details(request)
+    )
     return web.Response(status=204)
 
 

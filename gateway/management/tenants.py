@@ -7,12 +7,9 @@ from typing import Final
 from aiohttp import web
 
 from ..audit.events import client_details
-from ..errors import BadRequest, Conflict, Forbidden, NotFound
+from ..errors import Forbidden
 from ..identity.models import Principal, Role
-from ..identity.service_users import NotFound as NoSuchIdentity
-from ..identity.service_users import ValidationError
 from ..state import TENANTS
-from ..store import InUse, UniqueViolation
 from .access import principal
 from .schemas import Field, read_body, tenant_json
 from .trail import audited
@@ -33,14 +30,9 @@ def _root(request: web.Request) -> Principal:
 async def create(request: web.Request) -> web.Response:
     caller = _root(request)
     body = await read_body(request, _CREATE)
-    try:
-        tenant = await request.app[TENANTS].create(
-            body["name"], actor=caller.id, client=client_details(request)
-        )
-    except ValidationError as exc:
-        raise BadRequest(str(exc)) from None
-    except UniqueViolation:
-        raise Conflict("name: a tenant with this name already exists") from None
+    tenant = await request.app[TENANTS].create(
+        body["name"], actor=caller.id, client=client_details(request)
+    )
     return web.json_response(tenant_json(tenant), status=201)
 
 
@@ -55,14 +47,9 @@ async def list_(request: web.Request) -> web.Response:
 @audited("tenant.delete", "tenant")
 async def delete(request: web.Request) -> web.Response:
     caller = _root(request)
-    try:
-        await request.app[TENANTS].delete(
-            request.match_info["id"], actor=caller.id, client=client_details(request)
-        )
-    except NoSuchIdentity:
-        raise NotFound("No such tenant") from None
-    except (InUse, ValidationError) as exc:
-        raise Conflict(f"Cannot delete the tenant: {exc}") from None
+    await request.app[TENANTS].delete(
+        request.match_info["id"], actor=caller.id, client=client_details(request)
+    )
     return web.Response(status=204)
 
 

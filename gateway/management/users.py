@@ -7,15 +7,11 @@ from typing import Final
 from aiohttp import web
 
 from ..audit.events import client_details
-from ..errors import BadRequest, Conflict, Forbidden, NotFound, Unauthenticated
+from ..errors import BadRequest, Forbidden, LoginFailed
 from ..identity.models import Role, User
-from ..identity.service_users import NotFound as NoSuchIdentity
-from ..identity.service_users import ValidationError
 from ..state import SETTINGS, TOKENS, USERS
-from ..store import LastRoot, UniqueViolation
 from .access import manager, principal, role_and_tenant, target, tenant_scope
 from .schemas import NO_STORE, Field, page_params, read_body, user_json
-from .service_users import LAST_ROOT
 from .trail import audited
 
 __all__ = ("routes",)
@@ -28,7 +24,6 @@ _CREATE: Final = {
 }
 _PASSWORD: Final = {"password": Field(str, required=True), "current_password": Field(str)}
 _LOGIN: Final = {"username": Field(str, required=True), "password": Field(str, required=True)}
-LOGIN_FAILED: Final = "Invalid username or password"
 
 
 async def _target(request: web.Request, *, mutate: bool) -> User:
@@ -40,17 +35,10 @@ async def create(request: web.Request) -> web.Response:
     caller = manager(request)
     body = await read_body(request, _CREATE)
     role, tenant = role_and_tenant(caller, body, Role.TENANT_ADMIN)
-    try:
-        user = await request.app[USERS].create(
-            username=body["username"], password=body["password"], role=role, tenant=tenant,
-            actor=caller.id, client=client_details(request),
-        )  # fmt: skip
-    except ValidationError as exc:
-        raise BadRequest(str(exc)) from None
-    except NoSuchIdentity:
-        raise NotFound("tenant: no such tenant") from None
-    except UniqueViolation:
-        raise Conflict("username: already taken") from None
+    user = await request.app[USERS].create(
+        username=body["username"], password=body["password"], role=role, tenant=tenant,
+        actor=caller.id, client=client_details(request),
+    )  # fmt: skip
     return web.json_response(user_json(user), status=201)
 
 
@@ -75,12 +63,7 @@ async def delete(request: web.Request) -> web.Response:
     user = await _target(request, mutate=True)
     if user.id == caller.id:
         raise BadRequest("You cannot delete yourself")
-    try:
-        await request.app[USERS].delete(user.id, actor=caller.id, client=client_details(request))
-    except NoSuchIdentity:
-        raise NotFound("No such user") from None
-    except LastRoot:
-        raise Conflict(LAST_ROOT) from None
+    await request.app[USERS].delete(user.id, actor=caller.id, client=client_details(request))
     return web.Response(status=204)
 
 
@@ -97,14 +80,9 @@ async def change_password(request: web.Request) -> web.Response:
             raise Forbidden("Forbidden: current_password is wrong or missing")
     else:
         user = await _target(request, mutate=True)
-    try:
-        updated = await users.change_password(
-            user.id, body["password"], actor=caller.id, client=client_details(request)
-        )
-    except ValidationError as exc:
-        raise BadRequest(str(exc)) from None
-    except NoSuchIdentity:
-        raise NotFound("No such user") from None
+    updated = await users.change_password(
+        user.id, body["password"], actor=caller.id, client=client_details(request)
+    )
     return web.json_response(user_json(updated))
 
 
@@ -114,7 +92,7 @@ async def login(request: web.Request) -> web.Response:
         body["username"], body["password"], client_details(request)
     )
     if user is None:
-        raise Unauthenticated(LOGIN_FAILED)
+        raise LoginFailed()
     lifetime = request.app[SETTINGS].tokens.session_lifetime_seconds
     issued = request.app[TOKENS].issue(user.principal(), "session", lifetime=lifetime)
     return web.json_response(

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ..errors import Conflicting
 from ..identity.models import Role, ServiceUser, Tenant, User
 
 __all__ = (
@@ -24,6 +25,12 @@ __all__ = (
 )
 
 
+LAST_ROOT = (
+    "Refused: at least one active Root identity without an expiry must remain "
+    "(create another Root first)"
+)
+
+
 class StoreError(Exception):
     """The store cannot do what was asked (not open, newer schema, ...)."""
 
@@ -32,12 +39,16 @@ class UniqueViolation(StoreError):
     """A unique constraint (a service-user name in its tenant, say) would be broken."""
 
 
-class InUse(StoreError):
+class InUse(Conflicting, StoreError):
     """The record is still referenced (a tenant that has identities, say)."""
 
 
-class LastRoot(StoreError):
-    """The change would remove, deactivate, expire or demote the last usable Root."""
+class LastRoot(Conflicting, StoreError):
+    """The change would remove, deactivate, expire or demote the last usable Root, or give
+    the last Root without an expiry one."""
+
+    def __init__(self, message: str = LAST_ROOT) -> None:
+        super().__init__(message)
 
 
 @dataclass(frozen=True, slots=True)

@@ -240,9 +240,9 @@ class SqliteCore:
         ) as cur:
             row = await cur.fetchone()
         if not row or not row[0]:
-            raise LastRoot("it would leave no active Root identity")
+            raise LastRoot()
         if permanent_before and not await cls._permanent_roots(conn):
-            raise LastRoot("it would leave no Root identity without an expiry")
+            raise LastRoot()
 
     def add_change_listener(self, listener: Callable[[], None]) -> None:
         """Call ``listener()`` after every committed identity change made through this store

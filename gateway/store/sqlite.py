@@ -202,7 +202,9 @@ class SqliteStore(UserTables, AuditTable):
                 ) as cur:
                     row = await cur.fetchone()
                 if row is not None and row[0]:
-                    raise InUse(f"it still has {row[0]} {table.replace('_', ' ')}")
+                    raise InUse(
+                        f"Cannot delete the tenant: it still has {row[0]} {table.replace('_', ' ')}"
+                    )
             cur = await conn.execute("DELETE FROM tenants WHERE id = ?", (id_,))
             if cur.rowcount == 0:
                 return False
