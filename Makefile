@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 CONFIG ?= config/gateway.toml
 
-.PHONY: run test lint pytest bench bench-quick clean
+.PHONY: run test test-fast lint pytest bench bench-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ tests/js/node_modules/.package-lock.json: tests/js/package.json tests/js/package
 
 pytest: $(VENV)/.installed-test tests/js/node_modules/.package-lock.json
 	$(BIN)/pytest
+
+# The fast layers alone (unit tests and the app in front of a fake upstream, about a minute):
+# no SeaweedFS, no real clients, no processes. `make test` runs everything.
+test-fast: $(VENV)/.installed-test
+	$(BIN)/pytest tests/unit tests/http
 
 # Not part of `make test`: installs wrk and nginx (Debian packages); `make bench` takes about
 # 22 minutes (5 interleaved rounds of everything), `make bench-quick` about 4 (the fast-upstream

@@ -48,9 +48,10 @@ from gateway.proxy.upstream_auth import OAuth2ClientCredentials
 from gateway.settings import UpstreamAuthSettings
 from gateway.state import FORWARDERS, USERS
 
-from .fakes import FakeClock
-from .live import WAREHOUSE, LiveGateway, SeaweedUpstream
-from .roundtrip import SCHEMA, roundtrip
+from ..fakes import FakeClock
+from ..helpers import bearer, key_header
+from ..live import WAREHOUSE, LiveGateway, SeaweedUpstream
+from ..roundtrip import SCHEMA, roundtrip
 
 pytestmark = pytest.mark.seaweedfs
 
@@ -191,14 +192,6 @@ def post_form(url: str, fields: dict[str, str], headers: dict[str, str] | None =
         {"Content-Type": "application/x-www-form-urlencoded", **(headers or {})},
         urlencode(fields).encode(),
     )
-
-
-def key_header(created: CreatedKey) -> dict[str, str]:
-    return {"X-API-Key": created.api_key.plaintext()}
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def basic(user: str, password: str) -> dict[str, str]:

@@ -30,7 +30,7 @@ import pytest
 
 from gateway.identity.service_users import CreatedKey
 
-from .live import WAREHOUSE, LiveGateway, SeaweedUpstream
+from ..live import WAREHOUSE, LiveGateway, SeaweedUpstream
 
 pytestmark = pytest.mark.seaweedfs
 

@@ -25,7 +25,7 @@ from pyiceberg.catalog import load_catalog
 from admin_cli.main import main
 from gateway.identity.models import Role
 
-from .live import LiveGateway, SeaweedUpstream
+from ..live import LiveGateway, SeaweedUpstream
 
 pytestmark = pytest.mark.seaweedfs
 

@@ -29,7 +29,8 @@ from gateway.identity.models import ApiKey, generate_key
 from gateway.identity.service_users import CreatedKey
 from gateway.settings import CatalogSettings, ServerSettings, TokenSettings
 
-from .conftest import Gateway, MakeGateway
+from ..conftest import Gateway, MakeGateway
+from ..helpers import bearer
 
 FORM_TYPE = "application/x-www-form-urlencoded"
 TOKEN_PATH = "/v1/oauth/tokens"
@@ -83,10 +84,6 @@ def basic(value: str | bytes) -> dict[str, str]:
     """``Authorization: Basic`` with the raw value base64-encoded, as DuckDB and PyIceberg do."""
     raw = value.encode() if isinstance(value, str) else value
     return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def wrong_secret_for(created: CreatedKey) -> str:

@@ -13,8 +13,8 @@ import pytest
 from pyiceberg.catalog import load_catalog
 from pyiceberg.exceptions import UnauthorizedError
 
-from .live import LiveGateway, SeaweedUpstream
-from .roundtrip import roundtrip
+from ..live import LiveGateway, SeaweedUpstream
+from ..roundtrip import roundtrip
 
 pytestmark = pytest.mark.seaweedfs
 

@@ -14,7 +14,7 @@ from gateway.cli import main as gateway_cli
 from gateway.settings import SettingsError, TokenSettings, load_settings
 from gateway.signing_keys import new_signing_key, parse_signing_key
 
-from .conftest import MakeGateway
+from ..conftest import MakeGateway
 
 CONFIG = """
 [catalogs.default]

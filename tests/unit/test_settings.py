@@ -14,7 +14,7 @@ from gateway.settings import (
     load_settings,
 )
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 VALID = """
 default_catalog = "default"

@@ -43,7 +43,7 @@ import pytest
 
 from gateway.demo.seaweedfs import SeaweedFS, free_ports
 
-from .live import LiveGateway, SeaweedUpstream
+from ..live import LiveGateway, SeaweedUpstream
 
 pytestmark = pytest.mark.seaweedfs
 

@@ -13,8 +13,8 @@ from gateway.proxy.scope import WarehouseScope
 from gateway.routing import parse_catalog_path
 from gateway.settings import CatalogSettings
 
-from .conftest import Gateway, MakeGateway
-from .fakes import Recorded, RecordingUpstream
+from ..conftest import Gateway, MakeGateway
+from ..fakes import Recorded, RecordingUpstream
 
 
 def _scope(warehouse: str = "", prefix: str = "") -> WarehouseScope:

@@ -21,8 +21,8 @@ from gateway.observability.access_log import ACCESS_LOGGER, AccessLogger
 from gateway.settings import CatalogSettings
 from gateway.store import SqliteStore
 
-from .conftest import Gateway, GatewayTestServer, make_settings
-from .fakes import FakeClock, RecordingUpstream
+from ..conftest import Gateway, GatewayTestServer, make_settings
+from ..fakes import FakeClock, RecordingUpstream
 
 API = "/v1/default/v1"
 _LINE = re.compile(

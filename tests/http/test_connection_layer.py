@@ -13,8 +13,8 @@ import pytest
 from gateway.settings import ServerSettings
 from gateway.state import METRICS
 
-from .conftest import Gateway, MakeGateway
-from .rawhttp import exchange, read_reply
+from ..conftest import Gateway, MakeGateway
+from ..rawhttp import exchange, read_reply
 
 
 def address(gateway: Gateway) -> tuple[str, int]:

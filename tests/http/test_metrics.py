@@ -17,7 +17,8 @@ from gateway.observability.metrics import BUCKETS, GatewayMetrics, Snapshot, mer
 from gateway.settings import CatalogSettings, StoreSettings
 from gateway.state import AUDIT, AUTHENTICATOR, METRICS_REGISTRY
 
-from .conftest import Gateway, MakeGateway
+from ..conftest import Gateway, MakeGateway
+from ..helpers import key_header
 
 API = "/v1/default/v1"
 
@@ -44,10 +45,6 @@ def delta(before: Samples, after: Samples, name: str, **labels: str) -> float:
     return value(after, name, **labels) - value(before, name, **labels)
 
 
-def key_auth(created: CreatedKey) -> dict[str, str]:
-    return {"X-API-Key": created.api_key.plaintext()}
-
-
 def closed_port_url() -> str:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -71,13 +68,13 @@ async def test_requests_are_counted_by_catalog_route_and_status(
 ) -> None:
     before = await scrape(gateway)
 
-    assert await get(gateway, "/v1/config", key_auth(user)) == 200
-    assert await get(gateway, f"{API}/namespaces", key_auth(user)) == 200
-    assert await get(gateway, f"{API}/namespaces/ns/tables/t", key_auth(user)) == 200
-    assert await get(gateway, f"{API}/namespaces/ns/tables/t", key_auth(user)) == 200
-    assert await get(gateway, f"{API}/namespaces/ns/views/v", key_auth(user)) == 200
+    assert await get(gateway, "/v1/config", key_header(user)) == 200
+    assert await get(gateway, f"{API}/namespaces", key_header(user)) == 200
+    assert await get(gateway, f"{API}/namespaces/ns/tables/t", key_header(user)) == 200
+    assert await get(gateway, f"{API}/namespaces/ns/tables/t", key_header(user)) == 200
+    assert await get(gateway, f"{API}/namespaces/ns/views/v", key_header(user)) == 200
     assert await get(gateway, f"{API}/namespaces") == 401
-    assert await get(gateway, "/api/v1/catalogs", key_auth(user)) == 200
+    assert await get(gateway, "/api/v1/catalogs", key_header(user)) == 200
     assert await get(gateway, "/healthz") == 200
     after = await scrape(gateway)
 
@@ -101,7 +98,7 @@ async def test_requests_are_counted_by_catalog_route_and_status(
 async def test_unknown_catalog_names_never_become_labels(
     gateway: Gateway, user: CreatedKey
 ) -> None:
-    assert await get(gateway, "/v1/tenant-secret-name/v1/namespaces", key_auth(user)) == 404
+    assert await get(gateway, "/v1/tenant-secret-name/v1/namespaces", key_header(user)) == 404
     after = await scrape(gateway)
 
     labels = {value for _, pairs in after for _, value in pairs}
@@ -118,7 +115,7 @@ async def test_auth_failures_are_counted_by_reason(gateway: Gateway, user: Creat
     assert await get(gateway, f"{API}/namespaces", {"X-API-Key": wrong}) == 401
     assert await get(gateway, f"{API}/namespaces", {"Authorization": "Bearer not.a.jwt"}) == 401
     assert await get(gateway, "/api/v1/me", {"X-API-Key": "pgl_garbage"}) == 401
-    assert await get(gateway, f"{API}/namespaces", key_auth(user)) == 200
+    assert await get(gateway, f"{API}/namespaces", key_header(user)) == 200
     after = await scrape(gateway)
 
     failures = "pangolin_auth_failures_total"
@@ -162,7 +159,7 @@ async def test_token_requests_are_counted(gateway: Gateway, user: CreatedKey) ->
 async def test_unreachable_upstream_counts_an_unavailable_error(make_gateway: MakeGateway) -> None:
     gateway = await make_gateway(catalogs={"default": CatalogSettings(upstream=closed_port_url())})
 
-    assert await get(gateway, f"{API}/namespaces", key_auth(gateway.root)) == 503
+    assert await get(gateway, f"{API}/namespaces", key_header(gateway.root)) == 503
     after = await scrape(gateway)
 
     errors = "pangolin_upstream_errors_total"
@@ -177,7 +174,7 @@ async def test_unreachable_upstream_counts_an_unavailable_error(make_gateway: Ma
 async def test_upstream_that_never_answers_counts_a_timeout(make_gateway: MakeGateway) -> None:
     gateway = await make_gateway(catalogs={"default": CatalogSettings(timeout_seconds=0.3)})
     async with gateway.upstream.stuck():
-        assert await get(gateway, f"{API}/namespaces", key_auth(gateway.root)) == 504
+        assert await get(gateway, f"{API}/namespaces", key_header(gateway.root)) == 504
     after = await scrape(gateway)
 
     assert value(after, "pangolin_upstream_errors_total", catalog="default", kind="timeout") == 1
@@ -196,9 +193,9 @@ async def test_queue_gauges_are_read_at_scrape_time(
     )
     first, second = await gateway.user("a"), await gateway.user("b")
 
-    assert await get(gateway, f"{API}/namespaces", key_auth(first)) == 200
-    assert await get(gateway, f"{API}/namespaces", key_auth(second)) == 200
-    assert await get(gateway, f"{API}/namespaces", key_auth(second)) == 200
+    assert await get(gateway, f"{API}/namespaces", key_header(first)) == 200
+    assert await get(gateway, f"{API}/namespaces", key_header(second)) == 200
+    assert await get(gateway, f"{API}/namespaces", key_header(second)) == 200
     assert await get(gateway, f"{API}/namespaces") == 401
     samples = await scrape(gateway)
     assert value(samples, "pangolin_last_used_pending") == 2
@@ -239,10 +236,10 @@ async def test_metrics_never_contain_keys_tokens_ids_or_paths(
 ) -> None:
     token = await gateway.token(user)
     path = f"{API}/namespaces/private_ns/tables/private_table?pageToken=private_query"
-    assert await get(gateway, path, key_auth(user)) == 200
+    assert await get(gateway, path, key_header(user)) == 200
     assert await get(gateway, path, {"Authorization": f"Bearer {token}"}) == 200
     assert await get(gateway, path, {"X-API-Key": user.api_key.plaintext() + "x"}) == 401
-    assert await get(gateway, f"/api/v1/service-users/{user.user.id}", key_auth(user)) in (
+    assert await get(gateway, f"/api/v1/service-users/{user.user.id}", key_header(user)) in (
         403, 404,
     )  # fmt: skip
 

@@ -21,7 +21,7 @@ from gateway.identity.service_users import ServiceUserAdmin
 from gateway.store import DEFAULT_TENANT, SqliteStore, StoreError
 from gateway.store.migrations import MIGRATIONS
 
-from .fakes import FakeClock
+from ..fakes import FakeClock
 
 
 def user_version(path: Path) -> int:

@@ -20,20 +20,13 @@ from gateway.settings import SettingsError, StoreSettings, load_settings
 from gateway.state import AUTHENTICATOR
 from gateway.store import SqliteStore
 
-from .conftest import Gateway, MakeGateway
+from ..conftest import Gateway, MakeGateway
+from ..helpers import bearer, key_header
 
 CATALOG = "/v1/namespaces"
 REFUSED_BODY = {
     "error": {"message": UNAUTHENTICATED_MESSAGE, "type": "NotAuthorizedException", "code": 401}
 }
-
-
-def key_header(created: CreatedKey) -> dict[str, str]:
-    return {"X-API-Key": created.api_key.plaintext()}
-
-
-def bearer(value: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {value}"}
 
 
 async def status(gw: Gateway, headers: dict[str, str]) -> int:

@@ -15,8 +15,8 @@ import pytest
 
 from gateway.settings import CatalogSettings
 
-from .conftest import Gateway, MakeGateway
-from .rawhttp import exchange
+from ..conftest import Gateway, MakeGateway
+from ..rawhttp import exchange
 
 SMUGGLED = (
     b"DELETE /v1/other-warehouse/namespaces/victim HTTP/1.1\r\nHost: upstream\r\n"

@@ -35,9 +35,9 @@ from gateway.cli import main
 from gateway.serve.metrics_share import SNAPSHOT_SECONDS, parse
 from gateway.store import SqliteStore
 
-from .processes import clean_env, free_port
+from ..processes import clean_env, free_port
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 # The bound the README states: store.change_poll_seconds (0.5 s) plus one request.
 PROPAGATION_BOUND = 1.0
 # A scrape may miss up to SNAPSHOT_SECONDS of the other workers' counts (README); plus slack.

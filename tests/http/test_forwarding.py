@@ -24,9 +24,10 @@ from gateway.settings import CatalogSettings, ServerSettings, UpstreamAuthSettin
 from gateway.state import AUTHENTICATOR
 from gateway.store import AuditRecord
 
-from .conftest import Gateway, MakeGateway
-from .fakes import Recorded, RecordingUpstream
-from .rawhttp import exchange
+from ..conftest import Gateway, MakeGateway
+from ..fakes import Recorded, RecordingUpstream
+from ..helpers import bearer, key_header
+from ..rawhttp import exchange
 
 API = "/v1/default/v1"  # the seed's uri ".../v1/default/" plus the "v1/" clients append
 ROLE_HEADERS = (
@@ -71,14 +72,6 @@ async def call(
         method, raw_url(gateway, path), headers=headers, data=data, allow_redirects=False
     ) as resp:
         return Reply(resp.status, resp.headers, await resp.read())
-
-
-def key_auth(created: CreatedKey) -> dict[str, str]:
-    return {"X-API-Key": created.api_key.plaintext()}
-
-
-def bearer(value: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {value}"}
 
 
 def answer(
@@ -157,7 +150,7 @@ CredentialHeaders = Callable[[Gateway, CreatedKey], Awaitable[tuple[dict[str, st
 
 
 async def _x_api_key(gateway: Gateway, created: CreatedKey) -> tuple[dict[str, str], str]:
-    return key_auth(created), created.api_key.plaintext()
+    return key_header(created), created.api_key.plaintext()
 
 
 async def _bearer_key(gateway: Gateway, created: CreatedKey) -> tuple[dict[str, str], str]:
@@ -217,7 +210,7 @@ async def test_client_credentials_never_reach_the_upstream(
 async def test_spoofed_identity_headers_are_dropped_and_the_gateway_sets_each_once(
     gateway: Gateway, user: CreatedKey
 ) -> None:
-    spoofed = CIMultiDict(key_auth(user))
+    spoofed = CIMultiDict(key_header(user))
     spoofed.add("X-Pangolin-Role", "Root")
     spoofed.add("x-pangolin-principal-id", "someone-else")
     spoofed.add("X_Pangolin_Role", "Root")
@@ -236,7 +229,7 @@ async def test_spoofed_identity_headers_are_dropped_and_the_gateway_sets_each_on
 
 
 async def test_root_key_is_forwarded_with_the_root_role(gateway: Gateway) -> None:
-    await call(gateway, "GET", f"{API}/namespaces", headers=key_auth(gateway.root))
+    await call(gateway, "GET", f"{API}/namespaces", headers=key_header(gateway.root))
 
     received = gateway.upstream.last.headers
     assert received["X-Pangolin-Role"] == "Root"
@@ -260,7 +253,7 @@ async def test_hop_by_hop_headers_and_headers_named_in_connection_are_dropped(
         "X-Hop-Underscored": "1",
     }
 
-    await call(gateway, "GET", f"{API}/namespaces", headers={**key_auth(user), **hop_by_hop})
+    await call(gateway, "GET", f"{API}/namespaces", headers={**key_header(user), **hop_by_hop})
 
     received = gateway.upstream.last.headers
     for name in hop_by_hop:
@@ -279,7 +272,9 @@ async def test_end_to_end_headers_are_kept(gateway: Gateway, user: CreatedKey) -
         "X-Client-Version": "1.10.0",
     }
 
-    await call(gateway, "POST", f"{API}/namespaces", headers={**key_auth(user), **kept}, data=b"{}")
+    await call(
+        gateway, "POST", f"{API}/namespaces", headers={**key_header(user), **kept}, data=b"{}"
+    )
 
     received = gateway.upstream.last.headers
     for name, value in kept.items():
@@ -287,7 +282,7 @@ async def test_end_to_end_headers_are_kept(gateway: Gateway, user: CreatedKey) -
 
 
 async def test_x_forwarded_headers_describe_the_client(gateway: Gateway, user: CreatedKey) -> None:
-    await call(gateway, "GET", f"{API}/namespaces", headers=key_auth(user))
+    await call(gateway, "GET", f"{API}/namespaces", headers=key_header(user))
 
     received = gateway.upstream.last.headers
     assert received["X-Forwarded-For"] == "127.0.0.1"
@@ -305,7 +300,7 @@ async def test_x_forwarded_for_from_an_untrusted_peer_is_replaced(
         "Forwarded": "for=203.0.113.7",
     }
 
-    await call(gateway, "GET", f"{API}/namespaces", headers={**key_auth(user), **spoofed})
+    await call(gateway, "GET", f"{API}/namespaces", headers={**key_header(user), **spoofed})
 
     received = gateway.upstream.last.headers
     assert received.getall("X-Forwarded-For") == ["127.0.0.1"]
@@ -323,7 +318,7 @@ async def test_x_forwarded_for_from_a_trusted_proxy_is_appended(
         gateway,
         "GET",
         f"{API}/namespaces",
-        headers={**key_auth(gateway.root), "X-Forwarded-For": "203.0.113.7, 10.0.0.2"},
+        headers={**key_header(gateway.root), "X-Forwarded-For": "203.0.113.7, 10.0.0.2"},
     )
 
     received = gateway.upstream.last.headers
@@ -334,7 +329,7 @@ async def test_upstream_receives_the_request_id_the_client_gets(
     gateway: Gateway, user: CreatedKey
 ) -> None:
     reply = await call(
-        gateway, "GET", f"{API}/namespaces", headers={**key_auth(user), "X-Request-Id": "req-42"}
+        gateway, "GET", f"{API}/namespaces", headers={**key_header(user), "X-Request-Id": "req-42"}
     )
 
     assert reply.headers["X-Request-Id"] == "req-42"
@@ -362,7 +357,7 @@ async def test_upstream_receives_the_request_id_the_client_gets(
 async def test_raw_path_and_query_reach_the_upstream_exactly(
     gateway: Gateway, user: CreatedKey, path: str, upstream_path: str | None
 ) -> None:
-    reply = await call(gateway, "GET", path, headers=key_auth(user))
+    reply = await call(gateway, "GET", path, headers=key_header(user))
 
     assert reply.status == 200
     expected = upstream_path or path.removeprefix("/v1/default")
@@ -376,7 +371,7 @@ async def test_request_bodies_reach_the_upstream_byte_exact(
     body = bytes(range(256)) * 4 + b'{"\xff\xfe not utf-8 \xc3\x28}'
 
     reply = await call(
-        gateway, method, f"{API}/namespaces/ns/tables/t", headers=key_auth(user), data=body
+        gateway, method, f"{API}/namespaces/ns/tables/t", headers=key_header(user), data=body
     )
 
     assert reply.status == 200
@@ -391,7 +386,11 @@ async def test_chunked_request_body_of_several_megabytes_is_streamed_byte_exact(
     body = random_bytes(3 * MIB + 17)
 
     reply = await call(
-        gateway, "POST", f"{API}/namespaces/ns/tables/t", headers=key_auth(user), data=chunks(body)
+        gateway,
+        "POST",
+        f"{API}/namespaces/ns/tables/t",
+        headers=key_header(user),
+        data=chunks(body),
     )
 
     assert reply.status == 200
@@ -401,8 +400,8 @@ async def test_chunked_request_body_of_several_megabytes_is_streamed_byte_exact(
 async def test_head_and_bodiless_delete_are_forwarded(gateway: Gateway, user: CreatedKey) -> None:
     answer(gateway.upstream, status=204, content_type=None)
 
-    head = await call(gateway, "HEAD", f"{API}/namespaces/ns", headers=key_auth(user))
-    delete = await call(gateway, "DELETE", f"{API}/namespaces/ns", headers=key_auth(user))
+    head = await call(gateway, "HEAD", f"{API}/namespaces/ns", headers=key_header(user))
+    delete = await call(gateway, "DELETE", f"{API}/namespaces/ns", headers=key_header(user))
 
     assert (head.status, delete.status) == (204, 204)
     methods = [(r.method, r.raw_path, r.body) for r in gateway.upstream.catalog_requests()]
@@ -428,7 +427,7 @@ async def test_large_streamed_response_reaches_the_client_byte_exact(
     gateway.upstream.responder = stream
 
     reply = await call(
-        gateway, "GET", f"{API}/namespaces/ns/tables/t/plan/p1", headers=key_auth(user)
+        gateway, "GET", f"{API}/namespaces/ns/tables/t/plan/p1", headers=key_header(user)
     )
 
     assert reply.status == 200
@@ -441,7 +440,7 @@ async def test_status_and_upstream_headers_are_passed_to_the_client(
     body = b'{"metadata-location": "s3://b/m.json", "metadata": {}}'
     answer(gateway.upstream, body, status=201, headers={"ETag": '"v7"', "X-Upstream": "yes"})
 
-    reply = await call(gateway, "POST", f"{API}/namespaces/ns/tables", headers=key_auth(user))
+    reply = await call(gateway, "POST", f"{API}/namespaces/ns/tables", headers=key_header(user))
 
     assert reply.status == 201
     assert reply.body == body
@@ -461,7 +460,7 @@ async def test_hop_by_hop_response_headers_are_dropped(gateway: Gateway, user: C
     }
     answer(gateway.upstream, b"{}", headers={**hop_by_hop, "X-Kept": "1"})
 
-    reply = await call(gateway, "GET", f"{API}/namespaces", headers=key_auth(user))
+    reply = await call(gateway, "GET", f"{API}/namespaces", headers=key_header(user))
 
     assert reply.headers["X-Kept"] == "1"
     for name in ("X-Upstream-Hop", "Keep-Alive", "Proxy-Authenticate", "Trailer", "Upgrade"):
@@ -473,7 +472,7 @@ async def test_upstream_redirects_are_passed_on_not_followed(
 ) -> None:
     answer(gateway.upstream, status=307, headers={"Location": "/v1/oauth/tokens"})
 
-    reply = await call(gateway, "GET", f"{API}/namespaces", headers=key_auth(user))
+    reply = await call(gateway, "GET", f"{API}/namespaces", headers=key_header(user))
 
     assert (reply.status, reply.headers["Location"]) == (307, "/v1/oauth/tokens")
     assert [r.raw_path for r in gateway.upstream.requests] == ["/v1/namespaces"]
@@ -486,7 +485,7 @@ async def test_not_modified_passes_through(gateway: Gateway, user: CreatedKey) -
         gateway,
         "GET",
         f"{API}/namespaces/ns/tables/t",
-        headers={**key_auth(user), "If-None-Match": '"v7"'},
+        headers={**key_header(user), "If-None-Match": '"v7"'},
     )
 
     assert (reply.status, reply.body, reply.headers["ETag"]) == (304, b"", '"v7"')
@@ -520,7 +519,7 @@ async def test_upstream_errors_pass_through_unchanged(
 ) -> None:
     answer(gateway.upstream, body, status=status, content_type=content_type)
 
-    reply = await call(gateway, "GET", f"{API}/namespaces/ns/tables/t", headers=key_auth(user))
+    reply = await call(gateway, "GET", f"{API}/namespaces/ns/tables/t", headers=key_header(user))
 
     assert (reply.status, reply.body) == (status, body)
     assert reply.headers["Content-Type"].startswith(content_type)
@@ -541,7 +540,7 @@ async def test_static_bearer_upstream_auth_is_sent_and_never_shown_to_the_client
     )
 
     replies = [
-        await call(gateway, "GET", f"{API}/namespaces", headers=key_auth(created)),
+        await call(gateway, "GET", f"{API}/namespaces", headers=key_header(created)),
         await call(
             gateway, "GET", f"{API}/namespaces", headers=bearer(created.api_key.plaintext())
         ),
@@ -586,9 +585,9 @@ async def test_oauth2_upstream_token_is_fetched_once_and_reused_even_by_concurre
     created = await gateway.user()
 
     replies = await asyncio.gather(
-        *(call(gateway, "GET", f"{API}/namespaces", headers=key_auth(created)) for _ in range(5))
+        *(call(gateway, "GET", f"{API}/namespaces", headers=key_header(created)) for _ in range(5))
     )
-    replies.append(await call(gateway, "GET", f"{API}/namespaces", headers=key_auth(created)))
+    replies.append(await call(gateway, "GET", f"{API}/namespaces", headers=key_header(created)))
 
     assert [r.status for r in replies] == [200] * 6
 
@@ -615,7 +614,7 @@ async def test_oauth2_upstream_401_on_a_get_fetches_a_new_token_and_retries_once
     )
     created = await gateway.user()
 
-    reply = await call(gateway, "GET", f"{API}/namespaces", headers=key_auth(created))
+    reply = await call(gateway, "GET", f"{API}/namespaces", headers=key_header(created))
 
     assert reply.status == 200
     assert issued == ["upstream-token-1", "upstream-token-2"]
@@ -635,7 +634,7 @@ async def test_oauth2_upstream_401_twice_passes_the_second_401_through(
     )
     created = await gateway.user()
 
-    reply = await call(gateway, "GET", f"{API}/namespaces", headers=key_auth(created))
+    reply = await call(gateway, "GET", f"{API}/namespaces", headers=key_header(created))
 
     assert reply.status == 401
     assert len(upstream.catalog_requests()) == 2
@@ -658,10 +657,10 @@ async def test_an_upstream_refusing_every_token_does_not_flood_its_identity_prov
     created = await gateway.user()
 
     for _ in range(10):
-        reply = await call(gateway, "GET", f"{API}/namespaces", headers=key_auth(created))
+        reply = await call(gateway, "GET", f"{API}/namespaces", headers=key_header(created))
         assert reply.status == 401
     concurrent = await asyncio.gather(
-        *(call(gateway, "GET", f"{API}/namespaces", headers=key_auth(created)) for _ in range(10))
+        *(call(gateway, "GET", f"{API}/namespaces", headers=key_header(created)) for _ in range(10))
     )
     assert {reply.status for reply in concurrent} == {401}
 
@@ -686,7 +685,7 @@ async def test_a_failing_upstream_token_endpoint_is_asked_again_only_after_a_bac
     )
     created = await gateway.user()
     for _ in range(10):
-        reply = await call(gateway, "GET", f"{API}/namespaces", headers=key_auth(created))
+        reply = await call(gateway, "GET", f"{API}/namespaces", headers=key_header(created))
         assert_iceberg_error(reply, 502)
     assert len(fetches) == 1
     assert gateway.upstream.catalog_requests() == []
@@ -703,7 +702,11 @@ async def test_oauth2_upstream_401_on_a_request_with_a_body_is_not_replayed(
     created = await gateway.user()
 
     reply = await call(
-        gateway, "POST", f"{API}/namespaces", headers=key_auth(created), data=b'{"namespace":["a"]}'
+        gateway,
+        "POST",
+        f"{API}/namespaces",
+        headers=key_header(created),
+        data=b'{"namespace":["a"]}',
     )
 
     assert reply.status == 401
@@ -732,7 +735,7 @@ async def test_config_response_loses_redirecting_and_auth_keys(
 ) -> None:
     answer_json(gateway.upstream, UPSTREAM_CONFIG, headers={"ETag": '"c1"'})
 
-    reply = await call(gateway, "GET", "/v1/default/v1/config", headers=key_auth(user))
+    reply = await call(gateway, "GET", "/v1/default/v1/config", headers=key_header(user))
 
     assert reply.status == 200
     assert reply.json() == {
@@ -747,7 +750,7 @@ async def test_config_response_loses_redirecting_and_auth_keys(
 async def test_root_mounted_config_is_rewritten_too(gateway: Gateway, user: CreatedKey) -> None:
     answer_json(gateway.upstream, UPSTREAM_CONFIG)
 
-    reply = await call(gateway, "GET", "/v1/config", headers=key_auth(user))
+    reply = await call(gateway, "GET", "/v1/config", headers=key_header(user))
 
     assert "uri" not in reply.json()["overrides"]
 
@@ -758,7 +761,7 @@ async def test_config_response_without_anything_to_strip_is_passed_byte_for_byte
     body = b'{ "defaults" : {"prefix":"wh"},\n "overrides": {}, "n": 1.50 }'
     answer(gateway.upstream, body, headers={"ETag": '"c1"'})
 
-    reply = await call(gateway, "GET", "/v1/default/v1/config", headers=key_auth(user))
+    reply = await call(gateway, "GET", "/v1/default/v1/config", headers=key_header(user))
 
     assert reply.body == body
     assert reply.headers["ETag"] == '"c1"'
@@ -789,7 +792,7 @@ async def test_config_always_names_the_catalogs_own_warehouse(
     catalog = CatalogSettings(warehouse="wh/1", prefix="wh1")
     gateway = await make_gateway(catalogs={"default": catalog})
 
-    await call(gateway, "GET", f"/v1/default/v1/config{query}", headers=key_auth(gateway.root))
+    await call(gateway, "GET", f"/v1/default/v1/config{query}", headers=key_header(gateway.root))
 
     assert gateway.upstream.last.raw_path == f"/v1/config?{upstream_query}"
 
@@ -797,7 +800,7 @@ async def test_config_always_names_the_catalogs_own_warehouse(
 async def test_config_without_a_catalog_warehouse_forwards_the_query_unchanged(
     gateway: Gateway, user: CreatedKey
 ) -> None:
-    await call(gateway, "GET", "/v1/default/v1/config?warehouse=", headers=key_auth(user))
+    await call(gateway, "GET", "/v1/default/v1/config?warehouse=", headers=key_header(user))
 
     assert gateway.upstream.last.raw_path == "/v1/config?warehouse="
 
@@ -831,7 +834,7 @@ async def test_table_responses_lose_config_token_and_keep_storage_keys_and_int64
 ) -> None:
     answer_json(gateway.upstream, load_table_result({"token": "upstream-minted", **STORAGE}))
 
-    reply = await call(gateway, method, f"{API}/{path}", headers=key_auth(user), data=b"{}")
+    reply = await call(gateway, method, f"{API}/{path}", headers=key_header(user), data=b"{}")
 
     assert reply.status == 200
     assert reply.json() == load_table_result(STORAGE)
@@ -849,7 +852,7 @@ async def test_table_response_without_a_token_is_passed_byte_for_byte(
     )
     answer(gateway.upstream, body, headers={"ETag": '"t1"'})
 
-    reply = await call(gateway, "GET", f"{API}/namespaces/ns/tables/t", headers=key_auth(user))
+    reply = await call(gateway, "GET", f"{API}/namespaces/ns/tables/t", headers=key_header(user))
 
     assert reply.body == body
     assert reply.headers["ETag"] == '"t1"'
@@ -872,7 +875,7 @@ async def test_gzip_encoded_table_response_is_still_stripped_of_its_token(
         gateway,
         "GET",
         f"{API}/namespaces/ns/tables/t",
-        headers={**key_auth(user), "Accept-Encoding": "gzip"},
+        headers={**key_header(user), "Accept-Encoding": "gzip"},
     )
 
     assert reply.status == 200
@@ -890,7 +893,7 @@ async def test_upstream_ignoring_accept_encoding_on_a_table_route_is_refused_not
         gateway,
         "GET",
         f"{API}/namespaces/ns/tables/t",
-        headers={**key_auth(user), "Accept-Encoding": "gzip"},
+        headers={**key_header(user), "Accept-Encoding": "gzip"},
     )
 
     assert_iceberg_error(reply, 502)
@@ -900,7 +903,7 @@ async def test_upstream_ignoring_accept_encoding_on_a_table_route_is_refused_not
 async def test_accept_encoding_is_forwarded_on_routes_that_are_not_rewritten(
     gateway: Gateway, user: CreatedKey
 ) -> None:
-    headers = {**key_auth(user), "Accept-Encoding": "gzip"}
+    headers = {**key_header(user), "Accept-Encoding": "gzip"}
 
     await call(gateway, "GET", f"{API}/namespaces/ns/tables/t/plan/p1", headers=headers)
 
@@ -914,7 +917,7 @@ async def test_table_token_is_stripped_whatever_content_type_the_upstream_declar
     body = json.dumps(load_table_result({"token": "upstream-minted", **STORAGE})).encode()
     answer(gateway.upstream, body, content_type=content_type)
 
-    reply = await call(gateway, "GET", f"{API}/namespaces/ns/tables/t", headers=key_auth(user))
+    reply = await call(gateway, "GET", f"{API}/namespaces/ns/tables/t", headers=key_header(user))
 
     assert reply.json() == load_table_result(STORAGE)
 
@@ -929,7 +932,7 @@ async def test_table_token_is_stripped_under_a_multi_segment_prefix(
         gateway,
         "GET",
         f"{API}/catalogs/123456789012/namespaces/ns/tables/t",
-        headers=key_auth(user),
+        headers=key_header(user),
     )
 
     assert reply.json() == load_table_result(STORAGE)
@@ -944,7 +947,7 @@ async def test_unreachable_upstream_is_503_and_the_log_names_the_cause(
     gateway = await make_gateway(catalogs={"default": CatalogSettings(upstream=closed_port_url())})
     key = gateway.root.api_key.plaintext()
 
-    reply = await call(gateway, "GET", f"{API}/namespaces", headers=key_auth(gateway.root))
+    reply = await call(gateway, "GET", f"{API}/namespaces", headers=key_header(gateway.root))
 
     assert_iceberg_error(reply, 503)
     lines = [r.getMessage() for r in caplog.records if r.name == "gateway.proxy.forwarder"]
@@ -955,7 +958,7 @@ async def test_unreachable_upstream_is_503_and_the_log_names_the_cause(
 async def test_upstream_that_never_answers_is_504(make_gateway: MakeGateway) -> None:
     gateway = await make_gateway(catalogs={"default": CatalogSettings(timeout_seconds=0.5)})
     async with gateway.upstream.stuck():
-        reply = await call(gateway, "GET", f"{API}/namespaces", headers=key_auth(gateway.root))
+        reply = await call(gateway, "GET", f"{API}/namespaces", headers=key_header(gateway.root))
 
     assert_iceberg_error(reply, 504)
 
@@ -979,14 +982,14 @@ async def test_client_disconnecting_mid_stream_releases_the_upstream_and_the_nex
     gateway.upstream.responder = endless
     async with aiohttp.ClientSession() as session:
         url = gateway.client.make_url(f"{API}/namespaces/ns/tables/t/plan/p")
-        async with session.get(url, headers=key_auth(user)) as resp:
+        async with session.get(url, headers=key_header(user)) as resp:
             assert resp.status == 200
             await resp.content.readexactly(MIB)
             # Leaving the block unread closes the connection mid-stream.
 
     await asyncio.wait_for(upstream_done.wait(), timeout=10)
     answer_json(gateway.upstream, {"namespaces": []})
-    reply = await call(gateway, "GET", f"{API}/namespaces", headers=key_auth(user))
+    reply = await call(gateway, "GET", f"{API}/namespaces", headers=key_header(user))
     assert (reply.status, reply.json()) == (200, {"namespaces": []})
 
 
@@ -1001,7 +1004,7 @@ async def test_body_over_max_body_bytes_is_413_and_nothing_is_forwarded(
         gateway,
         "POST",
         f"{API}/namespaces",
-        headers=key_auth(gateway.root),
+        headers=key_header(gateway.root),
         data=chunks(body, 100) if chunked else body,
     )
 
@@ -1023,7 +1026,7 @@ async def test_chunked_body_passing_the_limit_mid_stream_is_413_and_never_comple
         yield b"x" * 1000
 
     reply = await call(
-        gateway, "POST", f"{API}/namespaces", headers=key_auth(gateway.root), data=body()
+        gateway, "POST", f"{API}/namespaces", headers=key_header(gateway.root), data=body()
     )
 
     assert_iceberg_error(reply, 413)
@@ -1034,7 +1037,7 @@ async def test_body_of_exactly_max_body_bytes_is_forwarded(make_gateway: MakeGat
     gateway = await make_gateway(server=ServerSettings(max_body_bytes=1024))
 
     reply = await call(
-        gateway, "POST", f"{API}/namespaces", headers=key_auth(gateway.root), data=b"x" * 1024
+        gateway, "POST", f"{API}/namespaces", headers=key_header(gateway.root), data=b"x" * 1024
     )
 
     assert reply.status == 200
@@ -1060,7 +1063,7 @@ async def test_body_of_exactly_max_body_bytes_is_forwarded(make_gateway: MakeGat
 async def test_dot_segments_are_400_and_nothing_is_forwarded(
     gateway: Gateway, user: CreatedKey, path: str
 ) -> None:
-    reply = await call(gateway, "GET", path, headers=key_auth(user))
+    reply = await call(gateway, "GET", path, headers=key_header(user))
 
     assert_iceberg_error(reply, 400)
     assert gateway.upstream.requests == []
@@ -1090,7 +1093,7 @@ async def test_unknown_catalog_is_404_after_authentication(
     gateway: Gateway, user: CreatedKey
 ) -> None:
     anonymous = await call(gateway, "GET", "/v1/nope/v1/config")
-    known = await call(gateway, "GET", "/v1/nope/v1/config", headers=key_auth(user))
+    known = await call(gateway, "GET", "/v1/nope/v1/config", headers=key_header(user))
 
     assert_iceberg_error(anonymous, 401)
     assert anonymous.headers["WWW-Authenticate"].startswith("Bearer")
@@ -1116,7 +1119,7 @@ async def test_gateway_errors_carry_a_request_id(make_gateway: MakeGateway) -> N
         catalogs={"default": CatalogSettings(upstream=closed_port_url())},
         server=ServerSettings(max_body_bytes=1),
     )
-    root = key_auth(gateway.root)
+    root = key_header(gateway.root)
 
     replies = {
         401: await call(gateway, "GET", f"{API}/namespaces"),
@@ -1137,7 +1140,7 @@ async def test_streamed_response_carries_the_gateways_request_id_not_the_upstrea
     answer_json(gateway.upstream, {"namespaces": []}, headers={"X-Request-Id": "upstream-id"})
 
     reply = await call(
-        gateway, "GET", f"{API}/namespaces", headers={**key_auth(user), "X-Request-Id": "req-7"}
+        gateway, "GET", f"{API}/namespaces", headers={**key_header(user), "X-Request-Id": "req-7"}
     )
 
     assert reply.headers.getall("X-Request-Id") == ["req-7"]
@@ -1146,9 +1149,9 @@ async def test_streamed_response_carries_the_gateways_request_id_not_the_upstrea
 async def test_streamed_and_rewritten_responses_carry_a_request_id(
     gateway: Gateway, user: CreatedKey
 ) -> None:
-    streamed = await call(gateway, "GET", f"{API}/namespaces", headers=key_auth(user))
+    streamed = await call(gateway, "GET", f"{API}/namespaces", headers=key_header(user))
     answer_json(gateway.upstream, UPSTREAM_CONFIG)
-    rewritten = await call(gateway, "GET", f"{API}/config", headers=key_auth(user))
+    rewritten = await call(gateway, "GET", f"{API}/config", headers=key_header(user))
 
     assert streamed.headers.get("X-Request-Id")
     assert rewritten.headers.get("X-Request-Id")
@@ -1177,16 +1180,16 @@ async def test_catalog_of_another_tenant_is_403(make_gateway: MakeGateway) -> No
     acme_user = await gateway.user("acme-etl", tenant="acme")
 
     assert_iceberg_error(
-        await call(gateway, "GET", "/v1/acme/v1/namespaces", headers=key_auth(default_user)), 403
+        await call(gateway, "GET", "/v1/acme/v1/namespaces", headers=key_header(default_user)), 403
     )
     assert_iceberg_error(
-        await call(gateway, "GET", "/v1/default/v1/namespaces", headers=key_auth(acme_user)), 403
+        await call(gateway, "GET", "/v1/default/v1/namespaces", headers=key_header(acme_user)), 403
     )
     assert_iceberg_error(
-        await call(gateway, "GET", "/v1/namespaces", headers=key_auth(acme_user)), 403
+        await call(gateway, "GET", "/v1/namespaces", headers=key_header(acme_user)), 403
     )
     assert gateway.upstream.requests == []
-    reply = await call(gateway, "GET", "/v1/acme/v1/namespaces", headers=key_auth(acme_user))
+    reply = await call(gateway, "GET", "/v1/acme/v1/namespaces", headers=key_header(acme_user))
     assert reply.status == 200
     assert gateway.upstream.last.headers["X-Pangolin-Tenant"] == "acme"
 
@@ -1195,7 +1198,7 @@ async def test_root_may_use_the_catalogs_of_every_tenant(make_gateway: MakeGatew
     gateway = await gateway_with_acme(make_gateway)
 
     for path in ("/v1/acme/v1/namespaces", "/v1/default/v1/namespaces", "/v1/namespaces"):
-        assert (await call(gateway, "GET", path, headers=key_auth(gateway.root))).status == 200
+        assert (await call(gateway, "GET", path, headers=key_header(gateway.root))).status == 200
     assert len(gateway.upstream.catalog_requests()) == 3
 
 
@@ -1207,9 +1210,9 @@ async def test_catalog_list_shows_only_permitted_catalogs_with_client_settings(
     default_user = await gateway.user("etl")
     base = f"http://{gateway.client.host}:{gateway.client.port}"
 
-    acme = await call(gateway, "GET", "/api/v1/catalogs", headers=key_auth(acme_user))
-    default = await call(gateway, "GET", "/api/v1/catalogs", headers=key_auth(default_user))
-    root = await call(gateway, "GET", "/api/v1/catalogs", headers=key_auth(gateway.root))
+    acme = await call(gateway, "GET", "/api/v1/catalogs", headers=key_header(acme_user))
+    default = await call(gateway, "GET", "/api/v1/catalogs", headers=key_header(default_user))
+    root = await call(gateway, "GET", "/api/v1/catalogs", headers=key_header(gateway.root))
 
     assert acme.json() == {
         "catalogs": [
@@ -1254,7 +1257,7 @@ async def test_methods_iceberg_does_not_use_get_405_before_authentication_and_go
 
     monkeypatch.setattr(authenticator, "authenticate", counting)
 
-    reply = await call(gateway, method, f"{API}/namespaces", headers=key_auth(user))
+    reply = await call(gateway, method, f"{API}/namespaces", headers=key_header(user))
 
     assert_iceberg_error(reply, 405)
     assert set(reply.headers["Allow"].replace(" ", "").split(",")) == {
@@ -1281,10 +1284,10 @@ async def test_a_lower_case_method_is_405(gateway: Gateway, user: CreatedKey) ->
 async def test_a_method_the_route_does_not_take_is_405_with_the_routes_methods(
     gateway: Gateway, user: CreatedKey
 ) -> None:
-    reply = await call(gateway, "DELETE", f"{API}/config", headers=key_auth(user))
+    reply = await call(gateway, "DELETE", f"{API}/config", headers=key_header(user))
     assert_iceberg_error(reply, 405)
     assert reply.headers["Allow"] == "GET"
-    reply = await call(gateway, "GET", f"{API}/tables/rename", headers=key_auth(user))
+    reply = await call(gateway, "GET", f"{API}/tables/rename", headers=key_header(user))
     assert reply.headers["Allow"] == "POST"
     assert gateway.upstream.requests == []
 
@@ -1311,7 +1314,7 @@ async def test_path_forms_a_lenient_upstream_reads_differently_are_400_and_go_no
     gateway = await make_gateway(catalogs={"default": catalog})
     answer_json(gateway.upstream, load_table_result({"token": "upstream-minted"}))
 
-    reply = await call(gateway, "GET", path, headers=key_auth(gateway.root))
+    reply = await call(gateway, "GET", path, headers=key_header(gateway.root))
 
     assert_iceberg_error(reply, 400)
     assert gateway.upstream.requests == []
@@ -1330,7 +1333,7 @@ async def test_paths_are_normalised_once_and_forwarded_in_that_form(
 ) -> None:
     gateway = await make_gateway(catalogs={"default": CatalogSettings(warehouse="wh")})
 
-    reply = await call(gateway, "GET", path, headers=key_auth(gateway.root))
+    reply = await call(gateway, "GET", path, headers=key_header(gateway.root))
 
     assert reply.status == 200
     assert gateway.upstream.last.raw_path == upstream_path
@@ -1342,7 +1345,7 @@ async def test_no_answer_status_skips_the_table_credential_filter(
 ) -> None:
     answer_json(gateway.upstream, load_table_result({"token": "upstream-minted"}), status=status)
 
-    reply = await call(gateway, "GET", f"{API}/namespaces/ns/tables/t", headers=key_auth(user))
+    reply = await call(gateway, "GET", f"{API}/namespaces/ns/tables/t", headers=key_header(user))
 
     assert reply.status == status
     assert b"upstream-minted" not in reply.body
@@ -1354,7 +1357,7 @@ async def test_no_answer_status_skips_the_config_filter(
 ) -> None:
     answer_json(gateway.upstream, UPSTREAM_CONFIG, status=status)
 
-    reply = await call(gateway, "GET", f"{API}/config", headers=key_auth(user))
+    reply = await call(gateway, "GET", f"{API}/config", headers=key_header(user))
 
     assert reply.status == status
     assert b"upstream-token" not in reply.body and b"upstream:8181" not in reply.body
@@ -1363,7 +1366,7 @@ async def test_no_answer_status_skips_the_config_filter(
 async def test_answers_built_from_the_host_header_are_never_stored_by_a_shared_cache(
     gateway: Gateway, user: CreatedKey
 ) -> None:
-    forged = {**key_auth(user), "Host": "attacker.example"}
+    forged = {**key_header(user), "Host": "attacker.example"}
     catalogs = await call(gateway, "GET", "/api/v1/catalogs", headers=forged)
     metadata = await call(gateway, "GET", "/.well-known/oauth-authorization-server", headers=forged)
     assert "attacker.example" in catalogs.body.decode()  # public_url is unset here

@@ -32,7 +32,8 @@ from gateway.identity.models import digest_key, generate_key, parse_key
 from gateway.settings import ServerSettings, StoreSettings
 from gateway.state import AUDIT
 
-from .conftest import Gateway, MakeGateway
+from ..conftest import Gateway, MakeGateway
+from ..helpers import bearer
 
 Headers = Mapping[str, str]
 
@@ -78,10 +79,6 @@ class Reply:
 
 def key_auth(api_key: str) -> dict[str, str]:
     return {"X-API-Key": api_key}
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def root(gw: Gateway) -> dict[str, str]:

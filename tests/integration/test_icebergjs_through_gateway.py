@@ -30,13 +30,13 @@ from aiohttp import web
 
 from gateway.settings import CatalogSettings, UpstreamAuthSettings
 
-from .conftest import MakeGateway
-from .fakes import Recorded, RecordingUpstream
-from .live import LiveGateway
+from ..conftest import MakeGateway
+from ..fakes import Recorded, RecordingUpstream
+from ..live import LiveGateway
 
 pytestmark = pytest.mark.seaweedfs
 
-JS_DIR = Path(__file__).parent / "js"
+JS_DIR = Path(__file__).resolve().parents[1] / "js"
 SCRIPT = JS_DIR / "roundtrip.mjs"
 ICEBERG_JS_VERSION = "1.0.0"
 TIMEOUT = 120.0

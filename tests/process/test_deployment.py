@@ -17,7 +17,7 @@ from gateway.cli import main as gateway_cli
 from gateway.settings import Settings, load_settings
 from gateway.signing_keys import new_signing_key
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 _VARIABLE = re.compile(r"\$\{(\w+)(?::?[-?][^}]*)?\}")
 
 

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from .processes import free_port
+from ..processes import free_port
 
 pytestmark = pytest.mark.seaweedfs
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 END_OF_SNIPPET = "print(catalog.list_namespaces())"
 
 

@@ -1,0 +1,2 @@
+"""Real parts: SeaweedFS catalogs and the real clients (PyIceberg, DuckDB, iceberg-js,
+pangolin-admin) through the gateway."""
