@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway.command_errors import CommandError
+
 __all__ = ("ApiClient", "ApiError", "SessionStore")
 
 SESSION_ENDED = (
@@ -21,12 +23,17 @@ SESSION_ENDED = (
 )
 
 
-class ApiError(Exception):
-    """A refused or failed call; ``status`` is the HTTP status, or None if unreachable."""
+class ApiError(CommandError):
+    """A refused or failed call; ``status`` is the HTTP status, or None if unreachable. Raised
+    from a command, click prints it as one line (``error: ... (HTTP 404)``) and exits 1."""
 
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+    def format_message(self) -> str:
+        suffix = f" (HTTP {self.status})" if self.status is not None else ""
+        return f"{self.message}{suffix}"
 
 
 @dataclass

@@ -9,7 +9,9 @@ from typing import Any
 
 import click
 
-__all__ = ("echo_block", "echo_json", "echo_key", "echo_table", "note")
+__all__ = (
+    "echo_block", "echo_json", "echo_key", "echo_table", "note", "show", "show_key", "show_page",
+)  # fmt: skip
 
 
 def echo_json(data: Any) -> None:
@@ -50,3 +52,22 @@ def echo_key(api_key: str) -> None:
 
 def note(message: str) -> None:
     click.echo(message, err=True)
+
+
+def show(data: Mapping[str, Any], as_json: bool) -> None:
+    """One object: JSON, or a block for people."""
+    echo_json(data) if as_json else echo_block(data)
+
+
+def show_page(page: Mapping[str, Any], columns: Sequence[str], as_json: bool) -> None:
+    """A page of a list: JSON, or a table for people."""
+    echo_json(page) if as_json else echo_table(page["items"], columns)
+
+
+def show_key(answer: Mapping[str, Any], as_json: bool) -> None:
+    """A service user with its one-time key."""
+    if as_json:
+        echo_json(answer)
+        return
+    echo_block(answer["service_user"])
+    echo_key(answer["api_key"])

@@ -17,6 +17,7 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .command_errors import CommandError
 from .settings import Settings, SettingsError, load_settings, warnings
 from .store import StoreError
 
@@ -31,11 +32,6 @@ _config_option = click.option(
     required=True,
     help="Gateway configuration file (TOML). Env: PANGOLIN_CONFIG.",
 )
-
-
-def _fail(message: str) -> None:
-    click.secho(message, err=True, fg="red")
-    sys.exit(1)
 
 
 def _load(config_path: Path) -> Settings:
@@ -78,8 +74,7 @@ def init(config_path: Path, as_json: bool) -> None:
     except (StoreError, OSError) as exc:
         # A store this gateway must not touch (newer schema, unwritable path): one line, no
         # traceback, exit 1.
-        _fail(f"cannot initialize: {exc}")
-        return
+        raise CommandError(f"cannot initialize: {exc}") from None
     store = settings.store.path
     if result.root is None:
         if as_json:
@@ -132,10 +127,9 @@ def serve(config_path: Path, host: str | None, port: int | None, workers: int) -
     try:
         status = serve_settings(settings, host=host, port=port, workers=workers)
     except (LookupError, OSError, StoreError) as exc:  # StoreError: e.g. a newer schema
-        _fail(f"cannot serve: {exc}")
-        return
+        raise CommandError(f"cannot serve: {exc}") from None
     if status:
-        _fail("stopped: a worker failed (see the log above)")
+        raise CommandError("stopped: a worker failed (see the log above)")
 
 
 @main.command()
@@ -156,7 +150,7 @@ def demo(config_path: Path, data_dir: Path) -> None:
     try:
         run_demo(settings, data_dir)
     except (RuntimeError, OSError, LookupError) as exc:
-        _fail(f"demo failed: {exc}")
+        raise CommandError(f"demo failed: {exc}") from None
 
 
 def _configure_logging() -> None:

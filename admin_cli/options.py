@@ -1,0 +1,67 @@
+"""Options and argument rules shared by the commands: --json, --id, --yes, paging, roles,
+durations."""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import click
+
+from .output import note
+
+__all__ = (
+    "ROLES",
+    "confirm_delete",
+    "id_option",
+    "json_option",
+    "page_options",
+    "parse_duration",
+    "quote_id",
+    "yes_option",
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+ROLES = click.Choice(["Root", "TenantAdmin", "TenantUser"])
+_DURATION = re.compile(r"(\d+)([smhdw]?)")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def json_option(func: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(func)
+
+
+def id_option(func: F) -> F:
+    return click.option("--id", "id_", required=True, help="The UUID.")(func)
+
+
+def yes_option(func: F) -> F:
+    return click.option("--yes", is_flag=True, help="Do not ask for confirmation.")(func)
+
+
+def page_options(func: F) -> F:
+    func = click.option("--offset", type=click.IntRange(0), default=0)(func)
+    return click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True)(
+        func
+    )
+
+
+def parse_duration(value: str) -> int:
+    match = _DURATION.fullmatch(value.strip().lower())
+    if match is None or int(match.group(1)) == 0:
+        raise click.BadParameter("use a number with s, m, h, d or w, e.g. 90d or 12h")
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+def quote_id(value: str) -> str:
+    """An id as one path segment, whatever the user typed."""
+    return quote(value, safe="")
+
+
+def confirm_delete(yes: bool, what: str) -> None:
+    if not yes and not click.confirm(f"Delete {what}? This cannot be undone", err=True):
+        note("Nothing deleted.")
+        sys.exit(1)

@@ -1,0 +1,166 @@
+"""The service-user commands (the seed's names: create-service-user, rotate-service-user-key,
+...)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from .context import Context, pass_context
+from .options import (
+    ROLES,
+    confirm_delete,
+    id_option,
+    json_option,
+    page_options,
+    parse_duration,
+    quote_id,
+    yes_option,
+)
+from .output import echo_json, echo_table, note, show, show_key
+
+__all__ = ("COMMANDS",)
+
+COLUMNS = ("id", "name", "role", "tenant", "active", "expires_at", "last_used_at")
+BASE = "/api/v1/service-users"
+
+
+def _expiry(expires_in: str | None, expires_at: str | None) -> dict[str, Any]:
+    if expires_in and expires_at:
+        raise click.UsageError("give either --expires-in or --expires-at, not both")
+    if expires_in:
+        return {"expires_in": parse_duration(expires_in)}
+    if expires_at:
+        return {"expires_at": expires_at}
+    return {}
+
+
+@click.command("create-service-user")
+@click.option("--name", required=True)
+@click.option("--role", type=ROLES, default="TenantUser", show_default=True)
+@click.option("--description", default="")
+@click.option("--tenant", help="Tenant name (Root only; default: your own).")
+@click.option("--expires-in", help="Lifetime, e.g. 90d, 12h.")
+@click.option("--expires-at", help="Expiry time, ISO 8601 with zone, e.g. 2027-01-31T00:00:00Z.")
+@json_option
+@pass_context
+def create_service_user(
+    ctx: Context, name: str, role: str, description: str, tenant: str | None,
+    expires_in: str | None, expires_at: str | None, as_json: bool,
+) -> None:  # fmt: skip
+    """Create a service user; its API key is printed once."""
+    body: dict[str, Any] = {"name": name, "role": role, "description": description}
+    if tenant:
+        body["tenant"] = tenant
+    body.update(_expiry(expires_in, expires_at))
+    show_key(ctx.client().call("POST", BASE, body=body), as_json)
+
+
+@click.command("list-service-users")
+@click.option("--active/--inactive", default=None, help="Only active (or inactive) ones.")
+@click.option("--role", type=ROLES)
+@click.option("--tenant")
+@page_options
+@json_option
+@pass_context
+def list_service_users(
+    ctx: Context, active: bool | None, role: str | None, tenant: str | None, limit: int,
+    offset: int, as_json: bool,
+) -> None:  # fmt: skip
+    """List service users."""
+    query = {"role": role, "tenant": tenant, "limit": limit, "offset": offset,
+             "active": None if active is None else str(active).lower()}  # fmt: skip
+    page = ctx.client().call("GET", BASE, query=query)
+    if as_json:
+        echo_json(page)
+        return
+    echo_table(page["items"], COLUMNS)
+    if page["total"] > offset + len(page["items"]):
+        note(f"{page['total']} in all; use --offset to see more.")
+
+
+@click.command("get-service-user")
+@id_option
+@json_option
+@pass_context
+def get_service_user(ctx: Context, id_: str, as_json: bool) -> None:
+    """Show one service user."""
+    show(ctx.client().call("GET", f"{BASE}/{quote_id(id_)}"), as_json)
+
+
+@click.command("update-service-user")
+@id_option
+@click.option("--description")
+@click.option("--role", type=ROLES)
+@click.option("--expires-in", help="New lifetime from now, e.g. 30d.")
+@click.option("--expires-at", help="New expiry time, ISO 8601 with zone.")
+@click.option("--no-expiry", is_flag=True, help="Remove the expiry.")
+@json_option
+@pass_context
+def update_service_user(
+    ctx: Context, id_: str, description: str | None, role: str | None, expires_in: str | None,
+    expires_at: str | None, no_expiry: bool, as_json: bool,
+) -> None:  # fmt: skip
+    """Change a service user's description, role or expiry."""
+    body: dict[str, Any] = _expiry(expires_in, expires_at)
+    if no_expiry:
+        if body:
+            raise click.UsageError("--no-expiry cannot be combined with --expires-in/--expires-at")
+        body["expires_at"] = None
+    if description is not None:
+        body["description"] = description
+    if role is not None:
+        body["role"] = role
+    if not body:
+        raise click.UsageError("nothing to change: give --description, --role or an expiry")
+    _update(ctx, id_, body, as_json)
+
+
+def _update(ctx: Context, id_: str, body: dict[str, Any], as_json: bool) -> None:
+    show(ctx.client().call("PUT", f"{BASE}/{quote_id(id_)}", body=body), as_json)
+
+
+@click.command("deactivate-service-user")
+@id_option
+@json_option
+@pass_context
+def deactivate_service_user(ctx: Context, id_: str, as_json: bool) -> None:
+    """Stop a service user's key and tokens from working (reversible)."""
+    _update(ctx, id_, {"active": False}, as_json)
+
+
+@click.command("activate-service-user")
+@id_option
+@json_option
+@pass_context
+def activate_service_user(ctx: Context, id_: str, as_json: bool) -> None:
+    """Let a deactivated service user authenticate again."""
+    _update(ctx, id_, {"active": True}, as_json)
+
+
+@click.command("rotate-service-user-key")
+@id_option
+@json_option
+@pass_context
+def rotate_service_user_key(ctx: Context, id_: str, as_json: bool) -> None:
+    """Issue a new key (printed once); the old key and its tokens stop working now."""
+    show_key(ctx.client().call("POST", f"{BASE}/{quote_id(id_)}/rotate"), as_json)
+
+
+@click.command("delete-service-user")
+@id_option
+@yes_option
+@json_option
+@pass_context
+def delete_service_user(ctx: Context, id_: str, yes: bool, as_json: bool) -> None:
+    """Delete a service user."""
+    confirm_delete(yes, f"service user {id_}")
+    ctx.delete(f"{BASE}/{quote_id(id_)}", id_, as_json)
+
+
+COMMANDS = (
+    create_service_user, list_service_users, get_service_user, update_service_user,
+    deactivate_service_user, activate_service_user, rotate_service_user_key,
+    delete_service_user,
+)  # fmt: skip
