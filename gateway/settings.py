@@ -1,5 +1,8 @@
 """Settings: frozen dataclasses loaded from TOML, overridden by ``PANGOLIN_*`` variables.
 
+(Over 300 lines: the dataclasses, their loader and the one pure ``validate()``; the split into
+a ``settings/`` package of models, loader and validation is still to do.)
+
 Loading reports every problem at once (unknown keys, wrong types, invalid values) in the
 style of oauth2-proxy's ``--config-test``: ``SettingsError.problems`` is the whole list.
 

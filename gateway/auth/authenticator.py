@@ -25,7 +25,6 @@ from typing import Any, Final, TypeVar
 from multidict import CIMultiDictProxy
 
 from ..identity.models import (
-    KEY_PREFIX,
     ApiKey,
     Principal,
     ServiceUser,
@@ -34,26 +33,16 @@ from ..identity.models import (
     verify_key,
 )
 from ..store import Store
+from .credentials import AMBIGUOUS, Credential, parse_credentials
 from .tokens import MAX_TOKEN_BYTES, TokenClaims, TokenService
 
-__all__ = ("AMBIGUOUS", "AuthOutcome", "Authenticator", "Credential", "parse_credentials")
+__all__ = ("ANONYMOUS", "AuthOutcome", "Authenticator")
 
 _LOGGER = logging.getLogger(__name__)
 _MAX_CACHE: Final = 200_000
 
 Clock = Callable[[], float]
 _T = TypeVar("_T")
-
-
-@dataclass(frozen=True, slots=True)
-class Credential:
-    """What the request presented: ``kind`` is ``api_key``, ``token`` or ``malformed``."""
-
-    kind: str
-    value: str
-
-    def __repr__(self) -> str:
-        return f"Credential(kind={self.kind!r}, value=<redacted>)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,42 +53,6 @@ class AuthOutcome:
 
 
 ANONYMOUS: Final = AuthOutcome(None, "missing")
-
-
-AMBIGUOUS: Final = Credential("ambiguous", "")
-
-
-def parse_credentials(headers: CIMultiDictProxy[str]) -> tuple[Credential, ...]:
-    """The credentials the request presents (none, one, or an ``X-API-Key`` with a bearer
-    credential, which must name the same principal); no I/O.
-
-    A credential header given twice is ``AMBIGUOUS``: servers disagree on which copy counts
-    (first, last, joined), so no copy is trusted. PyIceberg configured with
-    ``header.X-API-Key`` and no auth also sends ``Authorization: Bearer None``, which is no
-    credential at all, on its own or beside a key.
-    """
-    keys = headers.getall("X-API-Key", ())
-    authorizations = headers.getall("Authorization", ())
-    if len(keys) > 1 or len(authorizations) > 1:
-        return (AMBIGUOUS,)
-    found = [Credential("api_key", keys[0].strip())] if keys else []
-    if authorizations:
-        bearer = _bearer(authorizations[0])
-        if bearer is not None:
-            found.append(bearer)
-    return tuple(found)
-
-
-def _bearer(authorization: str) -> Credential | None:
-    scheme, _, value = authorization.strip().partition(" ")
-    value = value.strip()
-    if scheme.lower() != "bearer" or not value:
-        return Credential("malformed", "")
-    if value == "None":
-        return None
-    if value.startswith(KEY_PREFIX):
-        return Credential("api_key", value)
-    return Credential("token", value)
 
 
 class Authenticator:

@@ -15,7 +15,7 @@ from ..audit.events import record_auth_failure
 from ..errors import BadRequest, Unauthenticated
 from ..identity.models import Principal
 from ..state import AUTH
-from .authenticator import AMBIGUOUS
+from .credentials import AMBIGUOUS
 
 __all__ = ("require_principal",)
 

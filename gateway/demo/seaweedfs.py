@@ -1,5 +1,8 @@
 """Start and stop a real local SeaweedFS (`weed mini`) Iceberg REST catalog.
 
+(Over 300 lines: one external process's whole lifecycle, from free ports and flags to the IAM
+role file for credential vending and the readiness wait; outside the core, see demo/.)
+
 Used by the `make run` demo and by the test suite as the upstream catalog behind the gateway.
 The flags follow the upstream SeaweedFS runbook: loopback only, no telemetry, no extra servers.
 """

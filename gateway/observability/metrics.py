@@ -1,5 +1,8 @@
 """Prometheus metrics, served at ``/metrics`` from a registry of the app's own.
 
+(One module over 300 lines: the counters, their snapshot and the merge across workers are one
+data shape, and splitting them would spread its three readers over as many files.)
+
 Hot path: every count is a plain ``int`` (and every histogram a list of them) that only the
 event loop's thread touches, updates and scrapes alike, so nothing takes a lock. Label
 "children" are resolved ahead of time: one cell per catalog and route class, one

@@ -1,5 +1,8 @@
 """A lean HTTP/1.1 client for the hot path: one keep-alive pool per catalog upstream.
 
+(The largest module, on purpose: a connection's protocol state, its pool and its timeout
+sweep are one state machine, and its invariants read best side by side.)
+
 Why not ``aiohttp.ClientSession`` (which the gateway still uses for everything off the hot
 path: upstream token requests, readiness probes): measured on the benchmark's fixed loadTable
 answer, the aiohttp client machinery (request and response objects, URL handling, timers,
