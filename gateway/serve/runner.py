@@ -13,7 +13,7 @@ from ..identity.bootstrap import InitResult, initialize
 from ..identity.service_users import ServiceUserAdmin
 from ..settings import Settings
 from ..store import SqliteStore
-from .serving import STOP_SIGNALS, new_event_loop, serving
+from .serving import new_event_loop, serving, stop_signal
 from .workers import supervise
 
 __all__ = ("check_initialized", "run_init", "serve_settings")
@@ -70,13 +70,6 @@ def serve_settings(
 async def _serve_until_signalled(
     settings: Settings, app_factory: Callable[[Settings], web.Application]
 ) -> None:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in STOP_SIGNALS:
-        loop.add_signal_handler(sig, stop.set)
-    try:
+    with stop_signal() as stop:
         async with serving(app_factory(settings), settings.server.host, settings.server.port):
             await stop.wait()
-    finally:
-        for sig in STOP_SIGNALS:
-            loop.remove_signal_handler(sig)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, Final
 
 from aiohttp import web
@@ -14,7 +14,7 @@ from aiohttp import web
 from ..connection import GatewayRunner
 from ..observability.access_log import AccessLogger
 
-__all__ = ("STOP_SIGNALS", "new_event_loop", "server_options", "serving")
+__all__ = ("STOP_SIGNALS", "new_event_loop", "server_options", "serving", "stop_signal")
 
 STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
 
@@ -53,3 +53,19 @@ async def serving(
         yield runner
     finally:
         await runner.cleanup()
+
+
+@contextlib.contextmanager
+def stop_signal() -> Iterator[asyncio.Event]:
+    """An event set by SIGINT or SIGTERM, any number of times (Ctrl-C in a terminal reaches the
+    whole process group and a supervisor forwards it as well: a repeated signal must not cut
+    the cleanup short); the handlers are removed on the way out."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        yield stop
+    finally:
+        for sig in STOP_SIGNALS:
+            loop.remove_signal_handler(sig)

@@ -42,7 +42,7 @@ from ..settings import Settings
 from ..state import METRICS
 from ..store import StoreError
 from . import metrics_share
-from .serving import STOP_SIGNALS, new_event_loop, server_options, serving
+from .serving import STOP_SIGNALS, new_event_loop, server_options, serving, stop_signal
 
 __all__ = ("supervise",)
 
@@ -169,12 +169,7 @@ async def _serve(
     settings: Settings, index: int, parent: int, peers: metrics_share.SnapshotFiles
 ) -> None:
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    # Both signals, any number of times: Ctrl-C in a terminal reaches the whole process group
-    # and the supervisor forwards it as well; a repeated signal must not cut the cleanup short.
-    for sig in STOP_SIGNALS:
-        loop.add_signal_handler(sig, stop.set)
-    try:
+    with stop_signal() as stop:
         app = create_app(settings)
         metrics = app[METRICS]
         metrics.share(peers)
@@ -204,9 +199,6 @@ async def _serve(
         # Everything this worker answered (the app's cleanup has run), for the workers still
         # serving.
         peers.publish(metrics.snapshot())
-    finally:
-        for sig in STOP_SIGNALS:
-            loop.remove_signal_handler(sig)
     _LOGGER.info("worker %d (pid %d) stopped", index, os.getpid())
 
 
