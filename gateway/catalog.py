@@ -15,7 +15,7 @@ from .auth.caller import require_principal
 from .auth.token_endpoint import token_endpoint
 from .errors import BadRequest, Forbidden, MethodNotAllowed, NotFound
 from .proxy import ForwardRequest
-from .routing import parse_catalog_path
+from .routing import parse_request_path
 from .state import CATALOG, FORWARDERS, REQUEST_ID, ROUTE, SETTINGS
 
 __all__ = ("catalog_request",)
@@ -23,10 +23,7 @@ __all__ = ("catalog_request",)
 
 async def catalog_request(request: web.Request) -> web.StreamResponse:
     raw_path, _, query = request.raw_path.partition("?")
-    if not raw_path.startswith("/v1/"):
-        # The router matched the decoded path ("/%761/..."): the raw one is judged here.
-        raise BadRequest("Malformed request: catalog paths start with /v1/")
-    path = parse_catalog_path(raw_path[len("/v1/") :])
+    path = parse_request_path(raw_path)
     request[ROUTE] = path.route.klass
     if path.refusal is not None:
         raise BadRequest(path.refusal)

@@ -43,9 +43,12 @@ __all__ = (
     "RESERVED_CATALOG_NAMES",
     "ROUTE_CLASSES",
     "ROUTES",
+    "ROUTE_KEYWORDS",
+    "UNKNOWN",
     "CatalogPath",
     "Route",
     "parse_catalog_path",
+    "parse_request_path",
 )
 
 # The only methods the Iceberg REST spec uses; any other never reaches a handler (405).
@@ -57,8 +60,8 @@ ROUTE_CLASSES: Final = ("config", "namespace", "table", "view", "token", "other"
 RESERVED_CATALOG_NAMES: Final = frozenset(
     {"namespaces", "tables", "views", "transactions", "config", "oauth", "v1"}
 )
-# Route keywords that may follow a prefix.
-_KEYWORDS: Final = frozenset({"namespaces", "tables", "views", "transactions"})
+# Route keywords that may follow a prefix (and that a path without one starts with).
+ROUTE_KEYWORDS: Final = frozenset({"namespaces", "tables", "views", "transactions"})
 _UNRESERVED: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _ESCAPE: Final = re.compile(r"%(..)?", re.DOTALL)
 _HEX: Final = frozenset("0123456789abcdefABCDEF")
@@ -191,7 +194,7 @@ def _match(segments: list[str]) -> tuple[Route, int]:
     if segments in (["config"], ["oauth", "tokens"]):
         return ROUTES["/".join(segments)], 0
     for start, segment in enumerate(segments):
-        if segment not in _KEYWORDS:
+        if segment not in ROUTE_KEYWORDS:
             continue
         rest = segments[start:]
         for shape, route in _BY_SHAPE.items():
@@ -244,3 +247,11 @@ def parse_catalog_path(raw: str) -> CatalogPath:
         return _refused("the path reads as another route when %2F is decoded")
     prefix = "/".join(tail_segments[:start]) if start else None
     return CatalogPath(mount, "/".join(tail_segments), route, prefix, None)
+
+
+def parse_request_path(raw_path: str) -> CatalogPath:
+    """Read a request's whole raw path (without its query), which the router matched on its
+    decoded form: "/%761/..." reached the catalog route, but only "/v1/..." is one."""
+    if not raw_path.startswith("/v1/"):
+        return _refused("catalog paths start with /v1/")
+    return parse_catalog_path(raw_path[len("/v1/") :])

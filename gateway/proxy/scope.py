@@ -18,13 +18,11 @@ from typing import Final
 from urllib.parse import quote, unquote
 
 from ..errors import NotFound
-from ..routing import ROUTES, UNKNOWN, CatalogPath
+from ..routing import ROUTE_KEYWORDS, ROUTES, UNKNOWN, CatalogPath
 from ..settings import CatalogSettings
 
 __all__ = ("WarehouseScope",)
 
-# First segments of Iceberg routes that carry no prefix (``/v1/namespaces`` ...).
-_UNPREFIXED: Final = frozenset({"namespaces", "tables", "views", "transactions"})
 _CONFIG: Final = ROUTES["config"]
 
 
@@ -55,7 +53,7 @@ class WarehouseScope:
             first = tail.partition("/")[0]
             if unquote(first) == self.prefix:
                 return tail
-            if first not in _UNPREFIXED:
+            if first not in ROUTE_KEYWORDS:
                 raise NotFound("No such warehouse in this catalog")
         elif path.prefix is not None:
             if unquote(path.prefix) == self.prefix:

@@ -57,11 +57,12 @@ from urllib.parse import unquote_plus, unquote_to_bytes
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.routing import ICEBERG_METHODS
+
 from ..processes import clean_env, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 WAREHOUSE: Final = "ours"
-ICEBERG_METHODS: Final = frozenset({"GET", "HEAD", "POST", "DELETE"})
 ROLE_HEADERS: Final = (
     "x-pangolin-principal-id",
     "x-pangolin-principal-name",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.routing import ICEBERG_METHODS, ROUTES, UNKNOWN, parse_catalog_path
+from gateway.routing import ICEBERG_METHODS, ROUTES, UNKNOWN, parse_catalog_path, parse_request_path
 
 # Every path of the spec (iceberg-clients-on-the-wire §1.7): (method, path, operationId,
 # route class, answers filtered as). Paths are written as clients send them after /v1/.
@@ -162,3 +162,10 @@ def test_unknown_paths_take_every_iceberg_method_and_have_their_answers_filtered
     assert parsed.route is UNKNOWN
     assert parsed.route.methods == tuple(sorted(ICEBERG_METHODS))
     assert parsed.route.answers == "table"
+
+
+def test_a_request_path_is_a_catalog_path_only_when_its_raw_form_starts_with_v1() -> None:
+    assert parse_request_path("/v1/default/v1/config").route is ROUTES["config"]
+    # The router matches the decoded path; the grammar judges the raw one.
+    refused = parse_request_path("/%761/default/v1/namespaces")
+    assert refused.refusal is not None and refused.route is UNKNOWN
