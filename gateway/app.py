@@ -91,7 +91,6 @@ def create_app(
     app.router.add_get("/metrics", make_aiohttp_handler(registry, disable_compression=True))
     app.router.add_get("/.well-known/jwks.json", discovery.jwks)
     app.router.add_get("/.well-known/oauth-authorization-server", discovery.oauth_metadata)
-    app.router.add_get("/api/v1/catalogs", discovery.list_catalogs)
     app.router.add_routes(management.routes())
     # Only the methods Iceberg uses reach a handler: the router answers any other (TRACE,
     # PROPFIND, ...) with 405 and Allow, which the middleware sends before authenticating.

@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Final
 
 from ..errors import AlreadyExists, Conflicting, InvalidInput, NoSuchThing
 from ..settings import NAME_RE
 from ..store import DEFAULT_TENANT, AuditRecord, ClientInfo, Store, UniqueViolation
 from .models import Tenant
 
-__all__ = ("TenantDirectory",)
+__all__ = ("TENANT_NAME_PATTERN", "TENANT_NAME_RULE", "TenantDirectory")
+
+# Tenants are named like catalogs (settings.NAME_RE); anchored for JSON Schema, which searches.
+TENANT_NAME_PATTERN: Final = f"^{NAME_RE.pattern}$"
+TENANT_NAME_RULE: Final = "1 to 63 characters: lowercase letters, digits, '-' or '_'"
 
 
 class TenantDirectory:
@@ -31,7 +36,7 @@ class TenantDirectory:
 
     async def create(self, name: str, *, actor: str, client: ClientInfo | None = None) -> Tenant:
         if not NAME_RE.fullmatch(name):
-            raise InvalidInput("name", "1 to 63 characters: lowercase letters, digits, '-' or '_'")
+            raise InvalidInput("name", TENANT_NAME_RULE)
         try:
             return await self._store.insert_tenant(
                 name, self._record(actor, "tenant.create", None, client)

@@ -28,16 +28,19 @@ from .passwords import MAX_PASSWORD, MIN_PASSWORD, hash_password, verify_passwor
 if TYPE_CHECKING:  # the queue is handed in; identity does not depend on the audit package
     from ..audit.queue import AuditQueue
 
-__all__ = ("LoginThrottle", "UserAdmin")
+__all__ = ("USERNAME_PATTERN", "USERNAME_RULE", "LoginThrottle", "UserAdmin")
 
-_USERNAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+# Anchored, so that the same text serves as a JSON Schema pattern (which searches).
+USERNAME_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"
+USERNAME_RULE: Final = "1 to 64 characters: letters, digits, '.', '_', '@' or '-'"
+_USERNAME_RE: Final = re.compile(USERNAME_PATTERN)
 
 Clock = Callable[[], float]
 
 
 def _check_username(username: str) -> str:
     if not _USERNAME_RE.fullmatch(username):
-        raise InvalidInput("username", "1 to 64 characters: letters, digits, '.', '_', '@' or '-'")
+        raise InvalidInput("username", USERNAME_RULE)
     return username
 
 

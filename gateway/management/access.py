@@ -12,15 +12,14 @@ other tenants' service users by UUID).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Protocol, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar
 
 from aiohttp import web
 
 from ..auth.caller import require_principal
 from ..errors import Forbidden, NotFound
 from ..identity.models import Principal, Role
-from .schemas import parse_role
 
 __all__ = (
     "check_grant",
@@ -82,12 +81,15 @@ async def target(
     return found
 
 
-def role_and_tenant(caller: Principal, body: Mapping[str, Any], default: Role) -> tuple[Role, str]:
-    """The role and tenant (name) a new identity gets from ``body``, if ``caller`` may grant
-    them: never a role above its own, never another tenant (404, as if it did not exist)."""
-    role = parse_role(body.get("role", default.value))
+def role_and_tenant(
+    caller: Principal, role: Role | None, tenant: str | None, default: Role
+) -> tuple[Role, str]:
+    """The role and tenant (name) a new identity gets (``default`` and the caller's own tenant
+    when not given), if ``caller`` may grant them: never a role above its own, never another
+    tenant (404, as if it did not exist)."""
+    role = role or default
     check_grant(caller, role)
-    tenant = body.get("tenant", caller.tenant_name)
+    tenant = caller.tenant_name if tenant is None else tenant
     if tenant_scope(caller) is not None and tenant != caller.tenant_name:
         raise NotFound("tenant: no such tenant")
     return role, tenant

@@ -1,207 +1,113 @@
-"""The OpenAPI 3.1 document of the management API, served at ``/api/v1/openapi.json``."""
+"""The OpenAPI 3.1 document of the management API, served at ``/api/v1/openapi.json``,
+generated from the operations (``operations``) and their pydantic shapes (``schemas``)."""
 
 from __future__ import annotations
 
+import functools
+import re
+from collections.abc import Iterable
 from typing import Any, Final
 
 from aiohttp import web
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from .. import __version__
+from .operations import Operation
+from .schemas import Error
 
-__all__ = ("document", "routes")
+__all__ = ("build", "with_document")
 
-_ERROR: Final = {"$ref": "#/components/schemas/Error"}
-_TIME: Final = {"type": ["string", "null"], "format": "date-time"}
-_ROLE: Final = {"type": "string", "enum": ["Root", "TenantAdmin", "TenantUser"]}
-_PAGE: Final = [
-    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
-    {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
-]
-_ID: Final = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
+_REF: Final = "#/components/schemas/{model}"
+# A body that cannot be read at all: too large, or not JSON in UTF-8.
+_BODY_ERRORS: Final = (413, 415)
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": _REF.format(model=model.__name__)}
 
 
-def _op(
-    summary: str,
-    ok: tuple[int, dict[str, Any] | None],
-    *,
-    body: dict[str, Any] | None = None,
-    params: list[dict[str, Any]] | None = None,
-    errors: tuple[int, ...] = (400, 401, 403, 404),
-    public: bool = False,
-) -> dict[str, Any]:
-    status, schema = ok
-    responses: dict[str, Any] = {
-        str(status): {"description": "OK"}
-        if schema is None
-        else {"description": "OK", "content": {"application/json": {"schema": schema}}}
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def _parameters(op: Operation, schemas: dict[str, Any]) -> list[dict[str, Any]]:
+    parameters: list[dict[str, Any]] = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in op.path_parameters
+    ]
+    if op.query is not None:
+        query = schemas[op.query.__name__]
+        parameters += [
+            {"name": name, "in": "query", "required": False, "schema": schema}
+            for name, schema in query["properties"].items()
+        ]
+    return parameters
+
+
+def _operation(op: Operation, schemas: dict[str, Any]) -> dict[str, Any]:
+    answer: dict[str, Any] = {"description": "OK"}
+    if op.answer is not None:
+        answer["content"] = _json(_ref(op.answer))
+    responses = {str(op.status): answer}
+    errors = (*op.errors, *(_BODY_ERRORS if op.body is not None else ()))
+    for code in sorted(set(errors)):
+        responses[str(code)] = {"description": "Refused", "content": _json(_ref(Error))}
+    described: dict[str, Any] = {
+        "operationId": _operation_id(op),
+        "summary": op.summary,
+        "responses": responses,
     }
-    for code in errors:
-        responses[str(code)] = {
-            "description": "Error",
-            "content": {"application/json": {"schema": _ERROR}},
-        }
-    op: dict[str, Any] = {"summary": summary, "responses": responses}
-    if body is not None:
-        op["requestBody"] = {
-            "required": True,
-            "content": {"application/json": {"schema": body}},
-        }
-    if params:
-        op["parameters"] = params
-    if public:
-        op["security"] = []
-    return op
+    if op.body is not None:
+        # Optional when every field is: an empty body then reads as {} (parsing.read_body).
+        required = any(field.is_required() for field in op.body.model_fields.values())
+        described["requestBody"] = {"required": required, "content": _json(_ref(op.body))}
+    parameters = _parameters(op, schemas)
+    if parameters:
+        described["parameters"] = parameters
+    if op.public:
+        described["security"] = []
+    return described
 
 
-def _object(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "properties": properties,
-        "required": list(required),
-        "additionalProperties": False,
-    }
-
-
-def _page_of(name: str) -> dict[str, Any]:
-    return _object(
-        {
-            "items": {"type": "array", "items": _ref(name)},
-            "total": {"type": "integer"},
-            "limit": {"type": "integer"},
-            "offset": {"type": "integer"},
-        }
+def _operation_id(op: Operation) -> str:
+    """``getServiceUsersById`` for ``GET /api/v1/service-users/{id}``."""
+    words = re.findall(r"\{?[a-z]+", op.path.removeprefix("/api/v1/"))
+    return op.method.lower() + "".join(
+        "By" + word[1:].title() if word.startswith("{") else word.title() for word in words
     )
 
 
-_EXPIRY: Final = {
-    "expires_at": {"type": ["string", "null"], "format": "date-time"},
-    "expires_in": {"type": ["number", "null"], "description": "seconds from now"},
-}
+def _without_null_defaults(schema: Any) -> Any:
+    # "Left out" is spelled default=None in the models; in JSON Schema a null default would
+    # contradict fields that may not be null, and says nothing for those that may.
+    if isinstance(schema, dict):
+        return {
+            key: _without_null_defaults(value)
+            for key, value in schema.items()
+            if not (key == "default" and value is None)
+        }
+    if isinstance(schema, list):
+        return [_without_null_defaults(value) for value in schema]
+    return schema
 
 
-def document() -> dict[str, Any]:
-    key_answer = _object({"service_user": _ref("ServiceUser"), "api_key": {"type": "string"}})
-    create_su = _object(
-        {"name": {"type": "string", "maxLength": 128}, "role": _ROLE,
-         "description": {"type": "string", "maxLength": 1024}, "tenant": {"type": "string"},
-         **_EXPIRY},
-        ("name",),
-    )  # fmt: skip
-    update_su = _object(
-        {"description": {"type": "string"}, "role": _ROLE, "active": {"type": "boolean"},
-         **_EXPIRY}
-    )  # fmt: skip
-    su_filters = [
-        {"name": "active", "in": "query", "schema": {"type": "boolean"}},
-        {"name": "role", "in": "query", "schema": _ROLE},
-        {"name": "tenant", "in": "query", "schema": {"type": "string"}},
-        *_PAGE,
-    ]
-    audit_filters = [
-        {"name": name, "in": "query", "schema": {"type": "string"}}
-        for name in ("actor", "action", "target", "outcome")
-    ] + [{"name": "since", "in": "query", "schema": {"type": "string", "format": "date-time"}}]
-    paths: dict[str, Any] = {
-        "/api/v1/service-users": {
-            "post": _op("Create a service user; the key is in the answer, once",
-                        (201, key_answer), body=create_su, errors=(400, 401, 403, 404, 409)),
-            "get": _op("List service users", (200, _page_of("ServiceUser")), params=su_filters),
-        },
-        "/api/v1/service-users/{id}": {
-            "get": _op("Get a service user", (200, _ref("ServiceUser")), params=_ID),
-            "put": _op("Update description, role, expiry or active", (200, _ref("ServiceUser")),
-                       body=update_su, params=_ID),
-            "delete": _op("Delete a service user", (204, None), params=_ID),
-        },
-        "/api/v1/service-users/{id}/rotate": {
-            "post": _op("New key, shown once; the old key and its tokens stop working now",
-                        (200, key_answer), params=_ID),
-        },
-        "/api/v1/users": {
-            "post": _op("Create a human administrator", (201, _ref("User")),
-                        body=_object({"username": {"type": "string"},
-                                      "password": {"type": "string", "minLength": 12},
-                                      "role": _ROLE, "tenant": {"type": "string"}},
-                                     ("username", "password")),
-                        errors=(400, 401, 403, 404, 409)),
-            "get": _op("List users", (200, _page_of("User")), params=_PAGE),
-        },
-        "/api/v1/users/{id}": {
-            "get": _op("Get a user", (200, _ref("User")), params=_ID),
-            "delete": _op("Delete a user", (204, None), params=_ID),
-        },
-        "/api/v1/users/{id}/password": {
-            "put": _op("Change a password (your own needs current_password)", (200, _ref("User")),
-                       body=_object({"password": {"type": "string", "minLength": 12},
-                                     "current_password": {"type": "string"}}, ("password",)),
-                       params=_ID),
-        },
-        "/api/v1/login": {
-            "post": _op("Log in; returns a session token",
-                        (200, _object({"token": {"type": "string"},
-                                       "token_type": {"type": "string"},
-                                       "expires_in": {"type": "integer"},
-                                       "user": _ref("User")})),
-                        body=_object({"username": {"type": "string"},
-                                      "password": {"type": "string"}},
-                                     ("username", "password")),
-                        errors=(400, 401), public=True),
-        },
-        "/api/v1/tenants": {
-            "post": _op("Create a tenant (Root)", (201, _ref("Tenant")),
-                        body=_object({"name": {"type": "string"}}, ("name",)),
-                        errors=(400, 401, 403, 409)),
-            "get": _op("List tenants", (200, _page_of("Tenant"))),
-        },
-        "/api/v1/tenants/{id}": {
-            "delete": _op("Delete an empty tenant (Root)", (204, None), params=_ID,
-                          errors=(401, 403, 404, 409)),
-        },
-        "/api/v1/me": {"get": _op("Who the caller is", (200, _ref("Me")), errors=(401,))},
-        "/api/v1/audit": {
-            "get": _op("Audit records, newest first", (200, _page_of("AuditRecord")),
-                       params=[*audit_filters, *_PAGE]),
-        },
-        # Documents itself too: every /api/v1 route is described (checked by the tests).
-        "/api/v1/openapi.json": {
-            "get": _op("This OpenAPI document", (200, {"type": "object"}), errors=(),
-                       public=True),
-        },
-        "/api/v1/catalogs": {
-            "get": _op("Catalogs the caller may use", (200, {"type": "object"}), errors=(401,)),
-        },
-    }  # fmt: skip
-    schemas = {
-        "Error": _object(
-            {"error": _object({"message": {"type": "string"}, "type": {"type": "string"},
-                               "code": {"type": "integer"}}, ("message", "type", "code"))},
-            ("error",),
-        ),
-        "ServiceUser": _object(
-            {"id": {"type": "string", "format": "uuid"}, "name": {"type": "string"},
-             "description": {"type": "string"}, "tenant": {"type": "string"}, "role": _ROLE,
-             "key_id": {"type": "string"}, "active": {"type": "boolean"},
-             "created_at": _TIME, "created_by": {"type": ["string", "null"]},
-             "expires_at": _TIME, "last_used_at": _TIME, "key_rotated_at": _TIME,
-             "key_generation": {"type": "integer"}}
-        ),
-        "User": _object(
-            {"id": {"type": "string"}, "username": {"type": "string"},
-             "tenant": {"type": "string"}, "role": _ROLE, "active": {"type": "boolean"},
-             "created_at": _TIME, "created_by": {"type": ["string", "null"]},
-             "last_login_at": _TIME, "failed_logins": {"type": "integer"},
-             "password_changed_at": _TIME}
-        ),
-        "Tenant": _object({"id": {"type": "string"}, "name": {"type": "string"},
-                           "created_at": _TIME}),
-        "Me": _object({"id": {"type": "string"}, "name": {"type": "string"},
-                       "type": {"type": "string"}, "role": _ROLE, "tenant": {"type": "string"}}),
-        "AuditRecord": {"type": "object"},
-    }  # fmt: skip
+def build(operations: Iterable[Operation]) -> dict[str, Any]:
+    operations = tuple(operations)
+    models: list[tuple[type[BaseModel], JsonSchemaMode]] = [(Error, "serialization")]
+    for op in operations:
+        models += [(m, "validation") for m in (op.body, op.query) if m is not None]
+        if op.answer is not None:
+            models.append((op.answer, "serialization"))
+    _, top = models_json_schema(models, ref_template=_REF)
+    schemas: dict[str, Any] = _without_null_defaults(top.get("$defs", {}))
+    paths: dict[str, Any] = {}
+    for op in operations:
+        paths.setdefault(op.path, {})[op.method.lower()] = _operation(op, schemas)
+    # Query models are parameters, not components of their own.
+    for op in operations:
+        if op.query is not None:
+            schemas.pop(op.query.__name__, None)
     return {
         "openapi": "3.1.0",
         "info": {"title": "Pangolin Gateway management API", "version": __version__},
@@ -217,9 +123,17 @@ def document() -> dict[str, Any]:
     }
 
 
-async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(document())
+def with_document(operations: Iterable[Operation]) -> tuple[Operation, ...]:
+    """``operations`` and one more that serves their OpenAPI document (and describes itself:
+    every /api/v1 route is in the document, which the tests check)."""
 
+    async def serve(request: web.Request) -> web.Response:
+        return web.json_response(described())
 
-def routes() -> list[web.RouteDef]:
-    return [web.get("/api/v1/openapi.json", openapi)]
+    everything = (
+        *operations,
+        Operation("GET", "/api/v1/openapi.json", serve, "This OpenAPI document", 200, None,
+                  errors=(), public=True),
+    )  # fmt: skip
+    described = functools.cache(lambda: build(everything))
+    return everything

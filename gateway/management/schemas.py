@@ -1,257 +1,356 @@
-"""Strict JSON input for the management API, and the JSON shapes it answers with.
+"""Every shape of the management API, defined once (pydantic models).
 
-Bodies must be a JSON object of known fields with the right types: an unknown field, a wrong
-type or malformed JSON is a 400 whose message names the field, before anything changes.
-Nothing here ever serializes a key digest or a password hash.
+Request bodies and query strings are validated with these models, answers are serialised from
+them, and the OpenAPI document (``openapi``) is generated from them, so the three cannot
+disagree. The field rules come from the identity layer's own constants (name lengths,
+password bounds, username and tenant patterns): that layer still checks them for the callers
+that do not come through HTTP (``pangolin-gateway init``, the demo).
+
+Bodies are strict: an unknown field, a wrong JSON type (``true`` is not a number, ``1`` is not
+a string) or a missing required field is a 400 naming the field (``parsing``). Nothing here
+has a field for a key digest or a password hash, so no answer can carry one.
 """
 
 from __future__ import annotations
 
-import json
-import math
-from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Annotated, Any, ClassVar, Final, Literal
 
-from aiohttp import web
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import PydanticCustomError
 
-from ..errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from ..identity.models import Role, ServiceUser, Tenant, User
+from ..identity.passwords import MAX_PASSWORD, MIN_PASSWORD
+from ..identity.service_users import MAX_DESCRIPTION, MAX_NAME
+from ..identity.tenants import TENANT_NAME_PATTERN, TENANT_NAME_RULE
+from ..identity.users import USERNAME_PATTERN, USERNAME_RULE
+from ..store import AuditRecord
+from .times import iso, parse_time
 
 __all__ = (
+    "MAX_PAGE",
     "NO_STORE",
-    "Field",
-    "parse_role",
-    "bool_param",
-    "expiry",
-    "iso",
-    "page_params",
-    "parse_time",
-    "read_body",
-    "service_user_json",
-    "tenant_json",
-    "user_json",
+    "AuditPage",
+    "AuditQuery",
+    "AuditRecordView",
+    "Catalog",
+    "CatalogList",
+    "ChangePassword",
+    "CreateServiceUser",
+    "CreateTenant",
+    "CreateUser",
+    "Error",
+    "KeyAnswer",
+    "Login",
+    "LoginAnswer",
+    "Me",
+    "Paging",
+    "ServiceUserPage",
+    "ServiceUserQuery",
+    "ServiceUserView",
+    "TenantList",
+    "TenantView",
+    "UpdateServiceUser",
+    "UserPage",
+    "UserView",
 )
 
 MAX_PAGE: Final = 1000
+MAX_EXPIRES_IN: Final = 100 * 365 * 86400
 # Answers that carry a one-time key or a session token must not be cached anywhere.
 NO_STORE: Final = {"Cache-Control": "no-store"}
 
 
-@dataclass(frozen=True, slots=True)
-class Field:
-    type: type | tuple[type, ...]
-    required: bool = False
-    nullable: bool = False
+class _Body(BaseModel):
+    """A request body: exactly the declared fields, strict JSON types, and ``null`` only for
+    the fields in ``NULLABLE`` (an optional field may be left out, not set to null)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    NULLABLE: ClassVar[frozenset[str]] = frozenset()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_nulls(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name, value in data.items():
+                if value is None and name in cls.model_fields and name not in cls.NULLABLE:
+                    raise PydanticCustomError("null_forbidden", "must not be null", {"field": name})
+        return data
 
 
-async def read_body(request: web.Request, fields: Mapping[str, Field]) -> dict[str, Any]:
-    """The request's JSON object, checked against ``fields``; raises BadRequest (400), or
-    UnsupportedMediaType (415) for a body that is not ``application/json`` in UTF-8.
-
-    Strict as RFC 8259 asks of what is exchanged between systems: UTF-8 without a byte order
-    mark (``json.loads`` would guess UTF-16 and UTF-32 from the bytes), and no repeated names
-    (parsers disagree on which copy wins: ``{"role": "TenantUser", "role": "TenantAdmin"}``
-    must not be read one way here and another way by whoever audits the request)."""
-    try:
-        raw = await request.read()  # bounded by the app's client_max_size
-    except web.HTTPRequestEntityTooLarge:
-        raise PayloadTooLarge() from None
-    if not raw.strip():
-        return _checked({}, fields)
-    if request.content_type != "application/json":
-        raise UnsupportedMediaType("Content-Type must be application/json")
-    charset = request.charset
-    if charset is not None and charset.lower() not in ("utf-8", "utf8"):
-        raise UnsupportedMediaType("JSON bodies must be UTF-8")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadRequest("Malformed JSON body: not UTF-8") from None
-    if text.startswith("\ufeff"):
-        raise BadRequest("Malformed JSON body: no byte order mark")
-    try:
-        body: Any = json.loads(text, object_pairs_hook=_unique_names)
-    # RecursionError: a few KB of "[[[[..." nests past the interpreter's recursion limit;
-    # uncaught it was a 500 with a traceback in the log for what is just a bad body.
-    except (ValueError, RecursionError) as exc:
-        if isinstance(exc, _RepeatedName):
-            raise BadRequest(f"{_shown(exc.name)}: given more than once") from None
-        raise BadRequest("Malformed JSON body") from None
-    return _checked(body, fields)
+class _Answer(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class _RepeatedName(ValueError):
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
-        self.name = name
+def _time(field: str) -> BeforeValidator:
+    """ISO 8601 text with a time zone, read to epoch seconds by the same function everywhere
+    (parse_time), so the message names the field and an out-of-range year is a 400."""
 
-
-def _unique_names(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for name, value in pairs:
-        if name in obj:
-            raise _RepeatedName(name)
-        obj[name] = value
-    return obj
-
-
-def _checked(body: Any, fields: Mapping[str, Field]) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise BadRequest("The body must be a JSON object")
-    for name in body:
-        if name not in fields:
-            # The name is client text: never echo control characters (or a huge name) back.
-            raise BadRequest(f"{_shown(name)}: unknown field")
-    for name, field in fields.items():
-        if name not in body:
-            if field.required:
-                raise BadRequest(f"{name}: required")
-            continue
-        value = body[name]
+    def read(value: object) -> object:
         if value is None:
-            if not field.nullable:
-                raise BadRequest(f"{name}: must not be null")
-            continue
-        expected = field.type if isinstance(field.type, tuple) else (field.type,)
-        # bool is an int in Python; JSON true must not pass for a number (or the reverse).
-        if isinstance(value, bool) != (bool in expected) or not isinstance(value, expected):
-            names = " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in expected)
-            raise BadRequest(f"{name}: must be {names}")
-        # JSON may escape a lone surrogate (\ud800), which json.loads turns into a str that
-        # cannot be encoded: storing or hashing it raised UnicodeEncodeError, a 500.
-        if isinstance(value, str) and not _encodable(value):
-            raise BadRequest(f"{name}: must be valid Unicode text")
-    return body
+            return None
+        if not isinstance(value, str):
+            raise ValueError(f"{field}: must be an ISO 8601 time such as 2027-01-31T00:00:00Z")
+        return parse_time(field, value)
+
+    return BeforeValidator(read)
 
 
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+_TIME_TEXT: Final = {"type": ["string", "null"], "format": "date-time"}
+# A time in an answer: ISO 8601 in UTC with "Z", or null when there is none.
+Time = Annotated[str | None, Field(json_schema_extra={"format": "date-time"})]
+Description = Annotated[str, Field(max_length=MAX_DESCRIPTION)]
+# Seconds from now; JSON has no infinity, and true is not a number (strict).
+ExpiresIn = Annotated[
+    float | None,
+    Field(gt=0, le=MAX_EXPIRES_IN, allow_inf_nan=False, description="seconds from now"),
+]
+# Epoch seconds once read; ISO 8601 text with a time zone on the wire.
+ExpiresAt = Annotated[float | None, _time("expires_at"), WithJsonSchema(_TIME_TEXT)]
+# Optional but never null: SkipJsonSchema keeps null out of the document, _refuse_nulls out
+# of the input.
+_Optional = SkipJsonSchema[None]
 
 
-def _shown(text: str, limit: int = 64) -> str:
-    """Client text made safe to repeat in a message: printable, and not too long."""
-    return "".join(ch if ch.isprintable() else "?" for ch in text[:limit])
+class CreateServiceUser(_Body):
+    NULLABLE = frozenset({"expires_at", "expires_in"})  # null: never expires
+
+    name: Annotated[str, Field(min_length=1, max_length=MAX_NAME)]
+    role: Role | _Optional = None
+    description: Description = ""
+    tenant: str | _Optional = None
+    expires_at: ExpiresAt = None
+    expires_in: ExpiresIn = None
 
 
-_TYPE_NAMES: Final = {str: "a string", int: "an integer", bool: "true or false"}
+class UpdateServiceUser(_Body):
+    NULLABLE = frozenset({"expires_at", "expires_in"})  # null: never expires
+
+    description: Description | _Optional = None
+    role: Role | _Optional = None
+    active: bool | _Optional = None
+    expires_at: ExpiresAt = None
+    expires_in: ExpiresIn = None
 
 
-def parse_role(value: str) -> Role:
-    try:
-        return Role(value)
-    except ValueError:
-        raise BadRequest("role: must be Root, TenantAdmin or TenantUser") from None
+class CreateUser(_Body):
+    username: Annotated[str, Field(pattern=USERNAME_PATTERN, description=USERNAME_RULE)]
+    password: Annotated[str, Field(min_length=MIN_PASSWORD, max_length=MAX_PASSWORD)]
+    role: Role | _Optional = None
+    tenant: str | _Optional = None
 
 
-def parse_time(field: str, value: str) -> float:
-    """ISO 8601 with a time zone (``2027-01-31T00:00:00Z``) to epoch seconds."""
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise BadRequest(
-            f"{field}: must be an ISO 8601 time such as 2027-01-31T00:00:00Z"
-        ) from None
-    if parsed.tzinfo is None:
-        raise BadRequest(f"{field}: must include a time zone (for example Z for UTC)")
-    try:
-        # 9999-12-31T23:59:59-14:00 parses, but is in year 10000 in UTC: stored, it made
-        # every answer showing it (iso(), so the whole service-user list) fail with a 500.
-        parsed.astimezone(UTC)
-    except OverflowError:
-        raise BadRequest(f"{field}: must be a time between the years 1 and 9999 in UTC") from None
-    return parsed.timestamp()
+class ChangePassword(_Body):
+    password: Annotated[str, Field(min_length=MIN_PASSWORD, max_length=MAX_PASSWORD)]
+    current_password: Annotated[str, Field(max_length=MAX_PASSWORD)] | _Optional = None
 
 
-def iso(timestamp: float | None) -> str | None:
-    if timestamp is None:
-        return None
-    return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
+class Login(_Body):
+    # No pattern or length rule here: a login answers one thing ("wrong username or
+    # password") for every bad guess, and says nothing about which rule a guess broke.
+    username: Annotated[str, Field(max_length=MAX_PASSWORD)]
+    password: Annotated[str, Field(max_length=MAX_PASSWORD)]
 
 
-def page_params(request: web.Request) -> tuple[int, int]:
-    """``limit`` (1..1000, default 100) and ``offset`` (default 0) from the query."""
-    return (
-        _int_param(request, "limit", 100, 1, MAX_PAGE),
-        _int_param(request, "offset", 0, 0, 2**31),
-    )
+class CreateTenant(_Body):
+    name: Annotated[str, Field(pattern=TENANT_NAME_PATTERN, description=TENANT_NAME_RULE)]
 
 
-def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    # isascii: str.isdigit() is also true for "²", which int() refuses (a 500).
-    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
-        raise BadRequest(f"{name}: must be an integer from {low} to {high}")
-    return int(raw)
+# Query strings: every value arrives as text, so numbers are read from digits and booleans
+# from exactly "true" or "false" (not pydantic's lax "yes", "on" or "1").
+def _query_bool(value: object) -> object:
+    if isinstance(value, str):
+        if value.lower() not in ("true", "false"):
+            raise ValueError("must be true or false")
+        return value.lower() == "true"
+    return value
 
 
-def bool_param(request: web.Request, name: str) -> bool | None:
-    raw = request.query.get(name)
-    if raw is None:
-        return None
-    if raw.lower() not in ("true", "false"):
-        raise BadRequest(f"{name}: must be true or false")
-    return raw.lower() == "true"
+def _digits(value: object) -> object:
+    # isascii: "²".isdigit() is true as well; int() refuses it.
+    if isinstance(value, str):
+        if not (value.isascii() and value.isdigit()):
+            raise ValueError("must be a whole number")
+        return int(value)
+    return value
 
 
-def expiry(body: Mapping[str, Any], now: float) -> tuple[bool, float | None]:
-    """(given, expires_at) from ``expires_at`` (ISO time or null) or ``expires_in`` (seconds)."""
-    if "expires_at" in body and "expires_in" in body:
-        raise BadRequest("expires_at: give either expires_at or expires_in, not both")
-    if "expires_in" in body:
-        seconds = body["expires_in"]
-        if seconds is None:
-            return True, None
-        if not 0 < seconds <= 100 * 365 * 86400 or not math.isfinite(seconds):
-            raise BadRequest("expires_in: must be a positive number of seconds")
-        return True, now + seconds
-    if "expires_at" in body:
-        value = body["expires_at"]
-        return True, None if value is None else parse_time("expires_at", value)
-    return False, None
+QueryBool = Annotated[bool | _Optional, BeforeValidator(_query_bool)]
 
 
-def service_user_json(user: ServiceUser, last_used_at: float | None = None) -> dict[str, Any]:
-    """The public view of a service user (no key material beyond the public key id)."""
-    last_used = max(filter(None, (user.last_used_at, last_used_at)), default=None)
-    return {
-        "id": user.id,
-        "name": user.name,
-        "description": user.description,
-        "tenant": user.tenant_name,
-        "role": user.role.value,
-        "key_id": user.key_id,
-        "active": user.active,
-        "created_at": iso(user.created_at),
-        "created_by": user.created_by,
-        "expires_at": iso(user.expires_at),
-        "last_used_at": iso(last_used),
-        "key_rotated_at": iso(user.key_rotated_at),
-        "key_generation": user.key_generation,
-    }
+class Paging(_Body):
+    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+
+    limit: Annotated[int, Field(ge=1, le=MAX_PAGE), BeforeValidator(_digits)] = 100
+    offset: Annotated[int, Field(ge=0, le=2**31), BeforeValidator(_digits)] = 0
 
 
-def user_json(user: User) -> dict[str, Any]:
-    return {
-        "id": user.id,
-        "username": user.username,
-        "tenant": user.tenant_name,
-        "role": user.role.value,
-        "active": user.active,
-        "created_at": iso(user.created_at),
-        "created_by": user.created_by,
-        "last_login_at": iso(user.last_login_at),
-        "failed_logins": user.failed_logins,
-        "password_changed_at": iso(user.password_changed_at),
-    }
+class ServiceUserQuery(Paging):
+    active: QueryBool = None
+    role: Role | _Optional = None
+    tenant: str | _Optional = None
 
 
-def tenant_json(tenant: Tenant) -> dict[str, Any]:
-    return {"id": tenant.id, "name": tenant.name, "created_at": iso(tenant.created_at)}
+class AuditQuery(Paging):
+    actor: str | _Optional = None
+    action: str | _Optional = None
+    target: str | _Optional = None
+    outcome: Literal["success", "failure"] | _Optional = None
+    since: Annotated[
+        float | _Optional, _time("since"), WithJsonSchema({"type": "string", "format": "date-time"})
+    ] = None
+
+
+class ServiceUserView(_Answer):
+    """The public view of a service user: no key material beyond the public key id."""
+
+    id: Annotated[str, Field(json_schema_extra={"format": "uuid"})]
+    name: str
+    description: str
+    tenant: str
+    role: Role
+    key_id: str
+    active: bool
+    created_at: Time
+    created_by: str | None
+    expires_at: Time
+    last_used_at: Time
+    key_rotated_at: Time
+    key_generation: int
+
+    @classmethod
+    def of(cls, user: ServiceUser, last_used_at: float | None = None) -> ServiceUserView:
+        """``last_used_at``: a newer use still waiting in memory to be written."""
+        last_used = max(filter(None, (user.last_used_at, last_used_at)), default=None)
+        return cls(
+            id=user.id, name=user.name, description=user.description,
+            tenant=user.tenant_name, role=user.role, key_id=user.key_id, active=user.active,
+            created_at=iso(user.created_at), created_by=user.created_by,
+            expires_at=iso(user.expires_at), last_used_at=iso(last_used),
+            key_rotated_at=iso(user.key_rotated_at), key_generation=user.key_generation,
+        )  # fmt: skip
+
+
+class UserView(_Answer):
+    id: str
+    username: str
+    tenant: str
+    role: Role
+    active: bool
+    created_at: Time
+    created_by: str | None
+    last_login_at: Time
+    failed_logins: int
+    password_changed_at: Time
+
+    @classmethod
+    def of(cls, user: User) -> UserView:
+        return cls(
+            id=user.id, username=user.username, tenant=user.tenant_name, role=user.role,
+            active=user.active, created_at=iso(user.created_at), created_by=user.created_by,
+            last_login_at=iso(user.last_login_at), failed_logins=user.failed_logins,
+            password_changed_at=iso(user.password_changed_at),
+        )  # fmt: skip
+
+
+class TenantView(_Answer):
+    id: str
+    name: str
+    created_at: Time
+
+    @classmethod
+    def of(cls, tenant: Tenant) -> TenantView:
+        return cls(id=tenant.id, name=tenant.name, created_at=iso(tenant.created_at))
+
+
+class KeyAnswer(_Answer):
+    """Create and rotate: the only answers that carry a key (once, ``no-store``)."""
+
+    service_user: ServiceUserView
+    api_key: str
+
+
+class LoginAnswer(_Answer):
+    token: str
+    token_type: Literal["bearer"]
+    expires_in: int
+    user: UserView
+
+
+class Me(_Answer):
+    id: str
+    name: str
+    type: str
+    role: Role
+    tenant: str
+
+
+class AuditRecordView(_Answer):
+    at: Time
+    actor: str
+    action: str
+    target_type: str | None
+    target_id: str | None
+    tenant_id: str | None
+    outcome: Annotated[str, Field(json_schema_extra={"enum": ["success", "failure"]})]
+    client_addr: str | None
+    user_agent: str | None
+    detail: str | None
+
+    @classmethod
+    def of(cls, record: AuditRecord) -> AuditRecordView:
+        return cls(
+            at=iso(record.at), actor=record.actor, action=record.action,
+            target_type=record.target_type, target_id=record.target_id,
+            tenant_id=record.tenant_id, outcome=record.outcome,
+            client_addr=record.client_addr, user_agent=record.user_agent, detail=record.detail,
+        )  # fmt: skip
+
+
+class _Page(_Answer):
+    total: int
+    limit: int
+    offset: int
+
+
+class ServiceUserPage(_Page):
+    items: list[ServiceUserView]
+
+
+class UserPage(_Page):
+    items: list[UserView]
+
+
+class AuditPage(_Page):
+    items: list[AuditRecordView]
+
+
+class TenantList(_Answer):
+    items: list[TenantView]
+    total: int
+
+
+class Catalog(_Answer):
+    model_config = ConfigDict(extra="forbid", frozen=True, serialize_by_alias=True)
+
+    name: str
+    tenant: str
+    default: bool
+    uri: str
+    oauth2_server_uri: str = Field(serialization_alias="oauth2-server-uri")
+
+
+class CatalogList(_Answer):
+    catalogs: list[Catalog]
+
+
+class ErrorDetail(_Answer):
+    message: str
+    type: str
+    code: int
+
+
+class Error(_Answer):
+    """Every refusal, in the Iceberg REST error shape."""
+
+    error: ErrorDetail

@@ -6,7 +6,7 @@ answer ever carries a key digest or an old key.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any
 
 from aiohttp import web
 
@@ -16,49 +16,44 @@ from ..identity.models import Role, ServiceUser
 from ..identity.service_users import CreatedKey
 from ..state import AUTHENTICATOR, CLOCK, SERVICE_USERS
 from .access import check_grant, manager, role_and_tenant, target, tenant_scope
+from .operations import Operation
+from .parsing import read_body, read_query
 from .schemas import (
     NO_STORE,
-    Field,
-    bool_param,
-    expiry,
-    page_params,
-    parse_role,
-    read_body,
-    service_user_json,
+    CreateServiceUser,
+    KeyAnswer,
+    ServiceUserPage,
+    ServiceUserQuery,
+    ServiceUserView,
+    UpdateServiceUser,
 )
 from .trail import audited
 
-__all__ = ("routes",)
+__all__ = ("OPERATIONS",)
 
 
-_CREATE: Final = {
-    "name": Field(str, required=True),
-    "role": Field(str),
-    "description": Field(str),
-    "tenant": Field(str),
-    "expires_at": Field(str, nullable=True),
-    "expires_in": Field((int, float), nullable=True),
-}
-_UPDATE: Final = {
-    "description": Field(str),
-    "role": Field(str),
-    "active": Field(bool),
-    "expires_at": Field(str, nullable=True),
-    "expires_in": Field((int, float), nullable=True),
-}
-
-
-def _json(request: web.Request, user: ServiceUser) -> dict[str, Any]:
+def _view(request: web.Request, user: ServiceUser) -> ServiceUserView:
     pending = request.app[AUTHENTICATOR].pending_last_used_of(user.id)
-    return service_user_json(user, pending)
+    return ServiceUserView.of(user, pending)
 
 
 def _created(request: web.Request, created: CreatedKey, status: int) -> web.Response:
-    return web.json_response(
-        {"service_user": _json(request, created.user), "api_key": created.api_key.plaintext()},
-        status=status,
-        headers=NO_STORE,
+    answer = KeyAnswer(
+        service_user=_view(request, created.user), api_key=created.api_key.plaintext()
     )
+    return web.json_response(answer.model_dump(mode="json"), status=status, headers=NO_STORE)
+
+
+def _expiry(body: CreateServiceUser | UpdateServiceUser, now: float) -> tuple[bool, float | None]:
+    """(given, expires_at) from ``expires_at`` (a time or null) or ``expires_in`` (seconds)."""
+    given = body.model_fields_set
+    if "expires_at" in given and "expires_in" in given:
+        raise BadRequest("expires_at: give either expires_at or expires_in, not both")
+    if "expires_in" in given:
+        return True, None if body.expires_in is None else now + body.expires_in
+    if "expires_at" in given:
+        return True, body.expires_at  # read to epoch seconds by the model (schemas.ExpiresAt)
+    return False, None
 
 
 async def _target(request: web.Request, *, mutate: bool) -> ServiceUser:
@@ -68,11 +63,11 @@ async def _target(request: web.Request, *, mutate: bool) -> ServiceUser:
 @audited("service_user.create", "service_user")
 async def create(request: web.Request) -> web.Response:
     caller = manager(request)
-    body = await read_body(request, _CREATE)
-    role, tenant = role_and_tenant(caller, body, Role.TENANT_USER)
-    _, expires_at = expiry(body, request.app[CLOCK]())
+    body = await read_body(request, CreateServiceUser)
+    role, tenant = role_and_tenant(caller, body.role, body.tenant, Role.TENANT_USER)
+    _, expires_at = _expiry(body, request.app[CLOCK]())
     created = await request.app[SERVICE_USERS].create(
-        name=body["name"], role=role, tenant=tenant, description=body.get("description", ""),
+        name=body.name, role=role, tenant=tenant, description=body.description,
         expires_at=expires_at, actor=caller.id, client=client_details(request),
     )  # fmt: skip
     return _created(request, created, 201)
@@ -80,53 +75,51 @@ async def create(request: web.Request) -> web.Response:
 
 async def list_(request: web.Request) -> web.Response:
     caller = manager(request)
-    limit, offset = page_params(request)
-    role = request.query.get("role")
+    query = read_query(request, ServiceUserQuery)
     tenant_id = tenant_scope(caller)
     users, total = await request.app[SERVICE_USERS].list(
         tenant_id=tenant_id,
-        tenant_name=request.query.get("tenant") if tenant_id is None else None,
-        active=bool_param(request, "active"),
-        role=parse_role(role) if role is not None else None,
-        limit=limit,
-        offset=offset,
+        tenant_name=query.tenant if tenant_id is None else None,
+        active=query.active,
+        role=query.role,
+        limit=query.limit,
+        offset=query.offset,
     )
-    return web.json_response(
-        {
-            "items": [_json(request, user) for user in users],
-            "total": total,
-            "limit": limit,
-            "offset": offset,
-        }
+    page = ServiceUserPage(
+        items=[_view(request, user) for user in users],
+        total=total,
+        limit=query.limit,
+        offset=query.offset,
     )
+    return web.json_response(page.model_dump(mode="json"))
 
 
 async def get(request: web.Request) -> web.Response:
-    return web.json_response(_json(request, await _target(request, mutate=False)))
+    user = await _target(request, mutate=False)
+    return web.json_response(_view(request, user).model_dump(mode="json"))
 
 
 @audited("service_user.update", "service_user")
 async def update(request: web.Request) -> web.Response:
     caller = manager(request)
     user = await _target(request, mutate=True)
-    body = await read_body(request, _UPDATE)
+    body = await read_body(request, UpdateServiceUser)
+    given = body.model_fields_set
     changes: dict[str, Any] = {}
-    if "role" in body:
-        changes["role"] = parse_role(body["role"])
+    for field in ("role", "description", "active"):
+        if field in given:  # never null (schemas: _refuse_nulls)
+            changes[field] = getattr(body, field)
+    if "role" in changes:
         check_grant(caller, changes["role"])
-    if "description" in body:
-        changes["description"] = body["description"]
-    if "active" in body:
-        changes["active"] = body["active"]
-    given, expires_at = expiry(body, request.app[CLOCK]())
-    if given:
+    expiry_given, expires_at = _expiry(body, request.app[CLOCK]())
+    if expiry_given:
         changes["expires_at"] = expires_at
     if not changes:
         raise BadRequest("Nothing to update: give description, role, active or expires_at")
     updated = await request.app[SERVICE_USERS].update(
         user.id, changes, actor=caller.id, client=client_details(request)
     )
-    return web.json_response(_json(request, updated))
+    return web.json_response(_view(request, updated).model_dump(mode="json"))
 
 
 @audited("service_user.rotate", "service_user")
@@ -149,13 +142,19 @@ async def delete(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-def routes() -> list[web.RouteDef]:
-    base = "/api/v1/service-users"
-    return [
-        web.post(base, create),
-        web.get(base, list_),
-        web.get(base + "/{id}", get),
-        web.put(base + "/{id}", update),
-        web.delete(base + "/{id}", delete),
-        web.post(base + "/{id}/rotate", rotate),
-    ]
+_BASE = "/api/v1/service-users"
+_CONFLICTS = (400, 401, 403, 404, 409)
+OPERATIONS = (
+    Operation("POST", _BASE, create, "Create a service user; the key is in the answer, once",
+              201, KeyAnswer, body=CreateServiceUser, errors=_CONFLICTS, no_store=True),
+    Operation("GET", _BASE, list_, "List service users", 200, ServiceUserPage,
+              query=ServiceUserQuery),
+    Operation("GET", _BASE + "/{id}", get, "Get a service user", 200, ServiceUserView),
+    Operation("PUT", _BASE + "/{id}", update, "Update description, role, expiry or active",
+              200, ServiceUserView, body=UpdateServiceUser, errors=_CONFLICTS),
+    Operation("DELETE", _BASE + "/{id}", delete, "Delete a service user", 204, None,
+              errors=_CONFLICTS),
+    Operation("POST", _BASE + "/{id}/rotate", rotate,
+              "New key, shown once; the old key and its tokens stop working now", 200,
+              KeyAnswer, no_store=True),
+)  # fmt: skip

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Final
-
 from aiohttp import web
 
 from ..audit.events import client_details
@@ -11,12 +9,12 @@ from ..errors import Forbidden
 from ..identity.models import Principal, Role
 from ..state import TENANTS
 from .access import principal
-from .schemas import Field, read_body, tenant_json
+from .operations import Operation
+from .parsing import read_body
+from .schemas import CreateTenant, TenantList, TenantView
 from .trail import audited
 
-__all__ = ("routes",)
-
-_CREATE: Final = {"name": Field(str, required=True)}
+__all__ = ("OPERATIONS",)
 
 
 def _root(request: web.Request) -> Principal:
@@ -29,11 +27,11 @@ def _root(request: web.Request) -> Principal:
 @audited("tenant.create", "tenant")
 async def create(request: web.Request) -> web.Response:
     caller = _root(request)
-    body = await read_body(request, _CREATE)
+    body = await read_body(request, CreateTenant)
     tenant = await request.app[TENANTS].create(
-        body["name"], actor=caller.id, client=client_details(request)
+        body.name, actor=caller.id, client=client_details(request)
     )
-    return web.json_response(tenant_json(tenant), status=201)
+    return web.json_response(TenantView.of(tenant).model_dump(mode="json"), status=201)
 
 
 async def list_(request: web.Request) -> web.Response:
@@ -41,7 +39,8 @@ async def list_(request: web.Request) -> web.Response:
     tenants = await request.app[TENANTS].list()
     if caller.role is not Role.ROOT:
         tenants = [t for t in tenants if t.id == caller.tenant_id]
-    return web.json_response({"items": [tenant_json(t) for t in tenants], "total": len(tenants)})
+    answer = TenantList(items=[TenantView.of(t) for t in tenants], total=len(tenants))
+    return web.json_response(answer.model_dump(mode="json"))
 
 
 @audited("tenant.delete", "tenant")
@@ -53,9 +52,11 @@ async def delete(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-def routes() -> list[web.RouteDef]:
-    return [
-        web.post("/api/v1/tenants", create),
-        web.get("/api/v1/tenants", list_),
-        web.delete("/api/v1/tenants/{id}", delete),
-    ]
+OPERATIONS = (
+    Operation("POST", "/api/v1/tenants", create, "Create a tenant (Root)", 201, TenantView,
+              body=CreateTenant, errors=(400, 401, 403, 409)),
+    Operation("GET", "/api/v1/tenants", list_, "List tenants", 200, TenantList,
+              errors=(401,)),
+    Operation("DELETE", "/api/v1/tenants/{id}", delete, "Delete an empty tenant (Root)", 204,
+              None, errors=(401, 403, 404, 409)),
+)  # fmt: skip

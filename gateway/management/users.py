@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Final
-
 from aiohttp import web
 
 from ..audit.events import client_details
@@ -11,19 +9,25 @@ from ..errors import BadRequest, Forbidden, LoginFailed
 from ..identity.models import Role, User
 from ..state import SETTINGS, TOKENS, USERS
 from .access import manager, principal, role_and_tenant, target, tenant_scope
-from .schemas import NO_STORE, Field, page_params, read_body, user_json
+from .operations import Operation
+from .parsing import read_body, read_query
+from .schemas import (
+    NO_STORE,
+    ChangePassword,
+    CreateUser,
+    Login,
+    LoginAnswer,
+    Paging,
+    UserPage,
+    UserView,
+)
 from .trail import audited
 
-__all__ = ("routes",)
+__all__ = ("OPERATIONS",)
 
-_CREATE: Final = {
-    "username": Field(str, required=True),
-    "password": Field(str, required=True),
-    "role": Field(str),
-    "tenant": Field(str),
-}
-_PASSWORD: Final = {"password": Field(str, required=True), "current_password": Field(str)}
-_LOGIN: Final = {"username": Field(str, required=True), "password": Field(str, required=True)}
+
+def _json(user: User) -> web.Response:
+    return web.json_response(UserView.of(user).model_dump(mode="json"))
 
 
 async def _target(request: web.Request, *, mutate: bool) -> User:
@@ -33,28 +37,29 @@ async def _target(request: web.Request, *, mutate: bool) -> User:
 @audited("user.create", "user")
 async def create(request: web.Request) -> web.Response:
     caller = manager(request)
-    body = await read_body(request, _CREATE)
-    role, tenant = role_and_tenant(caller, body, Role.TENANT_ADMIN)
+    body = await read_body(request, CreateUser)
+    role, tenant = role_and_tenant(caller, body.role, body.tenant, Role.TENANT_ADMIN)
     user = await request.app[USERS].create(
-        username=body["username"], password=body["password"], role=role, tenant=tenant,
+        username=body.username, password=body.password, role=role, tenant=tenant,
         actor=caller.id, client=client_details(request),
     )  # fmt: skip
-    return web.json_response(user_json(user), status=201)
+    return web.json_response(UserView.of(user).model_dump(mode="json"), status=201)
 
 
 async def list_(request: web.Request) -> web.Response:
     caller = manager(request)
-    limit, offset = page_params(request)
+    query = read_query(request, Paging)
     users, total = await request.app[USERS].list(
-        tenant_id=tenant_scope(caller), limit=limit, offset=offset
+        tenant_id=tenant_scope(caller), limit=query.limit, offset=query.offset
     )
-    return web.json_response(
-        {"items": [user_json(u) for u in users], "total": total, "limit": limit, "offset": offset}
+    page = UserPage(
+        items=[UserView.of(u) for u in users], total=total, limit=query.limit, offset=query.offset
     )
+    return web.json_response(page.model_dump(mode="json"))
 
 
 async def get(request: web.Request) -> web.Response:
-    return web.json_response(user_json(await _target(request, mutate=False)))
+    return _json(await _target(request, mutate=False))
 
 
 @audited("user.delete", "user")
@@ -72,46 +77,47 @@ async def change_password(request: web.Request) -> web.Response:
     """Users change their own password (giving the current one); managers reset others'."""
     caller = principal(request)
     users = request.app[USERS]
-    body = await read_body(request, _PASSWORD)
+    body = await read_body(request, ChangePassword)
     if request.match_info["id"] == caller.id and caller.type == "user":
         user = await users.get(caller.id)
-        current = body.get("current_password")
+        current = body.current_password
         if current is None or not await users.verify_current_password(user, current):
             raise Forbidden("Forbidden: current_password is wrong or missing")
     else:
         user = await _target(request, mutate=True)
     updated = await users.change_password(
-        user.id, body["password"], actor=caller.id, client=client_details(request)
+        user.id, body.password, actor=caller.id, client=client_details(request)
     )
-    return web.json_response(user_json(updated))
+    return _json(updated)
 
 
 async def login(request: web.Request) -> web.Response:
-    body = await read_body(request, _LOGIN)
-    user = await request.app[USERS].login(
-        body["username"], body["password"], client_details(request)
-    )
+    body = await read_body(request, Login)
+    user = await request.app[USERS].login(body.username, body.password, client_details(request))
     if user is None:
         raise LoginFailed()
     lifetime = request.app[SETTINGS].tokens.session_lifetime_seconds
     issued = request.app[TOKENS].issue(user.principal(), "session", lifetime=lifetime)
-    return web.json_response(
-        {
-            "token": issued.access_token,
-            "token_type": "bearer",
-            "expires_in": issued.expires_in,
-            "user": user_json(user),
-        },
-        headers=NO_STORE,
+    answer = LoginAnswer(
+        token=issued.access_token,
+        token_type="bearer",
+        expires_in=issued.expires_in,
+        user=UserView.of(user),
     )
+    return web.json_response(answer.model_dump(mode="json"), headers=NO_STORE)
 
 
-def routes() -> list[web.RouteDef]:
-    return [
-        web.post("/api/v1/users", create),
-        web.get("/api/v1/users", list_),
-        web.get("/api/v1/users/{id}", get),
-        web.delete("/api/v1/users/{id}", delete),
-        web.put("/api/v1/users/{id}/password", change_password),
-        web.post("/api/v1/login", login),
-    ]
+_CONFLICTS = (400, 401, 403, 404, 409)
+OPERATIONS = (
+    Operation("POST", "/api/v1/users", create, "Create a human administrator", 201, UserView,
+              body=CreateUser, errors=_CONFLICTS),
+    Operation("GET", "/api/v1/users", list_, "List users", 200, UserPage, query=Paging),
+    Operation("GET", "/api/v1/users/{id}", get, "Get a user", 200, UserView),
+    Operation("DELETE", "/api/v1/users/{id}", delete, "Delete a user", 204, None,
+              errors=_CONFLICTS),
+    Operation("PUT", "/api/v1/users/{id}/password", change_password,
+              "Change a password (your own needs current_password)", 200, UserView,
+              body=ChangePassword, errors=_CONFLICTS),
+    Operation("POST", "/api/v1/login", login, "Log in; returns a session token", 200,
+              LoginAnswer, body=Login, errors=(400, 401), public=True, no_store=True),
+)  # fmt: skip
