@@ -9,6 +9,8 @@ that do not come through HTTP (``pangolin-gateway init``, the demo).
 Bodies are strict: an unknown field, a wrong JSON type (``true`` is not a number, ``1`` is not
 a string) or a missing required field is a 400 naming the field (``parsing``). Nothing here
 has a field for a key digest or a password hash, so no answer can carry one.
+
+(Over 300 lines on purpose: this file is the API's reference, every shape in one place.)
 """
 
 from __future__ import annotations

@@ -1,43 +1,8 @@
-"""One ``/metrics`` for the whole instance under ``serve --workers N``: snapshot files.
-
-Every worker keeps counting in its own memory, exactly as a single process does (plain
-``int`` increments on its event loop: no lock, no syscall, no write per request). What is
-shared is a snapshot of those counts:
-
-- The supervisor creates a private directory (``tempfile.mkdtemp``: mode 0700, under
-  ``$TMPDIR``) for the instance, hands it to the workers and removes it when it exits.
-- Each worker writes its raw counts (``GatewayMetrics.snapshot()``, as JSON) to
-  ``worker-<index>.json`` there every ``SNAPSHOT_SECONDS``, on a timer of its event loop, and
-  once more after it stopped (requests in flight answered, queues flushed). A write goes to a
-  temporary file that ``os.replace`` then renames over the old one, so a reader sees a whole
-  snapshot, the previous one or the next one, never a torn one.
-- The worker that answers a scrape first writes its own snapshot, then reads the others' and
-  reports the sum (``metrics.merge``, always in worker order) and ``pangolin_workers``, the
-  number of workers summed.
-
-Staleness: the answer holds the answering worker's counts as of the scrape and every other
-worker's as of its latest snapshot, so it may miss up to about ``SNAPSHOT_SECONDS`` (1 s) of
-their activity, which the next scrape includes. It never goes back: each file only grows, the
-answering worker writes its own counts before it answers, so whichever worker answers the
-next scrape reads at least those, and the terms are added in worker order whoever answers, so
-even a float ``_sum`` cannot lose a rounding step. A counter therefore only decreases if a
-worker restarts: the files are named by worker index, so a replacement overwrites its
-predecessor's file (no double count) and the sum drops by what that one had counted, which
-Prometheus' ``rate()`` handles as a counter reset. Today the supervisor never replaces a
-worker (it stops the whole gateway instead), and the file of a worker that died stays in the
-sum until then.
-
-Why files rather than the alternatives: prometheus_client's multiprocess mode (0.26, in
-``constraints.txt``) needs its own ``Counter``/``Histogram`` objects whose every update takes
-a lock and writes an mmap'ed file, and it has no place for the scrape-time queue gauges;
-shared memory would need fixed cells for every label value, while status codes and auth
-failure reasons appear only when they occur. Snapshots leave the hot path untouched and cost
-each worker one small write a second plus, per scrape, N reads and one write. A single
-process (no ``--workers``) uses none of this.
-
-If the supervisor itself is killed (SIGKILL), the workers stop within a second and the
-directory stays behind in ``$TMPDIR``: a few kilobytes, removed with the temporary files.
-"""
+"""One ``/metrics`` for the whole instance under ``serve --workers N``: each worker writes a
+snapshot of its counts to a private directory every ``SNAPSHOT_SECONDS`` (atomically, by
+``os.replace``), and the worker that answers a scrape adds the others' snapshots to its own
+counts. Design, staleness bounds and why not prometheus_client's multiprocess mode:
+docs/architecture.md, "Several workers"."""
 
 from __future__ import annotations
 

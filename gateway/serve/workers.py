@@ -1,25 +1,8 @@
-"""``serve --workers N``: N worker processes sharing one port and one store.
-
-Each worker is a fresh interpreter (multiprocessing's ``spawn`` context: no state forked from
-the supervisor, settings passed pickled, so secrets never appear on a command line) that
-opens its own store connections, its own upstream connection pool and its own listening
-socket bound with ``SO_REUSEPORT``; the kernel spreads incoming connections over the workers.
-
-The supervisor (the process that was started) only starts the workers, forwards SIGINT and
-SIGTERM to them as SIGTERM and waits. Every worker stops gracefully on either signal:
-requests in flight finish, then ``last_used`` and the audit queue are flushed (the app's
-cleanup). A worker that exits while nobody asked it to is not restarted: the supervisor
-stops the others and exits 1, so the process manager (systemd, Docker, Kubernetes) sees
-the failure and restarts the whole gateway with a clean state.
-
-Freshness across workers: a change made through one worker is enforced there at once and by
-the others at their next identity-version poll (``store.change_poll_seconds``).
-
-Metrics: ``/metrics`` answers for the whole instance whichever worker takes the scrape. Each
-worker writes a snapshot of its counts every second (and a last one when it has stopped) to a
-private directory the supervisor creates and removes; the answering worker sums its own counts
-and the others' snapshots (see ``metrics_share``).
-"""
+"""``serve --workers N``: N worker processes (``spawn``: fresh interpreters, settings passed
+pickled, never on a command line) sharing one port (``SO_REUSEPORT``) and one store. The
+supervisor forwards SIGINT/SIGTERM and, when a worker exits unasked, stops the others and
+exits 1 so the process manager restarts the whole gateway. Design: docs/architecture.md,
+"Several workers"."""
 
 from __future__ import annotations
 
