@@ -1,5 +1,6 @@
-"""The gateway benchmark (`make bench`): the gateway against the bare upstream, nginx and a
-minimal aiohttp proxy, on loopback, in one run; results to stdout and bench/results.md.
+"""The gateway benchmark (`make bench`): the gateway against the bare upstream, nginx, a
+minimal aiohttp proxy and itself forwarding with aiohttp's client (the control for its lean
+one), on loopback, in one run; results to stdout and bench/results.md.
 
     python bench/run.py [--rounds 3] [--duration 5] [--connections 32] [--users 1000000]
                         [--no-seaweed] [--no-profile] [--quick] [--out bench/results.md]
@@ -19,7 +20,7 @@ CPU time per request; target ratios are medians of per-round ratios. The same ho
 token endpoint (measured at the end of each round), for 2 workers vs 1 and for the small vs
 large store.
 
-``--quick``: only the fast-upstream comparison of the six configurations (no token endpoint,
+``--quick``: only the fast-upstream comparison of the seven configurations (no token endpoint,
 profile, workers, store scale or SeaweedFS), with 2 s wrk runs unless ``--duration`` is given:
 about 4 minutes at 5 rounds, for a developer checking a change. The full run (the default,
 ``make bench``) takes about 22 minutes at 5 rounds on an idle machine.
@@ -419,9 +420,7 @@ http {{
         home.mkdir()
         lines = [f'[store]\npath = "{home / "pangolin.db"}"\n']
         for name, upstream in catalogs.items():
-            lines.append(
-                f'[catalogs.{name}]\nupstream = "{upstream}"\nwarehouse = "warehouse"\n'
-            )
+            lines.append(f'[catalogs.{name}]\nupstream = "{upstream}"\nwarehouse = "warehouse"\n')
         config = home / "gateway.toml"
         config.write_text("\n".join(lines))
         out = subprocess.run(
@@ -442,16 +441,20 @@ http {{
         core: str | None = PROXY_CORE,
         *,
         noauth: bool = False,
+        settings: dict[str, str] | None = None,
     ) -> tuple[str, subprocess.Popen[bytes], float]:
         """``pangolin-gateway serve``; with ``noauth``, the same app from bench/noauth_gateway.py,
-        which also lets requests without a credential through (the "no client auth" row)."""
+        which also lets requests without a credential through (the "no client auth" row).
+        ``settings``: ``PANGOLIN_*`` overrides of the config (the rest of the environment's
+        are dropped), e.g. another forwarding client over the same config and store."""
         port = free_port()
         cmd = (
             [PY, str(BENCH / "noauth_gateway.py"), "--config", str(config), "--port", str(port)]
             if noauth
             else [GATEWAY_BIN, "serve", "--config", str(config), "--port", str(port), *extra]
         )
-        proc = self.procs.start(f"gateway-{label}", cmd, core=core, env=gateway_env())
+        env = {**gateway_env(), **(settings or {})}
+        proc = self.procs.start(f"gateway-{label}", cmd, core=core, env=env)
         url = f"http://127.0.0.1:{port}"
         startup = wait_ready(url + "/healthz", proc)
         return url, proc, startup
@@ -525,7 +528,8 @@ def proxy_suite(
     tokens: bool = False,
     pairs: int = 0,
 ) -> dict[str, Any]:
-    """The six configurations against one upstream, ``--rounds`` interleaved rounds (every
+    """The seven configurations against one upstream (the last, the gateway forwarding with
+    aiohttp's client, is the control for the lean one), ``--rounds`` interleaved rounds (every
     proxy stays up, idle but for its turn); with ``tokens`` the token endpoint too, after the
     bearer row in each round. Returns the rows, the token runs and the gateway details."""
     nginx, nginx_proc = bench.start_nginx(upstream, label)
@@ -534,6 +538,17 @@ def proxy_suite(
     if bulk_users:
         authscale.populate(config.parent / "pangolin.db", bulk_users)
     gw, proc, startup = bench.start_gateway(config, label, noauth=True)
+    # The control: the same config and store (so the same key), forwarding with aiohttp's
+    # client instead of the lean one (catalogs.<name>.client, see gateway/proxy/transport.py).
+    aio, aio_proc, _ = bench.start_gateway(
+        config,
+        f"{label}-aiohttp",
+        noauth=True,  # the same app as the rows above: only the forwarding client differs
+        settings={
+            "PANGOLIN_CATALOGS__DEFAULT__CLIENT": "aiohttp",
+            "PANGOLIN_CATALOGS__OPEN__CLIENT": "aiohttp",
+        },
+    )
     client_id, key = create_client(gw, config)
     token = get_token(gw, "default", client_id, key)
     configurations: list[tuple[str, str, list[str], int | None]] = [
@@ -552,6 +567,12 @@ def proxy_suite(
             gw + "/v1/default" + TABLE_PATH,
             [f"Authorization: Bearer {token}"],
             proc.pid,
+        ),
+        (
+            "gateway, aiohttp client",
+            aio + "/v1/default" + TABLE_PATH,
+            [f"X-API-Key: {key}"],
+            aio_proc.pid,
         ),
     ]
     rows = [Row(name) for name, _, _, _ in configurations]
@@ -578,6 +599,7 @@ def proxy_suite(
             print(f"  A/B {label_}: median {statistics.median(ab[label_]):.2f}", flush=True)
     bench.procs.stop(nginx_proc)
     bench.procs.stop(minimal_proc)
+    bench.procs.stop(aio_proc)
     return {
         "rows": rows,
         "ab": ab,
@@ -968,7 +990,7 @@ def main() -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="only the fast-upstream comparison of the six configurations (~2 min)",
+        help="only the fast-upstream comparison of the seven configurations (~2 min)",
     )
     parser.add_argument("--out", type=Path, default=BENCH / "results.md")
     args = parser.parse_args()
@@ -1051,7 +1073,7 @@ def run_all(bench: Bench) -> list[str]:
             seaweed = {"error": str(exc)}
 
     rows = fast["rows"]
-    direct, nginx, minimal, noauth, keyed, bearer = rows
+    direct, nginx, minimal, noauth, keyed, bearer, keyed_aiohttp = rows
 
     def ab(name: str, a: Row, b: Row) -> tuple[float, str]:
         """A target ratio: the A/B pairs' median and quartiles, or the rounds' if none ran."""
@@ -1187,6 +1209,8 @@ def run_all(bench: Bench) -> list[str]:
         ),
         target("X-API-Key ÷ no-auth, by CPU time per request", cpu_ratio(noauth, keyed), 0.95),
         f"| gateway (X-API-Key) ÷ nginx | {paired(keyed, nginx):.3f} | (report) | |",
+        f"| gateway (X-API-Key), lean client ÷ aiohttp client | {paired(keyed, keyed_aiohttp):.3f} "
+        f"(by CPU time per request: {cpu_ratio(keyed_aiohttp, keyed):.2f}) | (report) | |",
         *([workers] if workers is not None else []),
         target(
             "added p50 at c1, X-API-Key vs direct (ms)",

@@ -2,9 +2,10 @@
 
 Resources live in ``cleanup_ctx`` contexts, so what was set up is torn down in reverse order,
 and only if its set-up succeeded: the store (flushing ``last_used`` on the way out), then the
-upstream clients: one keep-alive ``UpstreamClient`` per catalog for forwarding, and one
-``ClientSession`` for the rest (no cookie jar, so one user's upstream cookies can never reach
-another).
+upstream clients: one keep-alive transport per catalog for forwarding and its ``/readyz``
+probe (the lean ``UpstreamClient``, or ``AiohttpTransport`` where the catalog's ``client`` says
+so), and one ``ClientSession`` for upstream token requests (no cookie jar, so one user's
+upstream cookies can never reach another).
 """
 
 from __future__ import annotations
@@ -30,9 +31,16 @@ from .identity.tenants import TenantDirectory
 from .identity.users import UserAdmin
 from .middleware import gateway_middleware
 from .observability.metrics import GatewayMetrics
-from .proxy import Forwarder, HeaderPolicy, UpstreamClient, make_upstream_auth
+from .proxy import (
+    AiohttpTransport,
+    Forwarder,
+    HeaderPolicy,
+    UpstreamClient,
+    UpstreamTransport,
+    make_upstream_auth,
+)
 from .routing import ICEBERG_METHODS
-from .settings import Settings
+from .settings import CatalogSettings, Settings
 from .state import (
     AUDIT,
     AUTHENTICATOR,
@@ -161,16 +169,9 @@ async def _upstream_context(app: web.Application) -> AsyncIterator[None]:
     headers = HeaderPolicy(settings.role_headers)
     trusted = frozenset(settings.server.trusted_proxies)
     app[HTTP_SESSION] = session
-    # The hot path's own lean client, one keep-alive pool per catalog (see upstream_client);
-    # the aiohttp session serves the rest (upstream token requests, readiness probes).
-    clients = {
-        name: UpstreamClient(
-            catalog.upstream,
-            connect_timeout=catalog.connect_timeout_seconds,
-            read_timeout=catalog.timeout_seconds,
-        )
-        for name, catalog in settings.catalogs.items()
-    }
+    # One keep-alive pool per catalog (see proxy.transport); the shared aiohttp session serves
+    # the upstream token requests, whose token_url may be another origin.
+    clients = {name: _transport(catalog) for name, catalog in settings.catalogs.items()}
     app[FORWARDERS] = {
         name: Forwarder(
             clients[name],
@@ -188,4 +189,22 @@ async def _upstream_context(app: web.Application) -> AsyncIterator[None]:
     finally:
         for client in clients.values():
             client.close()
+        for client in clients.values():
+            await client.wait_closed()
         await session.close()
+
+
+def _transport(catalog: CatalogSettings) -> UpstreamTransport:
+    """The forwarding client the catalog's ``client`` setting names (validated by settings)."""
+    # Each return is checked by mypy against the Protocol: both satisfy it structurally.
+    if catalog.client == "aiohttp":
+        return AiohttpTransport(
+            catalog.upstream,
+            connect_timeout=catalog.connect_timeout_seconds,
+            read_timeout=catalog.timeout_seconds,
+        )
+    return UpstreamClient(
+        catalog.upstream,
+        connect_timeout=catalog.connect_timeout_seconds,
+        read_timeout=catalog.timeout_seconds,
+    )

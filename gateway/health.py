@@ -1,37 +1,46 @@
 """Liveness (``/healthz``: the process answers, with its pid, so one can tell which worker
 did) and readiness (``/readyz``: the store answers and every catalog upstream answers
-``/v1/config``)."""
+``/v1/config``, asked through the catalog's own forwarding transport, so the probe tests the
+client, pool and settings real requests use)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
+from typing import Final
 
-import aiohttp
 from aiohttp import web
 
-from .state import HTTP_SESSION, SETTINGS, STORE
+from .proxy.transport import (
+    UpstreamConnectError,
+    UpstreamProtocolError,
+    UpstreamReadTimeout,
+    UpstreamTransport,
+)
+from .state import FORWARDERS, STORE
 
 __all__ = ("healthz", "readyz")
 
 _LOGGER = logging.getLogger(__name__)
-_PROBE_TIMEOUT = aiohttp.ClientTimeout(total=2.0)
+_PROBE_SECONDS: Final = 2.0
 
 
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "pid": os.getpid()})
 
 
-async def _probe(session: aiohttp.ClientSession, upstream: str) -> bool:
+async def _probe(transport: UpstreamTransport) -> bool:
     try:
-        async with session.get(
-            upstream.rstrip("/") + "/v1/config", timeout=_PROBE_TIMEOUT, allow_redirects=False
-        ) as resp:
-            # Any HTTP answer below 500 means the catalog is up (it may want credentials).
-            return resp.status < 500
-    except (aiohttp.ClientError, TimeoutError):
+        async with asyncio.timeout(_PROBE_SECONDS):
+            # No credential: any HTTP answer below 500 means the catalog is up (it may want
+            # one). Redirects are never followed by a transport.
+            response = await transport.request("GET", "/v1/config", ())
+    except (UpstreamConnectError, UpstreamProtocolError, UpstreamReadTimeout, TimeoutError):
         return False
+    # Released unread: the connection goes back to the pool if the (small) answer is complete.
+    response.release()
+    return response.status < 500
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -42,11 +51,9 @@ async def readyz(request: web.Request) -> web.Response:
     except Exception:
         _LOGGER.exception("store is not reachable")
         checks["store"] = "unavailable"
-    catalogs = request.app[SETTINGS].catalogs
-    results = await asyncio.gather(
-        *(_probe(request.app[HTTP_SESSION], c.upstream) for c in catalogs.values())
-    )
-    for name, ok in zip(catalogs, results, strict=True):
+    forwarders = request.app[FORWARDERS]
+    results = await asyncio.gather(*(_probe(f.transport) for f in forwarders.values()))
+    for name, ok in zip(forwarders, results, strict=True):
         checks[f"catalog:{name}"] = "ok" if ok else "unavailable"
     ready = all(value == "ok" for value in checks.values())
     return web.json_response(

@@ -44,15 +44,15 @@ from ..settings import CatalogSettings
 from .headers import HeaderPolicy
 from .rewrite import rewrite_config, strip_table_credentials
 from .scope import WarehouseScope
-from .upstream_auth import UpstreamAuth
-from .upstream_client import (
+from .transport import (
     ResponseTooLarge,
-    UpstreamClient,
+    TransportResponse,
     UpstreamConnectError,
     UpstreamProtocolError,
     UpstreamReadTimeout,
-    UpstreamResponse,
+    UpstreamTransport,
 )
+from .upstream_auth import UpstreamAuth
 
 __all__ = ("Forwarder", "ForwardRequest")
 
@@ -80,7 +80,7 @@ class ForwardRequest:
 class Forwarder:
     def __init__(
         self,
-        client: UpstreamClient,
+        client: UpstreamTransport,
         catalog: CatalogSettings,
         auth: UpstreamAuth,
         headers: HeaderPolicy,
@@ -100,6 +100,11 @@ class Forwarder:
         # of the path, cached (bounded) since clients repeat the same few paths; a path outside
         # the catalog's warehouse raises NotFound, which is not cached.
         self._route = functools.lru_cache(maxsize=4096)(self._route_for)
+
+    @property
+    def transport(self) -> UpstreamTransport:
+        """The catalog's upstream client (``/readyz`` probes through it)."""
+        return self._client
 
     def _route_for(self, path: CatalogPath) -> tuple[str, _Rewrite | None]:
         return self._scope.upstream_tail(path), _rewrite_for(path.route, self._scope.prefix)
@@ -161,7 +166,7 @@ class Forwarder:
             upstream.release()
 
     async def _respond(
-        self, fwd: ForwardRequest, upstream: UpstreamResponse, rewrite: _Rewrite | None
+        self, fwd: ForwardRequest, upstream: TransportResponse, rewrite: _Rewrite | None
     ) -> web.StreamResponse:
         request = fwd.request
         # Set here, not by the request-id middleware: a streamed response is already sent

@@ -3,11 +3,12 @@
 (The largest module, on purpose: a connection's protocol state, its pool and its timeout
 sweep are one state machine, and its invariants read best side by side.)
 
-Why not ``aiohttp.ClientSession`` (which the gateway still uses for everything off the hot
-path: upstream token requests, readiness probes): measured on the benchmark's fixed loadTable
-answer, the aiohttp client machinery (request and response objects, URL handling, timers,
-tracing hooks, cookie and redirect logic) costs more CPU per request than the whole rest of
-the gateway. A proxy needs none of it: it sends a request line and headers it has already
+Why not ``aiohttp.ClientSession`` (which the gateway still uses off the hot path, for
+upstream token requests, and keeps as the control and fallback behind the same seam:
+``transport``, ``aiohttp_transport``): measured on the benchmark's fixed loadTable answer,
+the aiohttp client machinery (request and response objects, URL handling, timers, tracing
+hooks, cookie and redirect logic) costs more CPU per request than the whole rest of the
+gateway. A proxy needs none of it: it sends a request line and headers it has already
 vetted, and reads back status, headers and a body. Parsing is done by ``httptools`` (the
 llhttp parser behind uvicorn), so no HTTP parsing is ours; what is ours is the connection
 handling, kept small here:
@@ -32,8 +33,9 @@ handling, kept small here:
   because the client downstream is slow: reading pauses above ``_HIGH_WATER`` buffered
   bytes).
 
-Errors: ``UpstreamConnectError`` (could not connect), ``UpstreamReadTimeout`` (silent too
-long), ``UpstreamProtocolError`` (closed early, unparsable, oversized).
+Errors (the seam's, defined in ``transport``): ``UpstreamConnectError`` (could not connect),
+``UpstreamReadTimeout`` (silent too long), ``UpstreamProtocolError`` (closed early, unparsable,
+oversized).
 """
 
 from __future__ import annotations
@@ -49,6 +51,16 @@ from urllib.parse import urlsplit
 import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
 
+# The errors belong to the seam (the aiohttp transport raises the same ones); re-exported here
+# for the callers and tests that name them with this client.
+from .transport import (
+    MAX_HEADER_BYTES,
+    ResponseTooLarge,
+    UpstreamConnectError,
+    UpstreamProtocolError,
+    UpstreamReadTimeout,
+)
+
 __all__ = (
     "MAX_HEADER_BYTES",
     "ResponseTooLarge",
@@ -59,27 +71,10 @@ __all__ = (
     "UpstreamResponse",
 )
 
-MAX_HEADER_BYTES: Final = 64 * 1024
 # Buffered response bytes before reading pauses; it resumes once the reader took them.
 _HIGH_WATER: Final = 256 * 1024
 _RETRYABLE: Final = frozenset({"GET", "HEAD"})
 _BODYLESS: Final = frozenset({"GET", "HEAD", "DELETE", "OPTIONS", "TRACE"})
-
-
-class UpstreamConnectError(ConnectionError):
-    """No connection to the upstream (refused, unreachable, DNS, connect timeout)."""
-
-
-class UpstreamReadTimeout(TimeoutError):
-    """The upstream said nothing for ``read_timeout`` seconds while an answer was due."""
-
-
-class UpstreamProtocolError(ConnectionError):
-    """The upstream closed the connection early or sent something unusable."""
-
-
-class ResponseTooLarge(UpstreamProtocolError):
-    """A body read whole (``UpstreamResponse.read``) is longer than the caller's limit."""
 
 
 class _Connection(asyncio.Protocol):
@@ -592,3 +587,7 @@ class UpstreamClient:
         self._closed = True
         while self._idle:
             self._idle.pop().close()
+
+    async def wait_closed(self) -> None:
+        """Nothing to wait for: ``close`` closed the idle connections at once (their sockets
+        finish closing in the loop), and those in use close when released."""
