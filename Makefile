@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 CONFIG ?= config/gateway.toml
 
-.PHONY: run test test-fast lint pytest bench bench-quick clean
+.PHONY: run shell test test-fast lint pytest chromium bench bench-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ $(VENV)/.installed-test: $(BIN)/python setup.cfg pyproject.toml constraints.txt
 run: $(VENV)/.installed-run
 	$(BIN)/pangolin-gateway demo --config $(CONFIG)
 
+# A Python with PyIceberg and DuckDB (the test extra), for pasting what `make run` prints.
+shell: $(VENV)/.installed-test
+	$(BIN)/python
+
 test: $(VENV)/.installed-test lint pytest
 
 lint: $(VENV)/.installed-test
@@ -34,7 +38,11 @@ lint: $(VENV)/.installed-test
 tests/js/node_modules/.package-lock.json: tests/js/package.json tests/js/package-lock.json
 	npm ci --prefix tests/js --no-audit --no-fund --no-update-notifier
 
-pytest: $(VENV)/.installed-test tests/js/node_modules/.package-lock.json
+# Debian's Chromium for the browser tests (tests/browser, driven by Playwright).
+chromium:
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
+pytest: $(VENV)/.installed-test tests/js/node_modules/.package-lock.json chromium
 	$(BIN)/pytest
 
 # The fast layers alone (unit tests and the app in front of a fake upstream, about a minute):

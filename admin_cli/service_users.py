@@ -18,12 +18,13 @@ from .options import (
     quote_id,
     yes_option,
 )
-from .output import echo_json, echo_table, note, show, show_key
+from .output import echo_block, echo_json, echo_table, note, show, show_key
 
 __all__ = ("COMMANDS",)
 
 COLUMNS = ("id", "name", "role", "tenant", "active", "expires_at", "last_used_at")
 BASE = "/api/v1/service-users"
+USAGE_DAYS = 14
 
 
 def _expiry(expires_in: str | None, expires_at: str | None) -> dict[str, Any]:
@@ -85,8 +86,20 @@ def list_service_users(
 @json_option
 @pass_context
 def get_service_user(ctx: Context, id_: str, as_json: bool) -> None:
-    """Show one service user."""
-    show(ctx.client().call("GET", f"{BASE}/{quote_id(id_)}"), as_json)
+    """Show one service user, with its requests per day over the last 14 days (UTC)."""
+    client = ctx.client()
+    path = f"{BASE}/{quote_id(id_)}"
+    user = client.call("GET", path)
+    usage = client.call("GET", f"{path}/usage", query={"days": USAGE_DAYS})
+    if as_json:
+        echo_json({**user, "usage": usage})
+        return
+    counts = [day["requests"] for day in usage["days"]]
+    # One compact line in the block (a key without spaces, like the others): the total,
+    # then each day's count, oldest first, from the first day shown.
+    per_day = " ".join(str(n) for n in counts)
+    summary = f"{sum(counts)} in all; per day from {usage['days'][0]['day']}: {per_day}"
+    echo_block({**user, f"requests_{USAGE_DAYS}d": summary})
 
 
 @click.command("update-service-user")

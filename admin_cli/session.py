@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from .client import ApiClient, ApiError
 from .context import Context, PromptOnStderr, pass_context
 from .options import json_option
 from .output import echo_json, note, show
@@ -33,8 +34,24 @@ def login(ctx: Context, username: str, password: str, as_json: bool) -> None:
 @json_option
 @pass_context
 def logout(ctx: Context, as_json: bool) -> None:
-    """Forget the saved session for this URL."""
+    """End the saved session at the gateway, and forget it here."""
+    token = ctx.sessions.get(ctx.url)
+    ended_there = True
+    if token is not None:
+        # The saved session itself, whatever --api-key says: that is what logout ends.
+        client = ApiClient(ctx.url, ("Authorization", f"Bearer {token}"), session=True)
+        try:
+            client.call("POST", "/api/v1/logout")
+        except ApiError as err:
+            # 401: it had ended already (expired, password changed ...): nothing left to end.
+            ended_there = err.status == 401
+    # Forgotten here in every case: a token we cannot end is still not one to keep using.
     removed = ctx.sessions.remove(ctx.url)
+    if not ended_there:
+        note(
+            "The gateway could not end the session (unreachable or refused): it was forgotten "
+            "here, but stays valid there until it expires or the password is changed."
+        )
     if as_json:
         echo_json({"logged_out": removed})
     else:

@@ -77,13 +77,15 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
 async def measure(store_path: Path, n: int, samples: int) -> dict[str, object]:
     from gateway.auth.authenticator import Authenticator
     from gateway.auth.tokens import TokenService
+    from gateway.identity.sessions import SessionAdmin
     from gateway.settings import TokenSettings
     from gateway.store import SqliteStore
 
     rng = random.Random(7)
     async with SqliteStore(store_path) as store:
         tokens = await TokenService.load(store, TokenSettings(), time.time)
-        auth = Authenticator(store, tokens, time.time)
+        sessions = SessionAdmin(store, lifetime_seconds=3600, idle_seconds=3600)
+        auth = Authenticator(store, tokens, time.time, sessions)
         cold: list[float] = []
         picks = [rng.randrange(n) for _ in range(samples)]
         for i in picks[:200]:  # warm SQLite's page cache and the code paths

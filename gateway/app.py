@@ -27,6 +27,7 @@ from .auth.authenticator import Authenticator
 from .auth.tokens import TokenService
 from .connection import handler_args
 from .identity.service_users import ServiceUserAdmin
+from .identity.sessions import SessionAdmin
 from .identity.tenants import TenantDirectory
 from .identity.users import UserAdmin
 from .middleware import gateway_middleware
@@ -50,6 +51,7 @@ from .state import (
     METRICS,
     METRICS_REGISTRY,
     SERVICE_USERS,
+    SESSIONS,
     SETTINGS,
     STORE,
     TENANTS,
@@ -57,10 +59,13 @@ from .state import (
     USERS,
 )
 from .store import SqliteStore, Store
+from .ui import setup_ui
 
 __all__ = ("AuthenticatorFactory", "create_app")
 
-AuthenticatorFactory = Callable[[Store, TokenService, Callable[[], float]], Authenticator]
+AuthenticatorFactory = Callable[
+    [Store, TokenService, Callable[[], float], SessionAdmin], Authenticator
+]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -100,6 +105,8 @@ def create_app(
     app.router.add_get("/.well-known/jwks.json", discovery.jwks)
     app.router.add_get("/.well-known/oauth-authorization-server", discovery.oauth_metadata)
     app.router.add_routes(management.routes())
+    if settings.ui.enabled:
+        setup_ui(app)
     # Only the methods Iceberg uses reach a handler: the router answers any other (TRACE,
     # PROPFIND, ...) with 405 and Allow, which the middleware sends before authenticating.
     # [\s\S]: any path reaches the grammar, a decoded newline included ("." stops at one).
@@ -120,7 +127,11 @@ def _store_context(
         try:
             clock = app[CLOCK]
             tokens = await TokenService.load(store, settings.tokens, clock)
-            authenticator = make_authenticator(store, tokens, clock)
+            sessions = SessionAdmin(
+                store, lifetime_seconds=settings.tokens.session_lifetime_seconds,
+                idle_seconds=settings.tokens.session_idle_seconds, clock=clock,
+            )  # fmt: skip
+            authenticator = make_authenticator(store, tokens, clock, sessions)
             store.add_change_listener(authenticator.invalidate)
             audit = AuditQueue(store)
             app[STORE], app[TOKENS], app[AUTHENTICATOR], app[AUDIT] = (
@@ -128,6 +139,7 @@ def _store_context(
             )  # fmt: skip
             app[SERVICE_USERS] = ServiceUserAdmin(store, clock=clock)
             app[USERS] = UserAdmin(store, audit, clock=clock)
+            app[SESSIONS] = sessions
             app[TENANTS] = TenantDirectory(store, clock=clock)
             app[METRICS].watch(authenticator, audit)
             background = [

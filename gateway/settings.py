@@ -35,6 +35,7 @@ __all__ = (
     "SettingsError",
     "StoreSettings",
     "TokenSettings",
+    "UiSettings",
     "UpstreamAuthSettings",
     "load_settings",
     "settings_from_dict",
@@ -92,18 +93,21 @@ class StoreSettings:
     # How often each process checks whether another process changed identities (rotation,
     # deactivation ...). This bounds how stale another worker's view can be.
     change_poll_seconds: float = 0.5
-    # last_used_at is recorded in memory and written in batches this often (and at shutdown).
+    # last_used_at and the requests per day of each service user are counted in memory and
+    # written in batches this often (and at shutdown).
     last_used_flush_seconds: float = 30.0
-    # Request-path audit records (auth failures, token requests, logins) are queued in memory
-    # (bounded) and written this often, so recording them never slows a request.
+    # Request-path audit records (auth failures, token requests, failed logins) are queued in
+    # memory (bounded) and written this often, so recording them never slows a request.
     audit_flush_seconds: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
 class TokenSettings:
     lifetime_seconds: int = 3600
-    # Sessions of human administrators (POST /api/v1/login).
+    # Sessions of human administrators (POST /api/v1/login): absolute lifetime from the
+    # login, and how long one may go unused before it ends.
     session_lifetime_seconds: int = 8 * 3600
+    session_idle_seconds: int = 30 * 60
     issuer: str = "pangolin-gateway"
     audience: str = "iceberg-catalog"
     # A private EC P-256 JWK (``pangolin-gateway keygen`` makes one) that signs tokens instead
@@ -164,12 +168,19 @@ class CatalogSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class UiSettings:
+    # The admin UI at /ui/ on the gateway's own listener (human administrators log in there).
+    enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     default_catalog: str = "default"
     server: ServerSettings = field(default_factory=ServerSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
     tokens: TokenSettings = field(default_factory=TokenSettings)
     role_headers: RoleHeaderSettings = field(default_factory=RoleHeaderSettings)
+    ui: UiSettings = field(default_factory=UiSettings)
     catalogs: Mapping[str, CatalogSettings] = field(default_factory=dict)
 
     @property
@@ -373,6 +384,11 @@ def validate(settings: Settings) -> list[str]:
         problems.append("tokens.lifetime_seconds: must be between 60 and 604800")
     if not 60 <= settings.tokens.session_lifetime_seconds <= 7 * 86400:
         problems.append("tokens.session_lifetime_seconds: must be between 60 and 604800")
+    if not 60 <= settings.tokens.session_idle_seconds <= settings.tokens.session_lifetime_seconds:
+        problems.append(
+            "tokens.session_idle_seconds: must be at least 60 and at most"
+            " tokens.session_lifetime_seconds"
+        )
     if settings.tokens.signing_key:
         try:
             parse_signing_key(settings.tokens.signing_key)

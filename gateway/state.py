@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from .auth.authenticator import Authenticator, AuthOutcome
     from .auth.tokens import TokenService
     from .identity.service_users import ServiceUserAdmin
+    from .identity.sessions import SessionAdmin
     from .identity.tenants import TenantDirectory
     from .identity.users import UserAdmin
     from .observability.metrics import GatewayMetrics
@@ -37,6 +38,7 @@ __all__ = (
     "REQUEST_ID",
     "ROUTE",
     "SERVICE_USERS",
+    "SESSIONS",
     "SETTINGS",
     "STORE",
     "TENANTS",
@@ -51,6 +53,7 @@ TOKENS: web.AppKey[TokenService] = web.AppKey("pangolin.tokens")
 AUTHENTICATOR: web.AppKey[Authenticator] = web.AppKey("pangolin.authenticator")
 SERVICE_USERS: web.AppKey[ServiceUserAdmin] = web.AppKey("pangolin.service_users")
 USERS: web.AppKey[UserAdmin] = web.AppKey("pangolin.users")
+SESSIONS: web.AppKey[SessionAdmin] = web.AppKey("pangolin.sessions")
 TENANTS: web.AppKey[TenantDirectory] = web.AppKey("pangolin.tenants")
 AUDIT: web.AppKey[AuditQueue] = web.AppKey("pangolin.audit")
 HTTP_SESSION: web.AppKey[aiohttp.ClientSession] = web.AppKey("pangolin.http_session")

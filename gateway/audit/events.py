@@ -10,8 +10,10 @@ from ..state import AUDIT, AUTH, CLOCK, SETTINGS
 from ..store import AuditRecord, ClientInfo
 from .queue import MAX_USER_AGENT
 
-__all__ = ("client_details", "record_auth_failure", "record_event")
+__all__ = ("KEY_TARGET", "client_details", "record_auth_failure", "record_event")
 
+# The target type of a failure recorded against the key id of a refused API key.
+KEY_TARGET = "service_user_key"
 _MAX_DETAIL = 300
 _MAX_TARGET = 200
 
@@ -77,8 +79,13 @@ def record_event(
 
 def record_auth_failure(request: web.Request, target_type: str, target_id: str | None) -> None:
     """A request refused with 401: why (never the credential itself) and where to."""
-    reason = request[AUTH].reason if AUTH in request else None
+    outcome = request[AUTH] if AUTH in request else None
+    reason = outcome.reason if outcome is not None else None
     path = request.rel_url.raw_path  # no query: keys never travel there, but be strict
+    if outcome is not None and outcome.key_id is not None:
+        # A refused API key: recorded against its key id (the path stays in the detail), so
+        # the failures show on its service user's page.
+        target_type, target_id = KEY_TARGET, outcome.key_id
     record_event(
         request,
         action="auth.failure",

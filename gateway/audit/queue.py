@@ -1,8 +1,9 @@
 """The audit trail for events that are not themselves store changes.
 
 Lifecycle changes (create, rotate, delete ...) write their audit record inside their own
-transaction (see ``store``). Authentication outcomes on the request path (failed catalog
-requests, token requests, logins) must never block or slow that path, so they go through
+transaction (see ``store``), and so do logins and logouts, with their session. Authentication
+outcomes on the request path (failed catalog requests, token requests, failed logins) must
+never block or slow that path, so they go through
 this bounded in-memory queue and are written in batches. If the queue is full the record is
 dropped and counted: losing an audit line under a flood is better than letting a flood of bad
 credentials exhaust memory or stall requests.

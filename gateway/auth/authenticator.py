@@ -2,7 +2,15 @@
 
 Hot-path rules: no password hashing and no store write per request. Service users are cached
 by key id and by id, verified token signatures are cached until the token expires, and
-``last_used_at`` is collected in memory and written in batches.
+``last_used_at`` and the requests per day of each service user are counted in memory and
+written in batches (one transaction per flush; counts are added to the stored ones, so
+several processes add up).
+
+Human sessions (``pgs_`` bearer tokens from ``/api/v1/login``) are the exception on purpose:
+each one is read from the store on every request (``identity.sessions``), never cached, so
+that ending one takes effect at once in every process. They serve the management API, which is
+not the hot path. A flood of made-up session tokens costs one indexed read each, as a flood of
+made-up key ids already does.
 
 Freshness: a change committed through this process's store clears the caches before the
 change's call returns (so the very next request sees it). Changes made by other processes
@@ -12,6 +20,8 @@ are noticed by polling the store's identity version every ``change_poll_seconds`
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import datetime
 import functools
 import hashlib
 import hmac
@@ -28,18 +38,23 @@ from ..identity.models import (
     ApiKey,
     Principal,
     ServiceUser,
-    User,
+    Session,
     parse_key,
     verify_key,
 )
+from ..identity.sessions import SessionAdmin
 from ..store import Store
 from .credentials import AMBIGUOUS, Credential, parse_credentials
 from .tokens import MAX_TOKEN_BYTES, TokenClaims, TokenService
 
-__all__ = ("ANONYMOUS", "AuthOutcome", "Authenticator")
+__all__ = ("ANONYMOUS", "USAGE_DAYS_KEPT", "AuthOutcome", "Authenticator", "day_number", "utc_day")
 
 _LOGGER = logging.getLogger(__name__)
 _MAX_CACHE: Final = 200_000
+_DAY: Final = 86400.0  # Unix time has no leap seconds: day N of the epoch is a UTC day
+USAGE_DAYS_KEPT: Final = 90  # request counts older than this many days are pruned
+_PRUNE_EVERY: Final = 3600.0
+_EPOCH: Final = datetime.date(1970, 1, 1)
 
 Clock = Callable[[], float]
 _T = TypeVar("_T")
@@ -50,25 +65,50 @@ class AuthOutcome:
     principal: Principal | None
     # Why authentication failed (for metrics and the audit log, never for the client).
     reason: str | None = None
+    # The session a human's session token named (what logout ends).
+    session: Session | None = None
+    # The key id (the public part) of a refused API key, so the audit log can tell its service
+    # user's administrators about failures with it; never any part of the secret.
+    key_id: str | None = None
 
 
 ANONYMOUS: Final = AuthOutcome(None, "missing")
 
 
+def day_number(at: float) -> int:
+    """The UTC day of epoch time ``at``, counted from the Unix epoch."""
+    return int(at // _DAY)
+
+
+def utc_day(number: int) -> str:
+    """``YYYY-MM-DD`` of UTC day ``number`` since the Unix epoch."""
+    return (_EPOCH + datetime.timedelta(days=number)).isoformat()
+
+
 class Authenticator:
-    def __init__(self, store: Store, tokens: TokenService, clock: Clock) -> None:
+    def __init__(
+        self, store: Store, tokens: TokenService, clock: Clock, sessions: SessionAdmin
+    ) -> None:
         self._store = store
         self._tokens = tokens
         self._clock = clock
+        self._sessions = sessions
         self._by_key_id: dict[str, ServiceUser | None] = {}
         self._by_id: dict[str, ServiceUser | None] = {}
-        self._users_by_id: dict[str, User | None] = {}
         self._token_claims: dict[str, TokenClaims] = {}
         # Bumped by every invalidation. A store read that started before an invalidation must
         # not fill the cache afterwards with what may be the pre-change row.
         self._epoch = 0
         self._identity_version: int | None = None
         self._last_used: dict[str, float] = {}
+        # Requests per service user, per UTC day number: {day: {user id: count}}. ``_today``
+        # is the current day's inner dict and ``_day_ends`` when it stops being current, so a
+        # request pays one float compare and one dict increment (no date arithmetic, no key
+        # tuple); the day is worked out again only when it changes, or after a flush.
+        self._requests: dict[int, dict[str, int]] = {}
+        self._today: dict[str, int] = {}
+        self._day_ends = -1.0
+        self._next_prune = 0.0
         # Keys verified against the store's SHA-256 digest, remembered per key id (with the user
         # object they were verified for) as BLAKE2b keyed with a secret of this process only,
         # so a repeat request skips SHA-256: through OpenSSL 3 it measured far dearer under
@@ -101,6 +141,11 @@ class Authenticator:
             return other
         if other.principal.id != outcome.principal.id:
             return AuthOutcome(None, AMBIGUOUS.kind)
+        # One request, though each credential counted one (guarded: a flush or a new day may
+        # have come between the two).
+        today = self._today
+        if today.get(outcome.principal.id, 0) > 0:
+            today[outcome.principal.id] -= 1
         return outcome
 
     async def _authenticate_one(self, credential: Credential) -> AuthOutcome:
@@ -111,9 +156,26 @@ class Authenticator:
             return await self.authenticate_key(key)
         if credential.kind == "token":
             return await self.authenticate_token(credential.value)
+        if credential.kind == "session":
+            return await self.authenticate_session(credential.value)
         return AuthOutcome(None, credential.kind)  # malformed, ambiguous
 
+    async def authenticate_session(self, token: str) -> AuthOutcome:
+        """A human administrator's session token, checked against its store row now."""
+        resolved = await self._sessions.check(token)
+        if isinstance(resolved, str):
+            return AuthOutcome(None, resolved)
+        session, human = resolved
+        return AuthOutcome(human.principal(), session=session)
+
     async def authenticate_key(self, key: ApiKey) -> AuthOutcome:
+        outcome = await self._authenticate_key(key)
+        # Only a key id some service user holds: an unknown one names nobody to tell.
+        if outcome.principal is None and outcome.reason != "unknown_key":
+            return dataclasses.replace(outcome, key_id=key.key_id)
+        return outcome
+
+    async def _authenticate_key(self, key: ApiKey) -> AuthOutcome:
         user = await self._cached(self._by_key_id, key.key_id, self._store.service_user_by_key_id)
         if user is not None:
             # The key this cached user last presented, as a keyed BLAKE2b (see __init__):
@@ -161,8 +223,7 @@ class Authenticator:
         return claims
 
     async def principal_for_claims(self, claims: TokenClaims) -> AuthOutcome:
-        if claims.principal_type == "user":
-            return await self._human_for_claims(claims)
+        # Gateway tokens are issued to service users only; humans hold sessions instead.
         if claims.principal_type != "service_user":
             return AuthOutcome(None, "bad_token")
         user = await self._cached(self._by_id, claims.subject, self._store.service_user)
@@ -173,18 +234,6 @@ class Authenticator:
             return AuthOutcome(None, "rotated")
         return self._accept(user)
 
-    async def _human_for_claims(self, claims: TokenClaims) -> AuthOutcome:
-        """A session token of a human administrator (from ``/api/v1/login``)."""
-        human = await self._cached(self._users_by_id, claims.subject, self._store.user)
-        if human is None:
-            return AuthOutcome(None, "deleted")
-        # A password change bumps the session generation: every older session is dead.
-        if human.session_generation != claims.key_generation or human.tenant_id != claims.tenant_id:
-            return AuthOutcome(None, "rotated")
-        if not human.active:
-            return AuthOutcome(None, "inactive")
-        return AuthOutcome(human.principal())
-
     def _accept(self, user: ServiceUser) -> AuthOutcome:
         now = self._clock()
         if not user.active:
@@ -192,6 +241,10 @@ class Authenticator:
         if not user.usable_at(now):
             return AuthOutcome(None, "expired")
         self._last_used[user.id] = now
+        if now >= self._day_ends:
+            self._new_day(now)
+        today = self._today
+        today[user.id] = today.get(user.id, 0) + 1
         made = self._principals.get(user.id)
         if made is None or made[0] is not user:
             if len(self._principals) >= _MAX_CACHE:
@@ -247,7 +300,6 @@ class Authenticator:
         self._verified.clear()
         self._by_key_id.clear()
         self._by_id.clear()
-        self._users_by_id.clear()
 
     async def check_for_changes(self) -> bool:
         """Drop caches if another process changed identities; True if it did."""
@@ -268,17 +320,50 @@ class Authenticator:
         """A last use recorded in memory and not yet written (so answers are not stale)."""
         return self._last_used.get(user_id)
 
+    def pending_requests_of(self, user_id: str) -> dict[str, int]:
+        """Requests counted in memory and not yet written, by UTC day ``YYYY-MM-DD``."""
+        return {
+            utc_day(day): counts[user_id]
+            for day, counts in self._requests.items()
+            if counts.get(user_id)
+        }
+
+    def _new_day(self, now: float) -> None:
+        """Make the UTC day of ``now`` the one requests are counted in."""
+        day = day_number(now)
+        self._today = self._requests.setdefault(day, {})
+        self._day_ends = (day + 1) * _DAY
+
     async def flush_last_used(self) -> None:
+        """Write last-use times and request counts in one store transaction."""
         batch, self._last_used = self._last_used, {}
-        if not batch:
+        counted, self._requests = self._requests, {}
+        self._today, self._day_ends = {}, -1.0  # the next request finds its day again
+        requests = {
+            (id_, utc_day(day)): n for day, counts in counted.items() for id_, n in counts.items()
+        }
+        requests = {key: n for key, n in requests.items() if n > 0}
+        if not batch and not requests:
             return
+        now = self._clock()
+        prune = None
+        if now >= self._next_prune:
+            # At most once an hour per process: a cheap indexed DELETE of what nobody shows.
+            prune = utc_day(day_number(now) - USAGE_DAYS_KEPT)
         try:
-            await self._store.record_last_used(batch)
+            await self._store.record_last_used(batch, requests=requests, prune_before=prune)
         except Exception:
-            # Keep the times for the next flush rather than lose them.
+            # Keep the times and counts for the next flush rather than lose them.
             for id_, at in batch.items():
                 self._last_used[id_] = max(at, self._last_used.get(id_, 0.0))
+            for day, counts in counted.items():
+                merged = self._requests.setdefault(day, {})
+                for id_, n in counts.items():
+                    merged[id_] = merged.get(id_, 0) + n
+            self._day_ends = -1.0  # _today must be the merged dict again
             raise
+        if prune is not None:
+            self._next_prune = now + _PRUNE_EVERY
 
     async def run_background(self, poll_seconds: float, flush_seconds: float) -> None:
         """Poll for changes and flush last_used until cancelled."""

@@ -10,13 +10,15 @@ from typing import Final
 from multidict import CIMultiDictProxy
 
 from ..identity.models import KEY_PREFIX
+from ..identity.sessions import SESSION_PREFIX
 
 __all__ = ("AMBIGUOUS", "Credential", "parse_credentials")
 
 
 @dataclass(frozen=True, slots=True)
 class Credential:
-    """What the request presented: ``kind`` is ``api_key``, ``token`` or ``malformed``."""
+    """What the request presented: ``kind`` is ``api_key``, ``token`` (a gateway JWT),
+    ``session`` (a human's session token) or ``malformed``."""
 
     kind: str
     value: str
@@ -58,4 +60,6 @@ def _bearer(authorization: str) -> Credential | None:
         return None
     if value.startswith(KEY_PREFIX):
         return Credential("api_key", value)
+    if value.startswith(SESSION_PREFIX):
+        return Credential("session", value)
     return Credential("token", value)

@@ -39,7 +39,7 @@ from authlib.oauth2.rfc6749.errors import (
     UnsupportedGrantTypeError,
 )
 
-from ..audit.events import record_event
+from ..audit.events import KEY_TARGET, record_event
 from ..identity.models import Principal, parse_key
 from ..state import AUTH, AUTHENTICATOR, METRICS, SETTINGS, TOKENS
 from .authenticator import Authenticator, AuthOutcome
@@ -62,9 +62,10 @@ _BAD_ESCAPE: Final = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 
 
 class _Refused(Exception):
-    def __init__(self, error: OAuth2Error) -> None:
+    def __init__(self, error: OAuth2Error, key_id: str | None = None) -> None:
         super().__init__(error.error)
         self.error = error
+        self.key_id = key_id  # the public part of a refused key, for the audit log
 
 
 def _error_response(error: OAuth2Error) -> web.Response:
@@ -72,9 +73,11 @@ def _error_response(error: OAuth2Error) -> web.Response:
     return web.Response(status=status, text=json.dumps(body), headers=dict(headers))
 
 
-def _invalid_client() -> _Refused:
+def _invalid_client(key_id: str | None = None) -> _Refused:
     # One message for unknown ids, wrong secrets, inactive or expired identities alike.
-    return _Refused(InvalidClientError(description="Client authentication failed", status_code=401))
+    return _Refused(
+        InvalidClientError(description="Client authentication failed", status_code=401), key_id
+    )
 
 
 def _invalid_request(description: str) -> _Refused:
@@ -94,7 +97,7 @@ async def token_endpoint(request: web.Request) -> web.Response:
         principal, issued = await _grant(request, form)
     except _Refused as refused:
         metrics.token_refused(refused.error.error)
-        _audit(request, form, None, f"refused: {refused.error.error}")
+        _audit(request, form, None, f"refused: {refused.error.error}", refused.key_id)
         return _error_response(refused.error)
     metrics.token_issued(_GRANT_LABELS[form["grant_type"]])
     # Who got the token, for the access log (the request itself carried no gateway credential).
@@ -149,7 +152,11 @@ async def _read_form(request: web.Request) -> Mapping[str, str]:
 
 
 def _audit(
-    request: web.Request, form: Mapping[str, str], principal: Principal | None, failure: str | None
+    request: web.Request,
+    form: Mapping[str, str],
+    principal: Principal | None,
+    failure: str | None,
+    key_id: str | None = None,
 ) -> None:
     # Only a known grant type is recorded: the field is client input and must not carry
     # anything (a misplaced key, say) into the audit log.
@@ -160,8 +167,8 @@ def _audit(
         action="token.issue",
         outcome="failure" if failure else "success",
         principal=principal,
-        target_type=principal.type if principal is not None else None,
-        target_id=principal.id if principal is not None else None,
+        target_type=principal.type if principal is not None else (key_id and KEY_TARGET),
+        target_id=principal.id if principal is not None else key_id,
         detail=f"{grant}; {failure}" if failure else grant,
     )
 
@@ -231,7 +238,7 @@ async def _client(
     outcome = await authenticator.authenticate_key(key)
     principal = outcome.principal
     if principal is None or (client_id is not None and client_id.strip() != principal.id):
-        raise _invalid_client()
+        raise _invalid_client(outcome.key_id)
     return principal
 
 
@@ -248,8 +255,9 @@ async def _exchange(
         raise _invalid_request("subject_token too large")
     client = await _client(authenticator, request, form, required=False)
     claims = authenticator.verify_token(subject, allow_expired=client is not None)
-    # Only service-user tokens are renewed here: a human's session must end when it ends, so
-    # it cannot be stretched by exchanging it again and again (log in again instead).
+    # Only service-user tokens are renewed here. Humans are never issued one (their sessions
+    # are opaque store rows, which verify_token refuses), and the check stays so that no
+    # future token type could stretch a session by being exchanged again and again.
     if claims is None or claims.principal_type != "service_user":
         raise _Refused(InvalidGrantError(description="Invalid subject_token"))
     outcome: AuthOutcome = await authenticator.principal_for_claims(claims)

@@ -86,11 +86,9 @@ class TokenService:
     def jwks(self) -> dict[str, Any]:
         return dict(self._public_jwks)
 
-    def issue(
-        self, principal: Principal, scope: str, *, lifetime: int | None = None
-    ) -> IssuedToken:
-        """A signed token for ``principal``; ``lifetime`` defaults to the configured one."""
-        lifetime = lifetime if lifetime is not None else self._settings.lifetime_seconds
+    def issue(self, principal: Principal, scope: str) -> IssuedToken:
+        """A signed token for ``principal`` (a service user: humans hold store sessions)."""
+        lifetime = self._settings.lifetime_seconds
         now = int(self._clock())
         claims = {
             "iss": self._settings.issuer,

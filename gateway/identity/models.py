@@ -22,6 +22,7 @@ __all__ = (
     "Principal",
     "Role",
     "ServiceUser",
+    "Session",
     "Tenant",
     "User",
     "digest_key",
@@ -109,8 +110,6 @@ class User:
     last_login_at: float | None
     failed_logins: int
     password_changed_at: float
-    # Bumped by a password change: every session token minted before it dies.
-    session_generation: int
 
     def principal(self) -> Principal:
         return Principal(
@@ -120,8 +119,28 @@ class User:
             role=self.role,
             tenant_id=self.tenant_id,
             tenant_name=self.tenant_name,
-            key_generation=self.session_generation,
+            # Humans hold no key and are never issued a gateway token: their sessions are
+            # store rows (``Session``), ended by deleting the row, not by a generation.
+            key_generation=0,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A human administrator's login as stored. ``digest`` is the SHA-256 of the opaque
+    session token; the token itself exists only in the client's hands and in the answer to
+    the login."""
+
+    digest: bytes
+    user_id: str
+    created_at: float
+    last_seen_at: float
+    expires_at: float  # absolute: no activity extends it
+    client_addr: str | None
+    user_agent: str | None
+
+    def __repr__(self) -> str:
+        return f"Session(user_id={self.user_id!r}, digest=<redacted>)"
 
 
 @dataclass(frozen=True, slots=True)

@@ -136,6 +136,11 @@ class ServiceUserAdmin:
             raise NoSuchThing("service user")
         return user
 
+    async def usage(self, id_: str, *, since: str) -> dict[str, int]:
+        """Stored request counts by UTC day (``YYYY-MM-DD``) from ``since`` on; days without
+        requests are absent, and counts still in some process's memory are not included."""
+        return await self._store.usage_of(id_, since)
+
     async def list(
         self,
         *,

@@ -1,9 +1,9 @@
 """Human administrators: create, list, delete, change password, and log in.
 
-Passwords are hashed with argon2 (``passwords``). A login returns a session token, the same
-kind of JWT the token endpoint issues, for a principal of type ``user``; its generation is the
-user's session generation, which a password change or deletion bumps, so every session of
-that user dies at once (the same mechanism as key rotation for service users).
+Passwords are hashed with argon2 (``passwords``). A login starts a session (``sessions``): an
+opaque token whose digest is a row in the store. A password change or a deletion removes every
+session row of that user in its own transaction, so every session dies at once, in every
+process.
 
 Failed logins are counted (per user in the store; in memory, per username and address pair,
 per address and per username, each with a budget of its own) and slowed down, so online
@@ -166,7 +166,7 @@ class UserAdmin:
             id=str(uuid.uuid4()), tenant_id=found.id, tenant_name=found.name, username=username,
             role=role, password_hash=await hash_password(password), created_at=now,
             created_by=actor, active=True, last_login_at=None, failed_logins=0,
-            password_changed_at=now, session_generation=1,
+            password_changed_at=now,
         )  # fmt: skip
         try:
             await self._store.insert_user(user, self._record(actor, "user.create", user, client))
@@ -193,13 +193,13 @@ class UserAdmin:
     async def change_password(
         self, id_: str, password: str, *, actor: str, client: ClientInfo | None = None
     ) -> User:
-        """New password; every existing session of the user ends."""
+        """New password; every existing session of the user ends (the store deletes them in
+        the same transaction)."""
         _check_password(password)
         user = await self.get(id_)
         changes = {
             "password_hash": await hash_password(password),
             "password_changed_at": self._clock(),
-            "session_generation": user.session_generation + 1,
         }
         record = self._record(actor, "user.change_password", user, client)
         if not await self._store.update_user(id_, changes, record):
@@ -211,7 +211,11 @@ class UserAdmin:
 
     async def login(self, username: str, password: str, client: ClientInfo) -> User | None:
         """The user if the password is right and the user active; otherwise None, after the
-        throttle's delay. Unknown usernames cost the same as wrong passwords."""
+        throttle's delay. Unknown usernames cost the same as wrong passwords.
+
+        A success changes nothing here: the caller starts a session (``SessionAdmin.start``),
+        which notes the login and audits it in the session's own transaction. A failure is
+        counted and audited through the queue, like every refusal on the request path."""
         address = client.addr or "-"
         await asyncio.sleep(self.throttle.delay(username, address))
         user = await self._store.user_by_username(username) if len(username) <= 64 else None
@@ -219,11 +223,9 @@ class UserAdmin:
         now = self._clock()
         if ok and user is not None and user.active:
             self.throttle.succeeded(username, address)
-            await self._store.record_login(user.id, success=True, at=now)
-            self._audit.record(self._record(user.id, "login", user, client))
             return user
         if user is not None:
-            await self._store.record_login(user.id, success=False, at=now)
+            await self._store.record_failed_login(user.id)
         self._audit.record(
             AuditRecord(
                 at=now, actor=user.id if user else "anonymous", action="login",

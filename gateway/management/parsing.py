@@ -16,7 +16,7 @@ from pydantic_core import ErrorDetails
 
 from ..errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
-__all__ = ("read_body", "read_query")
+__all__ = ("read_body", "read_fields", "read_parameters", "read_query")
 
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -84,10 +84,21 @@ def read_query(request: web.Request, model: type[_M]) -> _M:
         if name in values:
             raise BadRequest(f"{_shown(name)}: given more than once")
         values[name] = value
+    return read_parameters(model, values)
+
+
+def read_parameters(model: type[_M], values: dict[str, str]) -> _M:
+    """Query-string ``values`` (text) as ``model``, with the rules of ``read_query``."""
     try:
         return model.model_validate(values)
     except ValidationError as exc:
         raise BadRequest(_message(model, exc.errors()[0])) from None
+
+
+def read_fields(model: type[_M], fields: dict[str, Any]) -> _M:
+    """``fields`` (already typed values, as a form handler builds them) read exactly as a JSON
+    body with those fields would be: the same rules and the same messages."""
+    return _validated(model, json.dumps(fields))
 
 
 def _validated(model: type[_M], text: str) -> _M:

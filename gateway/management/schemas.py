@@ -21,6 +21,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSche
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
+from ..auth.authenticator import USAGE_DAYS_KEPT
 from ..identity.models import Role, ServiceUser, Tenant, User
 from ..identity.passwords import MAX_PASSWORD, MIN_PASSWORD
 from ..identity.service_users import MAX_DESCRIPTION, MAX_NAME
@@ -53,6 +54,9 @@ __all__ = (
     "TenantList",
     "TenantView",
     "UpdateServiceUser",
+    "Usage",
+    "UsageDay",
+    "UsageQuery",
     "UserPage",
     "UserView",
 )
@@ -193,6 +197,17 @@ class ServiceUserQuery(Paging):
     tenant: str | _Optional = None
 
 
+class UsageQuery(_Body):
+    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+
+    # Up to the days the store keeps (older counts are pruned).
+    days: Annotated[
+        int,
+        Field(ge=1, le=USAGE_DAYS_KEPT, description="days up to today (UTC)"),
+        BeforeValidator(_digits),
+    ] = 14
+
+
 class AuditQuery(Paging):
     actor: str | _Optional = None
     action: str | _Optional = None
@@ -231,6 +246,18 @@ class ServiceUserView(_Answer):
             expires_at=iso(user.expires_at), last_used_at=iso(last_used),
             key_rotated_at=iso(user.key_rotated_at), key_generation=user.key_generation,
         )  # fmt: skip
+
+
+class UsageDay(_Answer):
+    day: Annotated[str, Field(json_schema_extra={"format": "date"}, description="UTC day")]
+    requests: int
+
+
+class Usage(_Answer):
+    """Authenticated requests of a service user per UTC day, oldest first, every day present
+    (zero when there were none), counts not yet written by this process included."""
+
+    days: list[UsageDay]
 
 
 class UserView(_Answer):

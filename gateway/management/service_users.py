@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from ..audit.events import client_details
+from ..auth.authenticator import day_number, utc_day
 from ..errors import BadRequest
 from ..identity.models import Role, ServiceUser
 from ..identity.service_users import CreatedKey
@@ -26,10 +27,13 @@ from .schemas import (
     ServiceUserQuery,
     ServiceUserView,
     UpdateServiceUser,
+    Usage,
+    UsageDay,
+    UsageQuery,
 )
 from .trail import audited
 
-__all__ = ("OPERATIONS",)
+__all__ = ("OPERATIONS", "requests_per_day")
 
 
 def _view(request: web.Request, user: ServiceUser) -> ServiceUserView:
@@ -99,6 +103,27 @@ async def get(request: web.Request) -> web.Response:
     return web.json_response(_view(request, user).model_dump(mode="json"))
 
 
+async def requests_per_day(
+    request: web.Request, user: ServiceUser, days: int
+) -> list[tuple[str, int]]:
+    """(UTC day, requests) for the last ``days`` days, oldest first, every day present: what
+    the store holds plus what this process counted and has not flushed yet (other processes'
+    pending counts appear after their next flush, store.last_used_flush_seconds)."""
+    today = day_number(request.app[CLOCK]())
+    names = [utc_day(n) for n in range(today - days + 1, today + 1)]
+    stored = await request.app[SERVICE_USERS].usage(user.id, since=names[0])
+    pending = request.app[AUTHENTICATOR].pending_requests_of(user.id)
+    return [(day, stored.get(day, 0) + pending.get(day, 0)) for day in names]
+
+
+async def usage(request: web.Request) -> web.Response:
+    user = await _target(request, mutate=False)
+    query = read_query(request, UsageQuery)
+    days = await requests_per_day(request, user, query.days)
+    answer = Usage(days=[UsageDay(day=day, requests=count) for day, count in days])
+    return web.json_response(answer.model_dump(mode="json"))
+
+
 @audited("service_user.update", "service_user")
 async def update(request: web.Request) -> web.Response:
     caller = manager(request)
@@ -150,6 +175,9 @@ OPERATIONS = (
     Operation("GET", _BASE, list_, "List service users", 200, ServiceUserPage,
               query=ServiceUserQuery),
     Operation("GET", _BASE + "/{id}", get, "Get a service user", 200, ServiceUserView),
+    Operation("GET", _BASE + "/{id}/usage", usage,
+              "Requests per UTC day, oldest first, every day present", 200, Usage,
+              query=UsageQuery),
     Operation("PUT", _BASE + "/{id}", update, "Update description, role, expiry or active",
               200, ServiceUserView, body=UpdateServiceUser, errors=_CONFLICTS),
     Operation("DELETE", _BASE + "/{id}", delete, "Delete a service user", 204, None,

@@ -11,7 +11,7 @@ from aiohttp import web
 from ..audit.events import record_event
 from ..errors import DomainError, GatewayError, describe
 
-__all__ = ("audited",)
+__all__ = ("audited", "record_refusal")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -25,17 +25,25 @@ def audited(action: str, target_type: str) -> Callable[[Handler], Handler]:
             try:
                 return await handler(request)
             except (GatewayError, DomainError) as exc:
-                status, _, message = describe(exc)
-                record_event(
-                    request,
-                    action=action,
-                    outcome="failure",
-                    target_type=target_type,
-                    target_id=request.match_info.get("id"),
-                    detail=f"{status}: {message}",
-                )
+                record_refusal(request, action, target_type, exc)
                 raise
 
         return wrapper
 
     return decorate
+
+
+def record_refusal(
+    request: web.Request, action: str, target_type: str, exc: GatewayError | DomainError
+) -> None:
+    """One failure record for a refused ``action`` (also for a refusal a handler answers
+    itself, as the UI does when it shows a form again with the error)."""
+    status, _, message = describe(exc)
+    record_event(
+        request,
+        action=action,
+        outcome="failure",
+        target_type=target_type,
+        target_id=request.match_info.get("id"),
+        detail=f"{status}: {message}",
+    )

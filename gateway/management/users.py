@@ -1,13 +1,14 @@
-"""``/api/v1/users`` (human administrators) and ``/api/v1/login``."""
+"""``/api/v1/users`` (human administrators), ``/api/v1/login`` and ``/api/v1/logout``."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
 from ..audit.events import client_details
+from ..auth.credentials import parse_credentials
 from ..errors import BadRequest, Forbidden, LoginFailed
 from ..identity.models import Role, User
-from ..state import SETTINGS, TOKENS, USERS
+from ..state import AUTH, SESSIONS, USERS
 from .access import manager, principal, role_and_tenant, target, tenant_scope
 from .operations import Operation
 from .parsing import read_body, read_query
@@ -93,18 +94,31 @@ async def change_password(request: web.Request) -> web.Response:
 
 async def login(request: web.Request) -> web.Response:
     body = await read_body(request, Login)
-    user = await request.app[USERS].login(body.username, body.password, client_details(request))
+    client = client_details(request)
+    user = await request.app[USERS].login(body.username, body.password, client)
     if user is None:
         raise LoginFailed()
-    lifetime = request.app[SETTINGS].tokens.session_lifetime_seconds
-    issued = request.app[TOKENS].issue(user.principal(), "session", lifetime=lifetime)
+    token, session = await request.app[SESSIONS].start(user, client)
     answer = LoginAnswer(
-        token=issued.access_token,
+        token=token,
         token_type="bearer",
-        expires_in=issued.expires_in,
+        expires_in=round(session.expires_at - session.created_at),
         user=UserView.of(user),
     )
     return web.json_response(answer.model_dump(mode="json"), headers=NO_STORE)
+
+
+async def logout(request: web.Request) -> web.Response:
+    """End the session the request authenticated with (and no other)."""
+    principal(request)  # 401 for a request without a live credential
+    if request[AUTH].session is None:
+        raise BadRequest(
+            "Logout ends a session: authenticate with the session token from /api/v1/login"
+        )
+    # The credential the middleware resolved to that session: the request's one session token.
+    token = next(c.value for c in parse_credentials(request.headers) if c.kind == "session")
+    await request.app[SESSIONS].end(token, client=client_details(request))
+    return web.Response(status=204)
 
 
 _CONFLICTS = (400, 401, 403, 404, 409)
@@ -120,4 +134,7 @@ OPERATIONS = (
               body=ChangePassword, errors=_CONFLICTS),
     Operation("POST", "/api/v1/login", login, "Log in; returns a session token", 200,
               LoginAnswer, body=Login, errors=(400, 401), public=True, no_store=True),
+    Operation("POST", "/api/v1/logout", logout,
+              "End the caller's own session (the session token stops working everywhere)", 204,
+              None, errors=(400, 401)),
 )  # fmt: skip

@@ -62,6 +62,7 @@ UPSTREAM_ERROR_KINDS: Final = ("unavailable", "timeout", "broken")
 AUTH_FAILURE_REASONS: Final = (
     "missing", "malformed", "unknown_key", "wrong_secret", "bad_token",
     "deleted", "rotated", "inactive", "expired", "password", "ambiguous",
+    "unknown_session", "idle",
 )  # fmt: skip
 GRANT_TYPES: Final = ("client_credentials", "token_exchange")
 TOKEN_ERRORS: Final = (

@@ -182,17 +182,26 @@ class SqliteCore:
         self._identity_changed = True
 
     async def _change_identity(
-        self, sql: str, params: Iterable[Any], *, table: str, id_: str, audit: AuditRecord
+        self,
+        sql: str,
+        params: Iterable[Any],
+        *,
+        table: str,
+        id_: str,
+        audit: AuditRecord,
+        also: Iterable[tuple[str, tuple[Any, ...]]] = (),
     ) -> bool:
-        """Run one UPDATE or DELETE of identity ``id_`` with its audit record in one
-        transaction; False if there is no such row. Refused (LastRoot) if it would retire the
-        last usable Root."""
+        """Run one UPDATE or DELETE of identity ``id_`` (and the statements ``also`` names,
+        if it matched a row) with its audit record in one transaction; False if there is no
+        such row. Refused (LastRoot) if it would retire the last usable Root."""
         async with self.transaction() as conn:
             was_root = await self._is_root(conn, table, id_)
             permanent_before = await self._permanent_roots(conn) if was_root else 0
             cur = await conn.execute(sql, tuple(params))
             if cur.rowcount == 0:
                 return False
+            for statement, values in also:
+                await conn.execute(statement, values)
             if was_root:
                 await self._refuse_if_rootless(conn, audit.at, permanent_before)
             await self._audit(conn, audit)

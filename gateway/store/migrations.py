@@ -86,4 +86,34 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     CREATE INDEX audit_log_target ON audit_log (target_id);
     CREATE INDEX audit_log_tenant ON audit_log (tenant_id);
     """,
+    # 2: human sessions live in the store, so logout, a password change, a deactivation or a
+    # deletion ends them at once in every process (no cache to wait for). The key is the
+    # SHA-256 digest of the opaque token: whoever reads the file cannot log in with it.
+    # Session generations (the JWT sessions' revocation counter) have no use left.
+    """
+    CREATE TABLE sessions (
+        digest       BLOB PRIMARY KEY,
+        user_id      TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+        created_at   REAL NOT NULL,
+        last_seen_at REAL NOT NULL,
+        expires_at   REAL NOT NULL,
+        client_addr  TEXT,
+        user_agent   TEXT
+    ) WITHOUT ROWID;
+    CREATE INDEX sessions_user ON sessions (user_id);
+    CREATE INDEX sessions_expires ON sessions (expires_at);
+
+    ALTER TABLE users DROP COLUMN session_generation;
+    """,
+    # 3: requests per UTC day per service user, counted in memory and added in batches (so
+    # several processes merge by addition, without losing a count).
+    """
+    CREATE TABLE usage_daily (
+        service_user_id TEXT NOT NULL REFERENCES service_users (id) ON DELETE CASCADE,
+        day             TEXT NOT NULL,
+        requests        INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (service_user_id, day)
+    ) WITHOUT ROWID;
+    CREATE INDEX usage_daily_day ON usage_daily (day);
+    """,
 )

@@ -1,6 +1,6 @@
 """The embedded store: SQLite through aiosqlite, in WAL mode (connections and transactions
-in ``core``). This module holds tenants, service users and signing keys; human users and the
-audit log have modules of their own."""
+in ``core``). This module holds tenants, service users (with their daily request counts) and
+signing keys; human users, their sessions and the audit log have modules of their own."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from ..identity.models import Role, ServiceUser, Tenant
 from .audit_table import AuditTable
 from .base import AuditRecord, InUse, UniqueViolation
 from .core import DEFAULT_TENANT
-from .users_table import UserTables
+from .sessions_table import SessionTables
 
 __all__ = ("DEFAULT_TENANT", "SqliteStore")
 
@@ -55,7 +55,7 @@ def _service_user(row: Iterable[Any]) -> ServiceUser:
     )  # fmt: skip
 
 
-class SqliteStore(UserTables, AuditTable):
+class SqliteStore(SessionTables, AuditTable):
     """The only mutator of persistent state."""
 
     async def tenant_by_name(self, name: str) -> Tenant | None:
@@ -219,9 +219,18 @@ class SqliteStore(UserTables, AuditTable):
                 (kid, private_jwk, time.time()),
             )
 
-    async def record_last_used(self, last_used: Mapping[str, float]) -> None:
-        """Write a batch of last-use times; never moves a time backwards."""
-        if not last_used:
+    async def record_last_used(
+        self,
+        last_used: Mapping[str, float],
+        *,
+        requests: Mapping[tuple[str, str], int] | None = None,
+        prune_before: str | None = None,
+    ) -> None:
+        """Write a batch of last-use times (never moving a time backwards) and of request
+        counts per (service user id, UTC day ``YYYY-MM-DD``), in one transaction. Counts are
+        added to the stored ones, so the batches of several processes add up. With
+        ``prune_before``, days before it are removed."""
+        if not last_used and not requests:
             return
         async with self.transaction() as conn:
             await conn.executemany(
@@ -229,3 +238,23 @@ class SqliteStore(UserTables, AuditTable):
                 " WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)",
                 [(at, id_, at) for id_, at in last_used.items()],
             )
+            if requests:
+                # Only for service users that still exist: a count for one deleted since it
+                # was made would break the foreign key and fail the whole batch, every time.
+                await conn.executemany(
+                    "INSERT INTO usage_daily (service_user_id, day, requests)"
+                    " SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM service_users WHERE id = ?)"
+                    " ON CONFLICT (service_user_id, day)"
+                    " DO UPDATE SET requests = requests + excluded.requests",
+                    [(id_, day, n, id_) for (id_, day), n in requests.items()],
+                )
+            if prune_before is not None:
+                await conn.execute("DELETE FROM usage_daily WHERE day < ?", (prune_before,))
+
+    async def usage_of(self, service_user_id: str, since: str) -> dict[str, int]:
+        """Stored request counts of one service user by UTC day, from ``since`` on."""
+        rows = await self._fetchall(
+            "SELECT day, requests FROM usage_daily WHERE service_user_id = ? AND day >= ?",
+            (service_user_id, since),
+        )
+        return {day: int(requests) for day, requests in rows}

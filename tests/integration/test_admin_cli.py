@@ -312,7 +312,10 @@ def test_service_user_commands_print_json_with_the_expected_fields(cli: Cli) -> 
     listed = cli.root_json("list-service-users", "--tenant", tenant)
     assert (listed["total"], listed["limit"], listed["offset"]) == (1, 100, 0)
     assert listed["items"] == [user]
-    assert cli.root_json("get-service-user", "--id", id_) == user
+    got = cli.root_json("get-service-user", "--id", id_)
+    # get-service-user adds the use of the last 14 days (UTC): none yet.
+    assert {k: v for k, v in got.items() if k != "usage"} == user
+    assert [day["requests"] for day in got["usage"]["days"]] == [0] * 14
 
     updated = cli.root_json("update-service-user", "--id", id_, "--description", "hourly")
     assert updated["description"] == "hourly"
@@ -386,7 +389,43 @@ def test_login_and_logout_print_json_and_prompts_stay_off_stdout(cli: Cli) -> No
     token = cli.saved_sessions()[cli.url]
     assert token not in json.dumps(answer)
     assert ok_json(cli.run("logout", "--json")) == {"logged_out": True}
+    # Ended at the gateway, not only forgotten here.
+    assert http(f"{cli.url}/api/v1/me", headers={"Authorization": f"Bearer {token}"})[0] == 401
     assert ok_json(cli.run("logout", "--json")) == {"logged_out": False}
+
+
+def test_logout_forgets_the_session_and_says_so_when_the_gateway_cannot_be_reached(
+    cli: Cli,
+) -> None:
+    username = new_user(cli)["username"]
+    cli.login(username)
+    token = cli.saved_sessions()[cli.url]
+    # The same session saved for an address where nothing listens (a gateway that is down).
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    cli.sessions_file.write_text(json.dumps({down: token}))
+    result = ok(cli.run("logout", url=down))
+    assert result.stdout == ""
+    assert "could not end the session" in result.stderr and "Logged out." in result.stderr
+    assert token not in result.stderr
+    assert cli.saved_sessions() == {}
+    # It was not ended there: the real gateway still takes it.
+    assert http(f"{cli.url}/api/v1/me", headers={"Authorization": f"Bearer {token}"})[0] == 200
+
+
+def test_get_service_user_shows_its_requests_of_the_last_14_days(
+    cli: Cli, live_gateway: LiveGateway
+) -> None:
+    created = new_service_user(cli)
+    user, key = created["service_user"], created["api_key"]
+    for _ in range(3):  # authenticated: counted, whatever the catalog answers
+        assert catalog_status(live_gateway, {"X-API-Key": key}) != 401
+    shown = block(ok(cli.root("get-service-user", "--id", user["id"])).stdout)
+    assert shown["requests_14d"].startswith("3 in all; per day from ")
+    assert shown["requests_14d"].endswith(" 0 3")  # today is the last day shown
+    as_json = cli.root_json("get-service-user", "--id", user["id"])
+    assert [day["requests"] for day in as_json["usage"]["days"]][-1] == 3
 
 
 def test_key_appears_only_in_the_create_output_never_in_list_or_get(cli: Cli) -> None:

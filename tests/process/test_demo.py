@@ -1,15 +1,21 @@
 """`make run` end to end: the demo starts a real SeaweedFS and the gateway, prints a PyIceberg
-snippet that works when pasted as printed, stops everything on Ctrl-C, and runs again."""
+snippet that works when pasted as printed and a UI administrator whose password works, stops
+everything on Ctrl-C and when its terminal closes (SIGHUP), and runs again."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -59,10 +65,25 @@ class Demo:
         self.stop()
         pytest.fail("demo printed no snippet:\n" + "".join(self.output))
 
-    def stop(self) -> int:
-        """Ctrl-C, as a terminal would send it; returns the exit code."""
+    def wait_until_serving(self, port: int, timeout: float = 60.0) -> None:
+        """The welcome is printed just before the server listens: poll /healthz."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5):
+                    return
+            except OSError:
+                pass  # not listening yet
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=0.05)  # paces the poll, and notices an early exit
+            assert self.proc.returncode is None, "".join(self.output)
+        pytest.fail("the demo did not answer /healthz:\n" + "".join(self.output))
+
+    def stop(self, sig: signal.Signals = signal.SIGINT) -> int:
+        """Ctrl-C as a terminal sends it (or ``sig``: SIGHUP when the terminal closes);
+        returns the exit code."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
+            self.proc.send_signal(sig)
         code = self.proc.wait(timeout=60)
         assert self.proc.stdout is not None
         self.proc.stdout.close()
@@ -89,11 +110,32 @@ def _weed_running(data_dir: Path) -> bool:
     return bool(found.stdout.strip())
 
 
+def _admin_login(output: str, port: int) -> int:
+    """The status of a login with the UI administrator's printed password."""
+    found = re.search(r"user 'admin' \(Root\), password: (\S+)", output)
+    assert found is not None, output
+    assert f"admin UI: http://127.0.0.1:{port}/ui/" in output
+    body = json.dumps({"username": "admin", "password": found.group(1)}).encode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/v1/login", data=body,
+        headers={"Content-Type": "application/json"},
+    )  # fmt: skip
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as refused:
+        return refused.code
+
+
 def test_make_run_snippet_works_as_printed_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
     port = free_port()
     first = Demo(tmp_path, port)
     snippet = first.wait_for_snippet()
     assert "credential" in snippet and f"127.0.0.1:{port}/v1/default/" in snippet
+    first_output = "".join(first.output)
+    first.wait_until_serving(port)
+    assert _admin_login(first_output, port) == 200
+    assert "make shell" in first_output
     out = _run_snippet(
         snippet,
         "import pyarrow as pa\n"
@@ -106,10 +148,14 @@ def test_make_run_snippet_works_as_printed_and_ctrl_c_stops_everything(tmp_path:
     assert first.stop() == 0
     assert not _weed_running(tmp_path / "demo")
 
-    # A second run reuses the store and the catalog data, and issues a fresh key.
+    # A second run reuses the store and the catalog data, and issues a fresh key and a fresh
+    # admin password (the first one no longer works).
     second = Demo(tmp_path, port)
     try:
         snippet2 = second.wait_for_snippet()
+        second.wait_until_serving(port)
+        assert _admin_login("".join(second.output), port) == 200
+        assert _admin_login(first_output, port) == 401
         assert snippet2 != snippet
         out = _run_snippet(snippet2, "print(catalog.list_tables('demo'))\n")
         assert "('demo', 't')" in out
@@ -119,5 +165,6 @@ def test_make_run_snippet_works_as_printed_and_ctrl_c_stops_everything(tmp_path:
         )
         assert refused.returncode != 0
     finally:
-        assert second.stop() == 0
+        # Closing the terminal stops everything too.
+        assert second.stop(signal.SIGHUP) == 0
     assert not _weed_running(tmp_path / "demo")

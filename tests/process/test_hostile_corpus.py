@@ -608,9 +608,10 @@ class Secrets:
         for name, key in keys:
             secret = key.split("_", 2)[2]  # pgl_<key_id>_<secret>; key ids are hex
             found[name] = _encoded(key, secret, secret[:16], secret[-16:])
-        for name, jwt in (("gateway token", self.token), ("session token", self.session)):
-            signature = jwt.rsplit(".", 1)[1]
-            found[name] = _encoded(jwt, signature, signature[:16], signature[-16:])
+        signature = self.token.rsplit(".", 1)[1]
+        found["gateway token"] = _encoded(self.token, signature, signature[:16], signature[-16:])
+        opaque = self.session.removeprefix("pgs_")  # a session token is opaque, not a JWT
+        found["session token"] = _encoded(self.session, opaque, opaque[:16], opaque[-16:])
         for name, text in (("upstream bearer", self.upstream_token), ("password", self.password)):
             found[name] = _encoded(text, text[4:20])
         found["Basic credentials"] = (self.values("")[b"@BASIC@"],)

@@ -1,0 +1,124 @@
+"""The sessions table: logins of human administrators, keyed by the SHA-256 digest of their
+opaque token (never the token: a copy of the store file logs nobody in).
+
+Sessions are not cached anywhere: each management request reads its row by digest (one
+indexed fetch on the read connection), so deleting the row ends the session at once in every
+process sharing the file. Starting and ending a session are changes with an audit record in
+the same transaction, like every other store change; refreshing ``last_seen_at`` is
+bookkeeping, like ``last_used_at``, and is not audited.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Final
+
+import aiosqlite
+
+from ..identity.models import Session, User
+from .base import AuditRecord
+from .users_table import USER_COLUMNS, UserTables, user_from_row
+
+__all__ = ("SessionTables",)
+
+_SESSION_COLUMNS: Final = (
+    "s.digest, s.user_id, s.created_at, s.last_seen_at, s.expires_at, s.client_addr, s.user_agent"
+)
+_JOINED: Final = (
+    f"SELECT {_SESSION_COLUMNS}, {USER_COLUMNS} FROM sessions s"
+    " JOIN users u ON u.id = s.user_id JOIN tenants t ON t.id = u.tenant_id"
+)
+_WIDTH: Final = 7  # columns of a session in a joined row
+
+
+def _session(row: Iterable[Any]) -> Session:
+    digest, user_id, created_at, last_seen_at, expires_at, client_addr, user_agent = row
+    return Session(
+        digest=bytes(digest), user_id=user_id, created_at=created_at, last_seen_at=last_seen_at,
+        expires_at=expires_at, client_addr=client_addr, user_agent=user_agent,
+    )  # fmt: skip
+
+
+class SessionTables(UserTables):
+    async def session(self, digest: bytes) -> tuple[Session, User] | None:
+        """The session with this token digest and its user, or None."""
+        row = await self._fetchone(f"{_JOINED} WHERE s.digest = ?", (digest,))
+        if row is None:
+            return None
+        return _session(row[:_WIDTH]), user_from_row(row[_WIDTH:])
+
+    async def sessions_of(self, user_id: str) -> list[Session]:
+        rows = await self._fetchall(
+            f"SELECT {_SESSION_COLUMNS} FROM sessions s WHERE s.user_id = ? ORDER BY s.created_at",
+            (user_id,),
+        )
+        return [_session(row) for row in rows]
+
+    async def insert_session(
+        self, session: Session, audit: AuditRecord, *, stale_before: float
+    ) -> bool:
+        """Store a new session and note the user's successful login (last_login_at, failed
+        logins back to zero), with the login's audit record, in one transaction. Sessions
+        past their absolute expiry or idle since before ``stale_before`` are removed on the
+        way (logins are rare; no timer is needed for it). False if the user no longer
+        exists (deleted after the password was checked)."""
+        try:
+            await self._insert_session(session, audit, stale_before)
+        except _UserGone:
+            return False
+        return True
+
+    async def _insert_session(
+        self, session: Session, audit: AuditRecord, stale_before: float
+    ) -> None:
+        async with self.transaction() as conn:
+            await conn.execute(
+                "DELETE FROM sessions WHERE expires_at <= ? OR last_seen_at < ?",
+                (session.created_at, stale_before),
+            )
+            try:
+                await conn.execute(
+                    "INSERT INTO sessions (digest, user_id, created_at, last_seen_at, expires_at,"
+                    " client_addr, user_agent) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (session.digest, session.user_id, session.created_at, session.last_seen_at,
+                     session.expires_at, session.client_addr, session.user_agent),
+                )  # fmt: skip
+            except aiosqlite.IntegrityError:
+                # The user is gone (foreign key); a digest collision of two 256-bit tokens is
+                # not a case worth a branch of its own. Nothing of this transaction is kept.
+                raise _UserGone() from None  # rolls the transaction back
+            await conn.execute(
+                "UPDATE users SET last_login_at = ?, failed_logins = 0 WHERE id = ?",
+                (session.created_at, session.user_id),
+            )
+            await self._audit(conn, audit)
+
+    async def touch_session(self, digest: bytes, at: float) -> None:
+        """Note activity (never moves last_seen_at backwards)."""
+        async with self.transaction() as conn:
+            await conn.execute(
+                "UPDATE sessions SET last_seen_at = ? WHERE digest = ? AND last_seen_at < ?",
+                (at, digest, at),
+            )
+
+    async def delete_session(self, digest: bytes, audit: AuditRecord) -> bool:
+        """End one session (logout) with its audit record; False if it had already ended."""
+        async with self.transaction() as conn:
+            cur = await conn.execute("DELETE FROM sessions WHERE digest = ?", (digest,))
+            if cur.rowcount == 0:
+                return False
+            await self._audit(conn, audit)
+        return True
+
+    async def delete_sessions(self, user_id: str, audit: AuditRecord) -> int:
+        """End every session of a user with one audit record; how many there were."""
+        async with self.transaction() as conn:
+            cur = await conn.execute("DELETE FROM sessions WHERE user_id = ?", (user_id,))
+            ended = cur.rowcount
+            if ended:
+                await self._audit(conn, audit)
+        return ended
+
+
+class _UserGone(Exception):
+    pass

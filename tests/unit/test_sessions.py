@@ -1,0 +1,366 @@
+"""Human sessions in the store (``identity.sessions``, ``store.sessions_table``) and the daily
+request counts of service users (``store.record_last_used``), below HTTP.
+
+Time moves with a ``FakeClock``; "another process" is a second ``SqliteStore`` on the same
+file, exactly what another worker holds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.audit.queue import AuditQueue
+from gateway.errors import NoSuchThing
+from gateway.identity.models import Role, User
+from gateway.identity.service_users import ServiceUserAdmin
+from gateway.identity.sessions import TOUCH_SECONDS, SessionAdmin, digest_token
+from gateway.identity.users import UserAdmin
+from gateway.store import AuditRecord, ClientInfo, SqliteStore
+from gateway.store.migrations import MIGRATIONS
+
+from ..fakes import FakeClock
+
+PASSWORD = "correct horse battery staple"
+LIFETIME = 8 * 3600
+IDLE = 1800
+CLIENT = ClientInfo("192.0.2.7", "tests/1.0")
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "store" / "pangolin.db"
+
+
+@pytest.fixture
+async def store(path: Path) -> AsyncIterator[SqliteStore]:
+    async with SqliteStore(path) as opened:
+        yield opened
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def sessions_of(store: SqliteStore, clock: FakeClock) -> SessionAdmin:
+    return SessionAdmin(store, lifetime_seconds=LIFETIME, idle_seconds=IDLE, clock=clock)
+
+
+@pytest.fixture
+def sessions(store: SqliteStore, clock: FakeClock) -> SessionAdmin:
+    return sessions_of(store, clock)
+
+
+@pytest.fixture
+def users(store: SqliteStore, clock: FakeClock) -> UserAdmin:
+    return UserAdmin(store, AuditQueue(store), clock=clock)
+
+
+async def human(users: UserAdmin, name: str = "alice") -> User:
+    return await users.create(
+        username=name, password=PASSWORD, role=Role.TENANT_ADMIN, tenant="default", actor="t"
+    )
+
+
+def rows(path: Path, sql: str) -> list[tuple[Any, ...]]:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def session_rows(path: Path) -> list[tuple[Any, ...]]:
+    return rows(path, "SELECT * FROM sessions ORDER BY created_at")
+
+
+class Spy:
+    """Counts calls to store methods (the real methods still run)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, store: SqliteStore, *names: str) -> None:
+        self.calls: dict[str, int] = {}
+        for name in names:
+            monkeypatch.setattr(store, name, self._counting(name, getattr(store, name)))
+
+    def _counting(self, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+        def spy(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] = self.calls.get(name, 0) + 1
+            return method(*args, **kwargs)
+
+        return spy
+
+
+# -- the token and what is stored ----------------------------------------------------------------
+
+
+async def test_only_the_digest_of_the_token_is_stored(
+    store: SqliteStore, sessions: SessionAdmin, users: UserAdmin, path: Path
+) -> None:
+    alice = await human(users)
+    token, session = await sessions.start(alice, CLIENT)
+    assert token.startswith("pgs_") and len(token) == 4 + 43
+    assert session.digest == digest_token(token)
+    ((digest, user_id, created, seen, expires, addr, agent),) = session_rows(path)
+    assert (bytes(digest), user_id) == (session.digest, alice.id)
+    assert (addr, agent) == (CLIENT.addr, CLIENT.user_agent)
+    assert (created, seen, expires) == (session.created_at, session.created_at,
+                                        session.created_at + LIFETIME)  # fmt: skip
+    # Nowhere in the files (database, WAL, shared memory): not the token, not its secret part.
+    secret = token.removeprefix("pgs_").encode()
+    for file in path.parent.iterdir():
+        data = file.read_bytes()
+        assert secret not in data and secret[:20] not in data, file.name
+    assert "pgs_" not in repr(session) and session.digest.hex() not in repr(session)
+
+
+async def test_a_login_is_audited_with_its_session_and_notes_the_login(
+    store: SqliteStore, sessions: SessionAdmin, users: UserAdmin, clock: FakeClock
+) -> None:
+    alice = await human(users)
+    await store.record_failed_login(alice.id)
+    clock.advance(5)
+    token, _ = await sessions.start(alice, CLIENT)
+    after = await users.get(alice.id)
+    assert (after.last_login_at, after.failed_logins) == (clock.now, 0)
+    (login,) = [r for r in await store.audit_records(target_id=alice.id) if r.action == "login"]
+    assert (login.actor, login.outcome, login.client_addr) == (alice.id, "success", CLIENT.addr)
+    assert token not in repr(login)
+
+
+async def test_a_session_for_a_user_deleted_meanwhile_is_refused_and_nothing_is_kept(
+    store: SqliteStore, sessions: SessionAdmin, users: UserAdmin, path: Path
+) -> None:
+    alice = await human(users)
+    await users.delete(alice.id, actor="t")
+    before = len(await store.audit_records())
+    with pytest.raises(NoSuchThing):
+        await sessions.start(alice, CLIENT)
+    assert session_rows(path) == []
+    assert len(await store.audit_records()) == before
+
+
+# -- resolving -----------------------------------------------------------------------------------
+
+
+async def test_a_live_session_resolves_to_its_user(
+    sessions: SessionAdmin, users: UserAdmin
+) -> None:
+    alice = await human(users)
+    token, session = await sessions.start(alice, CLIENT)
+    found = await sessions.resolve(token)
+    assert found is not None
+    assert found[0].digest == session.digest and found[1].id == alice.id
+
+
+@pytest.mark.parametrize(
+    "token",
+    ["", "pgs_", "pgs_" + "A" * 42, "pgs_" + "A" * 44, "pgs_" + "A" * 42 + "!", "pgl_" + "A" * 43],
+)
+async def test_a_malformed_token_is_refused_without_reading_the_store(
+    sessions: SessionAdmin, store: SqliteStore, monkeypatch: pytest.MonkeyPatch, token: str
+) -> None:
+    spy = Spy(monkeypatch, store, "session", "touch_session")
+    assert await sessions.check(token) == "malformed"
+    assert await sessions.resolve(token) is None
+    assert spy.calls == {}
+
+
+async def test_an_unknown_token_is_refused(sessions: SessionAdmin) -> None:
+    assert await sessions.check("pgs_" + "A" * 43) == "unknown_session"
+
+
+async def test_last_seen_is_refreshed_at_most_once_a_minute(
+    store: SqliteStore,
+    sessions: SessionAdmin,
+    users: UserAdmin,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+    path: Path,
+) -> None:
+    token, session = await sessions.start(await human(users), CLIENT)
+    spy = Spy(monkeypatch, store, "touch_session")
+    for _ in range(10):  # 50 s of requests every 5 s: no write
+        clock.advance(5)
+        assert await sessions.resolve(token) is not None
+    assert spy.calls == {}
+    clock.advance(TOUCH_SECONDS - 50)
+    assert await sessions.resolve(token) is not None
+    assert spy.calls == {"touch_session": 1}
+    assert session_rows(path)[0][3] == clock.now
+
+
+async def test_a_session_idle_for_the_idle_timeout_is_refused_and_left_as_it_was(
+    sessions: SessionAdmin, users: UserAdmin, clock: FakeClock, path: Path
+) -> None:
+    token, _ = await sessions.start(await human(users), CLIENT)
+    clock.advance(IDLE - 1)
+    assert await sessions.resolve(token) is not None  # used: the idle clock starts again
+    clock.advance(IDLE - 1)
+    assert await sessions.resolve(token) is not None
+    before = session_rows(path)
+    clock.advance(IDLE)
+    assert await sessions.check(token) == "idle"
+    assert session_rows(path) == before  # a refusal writes nothing
+
+
+async def test_a_session_in_use_still_ends_at_its_absolute_lifetime(
+    sessions: SessionAdmin, users: UserAdmin, clock: FakeClock, path: Path
+) -> None:
+    token, session = await sessions.start(await human(users), CLIENT)
+    while clock.now + 600 < session.expires_at:
+        clock.advance(600)  # busy all day: never idle
+        assert await sessions.resolve(token) is not None
+    before = session_rows(path)
+    clock.now = session.expires_at
+    assert await sessions.check(token) == "expired"
+    assert session_rows(path) == before
+
+
+async def test_a_deactivated_user_has_no_session_left(
+    store: SqliteStore, sessions: SessionAdmin, users: UserAdmin, path: Path
+) -> None:
+    alice = await human(users)
+    token, _ = await sessions.start(alice, CLIENT)
+    record = AuditRecord(1.0, "t", "user.deactivate", "user", alice.id, alice.tenant_id, "success")
+    assert await store.update_user(alice.id, {"active": 0}, record)
+    assert session_rows(path) == []
+    assert await sessions.check(token) == "unknown_session"
+
+
+async def test_a_session_of_a_user_deactivated_outside_the_store_rules_is_refused(
+    store: SqliteStore, sessions: SessionAdmin, users: UserAdmin, path: Path
+) -> None:
+    # Belt and braces: even a row left behind (a hand-edited store) serves no inactive user.
+    alice = await human(users)
+    token, _ = await sessions.start(alice, CLIENT)
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute("UPDATE users SET active = 0")
+    assert await sessions.check(token) == "inactive"
+
+
+# -- ending sessions: at once, in every process ----------------------------------------------------
+
+
+async def test_logout_ends_that_session_only_and_is_audited(
+    store: SqliteStore, sessions: SessionAdmin, users: UserAdmin
+) -> None:
+    alice = await human(users)
+    first, _ = await sessions.start(alice, CLIENT)
+    second, _ = await sessions.start(alice, CLIENT)
+    assert await sessions.end(first, client=CLIENT)
+    assert await sessions.resolve(first) is None
+    assert await sessions.resolve(second) is not None
+    assert not await sessions.end(first)  # nothing left to end, nothing recorded
+    logouts = [r for r in await store.audit_records(target_id=alice.id) if r.action == "logout"]
+    assert [(r.actor, r.outcome) for r in logouts] == [(alice.id, "success")]
+
+
+@pytest.mark.parametrize("change", ["password", "deletion", "end_all"])
+async def test_a_change_ends_every_session_of_the_user_in_every_process_at_once(
+    store: SqliteStore,
+    sessions: SessionAdmin,
+    users: UserAdmin,
+    clock: FakeClock,
+    path: Path,
+    change: str,
+) -> None:
+    alice, bob = await human(users), await human(users, "bob")
+    tokens = [(await sessions.start(alice, CLIENT))[0] for _ in range(3)]
+    bobs, _ = await sessions.start(bob, CLIENT)
+    async with SqliteStore(path) as other_store:  # another worker, with its own connections
+        elsewhere = sessions_of(other_store, clock)
+        assert all([await elsewhere.resolve(t) is not None for t in tokens])
+        if change == "password":
+            await users.change_password(alice.id, "another long passphrase", actor="t")
+        elif change == "deletion":
+            await users.delete(alice.id, actor="t")
+        else:
+            assert await sessions.end_all(alice.id, actor="t") == 3
+        # No poll, no wait: the other process reads the store and finds nothing.
+        for token in tokens:
+            assert await elsewhere.resolve(token) is None
+            assert await sessions.resolve(token) is None
+        assert await elsewhere.resolve(bobs) is not None  # another user's session lives on
+    assert [row[1] for row in session_rows(path)] == [bob.id]
+
+
+async def test_a_login_clears_sessions_that_ended_by_time(
+    sessions: SessionAdmin, users: UserAdmin, clock: FakeClock, path: Path
+) -> None:
+    alice = await human(users)
+    await sessions.start(alice, CLIENT)
+    clock.advance(IDLE + 1)
+    await sessions.start(alice, CLIENT)
+    assert [row[2] for row in session_rows(path)] == [clock.now]
+
+
+# -- migrations ----------------------------------------------------------------------------------
+
+
+async def test_a_store_of_schema_1_migrates_and_keeps_its_users(path: Path) -> None:
+    path.parent.mkdir(parents=True)
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.executescript(MIGRATIONS[0] + "\nPRAGMA user_version = 1;")
+        tenant = "00000000-0000-4000-8000-000000000001"
+        conn.execute("INSERT INTO tenants VALUES (?, 'default', 1.0)", (tenant,))
+        conn.execute(
+            "INSERT INTO users (id, tenant_id, username, role, password_hash, created_at,"
+            " password_changed_at, session_generation) VALUES"
+            " ('u1', ?, 'alice', 'Root', 'x', 1.0, 1.0, 7)",
+            (tenant,),
+        )
+        conn.commit()
+    async with SqliteStore(path) as store:
+        user = await store.user("u1")
+        assert user is not None and user.username == "alice"
+    assert rows(path, "PRAGMA user_version") == [(len(MIGRATIONS),)]
+    assert "session_generation" not in {row[1] for row in rows(path, "PRAGMA table_info(users)")}
+    assert rows(path, "PRAGMA foreign_key_list(sessions)")[0][2:7] == (
+        "users", "user_id", "id", "NO ACTION", "CASCADE",
+    )  # fmt: skip
+
+
+# -- requests per day ------------------------------------------------------------------------------
+
+
+async def test_request_counts_add_up_across_batches_and_processes(
+    store: SqliteStore, clock: FakeClock, path: Path
+) -> None:
+    admin = ServiceUserAdmin(store, clock=clock)
+    etl = (await admin.create(name="etl", actor="t")).user
+    await store.record_last_used({etl.id: 1.0}, requests={(etl.id, "2030-03-16"): 2})
+    async with SqliteStore(path) as other:  # another worker's flush
+        await other.record_last_used({}, requests={(etl.id, "2030-03-16"): 3})
+        await other.record_last_used({}, requests={(etl.id, "2030-03-17"): 1})
+    assert await store.usage_of(etl.id, "2030-03-01") == {"2030-03-16": 5, "2030-03-17": 1}
+    assert await store.usage_of(etl.id, "2030-03-17") == {"2030-03-17": 1}
+
+
+async def test_counts_of_a_deleted_service_user_are_dropped_not_a_failed_batch(
+    store: SqliteStore, clock: FakeClock, path: Path
+) -> None:
+    admin = ServiceUserAdmin(store, clock=clock)
+    gone = (await admin.create(name="gone", actor="t")).user
+    kept = (await admin.create(name="kept", actor="t")).user
+    await store.record_last_used({}, requests={(gone.id, "2030-03-16"): 1})
+    await admin.delete(gone.id, actor="t")
+    assert rows(path, "SELECT count(*) FROM usage_daily") == [(0,)]  # went with it (cascade)
+    # A count made before the deletion and flushed after it: dropped, the rest written.
+    await store.record_last_used(
+        {gone.id: 2.0, kept.id: 2.0},
+        requests={(gone.id, "2030-03-17"): 4, (kept.id, "2030-03-17"): 2},
+    )
+    assert rows(path, "SELECT service_user_id, requests FROM usage_daily") == [(kept.id, 2)]
+
+
+async def test_old_days_are_pruned_when_asked(store: SqliteStore, clock: FakeClock) -> None:
+    etl = (await ServiceUserAdmin(store, clock=clock).create(name="etl", actor="t")).user
+    counts = {(etl.id, day): 1 for day in ("2029-12-01", "2029-12-16", "2030-03-17")}
+    await store.record_last_used({}, requests=counts)
+    await store.record_last_used(
+        {}, requests={(etl.id, "2030-03-17"): 1}, prune_before="2029-12-16"
+    )
+    assert await store.usage_of(etl.id, "2000-01-01") == {"2029-12-16": 1, "2030-03-17": 2}
