@@ -27,7 +27,13 @@ _HERE: Final = Path(__file__).parent
 _STATIC: Final = {
     "ui.css": ("text/css", (_HERE / "static" / "ui.css").read_bytes()),
     "ui.js": ("text/javascript", (_HERE / "static" / "ui.js").read_bytes()),
+    "favicon.svg": ("image/svg+xml", (_HERE / "static" / "favicon.svg").read_bytes()),
 }
+
+
+async def _not_found(request: web.Request) -> web.Response:
+    # Any other /ui/ path: a page like the others (headers included), not the router's JSON.
+    raise web.HTTPNotFound(reason="There is no such page")
 
 
 async def _static(request: web.Request) -> web.Response:
@@ -50,4 +56,6 @@ def setup_ui(app: web.Application) -> None:
     app.router.add_routes([
         *login.routes(), *service_users.routes(), *users.routes(), *admin_pages.routes(),
         web.get("/ui/static/{name}", guarded(_static, public=True)),
+        # Last: only what no route above takes.
+        web.get("/ui/{tail:.*}", guarded(_not_found, public=True)),
     ])  # fmt: skip

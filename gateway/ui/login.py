@@ -60,6 +60,7 @@ async def home(request: web.Request) -> web.Response:
 
 def routes() -> list[web.RouteDef]:
     return [
+        web.get("/ui", guarded(home)),
         web.get("/ui/", guarded(home)),
         web.get("/ui/login", guarded(login_form, public=True)),
         web.post("/ui/login", guarded(login, public=True)),

@@ -338,3 +338,18 @@ async def test_with_the_ui_disabled_its_paths_are_404_and_the_api_still_works(
         gw, "POST", "/api/v1/login", body={"username": "alice", "password": PASSWORD}
     )
     assert login.status == 200
+
+
+async def test_unknown_ui_paths_are_a_not_found_page_with_the_ui_headers(gateway: Gateway) -> None:
+    visitor = UiSession(gateway, None)
+    for path in ("/ui/no-such-page", "/ui/service-users/x/y/z"):
+        page = await visitor.get(path)
+        assert page.status == 404 and "Not found" in page.text
+        assert page.headers["Content-Type"].startswith("text/html")
+    bare = await visitor.get("/ui")
+    assert bare.status == 303 and bare.location == "/ui/login"
+
+
+async def test_the_favicon_is_served_by_the_gateway(gateway: Gateway) -> None:
+    icon = await UiSession(gateway, None).get("/ui/static/favicon.svg")
+    assert icon.status == 200 and icon.headers["Content-Type"].startswith("image/svg+xml")
