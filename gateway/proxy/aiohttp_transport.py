@@ -40,10 +40,10 @@ from yarl import URL
 
 from .transport import (
     MAX_HEADER_BYTES,
-    ResponseTooLarge,
     UpstreamConnectError,
     UpstreamProtocolError,
     UpstreamReadTimeout,
+    read_limited,
 )
 
 __all__ = ("AiohttpTransport",)
@@ -151,17 +151,7 @@ class _Response:
 
     async def read(self, limit: int) -> bytes:
         """The whole body; ``ResponseTooLarge`` if it is longer than ``limit``."""
-        length = self.content_length
-        if length is not None and length > limit:
-            raise ResponseTooLarge()
-        chunks: list[bytes] = []
-        total = 0
-        async for chunk in self.iter_chunks():
-            total += len(chunk)
-            if total > limit:
-                raise ResponseTooLarge()
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return await read_limited(self.content_length, self.iter_chunks(), limit)
 
     def release(self) -> None:
         """aiohttp reuses the connection only after a complete response to a completely sent

@@ -31,6 +31,7 @@ __all__ = (
     "UpstreamProtocolError",
     "UpstreamReadTimeout",
     "UpstreamTransport",
+    "read_limited",
 )
 
 # Largest response head (status line and headers) accepted from an upstream, by either client.
@@ -113,3 +114,20 @@ class UpstreamTransport(Protocol):
     async def wait_closed(self) -> None:
         """After ``close``: until what the transport holds is closed (as ``asyncio.Server``)."""
         ...
+
+
+async def read_limited(
+    content_length: int | None, chunks: AsyncIterator[bytes], limit: int
+) -> bytes:
+    """A whole body of at most ``limit`` bytes, for either client's ``read``: refused before
+    reading when the declared length is over, and as soon as what arrives is."""
+    if content_length is not None and content_length > limit:
+        raise ResponseTooLarge()
+    parts: list[bytes] = []
+    total = 0
+    async for chunk in chunks:
+        total += len(chunk)
+        if total > limit:
+            raise ResponseTooLarge()
+        parts.append(chunk)
+    return b"".join(parts)

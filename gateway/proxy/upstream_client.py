@@ -59,6 +59,7 @@ from .transport import (
     UpstreamConnectError,
     UpstreamProtocolError,
     UpstreamReadTimeout,
+    read_limited,
 )
 
 __all__ = (
@@ -363,17 +364,7 @@ class UpstreamResponse:
             if len(body) > limit:
                 raise ResponseTooLarge()
             return body
-        length = self.content_length
-        if length is not None and length > limit:
-            raise ResponseTooLarge()
-        chunks: list[bytes] = []
-        total = 0
-        async for chunk in self.iter_chunks():
-            total += len(chunk)
-            if total > limit:
-                raise ResponseTooLarge()
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return await read_limited(self.content_length, self.iter_chunks(), limit)
 
     def release(self) -> None:
         """Hand the connection back (reused only after a complete response), or close it."""

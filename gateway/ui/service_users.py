@@ -29,11 +29,22 @@ from ..management.parsing import read_fields
 from ..management.schemas import CreateServiceUser
 from ..management.service_users import requests_per_day
 from ..management.trail import audited, record_refusal
-from ..state import AUDIT, AUTHENTICATOR, SERVICE_USERS, SETTINGS, STORE, TENANTS
+from ..state import AUDIT, AUTHENTICATOR, SERVICE_USERS, SETTINGS, STORE
 from ..store import AuditQuery
 from .guard import guarded, redirect
 from .snippets import snippets
-from .views import DAY, ServiceUserRow, ago, exact, grantable_roles, now, render, usage_chart
+from .views import (
+    DAY,
+    ServiceUserRow,
+    ago,
+    exact,
+    form_text,
+    grantable_roles,
+    now,
+    render,
+    tenant_choices,
+    usage_chart,
+)
 
 __all__ = ("routes",)
 
@@ -102,12 +113,6 @@ async def list_page(request: web.Request) -> web.Response:
     }, caller=caller)  # fmt: skip
 
 
-async def _tenant_names(request: web.Request, caller: Principal) -> list[str]:
-    if tenant_scope(caller) is not None:
-        return [caller.tenant_name]
-    return [tenant.name for tenant in await request.app[TENANTS].list()]
-
-
 async def new_form(request: web.Request) -> web.Response:
     caller = manager(request)
     return await _form(request, caller, {"expiry": "90", "role": Role.TENANT_USER.value})
@@ -123,24 +128,19 @@ async def _form(
 ) -> web.Response:
     return render(request, "service_users/new.html", {
         "values": values, "error": error, "roles": [r.value for r in grantable_roles(caller)],
-        "tenants": await _tenant_names(request, caller), "presets": EXPIRY_PRESETS,
+        "tenants": await tenant_choices(request, caller), "presets": EXPIRY_PRESETS,
     }, status=status, caller=caller)  # fmt: skip
-
-
-def _text(form: Any, name: str) -> str:
-    value = form.get(name, "")
-    return value if isinstance(value, str) else ""
 
 
 def _expiry_fields(form: Any) -> dict[str, Any]:
     """The form's expiry choice as the API's fields (``expires_in`` / ``expires_at``)."""
-    choice = _text(form, "expiry")
+    choice = form_text(form, "expiry")
     if choice == "never":
         return {"expires_at": None}
     if choice in ("30", "90", "365"):
         return {"expires_in": int(choice) * DAY}
     if choice == "date":
-        day = _text(form, "expires_on")
+        day = form_text(form, "expires_on")
         if not day:
             raise BadRequest("expires_at: choose a date")
         return {"expires_at": f"{day}T00:00:00Z"}
@@ -151,7 +151,7 @@ def _expiry_fields(form: Any) -> dict[str, Any]:
 async def create(request: web.Request) -> web.Response:
     caller = manager(request)
     form = await request.post()
-    values = {name: _text(form, name) for name in
+    values = {name: form_text(form, name) for name in
               ("name", "description", "role", "tenant", "expiry", "expires_on")}  # fmt: skip
     try:
         fields: dict[str, Any] = {
@@ -230,7 +230,7 @@ async def rotate(request: web.Request) -> web.Response:
     caller = manager(request)
     user = await _mutable(request)
     form = await request.post()
-    if _text(form, "generation") != str(user.key_generation):
+    if form_text(form, "generation") != str(user.key_generation):
         raise Conflicting("This key was rotated already: its new key was shown then. Rotate "
                           "again to get another one.")  # fmt: skip
     created = await request.app[SERVICE_USERS].rotate(
@@ -244,13 +244,13 @@ async def set_active(request: web.Request) -> web.Response:
     caller = manager(request)
     user = await _mutable(request)
     form = await request.post()
-    wanted = _text(form, "active")
+    wanted = form_text(form, "active")
     if wanted not in ("true", "false"):
         raise BadRequest("active: must be true or false")
     await request.app[SERVICE_USERS].update(
         user.id, {"active": wanted == "true"}, actor=caller.id, client=client_details(request)
     )
-    back = _text(form, "back")
+    back = form_text(form, "back")
     return redirect(back if back.startswith("/ui/service-users") else "/ui/service-users")
 
 
@@ -266,7 +266,7 @@ async def delete(request: web.Request) -> web.Response:
     user = await _mutable(request)
     form = await request.post()
     # The confirmation names the service user: typing it proves the right row was meant.
-    if _text(form, "confirm_name") != user.name:
+    if form_text(form, "confirm_name") != user.name:
         raise BadRequest("Type the service user's name to confirm")
     await request.app[SERVICE_USERS].delete(
         user.id, actor=caller.id, client=client_details(request)

@@ -14,16 +14,11 @@ from ..management.access import manager, principal, role_and_tenant, target, ten
 from ..management.parsing import read_fields
 from ..management.schemas import ChangePassword, CreateUser
 from ..management.trail import audited, record_refusal
-from ..state import TENANTS, USERS
+from ..state import USERS
 from .guard import guarded, redirect
-from .views import ago, exact, grantable_roles, now, render
+from .views import ago, exact, form_text, grantable_roles, now, render, tenant_choices
 
 __all__ = ("routes",)
-
-
-def _text(form: Any, name: str) -> str:
-    value = form.get(name, "")
-    return value if isinstance(value, str) else ""
 
 
 async def list_page(request: web.Request) -> web.Response:
@@ -37,19 +32,13 @@ async def list_page(request: web.Request) -> web.Response:
     }, caller=caller)  # fmt: skip
 
 
-async def _tenants(request: web.Request, caller: Principal) -> list[str]:
-    if tenant_scope(caller) is not None:
-        return [caller.tenant_name]
-    return [tenant.name for tenant in await request.app[TENANTS].list()]
-
-
 async def _new(
     request: web.Request, caller: Principal, values: dict[str, str], error: str | None = None,
     status: int = 200,
 ) -> web.Response:  # fmt: skip
     return render(request, "users/new.html", {
         "values": values, "error": error, "roles": [r.value for r in grantable_roles(caller)],
-        "tenants": await _tenants(request, caller),
+        "tenants": await tenant_choices(request, caller),
     }, status=status, caller=caller)  # fmt: skip
 
 
@@ -62,10 +51,10 @@ async def new_form(request: web.Request) -> web.Response:
 async def create(request: web.Request) -> web.Response:
     caller = manager(request)
     form = await request.post()
-    values = {name: _text(form, name) for name in ("username", "role", "tenant")}
+    values = {name: form_text(form, name) for name in ("username", "role", "tenant")}
     try:
         fields: dict[str, Any] = {"username": values["username"],
-                                  "password": _text(form, "password")}  # fmt: skip
+                                  "password": form_text(form, "password")}  # fmt: skip
         for name in ("role", "tenant"):
             if values[name]:
                 fields[name] = values[name]
@@ -110,9 +99,9 @@ async def change_password(request: web.Request) -> web.Response:
     form = await request.post()
     own = _own(request, caller)
     try:
-        fields: dict[str, Any] = {"password": _text(form, "password")}
+        fields: dict[str, Any] = {"password": form_text(form, "password")}
         if own:
-            fields["current_password"] = _text(form, "current_password")
+            fields["current_password"] = form_text(form, "current_password")
         body = read_fields(ChangePassword, fields)
         if own and not await request.app[USERS].verify_current_password(
             user, body.current_password or ""

@@ -12,7 +12,8 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from ..identity.models import Principal, Role, ServiceUser
-from ..state import CLOCK
+from ..management.access import tenant_scope
+from ..state import CLOCK, TENANTS
 from .security import PAGE_HEADERS, csrf_token
 from .state import UI_SESSION
 
@@ -25,9 +26,11 @@ __all__ = (
     "UsageChart",
     "ago",
     "exact",
+    "form_text",
     "grantable_roles",
     "now",
     "render",
+    "tenant_choices",
     "usage_chart",
 )
 
@@ -120,6 +123,19 @@ def grantable_roles(caller: Principal) -> list[Role]:
 
 def now(request: web.Request) -> float:
     return request.app[CLOCK]()
+
+
+def form_text(form: Any, name: str) -> str:
+    """A form field's text; "" when it is missing or a file upload."""
+    value = form.get(name, "")
+    return value if isinstance(value, str) else ""
+
+
+async def tenant_choices(request: web.Request, caller: Principal) -> list[str]:
+    """The tenants a new identity may go to: the caller's own, or any for Root."""
+    if tenant_scope(caller) is not None:
+        return [caller.tenant_name]
+    return [tenant.name for tenant in await request.app[TENANTS].list()]
 
 
 @dataclass(frozen=True, slots=True)
