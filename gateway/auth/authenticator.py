@@ -15,6 +15,10 @@ made-up key ids already does.
 Freshness: a change committed through this process's store clears the caches before the
 change's call returns (so the very next request sees it). Changes made by other processes
 are noticed by polling the store's identity version every ``change_poll_seconds``.
+
+(Over 300 lines: the caches and the in-memory use counters are one object on purpose, so a
+request's accept step touches its own attributes rather than calling into a second object per
+concern; the day helpers and credential parsing live elsewhere.)
 """
 
 from __future__ import annotations
