@@ -1,0 +1,162 @@
+"""The settings themselves: frozen dataclasses with their defaults, and the names they allow.
+
+The comments say why a setting exists; ``loading`` reads them from TOML and the environment,
+``validation`` checks their values.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+__all__ = (
+    "NAME_RE",
+    "UPSTREAM_AUTH_TYPES",
+    "UPSTREAM_CLIENTS",
+    "CatalogSettings",
+    "RoleHeaderSettings",
+    "ServerSettings",
+    "Settings",
+    "StoreSettings",
+    "TokenSettings",
+    "UiSettings",
+    "UpstreamAuthSettings",
+)
+
+# Catalog and tenant names: lowercase and URL-safe (DuckDB lowercases its endpoint).
+NAME_RE: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+UPSTREAM_AUTH_TYPES: Final = ("none", "bearer", "oauth2")
+# The HTTP client forwarding to a catalog (proxy.transport): the gateway's lean one, or
+# aiohttp's, the control it is measured against and a fallback should the lean one misbehave.
+UPSTREAM_CLIENTS: Final = ("lean", "aiohttp")
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # The base URL clients use to reach the gateway (behind a load balancer, say). Empty means
+    # "derive it from each request's scheme and Host".
+    public_url: str = ""
+    # Largest request body forwarded to a catalog; larger ones get 413 before anything is sent.
+    max_body_bytes: int = 64 * 1024 * 1024
+    # Largest form body accepted by the token endpoint.
+    max_form_bytes: int = 64 * 1024
+    # Peers allowed to set X-Forwarded-For; from anyone else it is replaced, never trusted.
+    trusted_proxies: tuple[str, ...] = ()
+    # Longest request line (method, path, query). The Iceberg spec sets no limit; a namespace
+    # of 34 levels of 251 characters, valid in SeaweedFS, needs more than 8 KiB.
+    max_request_line_bytes: int = 64 * 1024
+    # Longest single header line.
+    max_header_bytes: int = 16 * 1024
+    # A request head must arrive whole within this many seconds (nginx client_header_timeout).
+    header_timeout_seconds: float = 10.0
+    # Idle keep-alive connections are closed after this many seconds (nginx: 75).
+    keepalive_timeout_seconds: float = 75.0
+    # Human session tokens (from /api/v1/login) are for the management API; with this set,
+    # they are accepted on catalog routes too.
+    allow_sessions_on_catalog_routes: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSettings:
+    path: str = "var/pangolin.db"
+    # How often each process checks whether another process changed identities (rotation,
+    # deactivation ...). This bounds how stale another worker's view can be.
+    change_poll_seconds: float = 0.5
+    # last_used_at and the requests per day of each service user are counted in memory and
+    # written in batches this often (and at shutdown).
+    last_used_flush_seconds: float = 30.0
+    # Request-path audit records (auth failures, token requests, failed logins) are queued in
+    # memory (bounded) and written this often, so recording them never slows a request.
+    audit_flush_seconds: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class TokenSettings:
+    lifetime_seconds: int = 3600
+    # Sessions of human administrators (POST /api/v1/login): absolute lifetime from the
+    # login, and how long one may go unused before it ends.
+    session_lifetime_seconds: int = 8 * 3600
+    session_idle_seconds: int = 30 * 60
+    issuer: str = "pangolin-gateway"
+    audience: str = "iceberg-catalog"
+    # A private EC P-256 JWK (``pangolin-gateway keygen`` makes one) that signs tokens instead
+    # of the key kept in the store; meant for PANGOLIN_TOKENS__SIGNING_KEY_FILE, so replicas
+    # share it and it lives with the other secrets.
+    signing_key: str = ""
+
+    def __repr__(self) -> str:
+        return (
+            f"TokenSettings(lifetime_seconds={self.lifetime_seconds}, issuer={self.issuer!r}, "
+            f"signing_key={'<set>' if self.signing_key else '<store>'})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RoleHeaderSettings:
+    principal_id: str = "X-Pangolin-Principal-Id"
+    principal_name: str = "X-Pangolin-Principal-Name"
+    principal_type: str = "X-Pangolin-Principal-Type"
+    role: str = "X-Pangolin-Role"
+    tenant: str = "X-Pangolin-Tenant"
+
+    def names(self) -> tuple[str, ...]:
+        return (self.principal_id, self.principal_name, self.principal_type, self.role, self.tenant)
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamAuthSettings:
+    type: str = "none"
+    token: str = ""  # for type = "bearer"
+    token_url: str = ""  # for type = "oauth2"; default <upstream>/v1/oauth/tokens
+    client_id: str = ""
+    client_secret: str = ""
+    scope: str = ""
+
+    def __repr__(self) -> str:
+        # Upstream secrets must never reach a log line through a repr.
+        return f"UpstreamAuthSettings(type={self.type!r}, client_id={self.client_id!r}, ...)"
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogSettings:
+    upstream: str = ""
+    tenant: str = "default"
+    # The upstream warehouse this catalog is (a SeaweedFS table bucket, say): always the one
+    # asked for on /v1/config, whatever the client names, so catalogs sharing an upstream and
+    # its credential cannot reach each other's tables.
+    warehouse: str = ""
+    # The upstream's path prefix for that warehouse, when it is not the warehouse's name.
+    # With a warehouse (or prefix) set, the catalog is fenced to it (see proxy.scope).
+    prefix: str = ""
+    connect_timeout_seconds: float = 5.0
+    timeout_seconds: float = 300.0
+    # The HTTP client that forwards to this upstream (UPSTREAM_CLIENTS): "lean" (the default,
+    # measured faster) or "aiohttp" (the well-known one); same timeouts, limits and behaviour.
+    client: str = "lean"
+    upstream_auth: UpstreamAuthSettings = field(default_factory=UpstreamAuthSettings)
+
+
+@dataclass(frozen=True, slots=True)
+class UiSettings:
+    # The admin UI at /ui/ on the gateway's own listener (human administrators log in there).
+    enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    default_catalog: str = "default"
+    server: ServerSettings = field(default_factory=ServerSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
+    tokens: TokenSettings = field(default_factory=TokenSettings)
+    role_headers: RoleHeaderSettings = field(default_factory=RoleHeaderSettings)
+    ui: UiSettings = field(default_factory=UiSettings)
+    catalogs: Mapping[str, CatalogSettings] = field(default_factory=dict)
+
+    @property
+    def store_path(self) -> Path:
+        return Path(self.store.path)

@@ -1,0 +1,141 @@
+"""Validating settings: pure checks of values, with no I/O; ``warnings()`` for risky ones."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+
+from ..routing import RESERVED_CATALOG_NAMES
+from ..signing_keys import parse_signing_key
+from .models import NAME_RE, UPSTREAM_AUTH_TYPES, UPSTREAM_CLIENTS, CatalogSettings, Settings
+
+__all__ = ("validate", "warnings")
+
+
+def warnings(settings: Settings) -> list[str]:
+    """Settings that work but are risky; pure. ``check-config`` and ``serve`` say them."""
+    found: list[str] = []
+    server = settings.server
+    if not server.public_url and server.host not in ("127.0.0.1", "localhost", "::1"):
+        found.append(
+            "server.public_url is empty: published URLs (the OAuth metadata's token_endpoint, "
+            "/api/v1/catalogs) are built from each request's Host header; set it to the URL "
+            "clients use"
+        )
+    return found
+
+
+def validate(settings: Settings) -> list[str]:
+    """Every semantic problem in ``settings``; pure, an empty list means valid."""
+    problems: list[str] = []
+    server = settings.server
+    if not 0 <= server.port <= 65535:
+        problems.append(f"server.port: {server.port} is not a TCP port (0-65535)")
+    if server.public_url and not _is_http_url(server.public_url):
+        problems.append("server.public_url: must be an http:// or https:// URL")
+    if server.max_body_bytes < 1:
+        problems.append("server.max_body_bytes: must be positive")
+    if server.max_form_bytes < 1024:
+        problems.append("server.max_form_bytes: must be at least 1024")
+    if not 8190 <= server.max_request_line_bytes <= 1024 * 1024:
+        problems.append("server.max_request_line_bytes: must be from 8190 to 1048576")
+    if not 8190 <= server.max_header_bytes <= 1024 * 1024:
+        problems.append("server.max_header_bytes: must be from 8190 to 1048576")
+    if server.header_timeout_seconds <= 0:
+        problems.append("server.header_timeout_seconds: must be positive")
+    if server.keepalive_timeout_seconds <= 0:
+        problems.append("server.keepalive_timeout_seconds: must be positive")
+    if not settings.store.path:
+        problems.append("store.path: must not be empty")
+    if settings.store.change_poll_seconds <= 0:
+        problems.append("store.change_poll_seconds: must be positive")
+    if settings.store.audit_flush_seconds <= 0:
+        problems.append("store.audit_flush_seconds: must be positive")
+    if settings.store.last_used_flush_seconds <= 0:
+        problems.append("store.last_used_flush_seconds: must be positive")
+    if not 60 <= settings.tokens.lifetime_seconds <= 7 * 86400:
+        problems.append("tokens.lifetime_seconds: must be between 60 and 604800")
+    if not 60 <= settings.tokens.session_lifetime_seconds <= 7 * 86400:
+        problems.append("tokens.session_lifetime_seconds: must be between 60 and 604800")
+    if not 60 <= settings.tokens.session_idle_seconds <= settings.tokens.session_lifetime_seconds:
+        problems.append(
+            "tokens.session_idle_seconds: must be at least 60 and at most"
+            " tokens.session_lifetime_seconds"
+        )
+    if settings.tokens.signing_key:
+        try:
+            parse_signing_key(settings.tokens.signing_key)
+        except ValueError as exc:
+            problems.append(f"tokens.signing_key: {exc}")
+    if not settings.tokens.issuer:
+        problems.append("tokens.issuer: must not be empty")
+    if not settings.tokens.audience:
+        problems.append("tokens.audience: must not be empty")
+    names = [n.lower() for n in settings.role_headers.names()]
+    for header in settings.role_headers.names():
+        if not re.fullmatch(r"[A-Za-z0-9-]+", header):
+            problems.append(f"role_headers: {header!r} is not a valid header name")
+    if len(set(names)) != len(names):
+        problems.append("role_headers: header names must be distinct")
+    if not settings.catalogs:
+        problems.append("catalogs: at least one catalog is required")
+    for name, catalog in settings.catalogs.items():
+        problems.extend(_validate_catalog(name, catalog))
+    if settings.default_catalog and settings.default_catalog not in settings.catalogs:
+        problems.append(f"default_catalog: {settings.default_catalog!r} is not one of the catalogs")
+    return problems
+
+
+def _validate_catalog(name: str, catalog: CatalogSettings) -> list[str]:
+    where = f"catalogs.{name}"
+    problems: list[str] = []
+    if not NAME_RE.fullmatch(name):
+        problems.append(
+            f"{where}: catalog names must be lowercase letters, digits, '-' or '_' "
+            "(clients such as DuckDB lowercase their endpoint)"
+        )
+    if name in RESERVED_CATALOG_NAMES:
+        problems.append(f"{where}: {name!r} is reserved (it is an Iceberg route segment)")
+    if not catalog.upstream:
+        problems.append(f"{where}.upstream: required")
+    elif not _is_http_url(catalog.upstream):
+        problems.append(f"{where}.upstream: must be an http:// or https:// URL")
+    segment = re.compile(r"[A-Za-z0-9._~-]+")
+    if catalog.prefix and not segment.fullmatch(catalog.prefix):
+        problems.append(
+            f"{where}.prefix: must be one URL-safe path segment (clients re-encode prefixes)"
+        )
+    elif catalog.warehouse and not catalog.prefix and not segment.fullmatch(catalog.warehouse):
+        problems.append(
+            f"{where}.prefix: required when the warehouse is not a plain name "
+            "(the upstream's path prefix for it)"
+        )
+    if not NAME_RE.fullmatch(catalog.tenant):
+        # A name no tenant can have would silently leave the catalog to Root alone.
+        problems.append(f"{where}.tenant: must be a tenant name (lowercase letters, digits, - _)")
+    if catalog.connect_timeout_seconds <= 0 or catalog.timeout_seconds <= 0:
+        problems.append(f"{where}: timeouts must be positive")
+    if catalog.client not in UPSTREAM_CLIENTS:
+        problems.append(
+            f"{where}.client: must be one of {', '.join(UPSTREAM_CLIENTS)}, got {catalog.client!r}"
+        )
+    auth = catalog.upstream_auth
+    if auth.type not in UPSTREAM_AUTH_TYPES:
+        problems.append(
+            f"{where}.upstream_auth.type: must be one of {', '.join(UPSTREAM_AUTH_TYPES)}"
+        )
+    elif auth.type == "bearer" and not auth.token:
+        problems.append(f"{where}.upstream_auth.token: required for type 'bearer'")
+    elif auth.type == "oauth2":
+        if not auth.client_id or not auth.client_secret:
+            problems.append(
+                f"{where}.upstream_auth: client_id and client_secret are required for 'oauth2'"
+            )
+        if auth.token_url and not _is_http_url(auth.token_url):
+            problems.append(f"{where}.upstream_auth.token_url: must be an http(s) URL")
+    return problems
+
+
+def _is_http_url(value: str) -> bool:
+    parts = urlsplit(value)
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
