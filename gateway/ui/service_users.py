@@ -115,7 +115,10 @@ async def list_page(request: web.Request) -> web.Response:
 
 async def new_form(request: web.Request) -> web.Response:
     caller = manager(request)
-    return await _form(request, caller, {"expiry": "90", "role": Role.TENANT_USER.value})
+    # The caller's own tenant preselected: else a Root's form would offer the first by name.
+    return await _form(request, caller, {
+        "expiry": "90", "role": Role.TENANT_USER.value, "tenant": caller.tenant_name,
+    })  # fmt: skip
 
 
 async def _form(

@@ -44,7 +44,10 @@ async def _new(
 
 async def new_form(request: web.Request) -> web.Response:
     caller = manager(request)
-    return await _new(request, caller, {"role": Role.TENANT_ADMIN.value})
+    # The caller's own tenant preselected: else a Root's form would offer the first by name.
+    return await _new(
+        request, caller, {"role": Role.TENANT_ADMIN.value, "tenant": caller.tenant_name}
+    )
 
 
 @audited("user.create", "user")

@@ -208,6 +208,8 @@ def storage_leaks(page: Page, secret: str) -> list[str]:
         if secret in str(cookie.get("value", "")) or secret in str(cookie.get("name", ""))
     ]
     for each in page.context.pages:
+        if urlsplit(each.url).scheme not in ("http", "https"):
+            continue  # about:blank and the like: no storage of their own (reading it throws)
         stores: dict[str, dict[str, str]] = each.evaluate(
             "() => ({localStorage: {...localStorage}, sessionStorage: {...sessionStorage}})"
         )

@@ -21,6 +21,12 @@ document.addEventListener("DOMContentLoaded", () => {
       }
     });
   }
+  // Picking a date chooses "On a date": else the checked preset (90 days) would win unseen.
+  const day = document.getElementById("expires_on");
+  const onDate = document.querySelector('input[name="expiry"][value="date"]');
+  if (day && onDate) {
+    day.addEventListener("input", () => { if (day.value) onDate.checked = true; });
+  }
   // The one-time key dialog: focus goes to it. It is no <dialog> element, so Escape and a
   // click outside do nothing; only "I have copied the key" and Done leave it.
   const dialog = document.getElementById("key-dialog");
