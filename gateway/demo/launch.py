@@ -139,6 +139,10 @@ def run_demo(settings: Settings, data_dir: Path) -> None:
         _print_welcome(base_url, provisioned, ui=settings.ui.enabled)
         serve_settings(settings)
     finally:
+        # Already stopping: a repeated Ctrl-C or SIGTERM (the server's own handlers are gone
+        # by now) must not kill us before SeaweedFS is stopped, or it would be orphaned.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
         # Stop first, report after: once the terminal is gone (SIGHUP), writing may fail.
         seaweed.stop()
         with contextlib.suppress(OSError):

@@ -130,22 +130,25 @@ def _admin_login(output: str, port: int) -> int:
 def test_make_run_snippet_works_as_printed_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
     port = free_port()
     first = Demo(tmp_path, port)
-    snippet = first.wait_for_snippet()
-    assert "credential" in snippet and f"127.0.0.1:{port}/v1/default/" in snippet
-    first_output = "".join(first.output)
-    first.wait_until_serving(port)
-    assert _admin_login(first_output, port) == 200
-    assert "make shell" in first_output
-    out = _run_snippet(
-        snippet,
-        "import pyarrow as pa\n"
-        "catalog.create_namespace('demo')\n"
-        "t = catalog.create_table('demo.t', schema=pa.schema([('id', pa.int64())]))\n"
-        "t.append(pa.table({'id': [1, 2, 3]}))\n"
-        "print(sorted(catalog.load_table('demo.t').scan().to_arrow()['id'].to_pylist()))\n",
-    )
-    assert out.strip().endswith("[1, 2, 3]")
-    assert first.stop() == 0
+    try:
+        snippet = first.wait_for_snippet()
+        assert "credential" in snippet and f"127.0.0.1:{port}/v1/default/" in snippet
+        first_output = "".join(first.output)
+        first.wait_until_serving(port)
+        assert _admin_login(first_output, port) == 200
+        assert "make shell" in first_output
+        out = _run_snippet(
+            snippet,
+            "import pyarrow as pa\n"
+            "catalog.create_namespace('demo')\n"
+            "t = catalog.create_table('demo.t', schema=pa.schema([('id', pa.int64())]))\n"
+            "t.append(pa.table({'id': [1, 2, 3]}))\n"
+            "print(sorted(catalog.load_table('demo.t').scan().to_arrow()['id'].to_pylist()))\n",
+        )
+        assert out.strip().endswith("[1, 2, 3]")
+    finally:
+        stopped = first.stop()  # never leave a demo running, even when a check failed
+    assert stopped == 0
     assert not _weed_running(tmp_path / "demo")
 
     # A second run reuses the store and the catalog data, and issues a fresh key and a fresh
