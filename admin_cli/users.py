@@ -50,6 +50,29 @@ def list_users(ctx: Context, limit: int, offset: int, as_json: bool) -> None:
     show_page(page, ("id", "username", "role", "tenant", "last_login_at"), as_json)
 
 
+def _set_active(ctx: Context, id_: str, active: bool, as_json: bool) -> None:
+    body = {"active": active}
+    show(ctx.client().call("PUT", f"/api/v1/users/{quote_id(id_)}", body=body), as_json)
+
+
+@click.command("deactivate-user")
+@id_option
+@json_option
+@pass_context
+def deactivate_user(ctx: Context, id_: str, as_json: bool) -> None:
+    """Stop a human administrator from logging in; their sessions end at once (reversible)."""
+    _set_active(ctx, id_, False, as_json)
+
+
+@click.command("activate-user")
+@id_option
+@json_option
+@pass_context
+def activate_user(ctx: Context, id_: str, as_json: bool) -> None:
+    """Let a deactivated human administrator log in again."""
+    _set_active(ctx, id_, True, as_json)
+
+
 @click.command("delete-user")
 @id_option
 @yes_option
@@ -96,4 +119,4 @@ def change_password(
     echo_json(answer) if as_json else note(message)
 
 
-COMMANDS = (create_user, list_users, delete_user, change_password)
+COMMANDS = (create_user, list_users, deactivate_user, activate_user, delete_user, change_password)

@@ -190,6 +190,18 @@ class UserAdmin:
         if not await self._store.delete_user(id_, self._record(actor, "user.delete", user, client)):
             raise NoSuchThing("user")
 
+    async def set_active(
+        self, id_: str, active: bool, *, actor: str, client: ClientInfo | None = None
+    ) -> User:
+        """Deactivate (every session ends, in the same transaction) or activate again."""
+        user = await self.get(id_)
+        action = "user.activate" if active else "user.deactivate"
+        if not await self._store.update_user(
+            id_, {"active": active}, self._record(actor, action, user, client)
+        ):
+            raise NoSuchThing("user")
+        return await self.get(id_)
+
     async def change_password(
         self, id_: str, password: str, *, actor: str, client: ClientInfo | None = None
     ) -> User:

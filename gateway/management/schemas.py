@@ -54,6 +54,7 @@ __all__ = (
     "TenantList",
     "TenantView",
     "UpdateServiceUser",
+    "UpdateUser",
     "Usage",
     "UsageDay",
     "UsageQuery",
@@ -144,6 +145,10 @@ class CreateUser(_Body):
     password: Annotated[str, Field(min_length=MIN_PASSWORD, max_length=MAX_PASSWORD)]
     role: Role | _Optional = None
     tenant: str | _Optional = None
+
+
+class UpdateUser(_Body):
+    active: bool
 
 
 class ChangePassword(_Body):

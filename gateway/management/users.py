@@ -19,6 +19,7 @@ from .schemas import (
     Login,
     LoginAnswer,
     Paging,
+    UpdateUser,
     UserPage,
     UserView,
 )
@@ -71,6 +72,20 @@ async def delete(request: web.Request) -> web.Response:
         raise BadRequest("You cannot delete yourself")
     await request.app[USERS].delete(user.id, actor=caller.id, client=client_details(request))
     return web.Response(status=204)
+
+
+@audited("user.update", "user")
+async def update(request: web.Request) -> web.Response:
+    """Deactivate a user (their sessions end at once) or activate them again."""
+    caller = manager(request)
+    user = await _target(request, mutate=True)
+    body = await read_body(request, UpdateUser)
+    if user.id == caller.id and not body.active:
+        raise BadRequest("You cannot deactivate yourself")
+    updated = await request.app[USERS].set_active(
+        user.id, body.active, actor=caller.id, client=client_details(request)
+    )
+    return _json(updated)
 
 
 @audited("user.change_password", "user")
@@ -127,6 +142,9 @@ OPERATIONS = (
               body=CreateUser, errors=_CONFLICTS),
     Operation("GET", "/api/v1/users", list_, "List users", 200, UserPage, query=Paging),
     Operation("GET", "/api/v1/users/{id}", get, "Get a user", 200, UserView),
+    Operation("PUT", "/api/v1/users/{id}", update,
+              "Deactivate (its sessions end at once) or activate a user", 200, UserView,
+              body=UpdateUser, errors=_CONFLICTS),
     Operation("DELETE", "/api/v1/users/{id}", delete, "Delete a user", 204, None,
               errors=_CONFLICTS),
     Operation("PUT", "/api/v1/users/{id}/password", change_password,

@@ -124,6 +124,23 @@ async def change_password(request: web.Request) -> web.Response:
     return redirect("/ui/login" if own else "/ui/users?done=password")
 
 
+@audited("user.update", "user")
+async def set_active(request: web.Request) -> web.Response:
+    """Deactivate a user (every session of theirs ends at once) or activate them again."""
+    caller = manager(request)
+    user = await target(request, request.app[USERS].get, "user", mutate=True)
+    form = await request.post()
+    wanted = form_text(form, "active")
+    if wanted not in ("true", "false"):
+        raise BadRequest("active: must be true or false")
+    if user.id == caller.id and wanted == "false":
+        raise BadRequest("You cannot deactivate yourself")
+    await request.app[USERS].set_active(
+        user.id, wanted == "true", actor=caller.id, client=client_details(request)
+    )
+    return redirect("/ui/users?done=" + ("activated" if wanted == "true" else "deactivated"))
+
+
 async def delete_form(request: web.Request) -> web.Response:
     caller = manager(request)
     user = await target(request, request.app[USERS].get, "user", mutate=True)
@@ -147,6 +164,7 @@ def routes() -> list[web.RouteDef]:
         web.post("/ui/users", guarded(create)),
         web.get("/ui/users/{id}/password", guarded(password_form)),
         web.post("/ui/users/{id}/password", guarded(change_password)),
+        web.post("/ui/users/{id}/active", guarded(set_active)),
         web.get("/ui/users/{id}/delete", guarded(delete_form)),
         web.post("/ui/users/{id}/delete", guarded(delete)),
     ]

@@ -344,6 +344,9 @@ def test_user_commands_print_json_with_the_expected_fields_and_no_password(cli: 
     assert created in listed["items"]
 
     id_ = created["id"]
+    deactivated = cli.root_json("deactivate-user", "--id", id_)
+    assert (deactivated["id"], deactivated["active"]) == (id_, False)
+    assert cli.root_json("activate-user", "--id", id_)["active"] is True
     changed = cli.root_json("change-password", "--id", id_, "--new-password", NEW_PASSWORD)
     assert changed["id"] == id_ and changed["password_changed_at"] >= created["password_changed_at"]
     assert cli.root_json("delete-user", "--id", id_, "--yes") == {"deleted": id_}
