@@ -1,9 +1,12 @@
 """Catalog routes: everything under ``/v1/``.
 
 What a path is (mount, token endpoint, Iceberg route, refusals) is decided by ``routing``
-alone. Order of checks: a path the grammar refuses is 400; the token endpoint is answered here
-and never forwarded; a method the route does not take is 405; then the caller must be
-authenticated (401), the catalog known (404) and allowed (403).
+alone. Order of checks: a path the grammar refuses is 400 (malformed, or a name that breaks
+the identifier rule); the token endpoint is answered here and never forwarded; a method the
+route does not take is 405; a ``parent`` query that breaks the identifier rule is 400; then
+the caller must be authenticated (401), the catalog known (404) and allowed (403). Last, a body
+that names what it creates or renames is read whole (within ``server.max_body_bytes``) and its
+names judged (400); it goes upstream as the bytes the client sent.
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ from .auth.authz import may_use_catalog
 from .auth.caller import require_principal
 from .auth.token_endpoint import token_endpoint
 from .errors import BadRequest, Forbidden, MethodNotAllowed, NotFound
+from .identifiers import NAMED_IN_BODY, body_refusal
 from .proxy import ForwardRequest
-from .routing import parse_request_path
+from .routing import parse_request_path, query_refusal
 from .state import CATALOG, FORWARDERS, REQUEST_ID, ROUTE, SETTINGS
 
 __all__ = ("catalog_request",)
@@ -31,6 +35,8 @@ async def catalog_request(request: web.Request) -> web.StreamResponse:
         return await token_endpoint(request)
     if request.method not in path.route.operations:
         raise MethodNotAllowed(allow=path.route.methods)
+    if (refusal := query_refusal(path, request.method, query)) is not None:
+        raise BadRequest(refusal)
     settings = request.app[SETTINGS]
     name = path.mount if path.mount is not None else settings.default_catalog
     catalog = settings.catalogs.get(name) if name else None
@@ -49,6 +55,12 @@ async def catalog_request(request: web.Request) -> web.StreamResponse:
     if not may_use_catalog(principal, catalog):
         raise Forbidden()
     forwarder = request.app[FORWARDERS][name]
+    body = None
+    operation = path.route.operations[request.method]
+    if operation in NAMED_IN_BODY and request.body_exists:
+        body = await forwarder.read_body(request)
+        if (refusal := body_refusal(operation, body)) is not None:
+            raise BadRequest(refusal)
     return await forwarder.forward(
-        ForwardRequest(request, path, query, principal, request[REQUEST_ID])
+        ForwardRequest(request, path, query, principal, request[REQUEST_ID], body)
     )

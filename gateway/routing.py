@@ -17,15 +17,25 @@ client was observed with and without a trailing ``/`` on its URI):
 - empty segments (``//``, a trailing ``/``) and ``;`` path parameters;
 - dot segments, however encoded (``..``, ``%2e%2e``, ``%252e``);
 - a backslash, raw non-ASCII bytes, a malformed escape, and an encoded NUL (C-string
-  truncation); other encoded control characters are names' business and go to the catalog,
-  which judges them (SeaweedFS answers 400 for ``%0A``), encoded as they came;
+  truncation);
 - anything that resembles the token endpoint without being it: ``oauth/tokens.json``,
   ``tokens%2e``, ``OAuth/Tokens``, ``oauth%2Ftokens``, overlong UTF-8 or fullwidth slashes
   (judged on a *lenient* reading: decoded repeatedly, ``;params`` dropped, ``\\`` as ``/``,
   ``//`` merged, cut at NUL, ``#`` or ``?``, NFKC-folded, lower-cased);
 - a path whose Iceberg route changes when ``%2F`` is read as ``/`` (``namespaces/a%2Ftables%2Ft``
   would be ``loadTable`` to an upstream that decodes before routing). A prefix may carry ``%2F``
-  (DuckDB sends ``my/pfx`` as ``my%2Fpfx``): the route stays the same.
+  (DuckDB sends ``my/pfx`` as ``my%2Fpfx``): the route stays the same;
+- a namespace, table, view or function name that breaks the identifier rule (``identifiers``:
+  ``*``, ``?``, ``$``, quotes, control characters) or is not UTF-8. Names are read once, here:
+  a ``{namespace}`` segment split at ``%1F`` into its levels, each level and name
+  percent-decoded as UTF-8.
+
+Every route also carries its privilege (``Privilege``: the level of resource it acts on, the
+action of the grant model, whether the body changes the decision), and ``decide`` gives a
+parsed path's (route, resource, action): what the grants will be checked against.
+
+(Over 300 lines: the route table and each route's privilege are read row by row together;
+one module keeps the grammar in one place, which is its reason to exist.)
 """
 
 from __future__ import annotations
@@ -35,20 +45,30 @@ import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final
-from urllib.parse import unquote, unquote_to_bytes
+from typing import Final, Literal, NamedTuple
+from urllib.parse import parse_qsl, unquote, unquote_to_bytes
+
+from .identifiers import name_refusal
 
 __all__ = (
+    "ACTIONS",
     "ICEBERG_METHODS",
     "RESERVED_CATALOG_NAMES",
     "ROUTE_CLASSES",
     "ROUTES",
     "ROUTE_KEYWORDS",
     "UNKNOWN",
+    "Action",
     "CatalogPath",
+    "Decision",
+    "Level",
+    "Privilege",
     "Route",
+    "decide",
+    "implies",
     "parse_catalog_path",
     "parse_request_path",
+    "query_refusal",
 )
 
 # The only methods the Iceberg REST spec uses; any other never reaches a handler (405).
@@ -70,6 +90,41 @@ _TOKEN_LOOKALIKE: Final = re.compile(r"(?:^|/)oauth/tokens")
 _OVERLONG: Final = re.compile(rb"[\xc0\xc1][\x80-\xbf]")
 
 
+Level = Literal["catalog", "namespace", "table", "view"]
+Action = Literal["read", "write", "create", "drop", "manage"]
+# The grant model's actions (issue 12) and what holding each one allows.
+ACTIONS: Final[Mapping[Action, frozenset[Action]]] = {
+    "read": frozenset({"read"}),
+    "write": frozenset({"write", "read"}),
+    "create": frozenset({"create"}),
+    "drop": frozenset({"drop"}),
+    "manage": frozenset({"read", "write", "create", "drop", "manage"}),
+}
+
+
+def implies(held: Action, needed: Action) -> bool:
+    """Whether a grant of ``held`` allows ``needed`` (write allows read, manage everything)."""
+    return needed in ACTIONS[held]
+
+
+@dataclass(frozen=True, slots=True)
+class Privilege:
+    """What one operation needs: ``action`` on the resource of ``level`` that its URL names.
+
+    The resource is a tuple of names, ``()`` for the catalog itself: the namespace's levels,
+    then the table's or view's name. ``level`` is what the path names, except for
+    ``listNamespaces``, whose namespace is the ``parent`` query (the catalog without one).
+    ``body_aware``: the body names more resources or raises the action (see each row);
+    the decision must read it. ``visibility``: a grant on the resource or anywhere below it
+    is enough (ancestors of what one may use are listable and HEAD-able); list answers are
+    then filtered to what the caller may see."""
+
+    level: Level
+    action: Action
+    body_aware: bool = False
+    visibility: bool = False
+
+
 @dataclass(frozen=True, slots=True, eq=False)  # one object per route: compared by identity
 class Route:
     """One Iceberg REST route (a path template) and what the gateway does with it."""
@@ -80,6 +135,8 @@ class Route:
     # Which filter the answers get before a client sees them: "config", "table" or None.
     # "table" strips upstream session credentials from a ``config`` map (see proxy.rewrite).
     answers: str | None
+    # method -> what the operation needs; None only for the token endpoint (the gateway's own).
+    privileges: Mapping[str, Privilege | None]
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -123,11 +180,78 @@ _ROWS: Final[list[tuple[str, str, dict[str, str], str | None]]] = [
 ]  # fmt: skip
 
 
+_P = Privilege
+# operationId -> its privilege: ui-grants-forward-auth-postgres §2.5's "GW" column, with the
+# issue's model where they differ (said in the row). A route missing here fails the import.
+_PRIVILEGES: Final[dict[str, Privilege | None]] = {
+    "getConfig": _P("catalog", "read", visibility=True),
+    "getToken": None,  # answered by the gateway itself, never forwarded: no grant applies
+    "listNamespaces": _P("namespace", "read", visibility=True),  # the parent, or the catalog
+    # create on the parent of the body's namespace (the catalog for a top-level one);
+    # manage if its properties set a location.
+    "createNamespace": _P("catalog", "create", body_aware=True),
+    "loadNamespaceMetadata": _P("namespace", "read"),
+    "namespaceExists": _P("namespace", "read", visibility=True),
+    "dropNamespace": _P("namespace", "drop"),
+    "updateProperties": _P("namespace", "manage"),
+    "listTables": _P("namespace", "read", visibility=True),
+    # manage if the body sets location, write.metadata.path or write.data.path; write too for
+    # stage-create (CVE-2026-42809) and, like loadTable, for vended credentials (a header).
+    "createTable": _P("namespace", "create", body_aware=True),
+    # overwrite also needs drop. §2.5 (and §2.6) would treat every registration as manage,
+    # since its metadata-location is arbitrary; the issue lists register under create, so
+    # create it is here, and the body decision is where a location check would go.
+    "registerTable": _P("namespace", "create", body_aware=True),
+    "loadTable": _P("table", "read"),  # read-write storage credentials only with write
+    "tableExists": _P("table", "read"),
+    # manage if the updates hold set-location or set location/write.*.path properties
+    "updateTable": _P("table", "write", body_aware=True),
+    "dropTable": _P("table", "drop"),  # purgeRequested=true (the query) also needs write
+    "unregisterTable": _P("table", "drop"),  # the table leaves the catalog, like a drop
+    "loadCredentials": _P("table", "read"),  # read-write credentials only with write
+    "planTableScan": _P("table", "read"),
+    "fetchPlanningResult": _P("table", "read"),
+    "cancelPlanning": _P("table", "read"),  # cancels a plan the caller could make
+    "fetchScanTasks": _P("table", "read"),
+    "reportMetrics": _P("table", "read"),  # telemetry: a reader's jobs send it too
+    "signRequest": _P("table", "read", body_aware=True),  # write unless the method is GET/HEAD
+    # drop on the body's source table and create on its destination namespace; §2.5 allows
+    # "drop (or write)" on the source, the issue says drop: write does not imply removing.
+    "renameTable": _P("catalog", "drop", body_aware=True),
+    # write on every table of table-changes, all or nothing; the catalog (which implies them
+    # all) is what the path alone would need.
+    "commitTransaction": _P("catalog", "write", body_aware=True),
+    "listViews": _P("namespace", "read", visibility=True),
+    "createView": _P("namespace", "create", body_aware=True),  # manage if it sets a location
+    "loadView": _P("view", "read"),
+    "viewExists": _P("view", "read"),
+    "replaceView": _P("view", "write", body_aware=True),  # manage with a set-location update
+    "dropView": _P("view", "drop"),
+    "renameView": _P("catalog", "drop", body_aware=True),  # as renameTable
+    "registerView": _P("namespace", "create"),  # the spec has no overwrite for views
+    # Not in §2.5. Functions are no resources of the grant model: reading one, or the list,
+    # is reading its namespace.
+    "listFunctions": _P("namespace", "read"),
+    "loadFunction": _P("namespace", "read"),
+}
+
+
+def _route(template: str, klass: str, operations: dict[str, str], answers: str | None) -> Route:
+    privileges = {method: _PRIVILEGES[op] for method, op in operations.items()}  # KeyError
+    return Route(template, klass, operations, answers, privileges)
+
+
 # Every route of the Iceberg REST spec (iceberg-clients-on-the-wire §1.7), by template.
-ROUTES: Final = {row[0]: Route(*row) for row in _ROWS}
+ROUTES: Final = {row[0]: _route(*row) for row in _ROWS}
+_STALE = set(_PRIVILEGES) - {op for row in _ROWS for op in row[2].values()}
+if _STALE:  # a privilege for an operation no route has: the table and the rows disagree
+    raise RuntimeError(f"privileges for unknown operations: {sorted(_STALE)}")
 # A path that is no spec route: forwarded (under the warehouse fence) with its answers
-# filtered like a table's, since nothing says what it holds.
-UNKNOWN: Final = Route("", "other", dict.fromkeys(ICEBERG_METHODS, "unknown"), "table")
+# filtered like a table's, since nothing says what it holds. It has no privilege: refused
+# once grants are enforced (fail closed).
+UNKNOWN: Final = Route("", "other", dict.fromkeys(ICEBERG_METHODS, "unknown"), "table", {})
+_PLACEHOLDERS: Final = {"{namespace}": "namespace", "{table}": "table", "{view}": "view",
+                        "{function}": "function"}  # fmt: skip
 _BY_SHAPE: Final = {
     tuple(s if not s.startswith("{") else "*" for s in template.split("/")): route
     for template, route in ROUTES.items()
@@ -143,6 +267,8 @@ class CatalogPath:
     route: Route
     prefix: str | None  # the raw prefix segments before the route (None: no prefix)
     refusal: str | None  # why the path is refused (400), or None
+    namespace: tuple[str, ...] = ()  # the {namespace} levels, decoded
+    name: str | None = None  # the {table}, {view} or {function} name, decoded
 
     @property
     def is_token_endpoint(self) -> bool:
@@ -246,7 +372,30 @@ def parse_catalog_path(raw: str) -> CatalogPath:
     if _match(decoded_tail)[0] is not route:
         return _refused("the path reads as another route when %2F is decoded")
     prefix = "/".join(tail_segments[:start]) if start else None
-    return CatalogPath(mount, "/".join(tail_segments), route, prefix, None)
+    namespace: tuple[str, ...] = ()
+    name = None
+    for part, segment in zip(route.template.split("/"), tail_segments[start:], strict=False):
+        kind = _PLACEHOLDERS.get(part)
+        if kind is None:
+            continue
+        names = _decode_names(segment.split("%1F") if kind == "namespace" else [segment])
+        if names is None:
+            return _refused(f"a {kind} name is not valid UTF-8")
+        for text in names:
+            if (refusal := name_refusal(kind, text)) is not None:
+                return CatalogPath(None, "", UNKNOWN, None, refusal)
+        if kind == "namespace":
+            namespace = tuple(names)
+        else:
+            name = names[0]
+    return CatalogPath(mount, "/".join(tail_segments), route, prefix, None, namespace, name)
+
+
+def _decode_names(parts: list[str]) -> list[str] | None:
+    try:
+        return [unquote(part, errors="strict") for part in parts]
+    except UnicodeDecodeError:
+        return None
 
 
 def parse_request_path(raw_path: str) -> CatalogPath:
@@ -255,3 +404,64 @@ def parse_request_path(raw_path: str) -> CatalogPath:
     if not raw_path.startswith("/v1/"):
         return _refused("catalog paths start with /v1/")
     return parse_catalog_path(raw_path[len("/v1/") :])
+
+
+def _parents(query: str) -> list[tuple[str, ...]] | None:
+    """The ``parent`` namespaces of a ``listNamespaces`` query, decoded (None: not UTF-8)."""
+    if not query:
+        return []
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError:
+        return None
+    return [tuple(value.split("\x1f")) if value else () for key, value in pairs if key == "parent"]
+
+
+def query_refusal(path: CatalogPath, method: str, query: str) -> str | None:
+    """Why the query is refused (400): a ``parent`` namespace of ``listNamespaces`` that breaks
+    the identifier rule. Other queries name no resource."""
+    if path.route is not ROUTES["namespaces"] or method != "GET" or not query:
+        return None
+    parents = _parents(query)
+    if parents is None:
+        return "Malformed request: a namespace name is not valid UTF-8"
+    for levels in parents:
+        for level in levels:
+            if (refusal := name_refusal("namespace", level)) is not None:
+                return refusal
+    return None
+
+
+class Decision(NamedTuple):
+    """What a request needs: ``action`` on ``resource`` (``()``: the catalog itself)."""
+
+    route: Route
+    operation: str  # the spec's operationId
+    resource: tuple[str, ...]
+    action: Action
+    privilege: Privilege
+
+
+def decide(path: CatalogPath, method: str, query: str = "") -> Decision | None:
+    """The privilege a request of ``method`` for ``path`` needs, from its URL alone (the body
+    of a ``body_aware`` one can name more). None when nothing may be granted: a refused path,
+    an unknown route, a method the route does not take, the token endpoint.
+
+    ``query`` matters to ``listNamespaces`` only: its ``parent``, the catalog without one (and
+    with several, since an upstream could read any of them)."""
+    if path.refusal is not None:
+        return None
+    privilege = path.route.privileges.get(method)
+    if privilege is None:
+        return None
+    operation = path.route.operations[method]
+    resource: tuple[str, ...] = ()
+    if operation == "listNamespaces":
+        parents = _parents(query)
+        resource = parents[0] if parents is not None and len(parents) == 1 else ()
+    elif privilege.level == "namespace":
+        resource = path.namespace
+    elif privilege.level in ("table", "view"):
+        assert path.name is not None  # the route's template names it
+        resource = (*path.namespace, path.name)
+    return Decision(path.route, operation, resource, privilege.action, privilege)

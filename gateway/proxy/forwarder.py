@@ -2,11 +2,13 @@
 
 Method, query and body go upstream exactly as received, the path in the one normalised form
 ``routing`` judged (still percent-encoded: namespaces carry ``%1F`` and prefixes may carry
-``%2F``). Bodies stream in both directions, except the answers of routes whose answers the
-grammar says are filtered (``/v1/config``, table and view routes, unknown routes): those are
-read whole, whatever their status, because they may need rewriting (see ``rewrite``). They are
-asked for uncompressed, and a compressed one is refused (502) rather than passed on
-uninspected.
+``%2F``). Bodies stream in both directions, with two exceptions. Request bodies that name what
+they create or rename (``identifiers.NAMED_IN_BODY``: small JSON) are read whole by the handler
+(``read_body``) to judge those names, and go upstream as the same bytes with their length. The
+answers of routes whose answers the grammar says are filtered (``/v1/config``, table and view
+routes, unknown routes) are read whole, whatever their status, because they may need
+rewriting (see ``rewrite``). They are asked for uncompressed, and a compressed one is refused
+(502) rather than passed on uninspected.
 
 Errors: the upstream cannot be reached (refused, connect timeout, DNS) -> 503; it accepted the
 request but did not answer in time -> 504; the connection broke otherwise -> 502. Upstream
@@ -75,6 +77,9 @@ class ForwardRequest:
     query: str
     principal: Principal
     request_id: str
+    # The client's body when the handler had to read it whole first (``Forwarder.read_body``):
+    # forwarded as these bytes, with their length. None: the body (if any) streams.
+    body: bytes | None = None
 
 
 class Forwarder:
@@ -119,8 +124,8 @@ class Forwarder:
             rewrite = None  # no body to filter
         query = self._scope.config_query(fwd.query) if fwd.path.route is _CONFIG else fwd.query
         target = f"/v1/{tail}?{query}" if query else f"/v1/{tail}"
-        body: bytes | AsyncIterable[bytes] | None = None
-        if request.body_exists:
+        body: bytes | AsyncIterable[bytes] | None = fwd.body
+        if body is None and request.body_exists:
             if length is not None and length <= _CHUNK:
                 body = await _read_small(request)  # small (most commits): one write upstream
             else:
@@ -164,6 +169,16 @@ class Forwarder:
             return await self._respond(fwd, upstream, rewrite)
         finally:
             upstream.release()
+
+    async def read_body(self, request: web.Request) -> bytes:
+        """The client's whole body, within ``server.max_body_bytes`` (413 past it), for a
+        handler that must judge it before it is forwarded (then pass it as ``body``). Only
+        for small bodies (creates, renames): everything else streams."""
+        length = request.content_length
+        if length is not None and length > self._max_body:
+            raise PayloadTooLarge()
+        # Not request.read(): that is bound by client_max_size (server.max_form_bytes).
+        return b"".join([chunk async for chunk in _client_chunks(request.content, self._max_body)])
 
     async def _respond(
         self, fwd: ForwardRequest, upstream: TransportResponse, rewrite: _Rewrite | None

@@ -265,7 +265,9 @@ async def test_a_client_body_framed_its_own_way_reaches_the_upstream_as_one_requ
     status = await send(gateway, b"Transfer-Encoding: chunked\r\n", framed)
 
     assert status == 200
-    assert [(m.url, m.body) for m in raw_upstream.messages] == [("/v1/namespaces", body)]
+    assert [(m.url, m.body) for m in raw_upstream.messages] == [
+        ("/v1/namespaces/ns/tables/t", body)
+    ]
     assert _framing(raw_upstream.messages[0]) == ["transfer-encoding: chunked"]
 
 
@@ -548,8 +550,9 @@ async def test_a_body_passing_the_limit_mid_stream_is_413_and_never_completes_up
         await upstream.entered.wait()  # the first part has reached the upstream
         yield b"x" * 1000
 
+    # A commit: its body streams (a create's is read whole first, to judge the name in it).
     reply = await call(
-        gateway, "POST", f"{API}/namespaces", headers=key_header(gateway.root), data=body()
+        gateway, "POST", f"{API}/{TABLE}", headers=key_header(gateway.root), data=body()
     )
 
     assert_iceberg_error(reply, 413)  # the client's error, not a broken upstream's 502
