@@ -24,7 +24,6 @@ concern; the day helpers and credential parsing live elsewhere.)
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime
 import functools
 import hashlib
@@ -136,21 +135,26 @@ class Authenticator:
         if not credentials:
             return ANONYMOUS
         outcome = await self._authenticate_one(credentials[0])
-        if len(credentials) == 1 or outcome.principal is None:
-            return outcome
-        # An X-API-Key with a bearer credential: accepted only when both authenticate, and
-        # as the same principal (the upstream and the audit log must not disagree on who).
-        other = await self._authenticate_one(credentials[1])
-        if other.principal is None:
-            return other
-        if other.principal.id != outcome.principal.id:
-            return AuthOutcome(None, AMBIGUOUS.kind)
-        # One request, though each credential counted one (guarded: a flush or a new day may
-        # have come between the two).
-        today = self._today
-        if today.get(outcome.principal.id, 0) > 0:
-            today[outcome.principal.id] -= 1
+        if len(credentials) > 1 and outcome.principal is not None:
+            # An X-API-Key with a bearer credential: accepted only when both authenticate, and
+            # as the same principal (the upstream and the audit log must not disagree on who).
+            other = await self._authenticate_one(credentials[1])
+            if other.principal is None:
+                return other
+            if other.principal.id != outcome.principal.id:
+                return AuthOutcome(None, AMBIGUOUS.kind)
+        if outcome.principal is not None and outcome.principal.type == "service_user":
+            self.count_request(outcome.principal.id)
         return outcome
+
+    def count_request(self, user_id: str) -> None:
+        """One request by a service user, counted once it is accepted (not per credential:
+        a key and a token, or a token exchange's two, are one request)."""
+        now = self._clock()
+        if now >= self._day_ends:
+            self._new_day(now)
+        today = self._today
+        today[user_id] = today.get(user_id, 0) + 1
 
     async def _authenticate_one(self, credential: Credential) -> AuthOutcome:
         if credential.kind == "api_key":
@@ -173,13 +177,6 @@ class Authenticator:
         return AuthOutcome(human.principal(), session=session)
 
     async def authenticate_key(self, key: ApiKey) -> AuthOutcome:
-        outcome = await self._authenticate_key(key)
-        # Only a key id some service user holds: an unknown one names nobody to tell.
-        if outcome.principal is None and outcome.reason != "unknown_key":
-            return dataclasses.replace(outcome, key_id=key.key_id)
-        return outcome
-
-    async def _authenticate_key(self, key: ApiKey) -> AuthOutcome:
         user = await self._cached(self._by_key_id, key.key_id, self._store.service_user_by_key_id)
         if user is not None:
             # The key this cached user last presented, as a keyed BLAKE2b (see __init__):
@@ -190,15 +187,17 @@ class Authenticator:
                 and seen[0] is user
                 and hmac.compare_digest(seen[1], self._seen(key))
             ):
-                return self._accept(user)
+                return self._accept(user, key.key_id)
         # Always compare, even when the key id is unknown, so both paths cost the same.
         if not verify_key(key, user.key_digest if user is not None else None):
-            return AuthOutcome(None, "unknown_key" if user is None else "wrong_secret")
+            if user is None:
+                return AuthOutcome(None, "unknown_key")  # names nobody to tell: no key id
+            return AuthOutcome(None, "wrong_secret", key_id=key.key_id)
         assert user is not None
         if len(self._verified) >= _MAX_CACHE:
             self._verified.clear()
         self._verified[key.key_id] = (user, self._seen(key))
-        return self._accept(user)
+        return self._accept(user, key.key_id)
 
     def _seen(self, key: ApiKey) -> bytes:
         return hashlib.blake2b(
@@ -238,17 +237,14 @@ class Authenticator:
             return AuthOutcome(None, "rotated")
         return self._accept(user)
 
-    def _accept(self, user: ServiceUser) -> AuthOutcome:
+    def _accept(self, user: ServiceUser, key_id: str | None = None) -> AuthOutcome:
+        """``key_id``: the key it authenticated with, named in a refusal (for the audit)."""
         now = self._clock()
         if not user.active:
-            return AuthOutcome(None, "inactive")
+            return AuthOutcome(None, "inactive", key_id=key_id)
         if not user.usable_at(now):
-            return AuthOutcome(None, "expired")
+            return AuthOutcome(None, "expired", key_id=key_id)
         self._last_used[user.id] = now
-        if now >= self._day_ends:
-            self._new_day(now)
-        today = self._today
-        today[user.id] = today.get(user.id, 0) + 1
         made = self._principals.get(user.id)
         if made is None or made[0] is not user:
             if len(self._principals) >= _MAX_CACHE:
@@ -346,7 +342,6 @@ class Authenticator:
         requests = {
             (id_, utc_day(day)): n for day, counts in counted.items() for id_, n in counts.items()
         }
-        requests = {key: n for key, n in requests.items() if n > 0}
         if not batch and not requests:
             return
         now = self._clock()

@@ -100,6 +100,8 @@ async def token_endpoint(request: web.Request) -> web.Response:
         _audit(request, form, None, f"refused: {refused.error.error}", refused.key_id)
         return _error_response(refused.error)
     metrics.token_issued(_GRANT_LABELS[form["grant_type"]])
+    # One request of this service user, however many credentials it took to decide.
+    request.app[AUTHENTICATOR].count_request(principal.id)
     # Who got the token, for the access log (the request itself carried no gateway credential).
     request[AUTH] = AuthOutcome(principal)
     _audit(request, form, principal, None)

@@ -100,6 +100,25 @@ async def test_two_credentials_for_one_request_count_one_request(gateway: Gatewa
     assert (await usage(gateway, etl.user.id))[-1][1] == 2  # the token request and this one
 
 
+async def test_a_token_exchange_counts_one_request_and_a_refused_request_none(
+    gateway: Gateway,
+) -> None:
+    etl = await gateway.user()
+    token = await gateway.token(etl)  # 1: the client_credentials request
+    exchanged = await gateway.client.post(
+        "/v1/oauth/tokens",
+        data={"grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
+              "subject_token": token,
+              "subject_token_type": "urn:ietf:params:oauth:token-type:access_token",
+              "client_id": etl.user.id, "client_secret": etl.api_key.plaintext()},
+    )  # fmt: skip
+    assert exchanged.status == 200, await exchanged.text()  # 2: one request, two credentials
+    refused = {**key_header(etl), **bearer("not-a-token")}
+    async with gateway.client.get(CATALOG, headers=refused) as resp:
+        assert resp.status == 401
+    assert (await usage(gateway, etl.user.id))[-1][1] == 2
+
+
 async def test_counting_does_no_store_access_on_the_hot_path(
     gateway: Gateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:
