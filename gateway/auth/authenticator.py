@@ -18,7 +18,7 @@ are noticed by polling the store's identity version every ``change_poll_seconds`
 
 (Over 300 lines: the caches and the in-memory use counters are one object on purpose, so a
 request's accept step touches its own attributes rather than calling into a second object per
-concern; the day helpers and credential parsing live elsewhere.)
+concern; credential parsing lives in ``credentials``.)
 """
 
 from __future__ import annotations
