@@ -61,10 +61,6 @@ class SessionAdmin:
         self._idle = idle_seconds
         self._clock = clock
 
-    @property
-    def lifetime_seconds(self) -> float:
-        return self._lifetime
-
     def _record(
         self, action: str, user_id: str, tenant_id: str, client: ClientInfo | None, actor: str
     ) -> AuditRecord:
@@ -129,12 +125,3 @@ class SessionAdmin:
         session, user = found
         record = self._record("logout", user.id, user.tenant_id, client, actor=user.id)
         return await self._store.delete_session(session.digest, record)
-
-    async def end_all(self, user_id: str, *, actor: str, client: ClientInfo | None = None) -> int:
-        """End every session of a user ("log out everywhere"); how many there were. A new
-        password, a deactivation and a deletion end them already, in their own transaction."""
-        user = await self._store.user(user_id)
-        if user is None:
-            return 0  # its sessions went with it
-        record = self._record("session.end_all", user_id, user.tenant_id, client, actor=actor)
-        return await self._store.delete_sessions(user_id, record)

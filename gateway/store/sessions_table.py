@@ -47,13 +47,6 @@ class SessionTables(UserTables):
             return None
         return _session(row[:_WIDTH]), user_from_row(row[_WIDTH:])
 
-    async def sessions_of(self, user_id: str) -> list[Session]:
-        rows = await self._fetchall(
-            f"SELECT {_SESSION_COLUMNS} FROM sessions s WHERE s.user_id = ? ORDER BY s.created_at",
-            (user_id,),
-        )
-        return [_session(row) for row in rows]
-
     async def insert_session(
         self, session: Session, audit: AuditRecord, *, stale_before: float
     ) -> bool:
@@ -109,15 +102,6 @@ class SessionTables(UserTables):
                 return False
             await self._audit(conn, audit)
         return True
-
-    async def delete_sessions(self, user_id: str, audit: AuditRecord) -> int:
-        """End every session of a user with one audit record; how many there were."""
-        async with self.transaction() as conn:
-            cur = await conn.execute("DELETE FROM sessions WHERE user_id = ?", (user_id,))
-            ended = cur.rowcount
-            if ended:
-                await self._audit(conn, audit)
-        return ended
 
 
 class _UserGone(Exception):
