@@ -27,6 +27,7 @@ __all__ = (
     "manager",
     "principal",
     "role_and_tenant",
+    "root",
     "target",
     "tenant_scope",
 )
@@ -41,6 +42,14 @@ def manager(request: web.Request) -> Principal:
     caller = principal(request)
     if caller.role is Role.TENANT_USER:
         raise Forbidden("Forbidden: managing identities needs the TenantAdmin or Root role")
+    return caller
+
+
+def root(request: web.Request) -> Principal:
+    """The caller, who must hold the Root role (403 otherwise): tenants are Root's alone."""
+    caller = principal(request)
+    if caller.role is not Role.ROOT:
+        raise Forbidden("Forbidden: managing tenants needs the Root role")
     return caller
 
 

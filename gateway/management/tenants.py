@@ -5,10 +5,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..audit.events import client_details
-from ..errors import Forbidden
-from ..identity.models import Principal, Role
+from ..identity.models import Role
 from ..state import TENANTS
-from .access import principal
+from .access import principal, root
 from .operations import Operation
 from .parsing import read_body
 from .schemas import CreateTenant, TenantList, TenantView
@@ -17,16 +16,9 @@ from .trail import audited
 __all__ = ("OPERATIONS",)
 
 
-def _root(request: web.Request) -> Principal:
-    caller = principal(request)
-    if caller.role is not Role.ROOT:
-        raise Forbidden("Forbidden: managing tenants needs the Root role")
-    return caller
-
-
 @audited("tenant.create", "tenant")
 async def create(request: web.Request) -> web.Response:
-    caller = _root(request)
+    caller = root(request)
     body = await read_body(request, CreateTenant)
     tenant = await request.app[TENANTS].create(
         body.name, actor=caller.id, client=client_details(request)
@@ -45,7 +37,7 @@ async def list_(request: web.Request) -> web.Response:
 
 @audited("tenant.delete", "tenant")
 async def delete(request: web.Request) -> web.Response:
-    caller = _root(request)
+    caller = root(request)
     await request.app[TENANTS].delete(
         request.match_info["id"], actor=caller.id, client=client_details(request)
     )

@@ -8,9 +8,8 @@ from aiohttp import web
 
 from ..audit.events import client_details
 from ..auth.authz import may_use_catalog
-from ..errors import DomainError, Forbidden, GatewayError, describe
-from ..identity.models import Principal, Role
-from ..management.access import manager, principal, tenant_scope
+from ..errors import DomainError, GatewayError, describe
+from ..management.access import manager, principal, root, tenant_scope
 from ..management.catalogs import public_base_url
 from ..management.parsing import read_fields, read_parameters
 from ..management.schemas import AuditQuery, CreateTenant
@@ -19,24 +18,17 @@ from ..state import AUDIT, SETTINGS, STORE, TENANTS
 from ..store import AuditQuery as StoreAuditQuery
 from .guard import guarded, redirect
 from .snippets import snippets
-from .views import ago, exact, now, render
+from .views import ago, exact, form_text, now, render
 
 __all__ = ("routes",)
 
 AUDIT_PAGE: Final = 50
 
 
-def _root(request: web.Request) -> Principal:
-    caller = principal(request)
-    if caller.role is not Role.ROOT:
-        raise Forbidden("Forbidden: managing tenants needs the Root role")
-    return caller
-
-
 async def tenants_page(
     request: web.Request, error: str | None = None, status: int = 200
 ) -> web.Response:
-    caller = _root(request)
+    caller = root(request)
     return render(request, "tenants.html", {
         "tenants": await request.app[TENANTS].list(), "error": error, "ago": ago,
         "exact": exact, "now": now(request),
@@ -45,11 +37,10 @@ async def tenants_page(
 
 @audited("tenant.create", "tenant")
 async def create_tenant(request: web.Request) -> web.StreamResponse:
-    caller = _root(request)
+    caller = root(request)
     form = await request.post()
-    name = form.get("name", "")
     try:
-        body = read_fields(CreateTenant, {"name": name if isinstance(name, str) else ""})
+        body = read_fields(CreateTenant, {"name": form_text(form, "name")})
         await request.app[TENANTS].create(
             body.name, actor=caller.id, client=client_details(request)
         )
@@ -64,7 +55,7 @@ async def create_tenant(request: web.Request) -> web.StreamResponse:
 
 @audited("tenant.delete", "tenant")
 async def delete_tenant(request: web.Request) -> web.StreamResponse:
-    caller = _root(request)
+    caller = root(request)
     await request.app[TENANTS].delete(
         request.match_info["id"], actor=caller.id, client=client_details(request)
     )
