@@ -5,8 +5,8 @@ alone. Order of checks: a path the grammar refuses is 400 (malformed, or a name 
 the identifier rule); the token endpoint is answered here and never forwarded; a method the
 route does not take is 405; a ``parent`` query that breaks the identifier rule is 400; then
 the caller must be authenticated (401), the catalog known (404) and allowed (403). Last, a body
-that names what it creates or renames is read whole (within ``server.max_body_bytes``) and its
-names judged (400); it goes upstream as the bytes the client sent.
+that names what it creates or renames is read whole (within ``forwarder.MAX_JUDGED_BODY``,
+1 MiB) and its names judged (400); it goes upstream as the bytes the client sent.
 """
 
 from __future__ import annotations

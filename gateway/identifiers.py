@@ -21,7 +21,8 @@ from typing import Any, Final
 
 __all__ = ("NAMED_IN_BODY", "body_refusal", "name_refusal")
 
-_HOSTILE: Final = re.compile(r"[*?$'\"`\x00-\x1f\x7f-\x9f]")
+# Lone surrogates too: JSON can escape one ("\ud800"), and encoders write it as "?".
+_HOSTILE: Final = re.compile(r"[*?$'\"`\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _RULE: Final = "names may not contain *, ?, $, quotes or control characters"
 # Operations whose body names what they create or rename, and where: "name" (a string),
 # "namespace" (a list of levels) or "source"/"destination" (a table identifier).

@@ -29,7 +29,6 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-from ..errors import NoSuchThing
 from ..store import AuditRecord, ClientInfo, Store
 from .models import Session, User
 
@@ -71,10 +70,12 @@ class SessionAdmin:
             client_addr=client.addr, user_agent=client.user_agent,
         )  # fmt: skip
 
-    async def start(self, user: User, client: ClientInfo) -> tuple[str, Session]:
+    async def start(self, user: User, client: ClientInfo) -> tuple[str, Session] | None:
         """A new session for ``user`` (whose password was just checked): the token, which
         exists only in the answer to this call, and the stored session. Audited as the
-        ``login``, in the same transaction, with the user's last_login_at."""
+        ``login``, in the same transaction, with the user's last_login_at. None if the user
+        was deleted, deactivated or given a new password while the login was being checked:
+        then that login fails."""
         token = SESSION_PREFIX + secrets.token_urlsafe(_TOKEN_BYTES)
         now = self._clock()
         session = Session(
@@ -84,8 +85,10 @@ class SessionAdmin:
             user_agent=client.user_agent,
         )  # fmt: skip
         record = self._record("login", user.id, user.tenant_id, client, actor=user.id)
-        if not await self._store.insert_session(session, record, stale_before=now - self._idle):
-            raise NoSuchThing("user")  # deleted after its password was checked
+        if not await self._store.insert_session(
+            session, record, stale_before=now - self._idle, password_hash=user.password_hash
+        ):
+            return None
         return token, session
 
     async def resolve(self, token: str) -> tuple[Session, User] | None:

@@ -111,9 +111,11 @@ async def login(request: web.Request) -> web.Response:
     body = await read_body(request, Login)
     client = client_details(request)
     user = await request.app[USERS].login(body.username, body.password, client)
-    if user is None:
+    # start() is None also when the user was deleted, deactivated or given a new password
+    # while the login was being checked.
+    if user is None or (started := await request.app[SESSIONS].start(user, client)) is None:
         raise LoginFailed()
-    token, session = await request.app[SESSIONS].start(user, client)
+    token, session = started
     answer = LoginAnswer(
         token=token,
         token_type="bearer",

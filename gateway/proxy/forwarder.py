@@ -58,6 +58,12 @@ from .upstream_auth import UpstreamAuth
 
 __all__ = ("Forwarder", "ForwardRequest")
 
+# Bodies judged before they are forwarded (creates, renames, registers) are parsed on the event
+# loop: a megabyte of JSON names a table with thousands of columns, while tens of megabytes of
+# nested objects would hold a worker for seconds and take gigabytes. Streamed bodies are bound
+# by server.max_body_bytes instead.
+MAX_JUDGED_BODY: Final = 1024 * 1024
+
 _LOGGER = logging.getLogger(__name__)
 _CHUNK: Final = 64 * 1024
 # Responses that are read whole for rewriting are capped; a catalog answer above this is
@@ -171,14 +177,16 @@ class Forwarder:
             upstream.release()
 
     async def read_body(self, request: web.Request) -> bytes:
-        """The client's whole body, within ``server.max_body_bytes`` (413 past it), for a
-        handler that must judge it before it is forwarded (then pass it as ``body``). Only
-        for small bodies (creates, renames): everything else streams."""
+        """The client's whole body, within ``MAX_JUDGED_BODY`` (413 past it, as soon as the
+        length says so or the bytes pass it), for a handler that must judge it before it is
+        forwarded (then pass it as ``body``). Only for small bodies (creates, renames):
+        everything else streams."""
+        limit = min(MAX_JUDGED_BODY, self._max_body)
         length = request.content_length
-        if length is not None and length > self._max_body:
+        if length is not None and length > limit:
             raise PayloadTooLarge()
         # Not request.read(): that is bound by client_max_size (server.max_form_bytes).
-        return b"".join([chunk async for chunk in _client_chunks(request.content, self._max_body)])
+        return b"".join([chunk async for chunk in _client_chunks(request.content, limit)])
 
     async def _respond(
         self, fwd: ForwardRequest, upstream: TransportResponse, rewrite: _Rewrite | None

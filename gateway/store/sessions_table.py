@@ -48,21 +48,23 @@ class SessionTables(UserTables):
         return _session(row[:_WIDTH]), user_from_row(row[_WIDTH:])
 
     async def insert_session(
-        self, session: Session, audit: AuditRecord, *, stale_before: float
+        self, session: Session, audit: AuditRecord, *, stale_before: float, password_hash: str
     ) -> bool:
         """Store a new session and note the user's successful login (last_login_at, failed
         logins back to zero), with the login's audit record, in one transaction. Sessions
         past their absolute expiry or idle since before ``stale_before`` are removed on the
-        way (logins are rare; no timer is needed for it). False if the user no longer
-        exists (deleted after the password was checked)."""
+        way (logins are rare; no timer is needed for it). False, and nothing stored, unless
+        the user still exists, is active and still has ``password_hash`` (the one the login
+        checked): a password reset or a deactivation that commits while a login is being
+        checked must not let that login's session outlive it."""
         try:
-            await self._insert_session(session, audit, stale_before)
+            await self._insert_session(session, audit, stale_before, password_hash)
         except _UserGone:
             return False
         return True
 
     async def _insert_session(
-        self, session: Session, audit: AuditRecord, stale_before: float
+        self, session: Session, audit: AuditRecord, stale_before: float, password_hash: str
     ) -> None:
         async with self.transaction() as conn:
             await conn.execute(
@@ -70,16 +72,20 @@ class SessionTables(UserTables):
                 (session.created_at, stale_before),
             )
             try:
-                await conn.execute(
+                cur = await conn.execute(
                     "INSERT INTO sessions (digest, user_id, created_at, last_seen_at, expires_at,"
-                    " client_addr, user_agent) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    " client_addr, user_agent) SELECT ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1"
+                    " FROM users WHERE id = ? AND active = 1 AND password_hash = ?)",
                     (session.digest, session.user_id, session.created_at, session.last_seen_at,
-                     session.expires_at, session.client_addr, session.user_agent),
+                     session.expires_at, session.client_addr, session.user_agent,
+                     session.user_id, password_hash),
                 )  # fmt: skip
             except aiosqlite.IntegrityError:
                 # The user is gone (foreign key); a digest collision of two 256-bit tokens is
                 # not a case worth a branch of its own. Nothing of this transaction is kept.
                 raise _UserGone() from None  # rolls the transaction back
+            if cur.rowcount == 0:  # deleted, deactivated or given a new password meanwhile
+                raise _UserGone()
             await conn.execute(
                 "UPDATE users SET last_login_at = ?, failed_logins = 0 WHERE id = ?",
                 (session.created_at, session.user_id),

@@ -33,12 +33,14 @@ async def login(request: web.Request) -> web.Response:
                       status=400)  # fmt: skip
     client = client_details(request)
     user = await request.app[USERS].login(username, password, client)
-    if user is None:
-        # One answer for every bad guess: it never says which part was wrong.
+    started = await request.app[SESSIONS].start(user, client) if user is not None else None
+    if started is None:
+        # One answer for every bad guess: it never says which part was wrong (nor that the
+        # user was changed while the login was checked).
         return render(request, "login.html",
                       {"error": "Wrong username or password", "username": username},
                       status=401)  # fmt: skip
-    token, _ = await request.app[SESSIONS].start(user, client)
+    token, _ = started
     response = redirect("/ui/service-users")
     lifetime = request.app[SETTINGS].tokens.session_lifetime_seconds
     set_session_cookie(request, response, token, lifetime)

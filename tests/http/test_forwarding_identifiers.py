@@ -5,12 +5,14 @@ Other names, and the bodies carrying them, go upstream byte for byte."""
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any
 
 import pytest
 
 from gateway.identity.service_users import CreatedKey
+from gateway.proxy.forwarder import MAX_JUDGED_BODY
 from gateway.settings import ServerSettings
 
 from ..conftest import Gateway, MakeGateway
@@ -196,3 +198,33 @@ async def test_a_large_chunked_create_body_is_read_within_the_limit_and_forwarde
     assert reply.status == 200 and gateway.upstream.last.body == body
     assert_iceberg_error(over, 413)
     assert len(gateway.upstream.catalog_requests()) == 1
+
+
+async def test_a_judged_body_past_its_own_cap_is_413_whatever_max_body_bytes_allows(
+    gateway: Gateway, user: CreatedKey
+) -> None:
+    # Parsed on the event loop: tens of megabytes of nested objects would hold the worker for
+    # seconds and take gigabytes, so these bodies have a cap of their own.
+    padding = b'{"x": [' + b"{}," * (MAX_JUDGED_BODY // 3) + b'{}], "name": "t"}'
+    assert len(padding) > MAX_JUDGED_BODY
+    for chunked in (False, True):
+        data = chunks(padding) if chunked else io.BytesIO(padding)
+        reply = await call(gateway, "POST", f"{API}/namespaces/ns/tables",
+                           headers=key_header(user), data=data)  # fmt: skip
+        assert_iceberg_error(reply, 413)
+    assert gateway.upstream.catalog_requests() == []
+
+
+@pytest.mark.parametrize("escape", ["\\ud800", "\\udfff", "ok\\udc80"])
+async def test_an_escaped_lone_surrogate_in_a_body_name_is_refused(
+    gateway: Gateway, user: CreatedKey, escape: str
+) -> None:
+    # JSON can escape a lone surrogate, which Java encoders write as "?" (the same name in a
+    # path is not UTF-8 and refused there too).
+    for path, body in (
+        ("/namespaces/ns/tables", '{"name": "t' + escape + '", "schema": {}}'),
+        ("/namespaces", '{"namespace": ["a' + escape + '"]}'),
+    ):
+        reply = await call(gateway, "POST", f"{API}{path}", headers=key_header(user),
+                           data=body.encode())  # fmt: skip
+        assert_refused(reply, gateway, "a control character")
