@@ -57,9 +57,11 @@ def validate(settings: Settings) -> list[str]:
         problems.append("tokens.lifetime_seconds: must be between 60 and 604800")
     if not 60 <= settings.tokens.session_lifetime_seconds <= 7 * 86400:
         problems.append("tokens.session_lifetime_seconds: must be between 60 and 604800")
-    if not 60 <= settings.tokens.session_idle_seconds <= settings.tokens.session_lifetime_seconds:
+    # At least twice the step in which a session's last use is written down (TOUCH_SECONDS,
+    # 60 s): with less, a busy session would still end at its idle limit.
+    if not 120 <= settings.tokens.session_idle_seconds <= settings.tokens.session_lifetime_seconds:
         problems.append(
-            "tokens.session_idle_seconds: must be at least 60 and at most"
+            "tokens.session_idle_seconds: must be at least 120 and at most"
             " tokens.session_lifetime_seconds"
         )
     if settings.tokens.signing_key:

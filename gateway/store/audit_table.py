@@ -39,6 +39,7 @@ class AuditTable(SqliteCore):
                 ("actor = ?", query.actor),
                 ("action = ?", query.action),
                 ("target_id = ?", query.target),
+                ("target_type = ?", query.target_type),
                 ("outcome = ?", query.outcome),
                 ("at >= ?", query.since),
             )

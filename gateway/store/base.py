@@ -81,6 +81,7 @@ class AuditQuery:
     actor: str | None = None
     action: str | None = None
     target: str | None = None
+    target_type: str | None = None
     outcome: str | None = None
     since: float | None = None
 

@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from ..audit.events import client_details
+from ..audit.events import KEY_TARGET, client_details
 from ..auth.authz import may_use_catalog
 from ..errors import BadRequest, Conflicting, DomainError, GatewayError, describe
 from ..identity.models import Principal, Role, ServiceUser
@@ -209,7 +209,11 @@ async def detail(request: web.Request) -> web.Response:
         AuditQuery(tenant_id=tenant_scope(caller), target=user.id), limit=50, offset=0
     )
     failures, _ = await request.app[STORE].query_audit(
-        AuditQuery(tenant_id=None, target=user.key_id, outcome="failure"), limit=20, offset=0
+        # Only what the gateway recorded against the key id (a refused key), never records
+        # whose target a client chose (a path id that happens to be the key id).
+        AuditQuery(target=user.key_id, target_type=KEY_TARGET, outcome="failure"),
+        limit=20,
+        offset=0,
     )
     usage = usage_chart(await requests_per_day(request, user, USAGE_DAYS))
     return render(request, "service_users/detail.html", {

@@ -610,6 +610,20 @@ async def test_the_detail_page_lists_authentication_failures_with_its_key_id(
     assert "Authentication failures" not in clean.text
 
 
+async def test_records_whose_target_a_client_chose_are_not_shown_as_key_failures(
+    gateway: Gateway,
+) -> None:
+    # A refused management call names its path id as the target: with the victim's (public)
+    # key id as that id, anyone could otherwise plant rows on the victim's page.
+    alice = await admin(gateway)
+    victim = await gateway.user("victim")
+    for _ in range(3):
+        async with gateway.client.delete(f"/api/v1/service-users/{victim.user.key_id}") as resp:
+            assert resp.status == 401
+    detail = await alice.get(f"/ui/service-users/{victim.user.id}")
+    assert "Authentication failures with its key id" not in detail.text
+
+
 async def test_an_unknown_service_user_is_a_404_page(gateway: Gateway) -> None:
     alice = await admin(gateway)
     missing = "00000000-0000-0000-0000-000000000000"

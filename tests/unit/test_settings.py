@@ -12,6 +12,8 @@ from gateway.settings import (
     SettingsError,
     UpstreamAuthSettings,
     load_settings,
+    settings_from_dict,
+    validate,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -191,3 +193,10 @@ def test_shipped_config_is_valid(name: str) -> None:
 def test_catalog_tenant_must_be_a_name_a_tenant_can_have(tmp_path: Path, tenant: str) -> None:
     environ = {"PANGOLIN_CATALOGS__DEFAULT__TENANT": tenant, SECRET_ENV: "s"}
     assert_reported(problems_of(write(tmp_path, VALID), environ), ("catalogs.default.tenant",))
+
+
+def test_an_idle_timeout_shorter_than_two_activity_steps_is_refused() -> None:
+    # Last use is written at most once a minute: a 60 s idle limit would end busy sessions.
+    problems: list[str] = []
+    settings = settings_from_dict({"tokens": {"session_idle_seconds": 60}}, problems)
+    assert any("session_idle_seconds" in p for p in validate(settings))
