@@ -102,16 +102,28 @@ def check_same_origin(request: web.Request) -> None:
             raise Forbidden("Forbidden: cross-site request")
         return
     origin = request.headers.get("Origin")
-    if origin is None or origin == "null":
+    if origin is None:
         # Old browsers and non-browser clients send neither header; the CSRF token, which a
         # foreign page cannot read, still guards them.
-        if origin == "null":
-            raise Forbidden("Forbidden: cross-site request")
         return
-    if urlsplit(origin).netloc != _own_host(request):
+    if origin == "null" or _origin(origin) != _own_origin(request):
         raise Forbidden("Forbidden: cross-site request")
 
 
-def _own_host(request: web.Request) -> str:
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+
+
+def _origin(url: str) -> tuple[str, str, int | None] | None:
+    """(scheme, host, port) with the default port filled in, as browsers compare origins."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), port or _DEFAULT_PORTS.get(scheme)
+
+
+def _own_origin(request: web.Request) -> tuple[str, str, int | None] | None:
     public = request.app[SETTINGS].server.public_url
-    return urlsplit(public).netloc if public else request.host
+    return _origin(public if public else f"{request.scheme}://{request.host}")

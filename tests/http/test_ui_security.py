@@ -266,6 +266,30 @@ async def test_the_same_origin_check_compares_with_the_public_url(
     assert await service_user_named(gw, "forged") is None
 
 
+@pytest.mark.parametrize(
+    ("public_url", "sent", "allowed"),
+    [
+        ("https://gw.example:443", "https://gw.example", True),  # the default port, spelled out
+        ("https://gw.example", "https://GW.example:443", True),
+        ("https://gw.example", "http://gw.example", False),  # another scheme: another origin
+        ("https://gw.example", "https://gw.example:8443", False),
+        ("https://gw.example", "https://gw.example:bad", False),
+    ],
+)
+async def test_origins_compare_as_browsers_do_scheme_host_and_port(
+    make_gateway: MakeGateway, public_url: str, sent: str, allowed: bool
+) -> None:
+    gw = await make_gateway(server=dataclasses.replace(ServerSettings(), public_url=public_url))
+    alice = await logged_in_root(gw)
+    page = await alice.post("/ui/service-users", {"name": "maybe", "expiry": "30"},
+                            headers={"Sec-Fetch-Site": None, "Origin": sent})  # fmt: skip
+    if allowed:
+        assert page.status == 200, page.text
+    else:
+        page.assert_refused(403)
+        assert await service_user_named(gw, "maybe") is None
+
+
 async def test_a_login_posted_from_another_site_is_refused(gateway: Gateway) -> None:
     await human(gateway, "alice")
     for headers in ({"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": None, "Origin": EVIL}):
