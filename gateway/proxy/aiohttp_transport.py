@@ -32,7 +32,6 @@ import asyncio
 import ssl
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from typing import Final
-from urllib.parse import urlsplit
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -43,6 +42,7 @@ from .transport import (
     UpstreamConnectError,
     UpstreamProtocolError,
     UpstreamReadTimeout,
+    base_url_parts,
     read_limited,
 )
 
@@ -174,9 +174,7 @@ class AiohttpTransport:
         idle_timeout: float = 30.0,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        parts = urlsplit(base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not an http(s) URL: {base_url!r}")
+        parts = base_url_parts(base_url)
         self._origin = f"{parts.scheme}://{parts.netloc}"
         self.base_path = parts.path.rstrip("/")
         self._session = aiohttp.ClientSession(

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from typing import Final, Protocol
+from urllib.parse import SplitResult, urlsplit
 
 from multidict import CIMultiDictProxy
 
@@ -31,6 +32,7 @@ __all__ = (
     "UpstreamProtocolError",
     "UpstreamReadTimeout",
     "UpstreamTransport",
+    "base_url_parts",
     "read_limited",
 )
 
@@ -131,3 +133,11 @@ async def read_limited(
             raise ResponseTooLarge()
         parts.append(chunk)
     return b"".join(parts)
+
+
+def base_url_parts(base_url: str) -> SplitResult:
+    """A catalog's upstream URL, split; ValueError unless it is http(s) with a host."""
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL: {base_url!r}")
+    return parts

@@ -46,7 +46,6 @@ import ssl
 import typing
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from typing import Final
-from urllib.parse import urlsplit
 
 import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -59,6 +58,7 @@ from .transport import (
     UpstreamConnectError,
     UpstreamProtocolError,
     UpstreamReadTimeout,
+    base_url_parts,
     read_limited,
 )
 
@@ -387,11 +387,9 @@ class UpstreamClient:
         idle_timeout: float = 30.0,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        parts = urlsplit(base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not an http(s) URL: {base_url!r}")
+        parts = base_url_parts(base_url)
         self.loop = asyncio.get_running_loop()
-        self._host = parts.hostname
+        self._host: str = parts.hostname or ""  # never empty: base_url_parts checked it
         self._tls = parts.scheme == "https"
         self._port = parts.port or (443 if self._tls else 80)
         default_port = parts.port is None or parts.port == (443 if self._tls else 80)
