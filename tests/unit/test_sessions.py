@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,22 +36,6 @@ async def started(sessions: SessionAdmin, user: User, client: ClientInfo) -> tup
     result = await sessions.start(user, client)
     assert result is not None
     return result
-
-
-@pytest.fixture
-def path(tmp_path: Path) -> Path:
-    return tmp_path / "store" / "pangolin.db"
-
-
-@pytest.fixture
-async def store(path: Path) -> AsyncIterator[SqliteStore]:
-    async with SqliteStore(path) as opened:
-        yield opened
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 def sessions_of(store: SqliteStore, clock: FakeClock) -> SessionAdmin:

@@ -8,7 +8,7 @@ import gc
 import os
 import sqlite3
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,22 +41,6 @@ def tenant_rows(path: Path) -> list[tuple[Any, ...]]:
 
 def mode(path: Path) -> int:
     return os.stat(path).st_mode & 0o777
-
-
-@pytest.fixture
-def path(tmp_path: Path) -> Path:
-    return tmp_path / "store" / "pangolin.db"
-
-
-@pytest.fixture
-async def store(path: Path) -> AsyncIterator[SqliteStore]:
-    async with SqliteStore(path) as opened:
-        yield opened
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture
