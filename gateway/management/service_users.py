@@ -33,7 +33,7 @@ from .schemas import (
 )
 from .trail import audited
 
-__all__ = ("OPERATIONS", "requests_per_day")
+__all__ = ("OPERATIONS", "expiry", "requests_per_day")
 
 
 def _view(request: web.Request, user: ServiceUser) -> ServiceUserView:
@@ -48,7 +48,7 @@ def _created(request: web.Request, created: CreatedKey, status: int) -> web.Resp
     return web.json_response(answer.model_dump(mode="json"), status=status, headers=NO_STORE)
 
 
-def _expiry(body: CreateServiceUser | UpdateServiceUser, now: float) -> tuple[bool, float | None]:
+def expiry(body: CreateServiceUser | UpdateServiceUser, now: float) -> tuple[bool, float | None]:
     """(given, expires_at) from ``expires_at`` (a time or null) or ``expires_in`` (seconds)."""
     given = body.model_fields_set
     if "expires_at" in given and "expires_in" in given:
@@ -69,7 +69,7 @@ async def create(request: web.Request) -> web.Response:
     caller = manager(request)
     body = await read_body(request, CreateServiceUser)
     role, tenant = role_and_tenant(caller, body.role, body.tenant, Role.TENANT_USER)
-    _, expires_at = _expiry(body, request.app[CLOCK]())
+    _, expires_at = expiry(body, request.app[CLOCK]())
     created = await request.app[SERVICE_USERS].create(
         name=body.name, role=role, tenant=tenant, description=body.description,
         expires_at=expires_at, actor=caller.id, client=client_details(request),
@@ -136,7 +136,7 @@ async def update(request: web.Request) -> web.Response:
             changes[field] = getattr(body, field)
     if "role" in changes:
         check_grant(caller, changes["role"])
-    expiry_given, expires_at = _expiry(body, request.app[CLOCK]())
+    expiry_given, expires_at = expiry(body, request.app[CLOCK]())
     if expiry_given:
         changes["expires_at"] = expires_at
     if not changes:

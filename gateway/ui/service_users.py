@@ -27,7 +27,7 @@ from ..management.access import manager, role_and_tenant, target, tenant_scope
 from ..management.catalogs import public_base_url
 from ..management.parsing import read_fields
 from ..management.schemas import CreateServiceUser
-from ..management.service_users import requests_per_day
+from ..management.service_users import expiry, requests_per_day
 from ..management.trail import audited, record_refusal
 from ..state import AUDIT, AUTHENTICATOR, SERVICE_USERS, SETTINGS, STORE
 from ..store import AuditQuery
@@ -166,7 +166,7 @@ async def create(request: web.Request) -> web.Response:
                 fields[name] = values[name]
         body = read_fields(CreateServiceUser, fields)
         role, tenant = role_and_tenant(caller, body.role, body.tenant, Role.TENANT_USER)
-        expires_at = now(request) + body.expires_in if body.expires_in else body.expires_at
+        _, expires_at = expiry(body, now(request))  # the API's rule for the two fields
         created = await request.app[SERVICE_USERS].create(
             name=body.name, role=role, tenant=tenant, description=body.description,
             expires_at=expires_at, actor=caller.id, client=client_details(request),
