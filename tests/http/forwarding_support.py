@@ -8,6 +8,7 @@ what the client gets back, upstream auth, rewrites, errors and refused input.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -122,3 +123,23 @@ def load_table_result(config: dict[str, str]) -> dict[str, Any]:
         },
         "config": config,
     }
+
+
+def endless_upstream(gateway: Gateway) -> asyncio.Event:
+    """Make the upstream stream one endless body; the event is set once the gateway has let
+    go of that upstream connection."""
+    done = asyncio.Event()
+
+    async def endless(request: web.Request, recorded: Recorded) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        await response.prepare(request)
+        try:
+            while True:  # until the gateway lets go of this connection
+                await response.write(b"x" * 256 * 1024)
+        except ConnectionError:
+            return response
+        finally:
+            done.set()
+
+    gateway.upstream.responder = endless
+    return done

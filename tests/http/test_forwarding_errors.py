@@ -15,7 +15,7 @@ from gateway.identity.service_users import CreatedKey
 from gateway.settings import CatalogSettings, ServerSettings
 
 from ..conftest import Gateway, MakeGateway
-from ..fakes import Recorded, RecordingUpstream
+from ..fakes import RecordingUpstream
 from ..helpers import bearer, key_header
 from .forwarding_support import (
     API,
@@ -25,6 +25,7 @@ from .forwarding_support import (
     assert_iceberg_error,
     call,
     chunks,
+    endless_upstream,
 )
 
 COMMIT = "namespaces/ns/tables/t"  # updateTable: a route whose request body streams
@@ -77,20 +78,7 @@ async def test_upstream_that_never_answers_is_504(make_gateway: MakeGateway) -> 
 async def test_client_disconnecting_mid_stream_releases_the_upstream_and_the_next_request_works(
     gateway: Gateway, user: CreatedKey
 ) -> None:
-    upstream_done = asyncio.Event()
-
-    async def endless(request: web.Request, recorded: Recorded) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
-        await response.prepare(request)
-        try:
-            while True:  # until the gateway lets go of this connection
-                await response.write(b"x" * 256 * 1024)
-        except ConnectionError:
-            return response
-        finally:
-            upstream_done.set()
-
-    gateway.upstream.responder = endless
+    upstream_done = endless_upstream(gateway)
     async with aiohttp.ClientSession() as session:
         url = gateway.client.make_url(f"{API}/namespaces/ns/tables/t/plan/p")
         async with session.get(url, headers=key_header(user)) as resp:

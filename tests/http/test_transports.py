@@ -36,6 +36,7 @@ from .forwarding_support import (
     assert_iceberg_error,
     call,
     chunks,
+    endless_upstream,
     load_table_result,
 )
 from .test_request_framing import NAMESPACE, padded, send
@@ -436,20 +437,7 @@ async def test_a_client_leaving_mid_stream_frees_the_upstream_and_the_next_reque
     make_gateway: MakeGateway, transport: str
 ) -> None:
     gateway = await gateway_for(make_gateway, transport)
-    upstream_done = asyncio.Event()
-
-    async def endless(request: web.Request, recorded: Recorded) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
-        await response.prepare(request)
-        try:
-            while True:  # until the gateway lets go of this connection
-                await response.write(b"x" * 256 * 1024)
-        except ConnectionError:
-            return response
-        finally:
-            upstream_done.set()
-
-    gateway.upstream.responder = endless
+    upstream_done = endless_upstream(gateway)
     async with aiohttp.ClientSession() as session:
         url = gateway.client.make_url(f"{API}/namespaces/ns/tables/t/plan/p")
         async with session.get(url, headers=key_header(gateway.root)) as resp:
