@@ -417,10 +417,14 @@ def _parents(query: str) -> list[tuple[str, ...]] | None:
     return [tuple(value.split("\x1f")) if value else () for key, value in pairs if key == "parent"]
 
 
+# Looked up once: query_refusal runs on every catalog request.
+_LIST_NAMESPACES_ROUTE: Final = ROUTES["namespaces"]
+
+
 def query_refusal(path: CatalogPath, method: str, query: str) -> str | None:
     """Why the query is refused (400): a ``parent`` namespace of ``listNamespaces`` that breaks
     the identifier rule. Other queries name no resource."""
-    if path.route is not ROUTES["namespaces"] or method != "GET" or not query:
+    if path.route is not _LIST_NAMESPACES_ROUTE or method != "GET" or not query:
         return None
     parents = _parents(query)
     if parents is None:
