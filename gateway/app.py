@@ -26,6 +26,7 @@ from .audit.queue import AuditQueue
 from .auth.authenticator import Authenticator
 from .auth.tokens import TokenService
 from .connection import handler_args
+from .identity.access import AccessAdmin
 from .identity.service_users import ServiceUserAdmin
 from .identity.sessions import SessionAdmin
 from .identity.tenants import TenantDirectory
@@ -43,6 +44,7 @@ from .proxy import (
 from .routing import ICEBERG_METHODS
 from .settings import CatalogSettings, Settings
 from .state import (
+    ACCESS,
     AUDIT,
     AUTHENTICATOR,
     CLOCK,
@@ -141,6 +143,7 @@ def _store_context(
             app[USERS] = UserAdmin(store, audit, clock=clock)
             app[SESSIONS] = sessions
             app[TENANTS] = TenantDirectory(store, clock=clock)
+            app[ACCESS] = AccessAdmin(store, clock=clock)
             app[METRICS].watch(authenticator, audit)
             background = [
                 asyncio.create_task(
@@ -193,6 +196,11 @@ async def _upstream_context(app: web.Application) -> AsyncIterator[None]:
             max_body_bytes=settings.server.max_body_bytes,
             trusted_proxies=trusted,
             stats=app[METRICS].upstream(name),
+            read_auth=(
+                make_upstream_auth(catalog, session, catalog.upstream_auth_read)
+                if catalog.upstream_auth_read.type
+                else None
+            ),
         )  # fmt: skip
         for name, catalog in settings.catalogs.items()
     }

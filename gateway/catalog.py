@@ -4,22 +4,31 @@ What a path is (mount, token endpoint, Iceberg route, refusals) is decided by ``
 alone. Order of checks: a path the grammar refuses is 400 (malformed, or a name that breaks
 the identifier rule); the token endpoint is answered here and never forwarded; a method the
 route does not take is 405; a ``parent`` query that breaks the identifier rule is 400; then
-the caller must be authenticated (401), the catalog known (404) and allowed (403). Last, a body
-that names what it creates or renames is read whole (within ``forwarder.MAX_JUDGED_BODY``,
-1 MiB) and its names judged (400); it goes upstream as the bytes the client sent.
+the caller must be authenticated (401), the catalog known (404) and usable by the caller's
+tenant (403). A body that names what it creates, renames or commits is read whole (within
+``forwarder.MAX_JUDGED_BODY``, 1 MiB) and its names judged (400); so is the body of any
+body-aware operation when grants decide for the caller (``authz.grants_decide``). Then every
+need of the request (``requirements``) must be allowed, or it is 403 before anything is
+forwarded. What goes upstream is the bytes the client sent.
 """
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 from aiohttp import web
 
-from .auth.authz import may_use_catalog
+from .auth.authz import allows, grants_decide, may_use_catalog, sees
 from .auth.caller import require_principal
+from .auth.requirements import needs
 from .auth.token_endpoint import token_endpoint
 from .errors import BadRequest, Forbidden, MethodNotAllowed, NotFound
-from .identifiers import NAMED_IN_BODY, body_refusal
+from .identifiers import NAMED_IN_BODY, NOT_A_JSON_OBJECT, json_object, names_refusal
 from .proxy import ForwardRequest
-from .routing import parse_request_path, query_refusal
+from .proxy.rewrite import filter_list
+from .routing import Decision, Privilege, decide, parse_request_path, query_refusal
+from .settings import CatalogSettings
 from .state import CATALOG, FORWARDERS, REQUEST_ID, ROUTE, SETTINGS
 
 __all__ = ("catalog_request",)
@@ -55,12 +64,65 @@ async def catalog_request(request: web.Request) -> web.StreamResponse:
     if not may_use_catalog(principal, catalog):
         raise Forbidden()
     forwarder = request.app[FORWARDERS][name]
-    body = None
+    confined = grants_decide(principal, catalog)
     operation = path.route.operations[request.method]
-    if operation in NAMED_IN_BODY and request.body_exists:
+    body = None
+    doc = None
+    if request.body_exists and (
+        operation in NAMED_IN_BODY
+        or (confined and _body_aware(path.route.privileges[request.method]))
+    ):
         body = await forwarder.read_body(request)
-        if (refusal := body_refusal(operation, body)) is not None:
+        doc = json_object(body)
+        if doc is None:
+            raise BadRequest(NOT_A_JSON_OBJECT)
+        if operation in NAMED_IN_BODY and (refusal := names_refusal(operation, doc)):
             raise BadRequest(refusal)
-    return await forwarder.forward(
-        ForwardRequest(request, path, query, principal, request[REQUEST_ID], body)
+    fwd = ForwardRequest(request, path, query, principal, request[REQUEST_ID], body)
+    if confined:
+        decision = decide(path, request.method, query)
+        assert decision is not None  # a routed method of a path the grammar accepted
+        _confine(fwd, name, catalog, decision, doc)
+    return await forwarder.forward(fwd)
+
+
+def _body_aware(privilege: Privilege | None) -> bool:
+    return privilege is not None and privilege.body_aware
+
+
+# Operations whose answers carry storage credentials (LoadTableResult, LoadCredentials).
+_VENDING = frozenset({"loadTable", "loadCredentials", "createTable", "registerTable"})
+_LISTS = frozenset({"listNamespaces", "listTables", "listViews"})
+
+
+def _confine(
+    fwd: ForwardRequest,
+    name: str,
+    catalog: CatalogSettings,
+    decision: Decision,
+    doc: dict[str, Any] | None,
+) -> None:
+    """Refuse (403) unless every need is allowed; then say what the forwarder must hold back
+    from a caller confined by grants: list entries it may not see, write access to storage."""
+    principal = fwd.principal
+    found = needs(decision, doc, fwd.query)
+    for need in found:
+        if need.visibility:
+            ok = sees(principal, name, catalog, need.resource)
+        else:
+            ok = allows(principal, name, catalog, need.resource, need.action)
+        if not ok:
+            # The upstream was never asked: the refusal says nothing about what exists.
+            raise Forbidden()
+    if decision.operation in _LISTS:
+        visible = functools.partial(sees, principal, name, catalog)
+        fwd.answer_filter = functools.partial(filter_list, visible=visible)
+    fwd.read_only = all(
+        need.action == "read" and not allows(principal, name, catalog, need.resource, "write")
+        for need in found
     )
+    if decision.operation in _VENDING:
+        table = decision.resource
+        if decision.operation in ("createTable", "registerTable"):  # the new table's
+            table = (*table, str((doc or {}).get("name", "")))
+        fwd.no_storage_writes = not allows(principal, name, catalog, table, "write")

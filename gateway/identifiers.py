@@ -19,13 +19,24 @@ import json
 import re
 from typing import Any, Final
 
-__all__ = ("NAMED_IN_BODY", "body_refusal", "name_refusal")
+__all__ = (
+    "NAMED_IN_BODY",
+    "NOT_A_JSON_OBJECT",
+    "body_refusal",
+    "json_object",
+    "name_refusal",
+    "names_refusal",
+)
 
 # Lone surrogates too: JSON can escape one ("\ud800"), and encoders write it as "?".
 _HOSTILE: Final = re.compile(r"[*?$'\"`\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _RULE: Final = "names may not contain *, ?, $, quotes or control characters"
-# Operations whose body names what they create or rename, and where: "name" (a string),
-# "namespace" (a list of levels) or "source"/"destination" (a table identifier).
+NOT_A_JSON_OBJECT: Final = (
+    "Malformed request: the request body is not a JSON object without duplicate keys"
+)
+# Operations whose body names what they create, rename or change, and where: "name" (a
+# string), "namespace" (a list of levels), "source"/"destination" (a table identifier) or
+# "table-changes" (a list of changes, each with a table "identifier").
 NAMED_IN_BODY: Final = {
     "createNamespace": ("namespace",),
     "createTable": ("name",),
@@ -34,6 +45,7 @@ NAMED_IN_BODY: Final = {
     "registerView": ("name",),
     "renameTable": ("source", "destination"),
     "renameView": ("source", "destination"),
+    "commitTransaction": ("table-changes",),
 }
 
 
@@ -75,18 +87,28 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return doc
 
 
+def json_object(body: bytes) -> dict[str, Any] | None:
+    """``body`` as a JSON object, or None if it is not one without duplicate keys."""
+    try:
+        doc = json.loads(body, object_pairs_hook=_no_duplicates)
+    except (ValueError, RecursionError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
 def body_refusal(operation: str, body: bytes) -> str | None:
     """Why the body of ``operation`` (one of ``NAMED_IN_BODY``) is refused, or None.
 
     Only what the body names is judged; whatever else is wrong with it is the catalog's to
     say. A body that is not a JSON object without duplicate keys is refused: what we cannot
     read, a lenient upstream parser might read a name from."""
-    try:
-        doc = json.loads(body, object_pairs_hook=_no_duplicates)
-    except (ValueError, RecursionError):
-        return "Malformed request: the request body is not a JSON object without duplicate keys"
-    if not isinstance(doc, dict):
-        return "Malformed request: the request body is not a JSON object without duplicate keys"
+    doc = json_object(body)
+    return NOT_A_JSON_OBJECT if doc is None else names_refusal(operation, doc)
+
+
+def names_refusal(operation: str, doc: dict[str, Any]) -> str | None:
+    """Why the names in ``doc``, the body of ``operation`` (one of ``NAMED_IN_BODY``), are
+    refused, or None."""
     kind = "view" if "View" in operation else "table"
     for field in NAMED_IN_BODY[operation]:
         value = doc.get(field)
@@ -94,6 +116,17 @@ def body_refusal(operation: str, body: bytes) -> str | None:
             refusal = _levels_refusal("namespace", value)
         elif field == "name":
             refusal = name_refusal(kind, value) if isinstance(value, str) else None
+        elif field == "table-changes":
+            changes = value if isinstance(value, list) else []
+            refusal = next(
+                (
+                    found
+                    for change in changes
+                    if isinstance(change, dict)
+                    and (found := _identifier_refusal(kind, change.get("identifier")))
+                ),
+                None,
+            )
         else:
             refusal = _identifier_refusal(kind, value)
         if refusal is not None:

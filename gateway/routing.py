@@ -247,9 +247,13 @@ _STALE = set(_PRIVILEGES) - {op for row in _ROWS for op in row[2].values()}
 if _STALE:  # a privilege for an operation no route has: the table and the rows disagree
     raise RuntimeError(f"privileges for unknown operations: {sorted(_STALE)}")
 # A path that is no spec route: forwarded (under the warehouse fence) with its answers
-# filtered like a table's, since nothing says what it holds. It has no privilege: refused
-# once grants are enforced (fail closed).
-UNKNOWN: Final = Route("", "other", dict.fromkeys(ICEBERG_METHODS, "unknown"), "table", {})
+# filtered like a table's, since nothing says what it holds. Nothing says what it reads or
+# changes either, so it needs the strongest right there is: manage on the whole catalog
+# (fail closed: a caller confined by grants is refused, full access keeps working).
+UNKNOWN: Final = Route(
+    "", "other", dict.fromkeys(ICEBERG_METHODS, "unknown"), "table",
+    dict.fromkeys(ICEBERG_METHODS, Privilege("catalog", "manage")),
+)  # fmt: skip
 _PLACEHOLDERS: Final = {"{namespace}": "namespace", "{table}": "table", "{view}": "view",
                         "{function}": "function"}  # fmt: skip
 _BY_SHAPE: Final = {
@@ -448,8 +452,9 @@ class Decision(NamedTuple):
 
 def decide(path: CatalogPath, method: str, query: str = "") -> Decision | None:
     """The privilege a request of ``method`` for ``path`` needs, from its URL alone (the body
-    of a ``body_aware`` one can name more). None when nothing may be granted: a refused path,
-    an unknown route, a method the route does not take, the token endpoint.
+    of a ``body_aware`` one can name more; an unknown route needs manage on the catalog).
+    None when nothing may be granted: a refused path, a method the route does not take, the
+    token endpoint.
 
     ``query`` matters to ``listNamespaces`` only: its ``parent``, the catalog without one (and
     with several, since an upstream could read any of them)."""

@@ -37,9 +37,11 @@ from typing import Any, Final, TypeVar
 
 from multidict import CIMultiDictProxy
 
+from ..identity.grants import NO_GRANTS, GrantIndex
 from ..identity.models import (
     ApiKey,
     Principal,
+    Role,
     ServiceUser,
     Session,
     parse_key,
@@ -125,6 +127,9 @@ class Authenticator:
         # The Principal of each cached service user, made once rather than per request; valid
         # only for that very user object (a reloaded or changed user is a new object).
         self._principals: dict[str, tuple[ServiceUser, Principal]] = {}
+        # The grant index of each cached TenantUser service user (its own grants and its
+        # roles'), read from the store with the identity and dropped with it.
+        self._grants: dict[str, GrantIndex | None] = {}
 
     # -- authentication ----------------------------------------------------------------------
 
@@ -187,7 +192,7 @@ class Authenticator:
                 and seen[0] is user
                 and hmac.compare_digest(seen[1], self._seen(key))
             ):
-                return self._accept(user, key.key_id)
+                return await self._accept(user, key.key_id)
         # Always compare, even when the key id is unknown, so both paths cost the same.
         if not verify_key(key, user.key_digest if user is not None else None):
             if user is None:
@@ -197,7 +202,7 @@ class Authenticator:
         if len(self._verified) >= _MAX_CACHE:
             self._verified.clear()
         self._verified[key.key_id] = (user, self._seen(key))
-        return self._accept(user, key.key_id)
+        return await self._accept(user, key.key_id)
 
     def _seen(self, key: ApiKey) -> bytes:
         return hashlib.blake2b(
@@ -235,9 +240,9 @@ class Authenticator:
         # Rotation bumps the key generation: tokens minted from an older key are dead.
         if user.key_generation != claims.key_generation or user.tenant_id != claims.tenant_id:
             return AuthOutcome(None, "rotated")
-        return self._accept(user)
+        return await self._accept(user)
 
-    def _accept(self, user: ServiceUser, key_id: str | None = None) -> AuthOutcome:
+    async def _accept(self, user: ServiceUser, key_id: str | None = None) -> AuthOutcome:
         """``key_id``: the key it authenticated with, named in a refusal (for the audit)."""
         now = self._clock()
         if not user.active:
@@ -247,10 +252,25 @@ class Authenticator:
         self._last_used[user.id] = now
         made = self._principals.get(user.id)
         if made is None or made[0] is not user:
+            made = await self._make_principal(user)
+        return AuthOutcome(made[1])
+
+    async def _make_principal(self, user: ServiceUser) -> tuple[ServiceUser, Principal]:
+        """The principal of ``user`` with its grants (TenantUsers only: the other roles have
+        full access in their scope), cached unless an invalidation came in meanwhile."""
+        epoch = self._epoch
+        grants = NO_GRANTS
+        if user.role is Role.TENANT_USER:
+            grants = await self._cached(self._grants, user.id, self._load_grants) or NO_GRANTS
+        made = (user, user.principal(grants))
+        if epoch == self._epoch:
             if len(self._principals) >= _MAX_CACHE:
                 self._principals.clear()
-            made = self._principals[user.id] = (user, user.principal())
-        return AuthOutcome(made[1])
+            self._principals[user.id] = made
+        return made
+
+    async def _load_grants(self, user_id: str) -> GrantIndex:
+        return GrantIndex(await self._store.grants_of_service_user(user_id))
 
     async def _cached(
         self,
@@ -300,6 +320,7 @@ class Authenticator:
         self._verified.clear()
         self._by_key_id.clear()
         self._by_id.clear()
+        self._grants.clear()
 
     async def check_for_changes(self) -> bool:
         """Drop caches if another process changed identities; True if it did."""

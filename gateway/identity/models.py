@@ -13,8 +13,10 @@ import hashlib
 import hmac
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
+
+from .grants import NO_GRANTS, GrantIndex
 
 __all__ = (
     "KEY_PREFIX",
@@ -82,7 +84,7 @@ class ServiceUser:
         """Whether this identity may authenticate at ``now`` (active and not expired)."""
         return self.active and (self.expires_at is None or now < self.expires_at)
 
-    def principal(self) -> Principal:
+    def principal(self, grants: GrantIndex = NO_GRANTS) -> Principal:
         return Principal(
             id=self.id,
             name=self.name,
@@ -91,6 +93,7 @@ class ServiceUser:
             tenant_id=self.tenant_id,
             tenant_name=self.tenant_name,
             key_generation=self.key_generation,
+            grants=grants,
         )
 
 
@@ -154,6 +157,9 @@ class Principal:
     tenant_id: str
     tenant_name: str
     key_generation: int
+    # What a TenantUser service user may do beyond its catalogs' default_access (its own and
+    # its roles' grants), loaded with the identity; Root and TenantAdmin need none.
+    grants: GrantIndex = field(default=NO_GRANTS, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

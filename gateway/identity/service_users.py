@@ -13,12 +13,14 @@ import math
 import time
 import unicodedata
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 from ..errors import AlreadyExists, InvalidInput, NoSuchThing
 from ..store import AuditRecord, ClientInfo, Store, UniqueViolation
+from .access import check_action, check_resource
+from .grants import Grant
 from .models import ApiKey, Role, ServiceUser, digest_key, generate_key
 
 __all__ = (
@@ -32,6 +34,8 @@ MAX_NAME: Final = 128
 MAX_DESCRIPTION: Final = 1024
 
 Clock = Callable[[], float]
+# A grant a new service user starts with: (catalog, resource levels, action).
+GrantRequest = tuple[str, Sequence[str], str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,9 +105,14 @@ class ServiceUserAdmin:
         tenant: str = "default",
         description: str = "",
         expires_at: float | None = None,
+        grants: Sequence[GrantRequest] = (),
+        roles: Sequence[str] = (),
         actor: str,
         client: ClientInfo | None = None,
     ) -> CreatedKey:
+        """A new service user with its key and, in the same transaction, its first ``grants``
+        ((catalog, resource, action), checked by ``access``) and the ``roles`` (names) of its
+        tenant it holds."""
         name = _check_text("name", name, MAX_NAME, required=True)
         description = _check_text("description", description, MAX_DESCRIPTION, required=False)
         role = _check_role(role)
@@ -121,14 +130,45 @@ class ServiceUserAdmin:
             created_at=now, created_by=actor, expires_at=expires_at, active=True,
             last_used_at=None, key_rotated_at=None, key_generation=1,
         )  # fmt: skip
-        record = self._record(actor, "service_user.create", user, client)
+        rights, role_ids, detail = await self._first_rights(user, grants, roles, actor)
+        record = self._record(actor, "service_user.create", user, client, detail)
         try:
-            await self._store.insert_service_user(user, record)
+            await self._store.insert_service_user(user, record, grants=rights, role_ids=role_ids)
         except UniqueViolation:
             raise AlreadyExists(
                 "name: a service user with this name already exists in the tenant"
             ) from None
         return CreatedKey(user, key)
+
+    async def _first_rights(
+        self,
+        user: ServiceUser,
+        grants: Sequence[GrantRequest],
+        roles: Sequence[str],
+        actor: str,
+    ) -> tuple[list[Grant], list[str], str | None]:
+        """The grants and role ids a new service user starts with, and the audit detail."""
+        if (grants or roles) and user.role is not Role.TENANT_USER:
+            raise InvalidInput("grants", "grants and roles are for TenantUser service users")
+        rights: dict[tuple[str, tuple[str, ...], str], Grant] = {}
+        for catalog, resource, action in grants:
+            checked = (*check_resource(catalog, resource), check_action(action))
+            rights.setdefault(checked, Grant(
+                id=str(uuid.uuid4()), tenant_id=user.tenant_id, subject_type="service_user",
+                subject_id=user.id, catalog=checked[0], resource=checked[1],
+                action=checked[2], created_at=user.created_at, created_by=actor,
+            ))  # fmt: skip
+        role_ids: list[str] = []
+        for role_name in dict.fromkeys(roles):
+            found = await self._store.access_role_by_name(user.tenant_id, role_name)
+            if found is None:
+                raise NoSuchThing("role", field="roles")
+            role_ids.append(found.id)
+        given = [f"{g.action} on {g.on}" for g in rights.values()]
+        parts = ([f"grants: {', '.join(given)}"] if given else []) + (
+            [f"roles: {', '.join(dict.fromkeys(roles))}"] if roles else []
+        )
+        return list(rights.values()), role_ids, "; ".join(parts) or None
 
     async def get(self, id_: str) -> ServiceUser:
         user = await self._store.service_user(id_)

@@ -1,5 +1,5 @@
-"""The management API under ``/api/v1``: service users, users, tenants, audit, who am I, the
-catalogs a caller may use, and the OpenAPI document of it all.
+"""The management API under ``/api/v1``: service users, their grants and roles, users,
+tenants, audit, who am I, the catalogs a caller may use, and the OpenAPI document of it all.
 
 Handlers authenticate through the same middleware as catalog routes (API key, gateway token,
 or a session token from ``/api/v1/login``) and apply the rules in ``access``. Each module
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import audit_log, catalogs, openapi, service_users, tenants, users
+from . import audit_log, catalogs, grants, openapi, service_users, tenants, users
 from .operations import Operation, route_defs
 
 __all__ = ("ALL_OPERATIONS", "routes")
@@ -19,6 +19,7 @@ __all__ = ("ALL_OPERATIONS", "routes")
 ALL_OPERATIONS: tuple[Operation, ...] = openapi.with_document(
     (
         *service_users.OPERATIONS,
+        *grants.OPERATIONS,
         *users.OPERATIONS,
         *tenants.OPERATIONS,
         *audit_log.OPERATIONS,

@@ -1,15 +1,17 @@
-"""``/api/v1/audit`` (filtered, paginated) and ``/api/v1/me``."""
+"""``/api/v1/audit`` (filtered, paginated) and ``/api/v1/me`` (who the caller is, and what it
+may do in each catalog)."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from ..state import AUDIT, STORE
+from ..auth.authz import access_level, may_use_catalog
+from ..state import AUDIT, SETTINGS, STORE
 from ..store import AuditQuery as StoreAuditQuery
 from .access import manager, principal, tenant_scope
 from .operations import Operation
 from .parsing import read_query
-from .schemas import AuditPage, AuditQuery, AuditRecordView, Me
+from .schemas import AuditPage, AuditQuery, AuditRecordView, GrantView, Me
 
 __all__ = ("OPERATIONS",)
 
@@ -22,6 +24,14 @@ async def me(request: web.Request) -> web.Response:
         type=caller.type,
         role=caller.role,
         tenant=caller.tenant_name,
+        access={
+            name: access_level(caller, catalog)
+            for name, catalog in sorted(request.app[SETTINGS].catalogs.items())
+            if may_use_catalog(caller, catalog)
+        },
+        # The grants the caller's requests are judged by (its principal's index): what is
+        # enforced now, not a second reading of the store.
+        grants=[GrantView.of(grant) for grant in caller.grants.grants],
     )
     return web.json_response(answer.model_dump(mode="json"))
 

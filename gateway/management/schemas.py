@@ -22,6 +22,8 @@ from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
 from ..auth.authenticator import USAGE_DAYS_KEPT
+from ..identity.access import MAX_LEVELS
+from ..identity.grants import AccessRole, Grant
 from ..identity.models import Role, ServiceUser, Tenant, User
 from ..identity.passwords import MAX_PASSWORD, MIN_PASSWORD
 from ..identity.service_users import MAX_DESCRIPTION, MAX_NAME
@@ -39,15 +41,25 @@ __all__ = (
     "Catalog",
     "CatalogList",
     "ChangePassword",
+    "CreateGrant",
+    "CreateRole",
     "CreateServiceUser",
     "CreateTenant",
     "CreateUser",
     "Error",
+    "GrantList",
+    "GrantQuery",
+    "GrantSpec",
+    "GrantView",
     "KeyAnswer",
     "Login",
     "LoginAnswer",
     "Me",
     "Paging",
+    "RoleList",
+    "RoleQuery",
+    "RoleView",
+    "ServiceUserAccess",
     "ServiceUserPage",
     "ServiceUserQuery",
     "ServiceUserView",
@@ -119,6 +131,21 @@ ExpiresAt = Annotated[float | None, _time("expires_at"), WithJsonSchema(_TIME_TE
 _Optional = SkipJsonSchema[None]
 
 
+ActionName = Literal["read", "write", "create", "drop", "manage"]
+_ACCESS_NAME: Final = r"^[a-z0-9][a-z0-9_-]{0,62}$"  # settings.NAME_RE: catalogs and roles
+Level = Annotated[str, Field(min_length=1, max_length=255)]
+
+
+class GrantSpec(_Body):
+    """One action on one resource: a catalog (``*``: every catalog of the tenant), and in it
+    nothing (the whole catalog), a namespace's levels, or those followed by a table's or
+    view's name. A grant holds for everything below its resource; no globs inside names."""
+
+    catalog: Annotated[str, Field(pattern=r"^(\*|[a-z0-9][a-z0-9_-]{0,62})$")]
+    resource: Annotated[list[Level], Field(max_length=MAX_LEVELS)] = []
+    action: ActionName
+
+
 class CreateServiceUser(_Body):
     NULLABLE = frozenset({"expires_at", "expires_in"})  # null: never expires
 
@@ -128,6 +155,22 @@ class CreateServiceUser(_Body):
     tenant: str | _Optional = None
     expires_at: ExpiresAt = None
     expires_in: ExpiresIn = None
+    # Its rights in the same transaction: grants, and the names of roles of its tenant.
+    grants: Annotated[list[GrantSpec], Field(max_length=1000)] = []
+    roles: Annotated[list[Annotated[str, Field(pattern=_ACCESS_NAME)]], Field(max_length=100)] = []
+
+
+class CreateGrant(GrantSpec):
+    """A grant to a service user or to a role (its id): exactly one of the two."""
+
+    service_user: str | _Optional = None
+    role: str | _Optional = None
+
+
+class CreateRole(_Body):
+    name: Annotated[str, Field(pattern=_ACCESS_NAME)]
+    description: Description = ""
+    tenant: str | _Optional = None
 
 
 class UpdateServiceUser(_Body):
@@ -211,6 +254,20 @@ class UsageQuery(_Body):
         Field(ge=1, le=USAGE_DAYS_KEPT, description="days up to today (UTC)"),
         BeforeValidator(_digits),
     ] = 14
+
+
+class GrantQuery(_Body):
+    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+
+    service_user: str | _Optional = None
+    role: str | _Optional = None
+    catalog: str | _Optional = None
+
+
+class RoleQuery(_Body):
+    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+
+    tenant: str | _Optional = None
 
 
 class AuditQuery(Paging):
@@ -311,12 +368,77 @@ class LoginAnswer(_Answer):
     user: UserView
 
 
+class GrantView(_Answer):
+    id: str
+    tenant_id: str
+    subject_type: Literal["service_user", "role"]
+    subject_id: str
+    catalog: str
+    resource: list[str]
+    action: ActionName
+    on: Annotated[str, Field(description="catalog, or catalog:namespace.table")]
+    created_at: Time
+    created_by: str | None
+
+    @classmethod
+    def of(cls, grant: Grant) -> GrantView:
+        return cls(
+            id=grant.id, tenant_id=grant.tenant_id, subject_type=grant.subject_type,
+            subject_id=grant.subject_id, catalog=grant.catalog, resource=list(grant.resource),
+            action=grant.action, on=grant.on, created_at=iso(grant.created_at),
+            created_by=grant.created_by,
+        )  # fmt: skip
+
+
+class GrantList(_Answer):
+    items: list[GrantView]
+    total: int
+
+
+class RoleView(_Answer):
+    id: str
+    name: str
+    description: str
+    tenant: str
+    created_at: Time
+    created_by: str | None
+    members: list[str]  # service user ids
+    grants: list[GrantView]
+
+    @classmethod
+    def of(cls, role: AccessRole, members: list[str], grants: list[Grant]) -> RoleView:
+        return cls(
+            id=role.id, name=role.name, description=role.description, tenant=role.tenant_name,
+            created_at=iso(role.created_at), created_by=role.created_by, members=members,
+            grants=[GrantView.of(g) for g in grants],
+        )  # fmt: skip
+
+
+class RoleList(_Answer):
+    items: list[RoleView]
+    total: int
+
+
+class ServiceUserAccess(_Answer):
+    """What a service user may do beyond its catalogs' default access: its own grants, its
+    roles, and everything it holds (own and roles' grants together)."""
+
+    grants: list[GrantView]
+    roles: list[RoleView]
+    effective: list[GrantView]
+
+
 class Me(_Answer):
     id: str
     name: str
     type: str
     role: Role
     tenant: str
+    # Per catalog the caller may use: "full" (Root, TenantAdmin, or default_access "write"),
+    # "read" or "none" (then only its grants count).
+    access: dict[str, Literal["full", "read", "none"]]
+    # Everything the caller holds (own and roles' grants), as enforced now.
+    grants: list[GrantView]
 
 
 class AuditRecordView(_Answer):

@@ -17,6 +17,7 @@ from ..identity.models import Role, ServiceUser
 from ..identity.service_users import CreatedKey
 from ..state import AUTHENTICATOR, CLOCK, SERVICE_USERS
 from .access import check_grant, manager, role_and_tenant, target, tenant_scope
+from .grants import check_catalog
 from .operations import Operation
 from .parsing import read_body, read_query
 from .schemas import (
@@ -70,9 +71,12 @@ async def create(request: web.Request) -> web.Response:
     body = await read_body(request, CreateServiceUser)
     role, tenant = role_and_tenant(caller, body.role, body.tenant, Role.TENANT_USER)
     _, expires_at = expiry(body, request.app[CLOCK]())
+    for spec in body.grants:
+        check_catalog(request, spec, tenant)
     created = await request.app[SERVICE_USERS].create(
         name=body.name, role=role, tenant=tenant, description=body.description,
         expires_at=expires_at, actor=caller.id, client=client_details(request),
+        grants=[(g.catalog, g.resource, g.action) for g in body.grants], roles=body.roles,
     )  # fmt: skip
     return _created(request, created, 201)
 

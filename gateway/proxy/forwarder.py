@@ -44,7 +44,7 @@ from ..observability.metrics import UpstreamStats
 from ..routing import ROUTES, CatalogPath, Route
 from ..settings import CatalogSettings
 from .headers import HeaderPolicy
-from .rewrite import rewrite_config, strip_table_credentials
+from .rewrite import rewrite_config, strip_storage_credentials, strip_table_credentials
 from .scope import WarehouseScope
 from .transport import (
     ResponseTooLarge,
@@ -72,6 +72,7 @@ MAX_REWRITE_BYTES: Final = 128 * 1024 * 1024
 _Rewrite = Callable[[bytes], bytes | None]
 _LENGTH: Final = ("Content-Length",)  # a body read whole is sent with its own length
 _CONFIG: Final = ROUTES["config"]
+_DELEGATION: Final = "x-iceberg-access-delegation"
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass is slower to build, once per request
@@ -86,6 +87,14 @@ class ForwardRequest:
     # The client's body when the handler had to read it whole first (``Forwarder.read_body``):
     # forwarded as these bytes, with their length. None: the body (if any) streams.
     body: bytes | None = None
+    # For a caller confined by grants (auth.authz): a filter of the answer (list answers keep
+    # what the caller may see), whether the caller may only read what it asks for (then the
+    # catalog's read-only upstream credential is used, if it has one), and whether the answer
+    # must not hand it write access to storage (then, without a read-only credential, vended
+    # storage credentials are removed and the delegation header is not forwarded).
+    answer_filter: _Rewrite | None = None
+    read_only: bool = False
+    no_storage_writes: bool = False
 
 
 class Forwarder:
@@ -99,10 +108,12 @@ class Forwarder:
         max_body_bytes: int,
         trusted_proxies: frozenset[str],
         stats: UpstreamStats | None = None,
+        read_auth: UpstreamAuth | None = None,
     ) -> None:
         self._client = client
         self._scope = WarehouseScope(catalog)
         self._auth = auth
+        self._read_auth = read_auth  # the catalog's upstream_auth_read, if it has one
         self._headers = headers
         self._max_body = max_body_bytes
         self._trusted = trusted_proxies
@@ -126,8 +137,6 @@ class Forwarder:
         if length is not None and length > self._max_body:
             raise PayloadTooLarge()
         tail, rewrite = self._route(fwd.path)
-        if request.method == "HEAD":
-            rewrite = None  # no body to filter
         query = self._scope.config_query(fwd.query) if fwd.path.route is _CONFIG else fwd.query
         target = f"/v1/{tail}?{query}" if query else f"/v1/{tail}"
         body: bytes | AsyncIterable[bytes] | None = fwd.body
@@ -136,9 +145,18 @@ class Forwarder:
                 body = await _read_small(request)  # small (most commits): one write upstream
             else:
                 body = _client_chunks(request.content, self._max_body)
-        retry_on_401 = self._auth.renewable and not request.body_exists
+        auth = self._auth
+        if fwd.read_only and self._read_auth is not None:
+            auth = self._read_auth  # the upstream vends read-only storage access itself
+        elif fwd.no_storage_writes:
+            rewrite = _chain(rewrite, strip_storage_credentials)
+        if fwd.answer_filter is not None:
+            rewrite = _chain(rewrite, fwd.answer_filter)
+        if request.method == "HEAD":
+            rewrite = None  # no body to filter
+        retry_on_401 = auth.renewable and not request.body_exists
         while True:
-            authorization = await self._auth.authorization()
+            authorization = await auth.authorization()
             headers = self._headers.upstream_request(
                 request.headers,
                 fwd.principal,
@@ -152,6 +170,9 @@ class Forwarder:
                 # Accept-Encoding: gzip) would otherwise pass on with its tokens unfiltered.
                 identity_encoding=rewrite is not None,
             )
+            if fwd.no_storage_writes and auth is self._auth:
+                # Without the header the catalog vends nothing (what is left is stripped).
+                headers = [(n, v) for n, v in headers if n.lower() != _DELEGATION]
             start = time.perf_counter()
             try:
                 upstream = await self._client.request(
@@ -166,7 +187,7 @@ class Forwarder:
             # (at most once in a while, see upstream_auth). A bodiless request is replayed once
             # with the new one; one with a (streamed, so unreplayable) body gets the 401, and
             # the next request uses the new token.
-            if upstream.status == 401 and self._auth.invalidate(authorization) and retry_on_401:
+            if upstream.status == 401 and auth.invalidate(authorization) and retry_on_401:
                 upstream.release()
                 retry_on_401 = False
                 continue
@@ -277,6 +298,19 @@ def _rewrite_for(route: Route, prefix: str) -> _Rewrite | None:
     if route.answers == "table":
         return strip_table_credentials
     return None
+
+
+def _chain(first: _Rewrite | None, then: _Rewrite) -> _Rewrite:
+    """``first`` (if any), then ``then`` on what it left; None only if neither changed it."""
+    if first is None:
+        return then
+
+    def both(body: bytes) -> bytes | None:
+        once = first(body)
+        twice = then(body if once is None else once)
+        return once if twice is None else twice
+
+    return both
 
 
 def _map_error(exc: BaseException, stats: UpstreamStats) -> GatewayError:

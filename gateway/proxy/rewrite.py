@@ -15,11 +15,17 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any, Final
 
 from ..errors import UpstreamError
 
-__all__ = ("rewrite_config", "strip_table_credentials")
+__all__ = (
+    "filter_list",
+    "rewrite_config",
+    "strip_storage_credentials",
+    "strip_table_credentials",
+)
 
 _DROP: Final = frozenset(
     {"uri", "oauth2-server-uri", "token", "credential", "scope", "s3.signer.uri", "signer.uri"}
@@ -125,3 +131,69 @@ def strip_table_credentials(body: bytes) -> bytes | None:
         return None  # JSON, but not an object: there is no config map to strip
     changed = _drop_keys(parsed.doc.get("config"))
     return parsed.dump() if changed or parsed.duplicates else None
+
+
+# Storage credentials a catalog vends in a table's ``config`` (s3.access-key-id,
+# s3.secret-access-key, s3.session-token, gcs.oauth2.token, adls.sas-token.<account>, ...):
+# any key naming a key, secret, token or credential. Endpoints and regions stay.
+_STORAGE_SECRET: Final = re.compile(r"key|secret|token|credential|sas|password|signature")
+
+
+def strip_storage_credentials(body: bytes) -> bytes | None:
+    """A ``loadTable``, ``createTable`` or ``loadCredentials`` answer without the storage
+    credentials it vends (for a caller that may not write the table, when the catalog has no
+    read-only upstream credential): ``storage-credentials`` emptied, credential-like keys of
+    ``config`` dropped. An answer that cannot be read is refused rather than passed on."""
+    parsed = _Parsed(body)
+    if not parsed.readable:
+        raise UpstreamError("The catalog's response could not be inspected")
+    doc = parsed.doc
+    if doc is None:
+        return None
+    changed = parsed.duplicates
+    if doc.get("storage-credentials"):
+        doc["storage-credentials"] = []
+        changed = True
+    config = doc.get("config")
+    if isinstance(config, dict):
+        doomed = [key for key in config if _STORAGE_SECRET.search(key.lower())]
+        for key in doomed:
+            del config[key]
+        changed |= bool(doomed)
+    return parsed.dump() if changed else None
+
+
+def filter_list(body: bytes, visible: Callable[[tuple[str, ...]], bool]) -> bytes | None:
+    """A ``listNamespaces`` (``namespaces``) or ``listTables`` / ``listViews``
+    (``identifiers``) answer with only the entries ``visible`` keeps; the upstream's
+    ``next-page-token`` stays, so paging goes on (a filtered page may be short, or empty).
+    An answer that cannot be read is refused: it could list what the caller may not see."""
+    parsed = _Parsed(body)
+    if not parsed.readable:
+        raise UpstreamError("The catalog's response could not be inspected")
+    doc = parsed.doc
+    if doc is None:
+        return None
+    changed = parsed.duplicates
+    namespaces = doc.get("namespaces")
+    if isinstance(namespaces, list):
+        kept = [ns for ns in namespaces if _is_levels(ns) and visible(tuple(ns))]
+        changed |= len(kept) != len(namespaces)
+        doc["namespaces"] = kept
+    identifiers = doc.get("identifiers")
+    if isinstance(identifiers, list):
+        kept = [
+            ident
+            for ident in identifiers
+            if isinstance(ident, dict)
+            and _is_levels(ident.get("namespace"))
+            and isinstance(ident.get("name"), str)
+            and visible((*ident["namespace"], ident["name"]))
+        ]
+        changed |= len(kept) != len(identifiers)
+        doc["identifiers"] = kept
+    return parsed.dump() if changed else None
+
+
+def _is_levels(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(level, str) for level in value)

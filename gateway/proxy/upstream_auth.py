@@ -22,7 +22,7 @@ from urllib.parse import urlencode
 import aiohttp
 
 from ..errors import GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
-from ..settings import CatalogSettings
+from ..settings import CatalogSettings, UpstreamAuthSettings
 
 __all__ = ("OAuth2ClientCredentials", "StaticBearer", "UpstreamAuth", "make_upstream_auth")
 
@@ -197,8 +197,13 @@ def _lifetime(expires_in: object) -> float:
     return value if math.isfinite(value) and value > 0 else _DEFAULT_LIFETIME
 
 
-def make_upstream_auth(catalog: CatalogSettings, session: aiohttp.ClientSession) -> UpstreamAuth:
-    auth = catalog.upstream_auth
+def make_upstream_auth(
+    catalog: CatalogSettings,
+    session: aiohttp.ClientSession,
+    auth: UpstreamAuthSettings | None = None,
+) -> UpstreamAuth:
+    """The catalog's ``upstream_auth`` (or ``auth``: its ``upstream_auth_read``, say)."""
+    auth = catalog.upstream_auth if auth is None else auth
     if auth.type == "bearer":
         return StaticBearer(auth.token)
     if auth.type == "oauth2":

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Final
 
 __all__ = (
+    "DEFAULT_ACCESS",
     "NAME_RE",
     "UPSTREAM_AUTH_TYPES",
     "UPSTREAM_CLIENTS",
@@ -32,6 +33,10 @@ UPSTREAM_AUTH_TYPES: Final = ("none", "bearer", "oauth2")
 # The HTTP client forwarding to a catalog (proxy.transport): the gateway's lean one, or
 # aiohttp's, the control it is measured against and a fallback should the lean one misbehave.
 UPSTREAM_CLIENTS: Final = ("lean", "aiohttp")
+# What a catalog's tenant's TenantUsers may do without a grant (issue 12): "write" is every
+# action (what a TenantUser could do before grants existed: read, commit, create, drop and
+# namespace properties), "read" the read action only, "none" nothing (only grants count).
+DEFAULT_ACCESS: Final = ("write", "read", "none")
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +144,15 @@ class CatalogSettings:
     # measured faster) or "aiohttp" (the well-known one); same timeouts, limits and behaviour.
     client: str = "lean"
     upstream_auth: UpstreamAuthSettings = field(default_factory=UpstreamAuthSettings)
+    # A second, read-only upstream credential: requests of callers that may only read what
+    # they ask for go upstream with it, so the upstream itself vends read-only storage access
+    # and refuses writes. Not set (type ""): such callers' table answers lose their vended
+    # storage credentials instead (proxy.credentials).
+    upstream_auth_read: UpstreamAuthSettings = field(
+        default_factory=lambda: UpstreamAuthSettings(type="")
+    )
+    # DEFAULT_ACCESS: what the tenant's TenantUsers may do here without a grant.
+    default_access: str = "write"
 
 
 @dataclass(frozen=True, slots=True)

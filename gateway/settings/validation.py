@@ -7,7 +7,15 @@ from urllib.parse import urlsplit
 
 from ..routing import RESERVED_CATALOG_NAMES
 from ..signing_keys import parse_signing_key
-from .models import NAME_RE, UPSTREAM_AUTH_TYPES, UPSTREAM_CLIENTS, CatalogSettings, Settings
+from .models import (
+    DEFAULT_ACCESS,
+    NAME_RE,
+    UPSTREAM_AUTH_TYPES,
+    UPSTREAM_CLIENTS,
+    CatalogSettings,
+    Settings,
+    UpstreamAuthSettings,
+)
 
 __all__ = ("validate", "warnings")
 
@@ -121,20 +129,29 @@ def _validate_catalog(name: str, catalog: CatalogSettings) -> list[str]:
         problems.append(
             f"{where}.client: must be one of {', '.join(UPSTREAM_CLIENTS)}, got {catalog.client!r}"
         )
-    auth = catalog.upstream_auth
-    if auth.type not in UPSTREAM_AUTH_TYPES:
+    if catalog.default_access not in DEFAULT_ACCESS:
         problems.append(
-            f"{where}.upstream_auth.type: must be one of {', '.join(UPSTREAM_AUTH_TYPES)}"
+            f"{where}.default_access: must be one of {', '.join(DEFAULT_ACCESS)}, "
+            f"got {catalog.default_access!r}"
         )
+    problems.extend(_validate_upstream_auth(f"{where}.upstream_auth", catalog.upstream_auth))
+    if catalog.upstream_auth_read.type != "":  # "": not set
+        read = catalog.upstream_auth_read
+        problems.extend(_validate_upstream_auth(f"{where}.upstream_auth_read", read))
+    return problems
+
+
+def _validate_upstream_auth(where: str, auth: UpstreamAuthSettings) -> list[str]:
+    problems: list[str] = []
+    if auth.type not in UPSTREAM_AUTH_TYPES:
+        problems.append(f"{where}.type: must be one of {', '.join(UPSTREAM_AUTH_TYPES)}")
     elif auth.type == "bearer" and not auth.token:
-        problems.append(f"{where}.upstream_auth.token: required for type 'bearer'")
+        problems.append(f"{where}.token: required for type 'bearer'")
     elif auth.type == "oauth2":
         if not auth.client_id or not auth.client_secret:
-            problems.append(
-                f"{where}.upstream_auth: client_id and client_secret are required for 'oauth2'"
-            )
+            problems.append(f"{where}: client_id and client_secret are required for 'oauth2'")
         if auth.token_url and not _is_http_url(auth.token_url):
-            problems.append(f"{where}.upstream_auth.token_url: must be an http(s) URL")
+            problems.append(f"{where}.token_url: must be an http(s) URL")
     return problems
 
 

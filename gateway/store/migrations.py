@@ -116,4 +116,47 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     ) WITHOUT ROWID;
     CREATE INDEX usage_daily_day ON usage_daily (day);
     """,
+    # 4: least privilege. Named roles of a tenant, the service users holding them, and grants
+    # of one action on one resource to a service user or a role. A grant's resource is its
+    # catalog (or "*", every catalog of the tenant) and its path: the levels joined by U+001F,
+    # which no name may contain (identifiers), '' for the catalog itself. Deleting a service
+    # user or a role deletes its grants and memberships with it (the foreign keys cascade).
+    """
+    CREATE TABLE access_roles (
+        id          TEXT PRIMARY KEY,
+        tenant_id   TEXT NOT NULL REFERENCES tenants (id),
+        name        TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        created_at  REAL NOT NULL,
+        created_by  TEXT,
+        UNIQUE (tenant_id, name)
+    );
+
+    CREATE TABLE role_members (
+        role_id         TEXT NOT NULL REFERENCES access_roles (id) ON DELETE CASCADE,
+        service_user_id TEXT NOT NULL REFERENCES service_users (id) ON DELETE CASCADE,
+        added_at        REAL NOT NULL,
+        PRIMARY KEY (role_id, service_user_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX role_members_user ON role_members (service_user_id);
+
+    CREATE TABLE grants (
+        id              TEXT PRIMARY KEY,
+        tenant_id       TEXT NOT NULL REFERENCES tenants (id),
+        service_user_id TEXT REFERENCES service_users (id) ON DELETE CASCADE,
+        role_id         TEXT REFERENCES access_roles (id) ON DELETE CASCADE,
+        catalog         TEXT NOT NULL,
+        resource        TEXT NOT NULL,
+        action          TEXT NOT NULL
+                        CHECK (action IN ('read', 'write', 'create', 'drop', 'manage')),
+        created_at      REAL NOT NULL,
+        created_by      TEXT,
+        CHECK ((service_user_id IS NULL) <> (role_id IS NULL))
+    );
+    -- One row per (subject, resource, action): granting twice is a conflict, not a copy.
+    CREATE UNIQUE INDEX grants_unique ON grants
+        (coalesce(service_user_id, ''), coalesce(role_id, ''), catalog, resource, action);
+    CREATE INDEX grants_service_user ON grants (service_user_id);
+    CREATE INDEX grants_role ON grants (role_id);
+    """,
 )

@@ -1,21 +1,24 @@
 """The embedded store: SQLite through aiosqlite, in WAL mode (connections and transactions
 in ``core``). This module holds tenants, service users (with their daily request counts) and
-signing keys; human users, their sessions and the audit log have modules of their own."""
+signing keys; human users, their sessions, grants and the audit log have modules of their
+own."""
 
 from __future__ import annotations
 
 import dataclasses
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
 import aiosqlite
 
+from ..identity.grants import Grant
 from ..identity.models import Role, ServiceUser, Tenant
 from .audit_table import AuditTable
 from .base import AuditRecord, InUse, UniqueViolation
 from .core import DEFAULT_TENANT
+from .grants_table import GrantTables
 from .sessions_table import SessionTables
 
 __all__ = ("DEFAULT_TENANT", "SqliteStore")
@@ -25,6 +28,7 @@ _SU_COLUMNS: Final = """
     su.created_at, su.created_by, su.expires_at, su.active, su.last_used_at, su.key_rotated_at,
     su.key_generation
 """
+_WHAT: Final = {"service_users": "service users", "users": "users", "access_roles": "roles"}
 _SU_FROM: Final = "FROM service_users su JOIN tenants t ON t.id = su.tenant_id"
 
 
@@ -55,7 +59,7 @@ def _service_user(row: Iterable[Any]) -> ServiceUser:
     )  # fmt: skip
 
 
-class SqliteStore(SessionTables, AuditTable):
+class SqliteStore(SessionTables, AuditTable, GrantTables):
     """The only mutator of persistent state."""
 
     async def tenant_by_name(self, name: str) -> Tenant | None:
@@ -128,7 +132,15 @@ class SqliteStore(SessionTables, AuditTable):
 
     # -- writes ------------------------------------------------------------------------------
 
-    async def insert_service_user(self, user: ServiceUser, audit: AuditRecord) -> None:
+    async def insert_service_user(
+        self,
+        user: ServiceUser,
+        audit: AuditRecord,
+        *,
+        grants: Sequence[Grant] = (),
+        role_ids: Sequence[str] = (),
+    ) -> None:
+        """Insert the service user with its first ``grants`` and roles, in one transaction."""
         async with self.transaction() as conn:
             try:
                 await conn.execute(
@@ -143,6 +155,13 @@ class SqliteStore(SessionTables, AuditTable):
                 )  # fmt: skip
             except aiosqlite.IntegrityError as exc:
                 raise UniqueViolation(str(exc)) from None
+            for grant in grants:
+                await self._insert_grant(conn, grant)
+            await conn.executemany(
+                "INSERT INTO role_members (role_id, service_user_id, added_at) VALUES (?, ?, ?)"
+                " ON CONFLICT DO NOTHING",
+                [(role_id, user.id, audit.at) for role_id in role_ids],
+            )
             await self._audit(conn, audit)
             await self._bump_identity_version(conn)
 
@@ -196,15 +215,13 @@ class SqliteStore(SessionTables, AuditTable):
     async def delete_tenant(self, id_: str, audit: AuditRecord) -> bool:
         """Delete an empty tenant; raises InUse while identities still belong to it."""
         async with self.transaction() as conn:
-            for table in ("service_users", "users"):
+            for table in ("service_users", "users", "access_roles"):
                 async with conn.execute(
                     f"SELECT count(*) FROM {table} WHERE tenant_id = ?", (id_,)
                 ) as cur:
                     row = await cur.fetchone()
                 if row is not None and row[0]:
-                    raise InUse(
-                        f"Cannot delete the tenant: it still has {row[0]} {table.replace('_', ' ')}"
-                    )
+                    raise InUse(f"Cannot delete the tenant: it still has {row[0]} {_WHAT[table]}")
             cur = await conn.execute("DELETE FROM tenants WHERE id = ?", (id_,))
             if cur.rowcount == 0:
                 return False

@@ -97,7 +97,7 @@ async def test_login_returns_a_session_token_for_the_management_api(gateway: Gat
     auth = bearer(answer["token"])
     assert await me(gateway, auth) == {
         "id": alice["id"], "name": "alice", "type": "user", "role": "TenantAdmin",
-        "tenant": "default",
+        "tenant": "default", "access": {"default": "full"}, "grants": [],
     }  # fmt: skip
     # Sessions are for the management API: catalog routes take service users only.
     assert await catalog_status(gateway, auth) == 403

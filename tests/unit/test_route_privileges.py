@@ -89,20 +89,32 @@ def test_every_route_has_a_privilege_for_each_of_its_methods() -> None:
 @pytest.mark.parametrize(
     ("method", "path"),
     [
-        ("GET", "wh/something/else"),  # no spec route
-        ("POST", "wh/namespaces/ns/tables/t/snapshots"),
-        ("GET", "v1/aws/s3/sign"),  # the legacy signer: a separate spec, not routed
         ("PUT", "wh/namespaces"),  # a method the route does not take
         ("DELETE", "wh/tables/rename"),
         ("POST", "oauth/tokens"),  # the gateway's own: nothing to grant
         ("GET", "wh/namespaces/../config"),  # refused by the grammar
     ],
 )
-def test_what_is_no_spec_operation_has_no_privilege(method: str, path: str) -> None:
+def test_what_is_no_operation_has_no_privilege(method: str, path: str) -> None:
+    assert decide(parse_catalog_path(path), method) is None
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "wh/something/else"),  # no spec route
+        ("POST", "wh/namespaces/ns/tables/t/snapshots"),
+        ("GET", "v1/aws/s3/sign"),  # the legacy signer: a separate spec, not routed
+        ("HEAD", "wh/anything"),
+    ],
+)
+def test_an_unknown_route_needs_manage_on_the_whole_catalog(method: str, path: str) -> None:
+    """Fail closed: nothing says what an unknown route reads or changes."""
     parsed = parse_catalog_path(path)
-    assert decide(parsed, method) is None
-    if parsed.route is UNKNOWN:
-        assert UNKNOWN.privileges == {}
+    assert parsed.route is UNKNOWN
+    decision = decide(parsed, method)
+    assert decision is not None
+    assert (decision.resource, decision.action) == ((), "manage")
 
 
 @pytest.mark.parametrize(
@@ -264,6 +276,12 @@ BODIES = {
     "renameView": lambda n: {
         "source": {"namespace": [n], "name": "v"},
         "destination": {"namespace": ["b"], "name": "v"},
+    },
+    "commitTransaction": lambda n: {
+        "table-changes": [
+            {"identifier": {"namespace": ["a"], "name": "t"}, "requirements": [], "updates": []},
+            {"identifier": {"namespace": ["a", n], "name": "u"}, "updates": []},
+        ]
     },
 }
 

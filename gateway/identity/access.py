@@ -1,0 +1,245 @@
+"""The service-level API for least privilege: named roles, who holds them, and grants.
+
+Used by the management API (which also checks that a grant's catalog is configured for the
+subject's tenant) and the tests. Every change is one store transaction with its audit record
+and an identity-version bump, so it is enforced on the next request by every process.
+
+Grants and roles are for TenantUser service users: Root and TenantAdmin already have full
+access in their scope, and a grant that changes nothing would mislead whoever reads it.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Final
+
+from ..errors import AlreadyExists, InvalidInput, NoSuchThing
+from ..identifiers import name_refusal
+from ..routing import ACTIONS, Action
+from ..settings import NAME_RE
+from ..store import AuditRecord, ClientInfo, Store, UniqueViolation
+from .grants import ANY_CATALOG, AccessRole, Grant, SubjectType, format_resource
+from .models import Role, ServiceUser
+
+__all__ = ("MAX_LEVELS", "AccessAdmin", "check_action", "check_resource")
+
+MAX_LEVELS: Final = 32
+_MAX_NAME: Final = 255
+_MAX_DESCRIPTION: Final = 1024
+
+Clock = Callable[[], float]
+
+
+def check_action(action: str) -> Action:
+    if action not in ACTIONS:
+        raise InvalidInput("action", f"must be one of {', '.join(ACTIONS)}")
+    return action  # type: ignore[return-value]  # checked against ACTIONS' keys
+
+
+def check_resource(catalog: str, resource: Sequence[str]) -> tuple[str, tuple[str, ...]]:
+    """A grant's catalog and resource, by the identifier rule and the catalog-name rule."""
+    if catalog != ANY_CATALOG and not NAME_RE.fullmatch(catalog):
+        raise InvalidInput("catalog", "must be a catalog name, or * for every catalog")
+    if len(resource) > MAX_LEVELS:
+        raise InvalidInput("resource", f"must have at most {MAX_LEVELS} levels")
+    for level in resource:
+        if not level or len(level) > _MAX_NAME:
+            raise InvalidInput("resource", f"names must have 1 to {_MAX_NAME} characters")
+        # No globs, no quotes, no control characters: a grant must name one thing.
+        if name_refusal("namespace", level) is not None:
+            raise InvalidInput(
+                "resource", "names may not contain *, ?, $, quotes or control characters"
+            )
+    return catalog, tuple(resource)
+
+
+def _check_holder(user: ServiceUser) -> None:
+    if user.role is not Role.TENANT_USER:
+        raise InvalidInput(
+            "service_user",
+            f"is a {user.role.value}, which has full access in its scope; "
+            "grants and roles are for TenantUser service users",
+        )
+
+
+class AccessAdmin:
+    def __init__(self, store: Store, *, clock: Clock = time.time) -> None:
+        self._store = store
+        self._clock = clock
+
+    def _record(
+        self,
+        actor: str,
+        action: str,
+        target_type: str,
+        target_id: str,
+        tenant_id: str,
+        client: ClientInfo | None,
+        detail: str | None,
+    ) -> AuditRecord:
+        client = client or ClientInfo()
+        return AuditRecord(
+            at=self._clock(), actor=actor, action=action, target_type=target_type,
+            target_id=target_id, tenant_id=tenant_id, outcome="success",
+            client_addr=client.addr, user_agent=client.user_agent, detail=detail,
+        )  # fmt: skip
+
+    # -- roles -------------------------------------------------------------------------------
+
+    async def create_role(
+        self,
+        *,
+        name: str,
+        tenant: str,
+        description: str = "",
+        actor: str,
+        client: ClientInfo | None = None,
+    ) -> AccessRole:
+        if not NAME_RE.fullmatch(name):
+            raise InvalidInput("name", "must be lowercase letters, digits, '-' or '_'")
+        if len(description) > _MAX_DESCRIPTION or not description.isprintable():
+            raise InvalidInput("description", "must be printable, at most 1024 characters")
+        found = await self._store.tenant_by_name(tenant)
+        if found is None:
+            raise NoSuchThing("tenant", field="tenant")
+        role = AccessRole(
+            id=str(uuid.uuid4()), tenant_id=found.id, tenant_name=found.name, name=name,
+            description=description, created_at=self._clock(), created_by=actor,
+        )  # fmt: skip
+        record = self._record(actor, "role.create", "role", role.id, found.id, client, name)
+        try:
+            await self._store.insert_access_role(role, record)
+        except UniqueViolation:
+            raise AlreadyExists(
+                "name: a role with this name already exists in the tenant"
+            ) from None
+        return role
+
+    async def role(self, id_: str) -> AccessRole:
+        role = await self._store.access_role(id_)
+        if role is None:
+            raise NoSuchThing("role")
+        return role
+
+    async def role_by_name(self, tenant_id: str, name: str) -> AccessRole:
+        role = await self._store.access_role_by_name(tenant_id, name)
+        if role is None:
+            raise NoSuchThing("role")
+        return role
+
+    async def roles(self, *, tenant_id: str | None) -> list[AccessRole]:
+        return await self._store.list_access_roles(tenant_id=tenant_id)
+
+    async def roles_of(self, service_user_id: str) -> list[AccessRole]:
+        return await self._store.roles_of(service_user_id)
+
+    async def members(self, role_id: str) -> list[str]:
+        return await self._store.role_members(role_id)
+
+    async def delete_role(self, id_: str, *, actor: str, client: ClientInfo | None = None) -> None:
+        """Delete the role; its grants and memberships go with it."""
+        role = await self.role(id_)
+        record = self._record(actor, "role.delete", "role", id_, role.tenant_id, client, role.name)
+        if not await self._store.delete_access_role(id_, record):
+            raise NoSuchThing("role")
+
+    async def assign(
+        self, role: AccessRole, user: ServiceUser, *, actor: str, client: ClientInfo | None = None
+    ) -> bool:
+        """Give ``role`` to ``user`` (of its tenant); False if it already held it."""
+        self._same_tenant(role, user)
+        _check_holder(user)
+        record = self._record(
+            actor, "role.assign", "role", role.id, role.tenant_id, client,
+            f"{role.name} to service user {user.id}",
+        )  # fmt: skip
+        return await self._store.add_role_member(role.id, user.id, record)
+
+    async def unassign(
+        self, role: AccessRole, user: ServiceUser, *, actor: str, client: ClientInfo | None = None
+    ) -> bool:
+        """Take ``role`` from ``user``; False if it did not hold it."""
+        self._same_tenant(role, user)
+        record = self._record(
+            actor, "role.unassign", "role", role.id, role.tenant_id, client,
+            f"{role.name} from service user {user.id}",
+        )  # fmt: skip
+        return await self._store.remove_role_member(role.id, user.id, record)
+
+    @staticmethod
+    def _same_tenant(role: AccessRole, user: ServiceUser) -> None:
+        if role.tenant_id != user.tenant_id:
+            raise InvalidInput("role", "must belong to the service user's tenant")
+
+    # -- grants ------------------------------------------------------------------------------
+
+    async def grant(
+        self,
+        subject: ServiceUser | AccessRole,
+        *,
+        catalog: str,
+        resource: Sequence[str],
+        action: str,
+        actor: str,
+        client: ClientInfo | None = None,
+    ) -> Grant:
+        """Give ``subject`` ``action`` on ``resource`` of ``catalog`` (the caller has checked
+        that the catalog is one of the subject's tenant)."""
+        checked_action = check_action(action)
+        catalog, levels = check_resource(catalog, resource)
+        subject_type: SubjectType
+        if isinstance(subject, ServiceUser):
+            _check_holder(subject)
+            subject_type = "service_user"
+        else:
+            subject_type = "role"
+        grant = Grant(
+            id=str(uuid.uuid4()), tenant_id=subject.tenant_id, subject_type=subject_type,
+            subject_id=subject.id, catalog=catalog, resource=levels, action=checked_action,
+            created_at=self._clock(), created_by=actor,
+        )  # fmt: skip
+        record = self._record(
+            actor, "grant.create", "grant", grant.id, grant.tenant_id, client,
+            f"{checked_action} on {format_resource(catalog, levels)} to {subject_type} "
+            f"{subject.id}",
+        )  # fmt: skip
+        try:
+            await self._store.insert_grant(grant, record)
+        except UniqueViolation:
+            raise AlreadyExists("The subject already holds this grant") from None
+        return grant
+
+    async def get_grant(self, id_: str) -> Grant:
+        grant = await self._store.grant(id_)
+        if grant is None:
+            raise NoSuchThing("grant")
+        return grant
+
+    async def revoke(self, id_: str, *, actor: str, client: ClientInfo | None = None) -> Grant:
+        grant = await self.get_grant(id_)
+        record = self._record(
+            actor, "grant.delete", "grant", id_, grant.tenant_id, client,
+            f"{grant.action} on {grant.on} from {grant.subject_type} {grant.subject_id}",
+        )  # fmt: skip
+        if not await self._store.delete_grant(id_, record):
+            raise NoSuchThing("grant")
+        return grant
+
+    async def grants(
+        self,
+        *,
+        tenant_id: str | None = None,
+        service_user_id: str | None = None,
+        role_id: str | None = None,
+        catalog: str | None = None,
+    ) -> list[Grant]:
+        return await self._store.list_grants(
+            tenant_id=tenant_id, service_user_id=service_user_id, role_id=role_id,
+            catalog=catalog,
+        )  # fmt: skip
+
+    async def effective(self, service_user_id: str) -> list[Grant]:
+        """What the service user holds: its own grants and its roles'."""
+        return await self._store.grants_of_service_user(service_user_id)
