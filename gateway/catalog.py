@@ -21,7 +21,7 @@ from aiohttp import web
 
 from .auth.authz import allows, grants_decide, may_use_catalog, sees
 from .auth.caller import require_principal
-from .auth.requirements import needs
+from .auth.requirements import Need, needs
 from .auth.token_endpoint import token_endpoint
 from .errors import BadRequest, Forbidden, MethodNotAllowed, NotFound
 from .identifiers import NAMED_IN_BODY, NOT_A_JSON_OBJECT, json_object, names_refusal
@@ -86,6 +86,13 @@ async def catalog_request(request: web.Request) -> web.StreamResponse:
     return await forwarder.forward(fwd)
 
 
+def _refusal(need: Need) -> str:
+    if need.visibility:
+        return "Forbidden: none of your grants is on, above or below this resource"
+    where = "the catalog" if not need.resource else "this resource or one above it"
+    return f"Forbidden: this request needs the {need.action} grant on {where}"
+
+
 def _body_aware(privilege: Privilege | None) -> bool:
     return privilege is not None and privilege.body_aware
 
@@ -112,8 +119,9 @@ def _confine(
         else:
             ok = allows(principal, name, catalog, need.resource, need.action)
         if not ok:
-            # The upstream was never asked: the refusal says nothing about what exists.
-            raise Forbidden()
+            # The upstream was never asked: the refusal says nothing about what exists. It
+            # names the action and the kind of resource, never the client's names.
+            raise Forbidden(_refusal(need))
     if decision.operation in _LISTS:
         visible = functools.partial(sees, principal, name, catalog)
         fwd.answer_filter = functools.partial(filter_list, visible=visible)

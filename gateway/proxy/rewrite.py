@@ -133,17 +133,29 @@ def strip_table_credentials(body: bytes) -> bytes | None:
     return parsed.dump() if changed or parsed.duplicates else None
 
 
-# Storage credentials a catalog vends in a table's ``config`` (s3.access-key-id,
-# s3.secret-access-key, s3.session-token, gcs.oauth2.token, adls.sas-token.<account>, ...):
-# any key naming a key, secret, token or credential. Endpoints and regions stay.
-_STORAGE_SECRET: Final = re.compile(r"key|secret|token|credential|sas|password|signature")
+# Storage settings a catalog vends in a table's ``config``: its credentials (s3.access-key-id,
+# s3.secret-access-key, s3.session-token, gcs.oauth2.token, adls.sas-token.<account>, any key
+# naming a key, secret, token or credential) and the rest of the storage configuration that
+# comes with them (s3.endpoint, s3.region, ...). The rest goes too: a client given an endpoint
+# without keys builds a keyless storage client from it (DuckDB does) instead of using its own.
+_STORAGE_KEY: Final = re.compile(
+    r"^(?:s3|gcs|adls|azure|oss|client)\.|key|secret|token|credential|sas|password|signature"
+)
+_STORAGE_WORD: Final = re.compile(
+    rb"s3\.|gcs\.|adls\.|azure\.|oss\.|client\.|key|secret|token|credential|sas|password|signature"
+).search
 
 
 def strip_storage_credentials(body: bytes) -> bytes | None:
     """A ``loadTable``, ``createTable`` or ``loadCredentials`` answer without the storage
     credentials it vends (for a caller that may not write the table, when the catalog has no
-    read-only upstream credential): ``storage-credentials`` emptied, credential-like keys of
-    ``config`` dropped. An answer that cannot be read is refused rather than passed on."""
+    read-only upstream credential): ``storage-credentials`` emptied, the storage settings of
+    ``config`` dropped, so the client uses its own. An answer that cannot be read is refused
+    rather than passed on."""
+    # Fast path, by the reasoning of strip_table_credentials: without escapes or NUL bytes, a
+    # key we drop appears verbatim, so a body without any of the words passes unparsed.
+    if b"\\u" not in body and b"\x00" not in body and _STORAGE_WORD(body.lower()) is None:
+        return None
     parsed = _Parsed(body)
     if not parsed.readable:
         raise UpstreamError("The catalog's response could not be inspected")
@@ -156,7 +168,7 @@ def strip_storage_credentials(body: bytes) -> bytes | None:
         changed = True
     config = doc.get("config")
     if isinstance(config, dict):
-        doomed = [key for key in config if _STORAGE_SECRET.search(key.lower())]
+        doomed = [key for key in config if _STORAGE_KEY.search(key.lower())]
         for key in doomed:
             del config[key]
         changed |= bool(doomed)
