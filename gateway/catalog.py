@@ -97,8 +97,12 @@ def _body_aware(privilege: Privilege | None) -> bool:
     return privilege is not None and privilege.body_aware
 
 
-# Operations whose answers carry storage credentials (LoadTableResult, LoadCredentials).
-_VENDING = frozenset({"loadTable", "loadCredentials", "createTable", "registerTable"})
+# Operations whose answers carry storage credentials (LoadTableResult, LoadCredentials, and
+# since spec 1.10 the scan-planning results) and that take the delegation header.
+_VENDING = frozenset(
+    {"loadTable", "loadCredentials", "createTable", "registerTable", "planTableScan",
+     "fetchPlanningResult", "fetchScanTasks"}
+)  # fmt: skip
 _LISTS = frozenset({"listNamespaces", "listTables", "listViews"})
 
 

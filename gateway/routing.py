@@ -198,10 +198,10 @@ _PRIVILEGES: Final[dict[str, Privilege | None]] = {
     # manage if the body sets location, write.metadata.path or write.data.path; write too for
     # stage-create (CVE-2026-42809) and, like loadTable, for vended credentials (a header).
     "createTable": _P("namespace", "create", body_aware=True),
-    # overwrite also needs drop. §2.5 (and §2.6) would treat every registration as manage,
-    # since its metadata-location is arbitrary; the issue lists register under create, so
-    # create it is here, and the body decision is where a location check would go.
-    "registerTable": _P("namespace", "create", body_aware=True),
+    # manage, not create as the issue lists it (§2.5 and §2.6's advice): the metadata-location
+    # is arbitrary, so create and read on one namespace would otherwise read any table whose
+    # metadata file one can name, by registering it here. manage implies drop (overwrite).
+    "registerTable": _P("namespace", "manage"),
     "loadTable": _P("table", "read"),  # read-write storage credentials only with write
     "tableExists": _P("table", "read"),
     # manage if the updates hold set-location or set location/write.*.path properties
@@ -228,7 +228,7 @@ _PRIVILEGES: Final[dict[str, Privilege | None]] = {
     "replaceView": _P("view", "write", body_aware=True),  # manage with a set-location update
     "dropView": _P("view", "drop"),
     "renameView": _P("catalog", "drop", body_aware=True),  # as renameTable
-    "registerView": _P("namespace", "create"),  # the spec has no overwrite for views
+    "registerView": _P("namespace", "manage"),  # as registerTable: an arbitrary location
     # Not in §2.5. Functions are no resources of the grant model: reading one, or the list,
     # is reading its namespace.
     "listFunctions": _P("namespace", "read"),

@@ -7,15 +7,18 @@ action (``Privilege.body_aware``), what the body adds.
 - createTable, createView: ``create`` on the namespace; ``manage`` if the body sets
   ``location`` or a location property (``write.metadata.path`` and the like: CVE-2026-42812
   let such a property escape the table's location); stage-create also needs ``write`` on the
-  new table (CVE-2026-42809: stage-create minted storage credentials before anything else).
-- registerTable: ``create`` on the namespace; with ``overwrite`` also ``drop`` on the table.
+  new table (CVE-2026-42809: stage-create minted storage credentials before anything else);
+  a ``stage-create`` that is not a JSON boolean is refused (Jackson reads ``"true"`` as true).
 - updateTable, replaceView: ``write``; ``manage`` if an update is ``set-location`` or sets a
   location property.
 - renameTable, renameView: ``drop`` on the source and ``create`` on the destination namespace.
 - commitTransaction: ``write`` (or ``manage``, as for updateTable) on every table of
   ``table-changes``: all of them or the whole request is refused.
 - signRequest: ``read`` if the signed method is GET or HEAD, else ``write``.
-- dropTable with ``purgeRequested=true``: ``write`` as well (the data files go too).
+- dropTable with ``purgeRequested`` other than ``false``: ``write`` as well (the data files go
+  too; a lenient upstream may read ``1`` or ``yes`` as true).
+
+(registerTable and registerView need ``manage`` from the URL alone: see ``routing``.)
 
 A body these rules cannot read is refused (400) rather than guessed at: whatever we cannot
 read, a lenient upstream parser might read a target from.
@@ -78,13 +81,8 @@ def needs(decision: Decision, doc: Mapping[str, Any] | None, query: str = "") ->
         found = [url]
         if body.get("location") is not None or _sets_location(body.get("properties")):
             found.append(Need(resource, "manage"))
-        if operation == "createTable" and body.get("stage-create") is True:
+        if operation == "createTable" and _flag(body.get("stage-create"), "stage-create"):
             found.append(Need((*resource, _name(body.get("name"))), "write"))
-        return found
-    if operation == "registerTable":
-        found = [url]
-        if body.get("overwrite") is True:
-            found.append(Need((*resource, _name(body.get("name"))), "drop"))
         return found
     if operation in ("updateTable", "replaceView"):
         return [url, *_location_needs(resource, body.get("updates"))]
@@ -138,7 +136,13 @@ def _sets_location(properties: object) -> bool:
 
 def _purge(query: str) -> bool:
     pairs = parse_qsl(query, keep_blank_values=True)
-    return any(key == "purgeRequested" and value.lower() == "true" for key, value in pairs)
+    return any(key == "purgeRequested" and value.lower() != "false" for key, value in pairs)
+
+
+def _flag(value: object, field: str) -> bool:
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    raise BadRequest(f"Malformed request: {field} must be true or false")
 
 
 def _name(value: object) -> str:

@@ -43,7 +43,7 @@ from ..identity.models import Principal
 from ..observability.metrics import UpstreamStats
 from ..routing import ROUTES, CatalogPath, Route
 from ..settings import CatalogSettings
-from .headers import HeaderPolicy
+from .headers import HeaderPolicy, normalize_header_name
 from .rewrite import rewrite_config, strip_storage_credentials, strip_table_credentials
 from .scope import WarehouseScope
 from .transport import (
@@ -172,7 +172,8 @@ class Forwarder:
             )
             if fwd.no_storage_writes and auth is self._auth:
                 # Without the header the catalog vends nothing (what is left is stripped).
-                headers = [(n, v) for n, v in headers if n.lower() != _DELEGATION]
+                # Any spelling a server could read as it (X_Iceberg_Access_Delegation too).
+                headers = [(n, v) for n, v in headers if normalize_header_name(n) != _DELEGATION]
             start = time.perf_counter()
             try:
                 upstream = await self._client.request(

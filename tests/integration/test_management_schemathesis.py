@@ -39,7 +39,12 @@ from ..live import LiveGateway
 # each mode (valid, invalid), derandomized so a failure reproduces.
 EXAMPLES: Final = 12
 IDENTITY_TABLES: Final = (
-    "service_users", "users", "tenants", "access_roles", "role_members", "grants",
+    "service_users",
+    "users",
+    "tenants",
+    "access_roles",
+    "role_members",
+    "grants",
 )
 # Bookkeeping that a refused login or a key's use may move: not a change of an identity.
 VOLATILE: Final = ("last_used_at", "last_login_at", "failed_logins")

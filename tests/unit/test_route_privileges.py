@@ -33,7 +33,7 @@ PRIVILEGES: dict[str, tuple[str, str, bool] | None] = {
     "updateProperties": ("namespace", "manage", False),
     "listTables": ("namespace", "read", False),
     "createTable": ("namespace", "create", True),
-    "registerTable": ("namespace", "create", True),
+    "registerTable": ("namespace", "manage", False),
     "loadTable": ("table", "read", False),
     "tableExists": ("table", "read", False),
     "updateTable": ("table", "write", True),
@@ -55,7 +55,7 @@ PRIVILEGES: dict[str, tuple[str, str, bool] | None] = {
     "replaceView": ("view", "write", True),
     "dropView": ("view", "drop", False),
     "renameView": ("catalog", "drop", True),
-    "registerView": ("namespace", "create", False),
+    "registerView": ("namespace", "manage", False),
     "listFunctions": ("namespace", "read", False),
     "loadFunction": ("namespace", "read", False),
 }
