@@ -1,10 +1,11 @@
-"""``pangolin-admin``: manage a running gateway's service users, users, tenants and audit log.
+"""``pangolin-admin``: manage a running gateway's service users, their grants and roles,
+users, tenants and audit log.
 
 It talks to the gateway's management API over HTTP (``--url`` / ``PANGOLIN_URL``) with an API
 key (``--api-key`` / ``PANGOLIN_API_KEY``) or the session saved by ``pangolin-admin login``.
 Exit codes: 0 success, 1 a refused or failed operation (one ``error: ...`` line on stderr),
-2 a usage error. The commands live by noun: ``session``, ``service_users``, ``users``,
-``tenants``, ``audit``.
+2 a usage error. The commands live by noun: ``session``, ``service_users``, ``grants`` (and
+roles), ``users``, ``tenants``, ``audit``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import click
 
 from gateway import __version__
 
-from . import audit, service_users, session, tenants, users
+from . import audit, grants, service_users, session, tenants, users
 from .client import SessionStore
 from .context import Context
 
@@ -27,10 +28,10 @@ __all__ = ("main",)
 @click.option("--api-key", envvar="PANGOLIN_API_KEY", help="An API key. Env: PANGOLIN_API_KEY.")
 @click.pass_context
 def main(ctx: click.Context, url: str, api_key: str | None) -> None:
-    """Administer a Pangolin Gateway: service users, users, tenants, audit."""
+    """Administer a Pangolin Gateway: service users, grants and roles, users, tenants, audit."""
     ctx.obj = Context(url=url, api_key=api_key, sessions=SessionStore())
 
 
-for _module in (session, service_users, users, tenants, audit):
+for _module in (session, service_users, grants, users, tenants, audit):
     for _command in _module.COMMANDS:
         main.add_command(_command)

@@ -1,5 +1,5 @@
 """Options and argument rules shared by the commands: --json, --id, --yes, paging, roles,
-durations."""
+durations, grant actions and resources."""
 
 from __future__ import annotations
 
@@ -14,18 +14,24 @@ import click
 from .output import note
 
 __all__ = (
+    "ACTIONS",
     "ROLES",
     "confirm_delete",
     "id_option",
     "json_option",
+    "on_option",
     "page_options",
     "parse_duration",
+    "parse_grant",
+    "parse_levels",
     "quote_id",
     "yes_option",
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
 ROLES = click.Choice(["Root", "TenantAdmin", "TenantUser"])
+# A grant's actions (gateway.routing.ACTIONS; not imported, so the CLI starts fast).
+ACTIONS = click.Choice(["read", "write", "create", "drop", "manage"])
 _DURATION = re.compile(r"(\d+)([smhdw]?)")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -40,6 +46,14 @@ def id_option(func: F) -> F:
 
 def yes_option(func: F) -> F:
     return click.option("--yes", is_flag=True, help="Do not ask for confirmation.")(func)
+
+
+def on_option(func: F) -> F:
+    return click.option(
+        "--on", "levels", metavar="NAMESPACE[.TABLE]",
+        callback=lambda _ctx, _param, value: parse_levels(value),
+        help="A namespace (levels joined by dots) or a table in it; omitted: the whole catalog.",
+    )(func)  # fmt: skip
 
 
 def page_options(func: F) -> F:
@@ -65,3 +79,27 @@ def confirm_delete(yes: bool, what: str) -> None:
     if not yes and not click.confirm(f"Delete {what}? This cannot be undone", err=True):
         note("Nothing deleted.")
         sys.exit(1)
+
+
+def parse_levels(value: str | None) -> list[str]:
+    """``--on sales.orders``: a resource's levels, dot-separated; None is the whole catalog."""
+    if value is None:
+        return []
+    levels = value.split(".")
+    if not all(levels):
+        raise click.BadParameter("use dot-separated names, e.g. sales or sales.orders")
+    return levels
+
+
+def parse_grant(value: str) -> tuple[str, list[str]]:
+    """``--grant ACTION:ON`` (``read:sales``, ``write:staging.orders``), or ``ACTION`` alone
+    for the whole catalog: (action, levels)."""
+    action, colon, on = value.partition(":")
+    if action not in ACTIONS.choices:
+        raise click.BadParameter(
+            f"{action!r} is not an action: use {', '.join(ACTIONS.choices)}, e.g. read:sales"
+        )
+    if colon and not on:
+        raise click.BadParameter(f"nothing after ':' in {value!r}: give ACTION alone for the "
+                                 "whole catalog, or ACTION:sales.orders")  # fmt: skip
+    return action, parse_levels(on if colon else None)

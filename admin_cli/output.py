@@ -10,7 +10,8 @@ from typing import Any
 import click
 
 __all__ = (
-    "echo_block", "echo_json", "echo_key", "echo_table", "note", "show", "show_key", "show_page",
+    "echo_block", "echo_block_with_table", "echo_json", "echo_key", "echo_table", "note", "show",
+    "show_key", "show_page",
 )  # fmt: skip
 
 
@@ -43,6 +44,17 @@ def echo_block(data: Mapping[str, Any]) -> None:
     width = max(len(k) for k in data)
     for key, value in data.items():
         click.echo(f"{key.ljust(width)}  {_cell(value)}")
+
+
+def echo_block_with_table(
+    data: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], columns: Sequence[str]
+) -> None:
+    """A block, then its rows (say, the grants it counts) as a table after an empty line;
+    nothing more when there are none."""
+    echo_block(data)
+    if rows:
+        click.echo()
+        echo_table(rows, columns)
 
 
 def echo_key(api_key: str) -> None:

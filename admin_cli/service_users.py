@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from .context import Context, pass_context
+from .grants import GRANT_COLUMNS, default_catalog, grant_rows
 from .options import (
     ROLES,
     confirm_delete,
@@ -15,10 +16,11 @@ from .options import (
     json_option,
     page_options,
     parse_duration,
+    parse_grant,
     quote_id,
     yes_option,
 )
-from .output import echo_block, echo_json, echo_table, note, show, show_key
+from .output import echo_block_with_table, echo_json, echo_table, note, show, show_key
 
 __all__ = ("COMMANDS",)
 
@@ -44,18 +46,40 @@ def _expiry(expires_in: str | None, expires_at: str | None) -> dict[str, Any]:
 @click.option("--tenant", help="Tenant name (Root only; default: your own).")
 @click.option("--expires-in", help="Lifetime, e.g. 90d, 12h.")
 @click.option("--expires-at", help="Expiry time, ISO 8601 with zone, e.g. 2027-01-31T00:00:00Z.")
+@click.option(
+    "--grant", "grants", multiple=True, metavar="ACTION[:ON]",
+    callback=lambda _ctx, _param, values: [parse_grant(value) for value in values],
+    help="A grant it starts with, e.g. read:sales or write:staging.orders (ACTION alone: the "
+         "whole catalog). Repeatable.",
+)  # fmt: skip
+@click.option("--catalog", help="The catalog of the --grant options, or * for every catalog of "
+              "the tenant (default: the gateway's default).")  # fmt: skip
+@click.option("--role-name", "role_names", multiple=True, metavar="NAME",
+              help="A role of its tenant it holds. Repeatable.")  # fmt: skip
 @json_option
 @pass_context
 def create_service_user(
     ctx: Context, name: str, role: str, description: str, tenant: str | None,
-    expires_in: str | None, expires_at: str | None, as_json: bool,
+    expires_in: str | None, expires_at: str | None, grants: list[tuple[str, list[str]]],
+    catalog: str | None, role_names: tuple[str, ...], as_json: bool,
 ) -> None:  # fmt: skip
-    """Create a service user; its API key is printed once."""
+    """Create a service user; its API key is printed once. Its grants and roles (TenantUser
+    only) are given in the same step: all of them, or no service user."""
     body: dict[str, Any] = {"name": name, "role": role, "description": description}
     if tenant:
         body["tenant"] = tenant
     body.update(_expiry(expires_in, expires_at))
-    show_key(ctx.client().call("POST", BASE, body=body), as_json)
+    if catalog and not grants:
+        raise click.UsageError("--catalog is the catalog of --grant: give it with --grant")
+    client = ctx.client()
+    if grants:
+        catalog = catalog or default_catalog(client)
+        body["grants"] = [
+            {"catalog": catalog, "resource": levels, "action": action} for action, levels in grants
+        ]
+    if role_names:
+        body["roles"] = list(role_names)
+    show_key(client.call("POST", BASE, body=body), as_json)
 
 
 @click.command("list-service-users")
@@ -86,20 +110,25 @@ def list_service_users(
 @json_option
 @pass_context
 def get_service_user(ctx: Context, id_: str, as_json: bool) -> None:
-    """Show one service user, with its requests per day over the last 14 days (UTC)."""
+    """Show one service user, with its requests per day over the last 14 days (UTC), its
+    roles, and the grants it holds (its own and its roles')."""
     client = ctx.client()
     path = f"{BASE}/{quote_id(id_)}"
     user = client.call("GET", path)
     usage = client.call("GET", f"{path}/usage", query={"days": USAGE_DAYS})
+    access = client.call("GET", f"{path}/access")
     if as_json:
-        echo_json({**user, "usage": usage})
+        echo_json({**user, "usage": usage, "access": access})
         return
     counts = [day["requests"] for day in usage["days"]]
     # One compact line in the block (a key without spaces, like the others): the total,
     # then each day's count, oldest first, from the first day shown.
     per_day = " ".join(str(n) for n in counts)
     summary = f"{sum(counts)} in all; per day from {usage['days'][0]['day']}: {per_day}"
-    echo_block({**user, f"requests_{USAGE_DAYS}d": summary})
+    roles = {role["id"]: role["name"] for role in access["roles"]}
+    shown = {**user, f"requests_{USAGE_DAYS}d": summary, "roles": ", ".join(roles.values()) or None,
+             "grants": len(access["effective"])}  # fmt: skip
+    echo_block_with_table(shown, grant_rows(access["effective"], roles), GRANT_COLUMNS)
 
 
 @click.command("update-service-user")

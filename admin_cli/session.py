@@ -6,8 +6,9 @@ import click
 
 from .client import ApiClient, ApiError
 from .context import Context, PromptOnStderr, pass_context
+from .grants import GRANT_COLUMNS, grant_rows
 from .options import json_option
-from .output import echo_json, note, show
+from .output import echo_block_with_table, echo_json, note
 
 __all__ = ("COMMANDS",)
 
@@ -62,8 +63,17 @@ def logout(ctx: Context, as_json: bool) -> None:
 @json_option
 @pass_context
 def whoami(ctx: Context, as_json: bool) -> None:
-    """Who the current credentials are."""
-    show(ctx.client().call("GET", "/api/v1/me"), as_json)
+    """Who the current credentials are: their access per catalog without a grant ("full",
+    "read" or "none"), and the grants they hold (own and roles')."""
+    me = ctx.client().call("GET", "/api/v1/me")
+    if as_json:
+        echo_json(me)
+        return
+    access = ", ".join(f"{catalog}: {level}" for catalog, level in me["access"].items())
+    shown = {**{k: v for k, v in me.items() if k not in ("access", "grants")},
+             "access": access or None, "grants": len(me["grants"])}  # fmt: skip
+    # A TenantUser may not list roles: a role's grants show its id.
+    echo_block_with_table(shown, grant_rows(me["grants"], {}), GRANT_COLUMNS)
 
 
 COMMANDS = (login, logout, whoami)

@@ -313,9 +313,11 @@ def test_service_user_commands_print_json_with_the_expected_fields(cli: Cli) -> 
     assert (listed["total"], listed["limit"], listed["offset"]) == (1, 100, 0)
     assert listed["items"] == [user]
     got = cli.root_json("get-service-user", "--id", id_)
-    # get-service-user adds the use of the last 14 days (UTC): none yet.
-    assert {k: v for k, v in got.items() if k != "usage"} == user
+    # get-service-user adds the use of the last 14 days (UTC), none yet, and its grants and
+    # roles (test_admin_cli_grants), none either.
+    assert {k: v for k, v in got.items() if k not in ("usage", "access")} == user
     assert [day["requests"] for day in got["usage"]["days"]] == [0] * 14
+    assert got["access"] == {"grants": [], "roles": [], "effective": []}
 
     updated = cli.root_json("update-service-user", "--id", id_, "--description", "hourly")
     assert updated["description"] == "hourly"
@@ -365,8 +367,9 @@ def test_tenant_commands_print_json_with_the_expected_fields(cli: Cli) -> None:
 
 def test_whoami_and_audit_print_json_naming_the_actor_and_outcome(cli: Cli) -> None:
     me = cli.root_json("whoami")
-    assert set(me) == {"id", "name", "type", "role", "tenant"}
+    assert set(me) == {"id", "name", "type", "role", "tenant", "access", "grants"}
     assert (me["type"], me["role"], me["tenant"]) == ("service_user", "Root", "default")
+    assert (me["access"], me["grants"]) == ({"default": "full"}, [])
 
     id_ = new_service_user(cli)["service_user"]["id"]
     cli.root_json("rotate-service-user-key", "--id", id_)
