@@ -19,7 +19,7 @@ from ..errors import AlreadyExists, InvalidInput, NoSuchThing
 from ..identifiers import name_refusal
 from ..routing import ACTIONS, Action
 from ..settings import NAME_RE
-from ..store import AuditRecord, ClientInfo, Store, UniqueViolation
+from ..store import AuditRecord, ClientInfo, MissingReference, Store, UniqueViolation
 from .grants import ANY_CATALOG, AccessRole, Grant, SubjectType, format_resource
 from .models import Role, ServiceUser
 
@@ -115,6 +115,8 @@ class AccessAdmin:
             raise AlreadyExists(
                 "name: a role with this name already exists in the tenant"
             ) from None
+        except MissingReference:
+            raise NoSuchThing("tenant", field="tenant") from None  # deleted meanwhile
         return role
 
     async def role(self, id_: str) -> AccessRole:
@@ -155,7 +157,10 @@ class AccessAdmin:
             actor, "role.assign", "role", role.id, role.tenant_id, client,
             f"{role.name} to service user {user.id}",
         )  # fmt: skip
-        return await self._store.add_role_member(role.id, user.id, record)
+        try:
+            return await self._store.add_role_member(role.id, user.id, record)
+        except MissingReference:
+            raise NoSuchThing("role or service user") from None  # deleted meanwhile
 
     async def unassign(
         self, role: AccessRole, user: ServiceUser, *, actor: str, client: ClientInfo | None = None
@@ -209,6 +214,9 @@ class AccessAdmin:
             await self._store.insert_grant(grant, record)
         except UniqueViolation:
             raise AlreadyExists("The subject already holds this grant") from None
+        except MissingReference:
+            what = "service user" if subject_type == "service_user" else "role"
+            raise NoSuchThing(what) from None  # deleted meanwhile
         return grant
 
     async def get_grant(self, id_: str) -> Grant:

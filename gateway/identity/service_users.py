@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from ..errors import AlreadyExists, InvalidInput, NoSuchThing
-from ..store import AuditRecord, ClientInfo, Store, UniqueViolation
+from ..store import AuditRecord, ClientInfo, MissingReference, Store, UniqueViolation
 from .access import check_action, check_resource
 from .grants import Grant
 from .models import ApiKey, Role, ServiceUser, digest_key, generate_key
@@ -138,6 +138,8 @@ class ServiceUserAdmin:
             raise AlreadyExists(
                 "name: a service user with this name already exists in the tenant"
             ) from None
+        except MissingReference:
+            raise NoSuchThing("tenant or role") from None  # deleted meanwhile
         return CreatedKey(user, key)
 
     async def _first_rights(

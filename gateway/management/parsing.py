@@ -28,6 +28,9 @@ _EXPECTED: Final = {
     "float_type": "a number",
     "enum": None,  # the allowed values, from the error's context
     "literal_error": None,
+    "list_type": "a list",
+    "dict_type": "an object",
+    "model_type": "an object",
 }
 
 
@@ -136,6 +139,8 @@ def _message(model: type[BaseModel], error: ErrorDetails) -> str:
         return f"{field}: must be at least {limit} characters"
     if kind == "string_too_long":
         return f"{field}: must be at most {context['max_length']} characters"
+    if kind == "too_long":
+        return f"{field}: must have at most {context['max_length']} items"
     if kind == "string_pattern_mismatch":
         # The rule's wording is the field's description, beside its pattern (schemas).
         described = model.model_fields.get(str(error["loc"][0]))

@@ -20,6 +20,7 @@ __all__ = (
     "ClientInfo",
     "InUse",
     "LastRoot",
+    "MissingReference",
     "Store",
     "StoreError",
     "UniqueViolation",
@@ -38,6 +39,11 @@ class StoreError(Exception):
 
 class UniqueViolation(StoreError):
     """A unique constraint (a service-user name in its tenant, say) would be broken."""
+
+
+class MissingReference(StoreError):
+    """A row the change refers to (a tenant, service user or role) is gone: deleted by
+    someone else between the caller's read and this write."""
 
 
 class InUse(Conflicting, StoreError):

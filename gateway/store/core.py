@@ -21,7 +21,7 @@ from typing import Any, Final, Self
 
 import aiosqlite
 
-from .base import AuditRecord, LastRoot, StoreError
+from .base import AuditRecord, LastRoot, MissingReference, StoreError, UniqueViolation
 from .migrations import MIGRATIONS
 
 __all__ = ("DEFAULT_TENANT", "SqliteCore")
@@ -147,6 +147,16 @@ class SqliteCore:
             if self._identity_changed:
                 for listener in self._change_listeners:
                     listener()
+
+    @staticmethod
+    def _integrity(exc: sqlite3.IntegrityError) -> StoreError:
+        """What a broken constraint means: a unique one, a duplicate; a foreign key, a row the
+        change refers to that someone deleted meanwhile; a CHECK, a bug."""
+        if "FOREIGN KEY" in str(exc):
+            return MissingReference(str(exc))
+        if "UNIQUE" in str(exc):
+            return UniqueViolation(str(exc))
+        return StoreError(str(exc))  # a CHECK: a programming error, the domain checks first
 
     async def _fetchone(self, sql: str, params: Iterable[Any] = ()) -> Any:
         async with self._r.execute(sql, tuple(params)) as cur:

@@ -13,7 +13,7 @@ from typing import Any, Final
 import aiosqlite
 
 from ..identity.grants import AccessRole, Grant
-from .base import AuditRecord, UniqueViolation
+from .base import AuditRecord
 from .core import SqliteCore
 
 __all__ = ("GrantTables",)
@@ -88,7 +88,7 @@ class GrantTables(SqliteCore):
                      role.created_by),
                 )  # fmt: skip
             except aiosqlite.IntegrityError as exc:
-                raise UniqueViolation(str(exc)) from None
+                raise self._integrity(exc) from None
             await self._audit(conn, audit)
             await self._bump_identity_version(conn)
 
@@ -175,7 +175,7 @@ class GrantTables(SqliteCore):
                  grant.created_by),
             )  # fmt: skip
         except aiosqlite.IntegrityError as exc:
-            raise UniqueViolation(str(exc)) from None
+            raise SqliteCore._integrity(exc) from None
 
     async def delete_grant(self, id_: str, audit: AuditRecord) -> bool:
         return await self._change("DELETE FROM grants WHERE id = ?", (id_,), audit)
@@ -183,7 +183,10 @@ class GrantTables(SqliteCore):
     async def _change(self, sql: str, params: tuple[Any, ...], audit: AuditRecord) -> bool:
         """One statement with its audit record; False (nothing recorded) if it changed no row."""
         async with self.transaction() as conn:
-            cur = await conn.execute(sql, params)
+            try:
+                cur = await conn.execute(sql, params)
+            except aiosqlite.IntegrityError as exc:
+                raise self._integrity(exc) from None
             if cur.rowcount == 0:
                 return False
             await self._audit(conn, audit)

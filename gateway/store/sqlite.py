@@ -154,14 +154,17 @@ class SqliteStore(SessionTables, AuditTable, GrantTables):
                      user.key_generation),
                 )  # fmt: skip
             except aiosqlite.IntegrityError as exc:
-                raise UniqueViolation(str(exc)) from None
+                raise self._integrity(exc) from None  # a name taken, or the tenant gone
             for grant in grants:
                 await self._insert_grant(conn, grant)
-            await conn.executemany(
-                "INSERT INTO role_members (role_id, service_user_id, added_at) VALUES (?, ?, ?)"
-                " ON CONFLICT DO NOTHING",
-                [(role_id, user.id, audit.at) for role_id in role_ids],
-            )
+            try:
+                await conn.executemany(
+                    "INSERT INTO role_members (role_id, service_user_id, added_at)"
+                    " VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                    [(role_id, user.id, audit.at) for role_id in role_ids],
+                )
+            except aiosqlite.IntegrityError as exc:
+                raise self._integrity(exc) from None  # a role deleted meanwhile
             await self._audit(conn, audit)
             await self._bump_identity_version(conn)
 
