@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .auth.authz import allows, grants_decide, may_use_catalog, sees
+from .auth.authz import access_level, allows, grants_decide, may_use_catalog, sees
 from .auth.caller import require_principal
 from .auth.requirements import Need, needs
 from .auth.token_endpoint import token_endpoint
@@ -126,7 +126,8 @@ def _confine(
             # The upstream was never asked: the refusal says nothing about what exists. It
             # names the action and the kind of resource, never the client's names.
             raise Forbidden(_refusal(need))
-    if decision.operation in _LISTS:
+    if decision.operation in _LISTS and access_level(principal, catalog) == "none":
+        # (with "read", everything is visible: nothing to filter)
         visible = functools.partial(sees, principal, name, catalog)
         fwd.answer_filter = functools.partial(filter_list, visible=visible)
     fwd.read_only = all(
