@@ -33,7 +33,7 @@ from .schemas import (
 )
 from .trail import audited
 
-__all__ = ("OPERATIONS", "check_catalog")
+__all__ = ("OPERATIONS", "check_catalog", "scoped_role")
 
 
 def check_catalog(request: web.Request, spec: GrantSpec, tenant: str) -> None:
@@ -49,7 +49,9 @@ async def _service_user(request: web.Request, caller: Principal, id_: str) -> Se
     return user
 
 
-async def _role(request: web.Request, caller: Principal, id_: str) -> AccessRole:
+async def scoped_role(request: web.Request, caller: Principal, id_: str) -> AccessRole:
+    """The role ``id_``, if ``caller`` may see it: another tenant's is "not found" for a
+    TenantAdmin, as its identities are (``access.target``). Also used by the UI."""
     role = await request.app[ACCESS].role(id_)
     if tenant_scope(caller) not in (None, role.tenant_id):
         raise NotFound("No such role")
@@ -75,7 +77,7 @@ async def create_grant(request: web.Request) -> web.Response:
         subject = await _service_user(request, caller, body.service_user)
     else:
         assert body.role is not None
-        subject = await _role(request, caller, body.role)
+        subject = await scoped_role(request, caller, body.role)
     check_catalog(request, body, subject.tenant_name)
     grant = await request.app[ACCESS].grant(
         subject, catalog=body.catalog, resource=body.resource, action=body.action,
@@ -148,14 +150,14 @@ async def list_roles(request: web.Request) -> web.Response:
 
 
 async def get_role(request: web.Request) -> web.Response:
-    role = await _role(request, manager(request), request.match_info["id"])
+    role = await scoped_role(request, manager(request), request.match_info["id"])
     return web.json_response((await _role_view(request, role)).model_dump(mode="json"))
 
 
 @audited("role.delete", "role")
 async def delete_role(request: web.Request) -> web.Response:
     caller = manager(request)
-    role = await _role(request, caller, request.match_info["id"])
+    role = await scoped_role(request, caller, request.match_info["id"])
     await request.app[ACCESS].delete_role(role.id, actor=caller.id, client=client_details(request))
     return web.Response(status=204)
 
@@ -163,7 +165,7 @@ async def delete_role(request: web.Request) -> web.Response:
 @audited("role.assign", "role")
 async def assign_role(request: web.Request) -> web.Response:
     caller = manager(request)
-    role = await _role(request, caller, request.match_info["id"])
+    role = await scoped_role(request, caller, request.match_info["id"])
     user = await _service_user(request, caller, request.match_info["service_user_id"])
     await request.app[ACCESS].assign(role, user, actor=caller.id, client=client_details(request))
     return web.Response(status=204)
@@ -172,7 +174,7 @@ async def assign_role(request: web.Request) -> web.Response:
 @audited("role.unassign", "role")
 async def unassign_role(request: web.Request) -> web.Response:
     caller = manager(request)
-    role = await _role(request, caller, request.match_info["id"])
+    role = await scoped_role(request, caller, request.match_info["id"])
     user = await _service_user(request, caller, request.match_info["service_user_id"])
     if not await request.app[ACCESS].unassign(
         role, user, actor=caller.id, client=client_details(request)

@@ -15,7 +15,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from . import admin_pages, login, service_users, users
+from . import access, admin_pages, login, service_users, users
 from .guard import guarded
 
 __all__ = ("setup_ui",)
@@ -54,7 +54,8 @@ def setup_ui(app: web.Application) -> None:
         autoescape=True,
     )
     app.router.add_routes([
-        *login.routes(), *service_users.routes(), *users.routes(), *admin_pages.routes(),
+        *login.routes(), *service_users.routes(), *users.routes(), *access.routes(),
+        *admin_pages.routes(),
         web.get("/ui/static/{name}", guarded(_static, public=True)),
         # Last: only what no route above takes.
         web.get("/ui/{tail:.*}", guarded(_not_found, public=True)),

@@ -1,5 +1,5 @@
-"""Identity → Service Users: the list, create (key shown once), a service user's page, rotate,
-deactivate / activate, delete.
+"""Identity → Service Users: the list, create (key shown once), a service user's page (with its
+access: grants and roles, ``access``), rotate, deactivate / activate, delete.
 
 Every action goes through the same rules as the management API (``management.access``: a
 TenantAdmin sees and manages its own tenant only, never grants above its own role) and the same
@@ -20,17 +20,25 @@ from aiohttp import web
 
 from ..audit.events import KEY_TARGET, client_details
 from ..auth.authz import may_use_catalog
-from ..errors import BadRequest, Conflicting, DomainError, GatewayError, describe
+from ..errors import BadRequest, Conflicting, DomainError, GatewayError, NotFound, describe
 from ..identity.models import Principal, Role, ServiceUser
 from ..identity.service_users import CreatedKey
 from ..management.access import manager, role_and_tenant, target, tenant_scope
 from ..management.catalogs import public_base_url
+from ..management.grants import check_catalog, scoped_role
 from ..management.parsing import read_fields
 from ..management.schemas import CreateServiceUser
 from ..management.service_users import expiry, requests_per_day
 from ..management.trail import audited, record_refusal
-from ..state import AUDIT, AUTHENTICATOR, SERVICE_USERS, SETTINGS, STORE
+from ..state import ACCESS, AUDIT, AUTHENTICATOR, SERVICE_USERS, SETTINGS, STORE
 from ..store import AuditQuery
+from .access import (
+    ACCESS_NOTICES,
+    AccessSection,
+    access_section,
+    grant_form,
+    read_grant,
+)
 from .guard import guarded, redirect
 from .snippets import snippets
 from .views import (
@@ -204,6 +212,17 @@ def _key_page(
 async def detail(request: web.Request) -> web.Response:
     caller = manager(request)
     user = await target(request, request.app[SERVICE_USERS].get, "service user", mutate=False)
+    return await _detail_page(request, caller, user, await access_section(request, user))
+
+
+async def _detail_page(
+    request: web.Request,
+    caller: Principal,
+    user: ServiceUser,
+    access: AccessSection,
+    *,
+    status: int = 200,
+) -> web.Response:
     await request.app[AUDIT].flush()  # recent failures may still be queued in memory
     trail, _ = await request.app[STORE].query_audit(
         AuditQuery(tenant_id=tenant_scope(caller), target=user.id), limit=50, offset=0
@@ -218,8 +237,9 @@ async def detail(request: web.Request) -> web.Response:
     usage = usage_chart(await requests_per_day(request, user, USAGE_DAYS))
     return render(request, "service_users/detail.html", {
         "row": _row(request, user), "trail": trail, "failures": failures, "ago": ago,
-        "exact": exact, "now": now(request), "usage": usage,
-    }, caller=caller)  # fmt: skip
+        "exact": exact, "now": now(request), "usage": usage, "access": access,
+        "notice": ACCESS_NOTICES.get(request.query.get("done", "")),
+    }, status=status, caller=caller)  # fmt: skip
 
 
 async def _mutable(request: web.Request) -> ServiceUser:
@@ -281,6 +301,71 @@ async def delete(request: web.Request) -> web.Response:
     return redirect(f"/ui/service-users?{urlencode({'deleted': user.name})}")
 
 
+# -- its access: grants and roles -------------------------------------------------------------
+
+
+def _access_changed(user: ServiceUser, done: str) -> web.Response:
+    return redirect(f"/ui/service-users/{user.id}?{urlencode({'done': done})}#access")
+
+
+@audited("grant.create", "grant")
+async def add_grant(request: web.Request) -> web.Response:
+    caller = manager(request)
+    user = await _mutable(request)
+    values = grant_form(await request.post())
+    try:
+        spec = read_grant(values)
+        check_catalog(request, spec, user.tenant_name)  # the API's rule for a grant's catalog
+        await request.app[ACCESS].grant(
+            user, catalog=spec.catalog, resource=spec.resource, action=spec.action,
+            actor=caller.id, client=client_details(request),
+        )  # fmt: skip
+    except (GatewayError, DomainError) as exc:
+        status, _, message = describe(exc)
+        if status not in (400, 409):
+            raise
+        # Shown again with the error rather than raised: record the refusal as raising would.
+        record_refusal(request, "grant.create", "grant", exc)
+        section = await access_section(request, user, values=values, error=message)
+        return await _detail_page(request, caller, user, section, status=status)
+    return _access_changed(user, "granted")
+
+
+@audited("grant.delete", "grant")
+async def revoke_grant(request: web.Request) -> web.Response:
+    caller = manager(request)
+    user = await _mutable(request)
+    access = request.app[ACCESS]
+    grant = await access.get_grant(request.match_info["grant_id"])
+    # Only a grant of this service user's own, from its page (a role's is the role's).
+    if (grant.subject_type, grant.subject_id) != ("service_user", user.id):
+        raise NotFound("No such grant")
+    await access.revoke(grant.id, actor=caller.id, client=client_details(request))
+    return _access_changed(user, "revoked")
+
+
+@audited("role.assign", "role")
+async def add_role(request: web.Request) -> web.Response:
+    caller = manager(request)
+    user = await _mutable(request)
+    role = await scoped_role(request, caller, form_text(await request.post(), "role"))
+    # Giving a role it already holds changes nothing, as the API's PUT.
+    await request.app[ACCESS].assign(role, user, actor=caller.id, client=client_details(request))
+    return _access_changed(user, "role-added")
+
+
+@audited("role.unassign", "role")
+async def remove_role(request: web.Request) -> web.Response:
+    caller = manager(request)
+    user = await _mutable(request)
+    role = await scoped_role(request, caller, request.match_info["role_id"])
+    if not await request.app[ACCESS].unassign(
+        role, user, actor=caller.id, client=client_details(request)
+    ):
+        raise NotFound("The service user does not hold this role")
+    return _access_changed(user, "role-removed")
+
+
 def routes() -> list[web.RouteDef]:
     base = "/ui/service-users"
     return [
@@ -293,4 +378,8 @@ def routes() -> list[web.RouteDef]:
         web.post(base + "/{id}/active", guarded(set_active)),
         web.get(base + "/{id}/delete", guarded(delete_form)),
         web.post(base + "/{id}/delete", guarded(delete)),
+        web.post(base + "/{id}/grants", guarded(add_grant)),
+        web.post(base + "/{id}/grants/{grant_id}/revoke", guarded(revoke_grant)),
+        web.post(base + "/{id}/roles", guarded(add_role)),
+        web.post(base + "/{id}/roles/{role_id}/remove", guarded(remove_role)),
     ]

@@ -4,7 +4,7 @@ nor a click outside closes), the key working for PyIceberg; rotate from the row 
 key and its token dead at once); deactivate / activate / delete; a TenantAdmin of another
 tenant; cross-site and token-less posts; sessions ending; and, over the whole module, the key
 never leaving the one answer that showed it (no request, cookie, web storage, log line or
-later page).
+later page); and a grant added, listed and revoked on a service user's page.
 
 One gateway for the module (``gateway``): every test makes identities of its own, so they do
 not interfere. The gateway records every answer it sends (``served``) and every log line of
@@ -36,7 +36,7 @@ from gateway.app import create_app
 from gateway.connection import GatewayRunner
 from gateway.identity.models import Role, ServiceUser, User, parse_key
 from gateway.observability.access_log import ACCESS_LOGGER, AccessLogger
-from gateway.state import AUDIT, SERVICE_USERS, USERS
+from gateway.state import ACCESS, AUDIT, SERVICE_USERS, USERS
 from gateway.store import DEFAULT_TENANT, AuditQuery
 
 from ..live import LiveGateway, SeaweedUpstream
@@ -48,6 +48,7 @@ pytestmark = pytest.mark.seaweedfs
 PASSWORD = "browser-test-password-1"
 NEW_PASSWORD = "browser-test-password-2"
 DAY = 86400.0
+ORDERS = ("sales", "orders")
 # Loggers whose lines must never carry a key: the gateway's modules, the access log, aiohttp.
 LOGGERS = ("gateway", "pangolin", ACCESS_LOGGER, "aiohttp")
 
@@ -665,7 +666,50 @@ def test_the_old_session_cookie_is_refused_after_logout_password_change_and_dele
     fresh.close()
 
 
-# -- 7. the key, over the whole module ---------------------------------------------------------
+# -- 7. a grant from the service user's page ---------------------------------------------------
+
+
+def test_a_grant_added_on_the_service_users_page_is_listed_and_can_be_revoked(
+    gateway: RecordingGateway, page: Page, console_errors: ConsoleErrors
+) -> None:
+    admin = gateway.human("admin")
+    etl = gateway.user(unique("granted"))
+    login(page, gateway, admin.username)
+    detail = f"{gateway.url}/ui/service-users/{etl.user.id}"
+    page.goto(detail)
+    access = page.locator('section[aria-labelledby="access"]')
+    expect(access.locator('tr[data-catalog="default"] .pill')).to_have_text("full")
+    expect(access).to_contain_text("No grants of its own.")
+
+    # A glob in a name: the page comes back with the error and what was typed.
+    access.get_by_label("Resource").fill("sales.ord*")
+    with posted(page, f"{detail}/grants") as answer:
+        access.get_by_role("button", name="Add grant").click()
+    assert answer.value.status == 400
+    expect(page.get_by_role("alert")).to_contain_text("resource: names may not contain *")
+    expect(access.get_by_label("Resource")).to_have_value("sales.ord*")
+    took_refusals(page, console_errors, 400)
+
+    access.get_by_label("Catalog").select_option("default")
+    access.get_by_label("Resource").fill("sales.orders")
+    access.get_by_label("Action").select_option("write")
+    access.get_by_role("button", name="Add grant").click()
+    expect(page).to_have_url(f"{detail}?done=granted#access")
+    expect(access.get_by_role("status")).to_have_text("Grant added.")
+    (grant,) = gateway.call(gateway.app[ACCESS].grants(service_user_id=etl.user.id))
+    assert (grant.catalog, grant.resource, grant.action) == ("default", ORDERS, "write")
+    listed = access.locator(f'tr[data-grant="{grant.id}"]')
+    expect(listed.locator("td").nth(0)).to_have_text("default:sales.orders")
+    expect(listed.locator("td").nth(1)).to_have_text("write")
+
+    listed.get_by_role("button", name="Revoke write on default:sales.orders").click()
+    expect(page).to_have_url(f"{detail}?done=revoked#access")
+    expect(access.get_by_role("status")).to_have_text("Grant revoked.")
+    expect(access).to_contain_text("No grants of its own.")
+    assert gateway.call(gateway.app[ACCESS].grants(service_user_id=etl.user.id)) == []
+
+
+# -- 8. the key, over the whole module ---------------------------------------------------------
 
 
 def test_no_key_was_logged_or_served_after_its_dialog(
