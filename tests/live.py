@@ -42,29 +42,57 @@ class SeaweedUpstream:
     server: SeaweedFS
     access_key: str
     secret_key: str
+    # A read-only identity's access key and secret, if the server has one (start(reader=True)).
+    reader: tuple[str, str] | None = None
 
     @classmethod
     @contextmanager
-    def start(cls, data_dir: Path) -> Iterator[SeaweedUpstream]:
+    def start(cls, data_dir: Path, *, reader: bool = False) -> Iterator[SeaweedUpstream]:
+        """A credentialed SeaweedFS; with ``reader``, also with a read-only identity (it may
+        list and load, and is refused creates and commits by SeaweedFS itself)."""
         access_key = "PGLTEST" + secrets.token_hex(4).upper()
         secret_key = secrets.token_urlsafe(24)
+        reading = ("PGLREAD" + secrets.token_hex(4).upper(), secrets.token_urlsafe(24))
         server = SeaweedFS(
             data_dir, ports=free_ports(), access_key=access_key, secret_key=secret_key,
-            table_bucket=WAREHOUSE,
+            table_bucket=WAREHOUSE, reader=reading if reader else None,
         )  # fmt: skip
         with server:  # starts it, and stops it on the way out
-            yield cls(server, access_key, secret_key)
+            yield cls(server, access_key, secret_key, server.reader)
 
-    def s3_properties(self) -> dict[str, str]:
-        """What a client needs to read and write table data (S3 goes around the gateway)."""
+    def s3_properties(self, *, as_reader: bool = False) -> dict[str, str]:
+        """What a client needs to read and write table data (S3 goes around the gateway);
+        ``as_reader``: the read-only identity's keys, which may read table data only."""
+        key, secret = self._reader() if as_reader else (self.access_key, self.secret_key)
         return {
             "s3.endpoint": self.server.s3_endpoint,
             "s3.region": "us-east-1",
-            "s3.access-key-id": self.access_key,
-            "s3.secret-access-key": self.secret_key,
+            "s3.access-key-id": key,
+            "s3.secret-access-key": secret,
         }
 
+    def reader_auth(self, client_secret: str | None = None) -> UpstreamAuthSettings:
+        """The read-only identity as a catalog's ``upstream_auth_read`` (oauth2 against
+        SeaweedFS's token endpoint); ``client_secret`` instead of its own: a wrong one, say."""
+        key, secret = self._reader()
+        return UpstreamAuthSettings(
+            type="oauth2",
+            client_id=key,
+            client_secret=secret if client_secret is None else client_secret,
+        )
+
+    def reader_token(self) -> str:
+        """A catalog JWT of the read-only identity, straight from SeaweedFS."""
+        return self.server.upstream_token(self._reader())
+
+    def _reader(self) -> tuple[str, str]:
+        if self.reader is None:
+            raise RuntimeError("this SeaweedFS has no reader identity: start(reader=True)")
+        return self.reader
+
     def catalog(self, **changes: Any) -> CatalogSettings:
+        """A catalog in front of this server with its admin credential (``upstream_auth``);
+        ``changes`` replace fields, e.g. ``upstream_auth_read=self.reader_auth()``."""
         catalog = CatalogSettings(
             upstream=self.server.iceberg_url,
             warehouse=WAREHOUSE,

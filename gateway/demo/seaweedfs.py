@@ -1,7 +1,8 @@
 """Start and stop a real local SeaweedFS (`weed mini`) Iceberg REST catalog.
 
 (Over 300 lines: one external process's whole lifecycle, from free ports and flags to the IAM
-role file for credential vending and the readiness wait; outside the core, see demo/.)
+role file for credential vending, the identities file for a read-only identity and the readiness
+wait; outside the core, see demo/.)
 
 Used by the `make run` demo and by the test suite as the upstream catalog behind the gateway.
 The flags follow the upstream SeaweedFS runbook: loopback only, no telemetry, no extra servers.
@@ -32,6 +33,12 @@ from types import TracebackType
 
 HOST = "127.0.0.1"
 _VEND_ROLE = "IcebergVend"
+# The static identities (-s3.config) when a reader is given. SeaweedFS authorizes table-bucket
+# calls by s3tables:* action names: with "Read" and "List" alone the reader's list gets 404
+# "table bucket not found"; with these it can list and load, and creating a namespace or a
+# table is 403 (a commit 500, a drop 404: refused all the same).
+_ADMIN_ACTIONS = ("Admin", "Read", "List", "Tagging", "Write")
+_READER_ACTIONS = ("Read", "List", "s3tables:Get*", "s3tables:List*")
 # SeaweedFS derives every gRPC port as http port + 10000.
 GRPC_OFFSET = 10000
 # Candidate http ports. The range is narrower than GRPC_OFFSET, so no port's gRPC twin can equal
@@ -143,7 +150,9 @@ class SeaweedFS:
     """One `weed mini` child process serving S3 and the Iceberg REST catalog on loopback.
 
     With access_key/secret_key, SeaweedFS creates one admin identity and requires auth on every
-    catalog call (credentialed mode); without them it is fully anonymous.
+    catalog call (credentialed mode); without them it is fully anonymous. With ``reader`` (an
+    access key and secret) as well, it also has a read-only identity: the upstream a catalog's
+    ``upstream_auth_read`` is tested against.
     """
 
     def __init__(
@@ -156,12 +165,16 @@ class SeaweedFS:
         table_bucket: str = "warehouse",
         log_dir: Path | None = None,
         vend_credentials: bool = False,
+        reader: tuple[str, str] | None = None,
     ) -> None:
         if (access_key is None) != (secret_key is None):
             raise ValueError("give both access_key and secret_key, or neither")
         if vend_credentials and access_key is None:
             raise ValueError("credential vending needs a credentialed instance")
+        if reader is not None and access_key is None:
+            raise ValueError("a reader identity needs a credentialed instance")
         self.vend_credentials = vend_credentials
+        self.reader = reader
         self.data_dir = Path(data_dir)
         self.ports = ports
         self.access_key = access_key
@@ -209,7 +222,36 @@ class SeaweedFS:
             f"-s3.port.iceberg={p.iceberg}",
             f"-admin.port={p.admin}",
             *(self._vending_flags() if self.vend_credentials else ()),
+            *((f"-s3.config={self._write_identities()}",) if self.reader is not None else ()),
         ]
+
+    def _write_identities(self) -> Path:
+        """Write the static identities file: the admin (our access_key) and the reader.
+
+        Rewritten at every start, so it always says what this instance was given (SeaweedFS
+        reads it only when starting). It holds secrets: owner-only, also if it existed."""
+        assert self.access_key is not None and self.secret_key is not None
+        assert self.reader is not None
+        identities = [
+            ("admin", self.access_key, self.secret_key, _ADMIN_ACTIONS),
+            ("reader", *self.reader, _READER_ACTIONS),
+        ]
+        document = {
+            "identities": [
+                {
+                    "name": name,
+                    "credentials": [{"accessKey": key, "secretKey": secret}],
+                    "actions": list(actions),
+                }
+                for name, key, secret, actions in identities
+            ]
+        }
+        config = self.data_dir / "s3.json"
+        fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            os.fchmod(handle.fileno(), 0o600)  # O_CREAT's mode applies to a new file only
+            json.dump(document, handle)
+        return config
 
     def _vending_flags(self) -> list[str]:
         """Let the catalog vend table-scoped, short-lived S3 credentials in loadTable and
@@ -283,7 +325,10 @@ class SeaweedFS:
         # Drop inherited keys so an anonymous instance never silently turns credentialed.
         env.pop("AWS_ACCESS_KEY_ID", None)
         env.pop("AWS_SECRET_ACCESS_KEY", None)
-        if self.access_key is not None and self.secret_key is not None:
+        # With an identities file the admin is in it. Not in the environment too: weed 4.48
+        # still honours these next to the file (whatever `weed s3 -h` says) and makes a second
+        # admin identity of them, which takes over the file's one of the same key.
+        if self.access_key is not None and self.secret_key is not None and self.reader is None:
             env["AWS_ACCESS_KEY_ID"] = self.access_key
             env["AWS_SECRET_ACCESS_KEY"] = self.secret_key
         with self.log_file.open("wb") as log:  # the child keeps its own copy of the fd
@@ -333,15 +378,17 @@ class SeaweedFS:
         except (OSError, http.client.HTTPException, ValueError, RuntimeError):
             return False
 
-    def upstream_token(self) -> str:
-        """Mint a catalog JWT via SeaweedFS's OAuth2 client_credentials endpoint (valid 1 h)."""
+    def upstream_token(self, credentials: tuple[str, str] | None = None) -> str:
+        """Mint a catalog JWT via SeaweedFS's OAuth2 client_credentials endpoint (valid 1 h),
+        for the admin identity or for ``credentials`` (an access key and secret: the reader's)."""
         if self.access_key is None or self.secret_key is None:
             raise RuntimeError("upstream_token() needs a credentialed SeaweedFS")
+        client_id, client_secret = credentials or (self.access_key, self.secret_key)
         form = urllib.parse.urlencode(
             {
                 "grant_type": "client_credentials",
-                "client_id": self.access_key,
-                "client_secret": self.secret_key,
+                "client_id": client_id,
+                "client_secret": client_secret,
             }
         ).encode()
         status, body = _http(
