@@ -63,8 +63,9 @@ def logout(ctx: Context, as_json: bool) -> None:
 @json_option
 @pass_context
 def whoami(ctx: Context, as_json: bool) -> None:
-    """Who the current credentials are: their access per catalog without a grant ("full",
-    "read" or "none"), and the grants they hold (own and roles')."""
+    """Who the current credentials are: their access per catalog without a grant ("full" for
+    Root and TenantAdmin, else the catalog's default: "write", "read" or "none"), and the
+    grants they hold (own and roles')."""
     me = ctx.client().call("GET", "/api/v1/me")
     if as_json:
         echo_json(me)

@@ -1,6 +1,8 @@
 """The gateway benchmark (`make bench`): the gateway against the bare upstream, nginx, a
 minimal aiohttp proxy and itself forwarding with aiohttp's client (the control for its lean
-one), on loopback, in one run; results to stdout and bench/results.md.
+one), on loopback, in one run; results to stdout and bench/results.md. One more gateway row
+prices least privilege (issue 12): a service user holding 50 grants, on a catalog with
+``default_access = "none"`` (so its grants decide every request), against the X-API-Key row.
 
     python bench/run.py [--rounds 3] [--duration 5] [--connections 32] [--users 1000000]
                         [--no-seaweed] [--no-profile] [--quick] [--out bench/results.md]
@@ -20,15 +22,16 @@ CPU time per request; target ratios are medians of per-round ratios. The same ho
 token endpoint (measured at the end of each round), for 2 workers vs 1 and for the small vs
 large store.
 
-``--quick``: only the fast-upstream comparison of the seven configurations (no token endpoint,
+``--quick``: only the fast-upstream comparison of the eight configurations (no token endpoint,
 profile, workers, store scale or SeaweedFS), with 2 s wrk runs unless ``--duration`` is given:
 about 4 minutes at 5 rounds, for a developer checking a change. The full run (the default,
 ``make bench``) takes about 22 minutes at 5 rounds on an idle machine.
 
 Target ratios: after the rounds, ``--pairs`` A/B pairs of back-to-back 1 s runs (first side
-alternating) for X-API-Key vs no-auth, bearer vs no-auth and X-API-Key vs the minimal proxy;
-each target is the median of its pair ratios, with their interquartile range. Runs a few
-seconds apart see the shared machine in nearly the same state, which separate rounds do not.
+alternating) for X-API-Key vs no-auth, bearer vs no-auth, X-API-Key vs the minimal proxy and
+50 grants vs X-API-Key; each target is the median of its pair ratios, with their interquartile
+range. Runs a few seconds apart see the shared machine in nearly the same state, which
+separate rounds do not.
 """
 
 from __future__ import annotations
@@ -69,6 +72,10 @@ PROXY_CORE = "1"  # every proxy under test
 LOAD_CORE = "0"  # wrk and the upstream
 APT_LINE = "apt-get install -y wrk nginx"
 TABLE_PATH = "/v1/warehouse/namespaces/bench/tables/events"
+TABLE = ("bench", "events")  # the resource TABLE_PATH names (its namespace, then the table)
+CONFINED = "confined"  # the catalog with default_access "none": only grants count
+GRANTS = 50  # held by the confined row's service user, one of them on TABLE
+GRANTS_ROW = f"gateway, X-API-Key, {GRANTS} grants, default_access none"
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
@@ -414,13 +421,18 @@ http {{
         wait_ready(url + TABLE_PATH, proc)
         return url, proc
 
-    def gateway_config(self, label: str, catalogs: dict[str, str]) -> Path:
-        """A store directory and config: ``catalogs`` maps name -> upstream."""
+    def gateway_config(
+        self, label: str, catalogs: dict[str, str], extra: dict[str, str] | None = None
+    ) -> Path:
+        """A store directory and config: ``catalogs`` maps name -> upstream, ``extra`` name ->
+        more TOML for that catalog (its own keys, then any sub-tables)."""
         home = self.tmp / f"gw-{label}"
         home.mkdir()
         lines = [f'[store]\npath = "{home / "pangolin.db"}"\n']
         for name, upstream in catalogs.items():
             lines.append(f'[catalogs.{name}]\nupstream = "{upstream}"\nwarehouse = "warehouse"\n')
+            if extra and name in extra:
+                lines[-1] += extra[name]
         config = home / "gateway.toml"
         config.write_text("\n".join(lines))
         out = subprocess.run(
@@ -482,6 +494,38 @@ def create_client(gw: str, config: Path) -> tuple[str, str]:
     return answer["service_user"]["id"], answer["api_key"]
 
 
+def create_confined_client(store: Path, catalog: str, grants: int) -> tuple[str, str]:
+    """A TenantUser service user holding ``grants`` read grants on ``catalog``, made directly
+    in the store (before the gateway opens it: no management API for grants is relied on):
+    read on ``TABLE`` (what the bench requests ask for) and on ``grants - 1`` other
+    namespaces and tables, half of them beside ``TABLE`` in its namespace. (id, key)."""
+    import asyncio
+
+    from gateway.identity.grant_admin import GrantAdmin
+    from gateway.identity.service_users import ServiceUserAdmin
+    from gateway.store import SqliteStore
+
+    others = grants - 1
+    resources: list[tuple[str, ...]] = [(f"ns-{i:02d}",) for i in range(others - others // 2)]
+    resources += [(TABLE[0], f"{TABLE[1]}-{i:02d}") for i in range(others // 2)]
+    resources.append(TABLE)
+
+    async def make() -> tuple[str, str]:
+        async with SqliteStore(store) as db:
+            made = await ServiceUserAdmin(db).create(name="bench-confined", actor="bench")
+            access = GrantAdmin(db)
+            for resource in resources:
+                await access.grant(
+                    made.user, catalog=catalog, resource=resource, action="read", actor="bench"
+                )
+            held = await access.effective(made.user.id)
+            if len(held) != grants:
+                raise RuntimeError(f"bench-confined holds {len(held)} grants, not {grants}")
+            return made.user.id, made.api_key.plaintext()
+
+    return asyncio.run(make())
+
+
 def get_token(gw: str, catalog: str, client_id: str, key: str) -> str:
     form = f"grant_type=client_credentials&client_id={client_id}&client_secret={key}&scope=catalog"
     status, body = http(
@@ -527,16 +571,37 @@ def proxy_suite(
     *,
     tokens: bool = False,
     pairs: int = 0,
+    grants: bool = False,
 ) -> dict[str, Any]:
     """The seven configurations against one upstream (the last, the gateway forwarding with
-    aiohttp's client, is the control for the lean one), ``--rounds`` interleaved rounds (every
-    proxy stays up, idle but for its turn); with ``tokens`` the token endpoint too, after the
-    bearer row in each round. Returns the rows, the token runs and the gateway details."""
+    aiohttp's client, is the control for the lean one), and with ``grants`` an eighth: a
+    service user with ``GRANTS`` grants on the ``CONFINED`` catalog, default_access "none";
+    ``--rounds`` interleaved rounds (every proxy stays up, idle but for its turn); with
+    ``tokens`` the token endpoint too, after the bearer row in each round. Returns the rows,
+    the token runs and the gateway details."""
     nginx, nginx_proc = bench.start_nginx(upstream, label)
     minimal, minimal_proc = bench.start_minimal(upstream, label)
-    config = bench.gateway_config(label, {"default": upstream, "open": upstream})
+    catalogs = {"default": upstream, "open": upstream}
+    if grants:
+        catalogs[CONFINED] = upstream
+    config = bench.gateway_config(
+        label,
+        catalogs,
+        # Only grants count there. The read-only upstream credential is the setup for callers
+        # that may only read: their requests go upstream with it, and their table answers come
+        # back as they are, as the X-API-Key row's do (without it, the gateway would take the
+        # storage configuration out of every loadTable answer: another answer, another cost).
+        extra={
+            CONFINED: f'default_access = "none"\n\n[catalogs.{CONFINED}.upstream_auth_read]\n'
+            'type = "bearer"\ntoken = "bench-read-only"\n'
+        },
+    )
     if bulk_users:
         authscale.populate(config.parent / "pangolin.db", bulk_users)
+    confined: tuple[str, str] | None = None
+    if grants:
+        # Made in the store before the gateway starts, so it starts as it would in production.
+        confined = create_confined_client(config.parent / "pangolin.db", CONFINED, GRANTS)
     gw, proc, startup = bench.start_gateway(config, label, noauth=True)
     # The control: the same config and store (so the same key), forwarding with aiohttp's
     # client instead of the lean one (catalogs.<name>.client, see gateway/proxy/transport.py).
@@ -544,10 +609,7 @@ def proxy_suite(
         config,
         f"{label}-aiohttp",
         noauth=True,  # the same app as the rows above: only the forwarding client differs
-        settings={
-            "PANGOLIN_CATALOGS__DEFAULT__CLIENT": "aiohttp",
-            "PANGOLIN_CATALOGS__OPEN__CLIENT": "aiohttp",
-        },
+        settings={f"PANGOLIN_CATALOGS__{name.upper()}__CLIENT": "aiohttp" for name in catalogs},
     )
     client_id, key = create_client(gw, config)
     token = get_token(gw, "default", client_id, key)
@@ -575,6 +637,11 @@ def proxy_suite(
             aio_proc.pid,
         ),
     ]
+    same: bool | None = None
+    if confined is not None:
+        granted = (gw + f"/v1/{CONFINED}" + TABLE_PATH, [f"X-API-Key: {confined[1]}"])
+        same = same_answer((gw + "/v1/default" + TABLE_PATH, [f"X-API-Key: {key}"]), granted)
+        configurations.append((GRANTS_ROW, *granted, proc.pid))
     rows = [Row(name) for name, _, _, _ in configurations]
     token_runs: list[Run] = []
     for round_index in range(bench.args.rounds):
@@ -590,11 +657,15 @@ def proxy_suite(
     if pairs:
         by_name = {name: (url, headers) for name, url, headers, _ in configurations}
         noauth = by_name["gateway, no client auth (bench)"]
-        for label_, a, b in (
-            ("key/noauth", by_name["gateway, X-API-Key"], noauth),
+        keyed = by_name["gateway, X-API-Key"]
+        pairings = [
+            ("key/noauth", keyed, noauth),
             ("bearer/noauth", by_name["gateway, bearer token"], noauth),
-            ("key/minimal", by_name["gateway, X-API-Key"], by_name["minimal aiohttp proxy"]),
-        ):
+            ("key/minimal", keyed, by_name["minimal aiohttp proxy"]),
+        ]
+        if GRANTS_ROW in by_name:
+            pairings.append(("grants/key", by_name[GRANTS_ROW], keyed))
+        for label_, a, b in pairings:
             ab[label_] = ab_ratios(bench, a, b, pairs)
             print(f"  A/B {label_}: median {statistics.median(ab[label_]):.2f}", flush=True)
     bench.procs.stop(nginx_proc)
@@ -609,7 +680,28 @@ def proxy_suite(
         "startup": startup,
         "config": config,
         "client": (client_id, key),
+        "confined": confined,
+        "same_answer": same,
     }
+
+
+def same_answer(a: tuple[str, Sequence[str]], b: tuple[str, Sequence[str]]) -> bool:
+    """Whether a and b answer 200 with the same bytes (the rows then differ only in what
+    the gateway does, not in what it sends back). Raises unless both answer 200: a 403 for
+    the grants row means its grants are not set up right."""
+    answers = []
+    for url, headers in (a, b):
+        status, body = http(url, headers=dict(h.split(": ", 1) for h in headers))
+        if status != 200:
+            raise RuntimeError(f"{url} answered {status}: {body[:200]!r}")
+        answers.append(body)
+    if answers[0] != answers[1]:
+        print(
+            f"  note: the {GRANTS_ROW!r} answer ({len(answers[1])} bytes) differs from the "
+            f"X-API-Key one ({len(answers[0])} bytes)",
+            flush=True,
+        )
+    return answers[0] == answers[1]
 
 
 def ab_ratios(
@@ -990,7 +1082,7 @@ def main() -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="only the fast-upstream comparison of the seven configurations (~2 min)",
+        help="only the fast-upstream comparison of the eight configurations (~4 min)",
     )
     parser.add_argument("--out", type=Path, default=BENCH / "results.md")
     args = parser.parse_args()
@@ -1042,9 +1134,15 @@ def run_all(bench: Bench) -> list[str]:
         flush=True,
     )
     upstream = bench.start_fast_upstream()
-    # 98 bulk + root + client = 100 service users
+    # 97 bulk + root + client + the confined client = 100 service users
     fast = proxy_suite(
-        bench, "fast", upstream, bulk_users=98, tokens=not args.quick, pairs=args.pairs
+        bench,
+        "fast",
+        upstream,
+        bulk_users=97,
+        tokens=not args.quick,
+        pairs=args.pairs,
+        grants=True,
     )
     gw, gw_proc = fast["gateway"], fast["proc"]
     client_id, key = fast["client"]
@@ -1073,7 +1171,7 @@ def run_all(bench: Bench) -> list[str]:
             seaweed = {"error": str(exc)}
 
     rows = fast["rows"]
-    direct, nginx, minimal, noauth, keyed, bearer, keyed_aiohttp = rows
+    direct, nginx, minimal, noauth, keyed, bearer, keyed_aiohttp, granted = rows
 
     def ab(name: str, a: Row, b: Row) -> tuple[float, str]:
         """A target ratio: the A/B pairs' median and quartiles, or the rounds' if none ran."""
@@ -1134,6 +1232,7 @@ def run_all(bench: Bench) -> list[str]:
         f"Gateway (100 service users) start-up to first /healthz 200: {fast['startup']:.2f} s "
         f"(process spawn, imports, store open); RSS after these runs {gw_rss:.0f} MB."
     )
+    report += ["", grants_note(granted, fast["same_answer"])]
     if scale:
         report += [
             "",
@@ -1181,7 +1280,8 @@ def run_all(bench: Bench) -> list[str]:
 
     report += [
         "",
-        "## Targets (issue 5)" + (" — only those the quick run measures" if args.quick else ""),
+        "## Targets (issues 5 and 12)"
+        + (" — only those the quick run measures" if args.quick else ""),
         "",
         (
             f"Throughput ratios: the median of {args.pairs} A/B pairs of back-to-back 1 s runs "
@@ -1208,6 +1308,16 @@ def run_all(bench: Bench) -> list[str]:
             0.9,
         ),
         target("X-API-Key ÷ no-auth, by CPU time per request", cpu_ratio(noauth, keyed), 0.95),
+        target(
+            f"{GRANTS} grants, default_access none ÷ X-API-Key (issue 12)",
+            *ab("grants/key", granted, keyed),
+            0.95,
+        ),
+        target(
+            f"{GRANTS} grants ÷ X-API-Key, by CPU time per request (X-API-Key's µs ÷ grants')",
+            cpu_ratio(keyed, granted),
+            0.95,
+        ),
         f"| gateway (X-API-Key) ÷ nginx | {paired(keyed, nginx):.3f} | (report) | |",
         f"| gateway (X-API-Key), lean client ÷ aiohttp client | {paired(keyed, keyed_aiohttp):.3f} "
         f"(by CPU time per request: {cpu_ratio(keyed_aiohttp, keyed):.2f}) | (report) | |",
@@ -1265,6 +1375,30 @@ def run_all(bench: Bench) -> list[str]:
             "```",
         ]
     return report
+
+
+def grants_note(row: Row, same: bool) -> str:
+    """What the grants row is, and whether its answers were what the X-API-Key row's were."""
+    bad = (
+        f"⚠ {row.bad} non-2xx answers or errors in its wrk runs: the grants are not set up right"
+        if row.bad
+        else "every answer of its wrk runs was a 2xx (a refusal would be a 403)"
+    )
+    return (
+        f"'{GRANTS_ROW}': a TenantUser service user holding {GRANTS} read grants ("
+        f"{TABLE[0]}.{TABLE[1]}, the table requested, and {GRANTS - 1} other namespaces and "
+        f"tables), made in the store before the gateway started, on catalog '{CONFINED}' "
+        "(same upstream; default_access none, and a read-only upstream credential, "
+        "upstream_auth_read, a static bearer token), served by the same gateway process as the "
+        "X-API-Key row: the grant index decides each loadTable, which as a read-only caller's "
+        "goes upstream with the read-only credential, its answer passed on as it came. "
+        + (
+            "Its answer was byte-for-byte the X-API-Key row's"
+            if same
+            else "⚠ its answer differed from the X-API-Key row's (filtered differently)"
+        )
+        + f"; {bad}."
+    )
 
 
 def authscale_body() -> int:

@@ -26,7 +26,7 @@ from .audit.queue import AuditQueue
 from .auth.authenticator import Authenticator
 from .auth.tokens import TokenService
 from .connection import handler_args
-from .identity.access import AccessAdmin
+from .identity.grant_admin import GrantAdmin
 from .identity.service_users import ServiceUserAdmin
 from .identity.sessions import SessionAdmin
 from .identity.tenants import TenantDirectory
@@ -44,11 +44,11 @@ from .proxy import (
 from .routing import ICEBERG_METHODS
 from .settings import CatalogSettings, Settings
 from .state import (
-    ACCESS,
     AUDIT,
     AUTHENTICATOR,
     CLOCK,
     FORWARDERS,
+    GRANTS,
     HTTP_SESSION,
     METRICS,
     METRICS_REGISTRY,
@@ -143,7 +143,7 @@ def _store_context(
             app[USERS] = UserAdmin(store, audit, clock=clock)
             app[SESSIONS] = sessions
             app[TENANTS] = TenantDirectory(store, clock=clock)
-            app[ACCESS] = AccessAdmin(store, clock=clock)
+            app[GRANTS] = GrantAdmin(store, clock=clock)
             app[METRICS].watch(authenticator, audit)
             background = [
                 asyncio.create_task(

@@ -7,7 +7,7 @@ route does not take is 405; a ``parent`` query that breaks the identifier rule i
 the caller must be authenticated (401), the catalog known (404) and usable by the caller's
 tenant (403). A body that names what it creates, renames or commits is read whole (within
 ``forwarder.MAX_JUDGED_BODY``, 1 MiB) and its names judged (400); so is the body of any
-body-aware operation when grants decide for the caller (``authz.grants_decide``). Then every
+body-aware operation when grants decide for the caller (``authz.is_confined``). Then every
 need of the request (``requirements``) must be allowed, or it is 403 before anything is
 forwarded. What goes upstream is the bytes the client sent.
 """
@@ -15,16 +15,19 @@ forwarded. What goes upstream is the bytes the client sent.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
 
 from aiohttp import web
 
-from .auth.authz import access_level, allows, grants_decide, may_use_catalog, sees
+from .auth.authz import access_level, allows, is_confined, may_use_catalog, sees
 from .auth.caller import require_principal
 from .auth.requirements import Need, needs
 from .auth.token_endpoint import token_endpoint
 from .errors import BadRequest, Forbidden, MethodNotAllowed, NotFound
 from .identifiers import NAMED_IN_BODY, NOT_A_JSON_OBJECT, json_object, names_refusal
+from .identity.models import Principal
 from .proxy import ForwardRequest
 from .proxy.rewrite import filter_list
 from .routing import Decision, Privilege, decide, parse_request_path, query_refusal
@@ -64,7 +67,7 @@ async def catalog_request(request: web.Request) -> web.StreamResponse:
     if not may_use_catalog(principal, catalog):
         raise Forbidden()
     forwarder = request.app[FORWARDERS][name]
-    confined = grants_decide(principal, catalog)
+    confined = is_confined(principal, catalog)
     operation = path.route.operations[request.method]
     body = None
     doc = None
@@ -80,9 +83,7 @@ async def catalog_request(request: web.Request) -> web.StreamResponse:
             raise BadRequest(refusal)
     fwd = ForwardRequest(request, path, query, principal, request[REQUEST_ID], body)
     if confined:
-        decision = decide(path, request.method, query)
-        assert decision is not None  # a routed method of a path the grammar accepted
-        _confine(fwd, name, catalog, decision, doc)
+        _confine(fwd, name, catalog, doc)
     return await forwarder.forward(fwd)
 
 
@@ -106,36 +107,77 @@ _VENDING = frozenset(
 _LISTS = frozenset({"listNamespaces", "listTables", "listViews"})
 
 
+@dataclass(frozen=True, slots=True)
+class _Verdict:
+    """What a confined caller's request may do, and what the forwarder must hold back."""
+
+    refusal: str | None  # 403 with this message, before anything is forwarded
+    read_only: bool
+    no_storage_writes: bool
+    answer_filter: Callable[[bytes], bytes | None] | None
+
+
+MEMO_SIZE: Final = 4096  # verdicts remembered per grant index (then forgotten at once)
+
+
 def _confine(
-    fwd: ForwardRequest,
+    fwd: ForwardRequest, name: str, catalog: CatalogSettings, doc: dict[str, Any] | None
+) -> None:
+    """Judge a confined caller's request and tell the forwarder the outcome. Without a body
+    to judge, the verdict depends only on the caller's grant index, the catalog's default
+    and the request line: remembered on the index, so a repeated request costs one lookup."""
+    method = fwd.request.method
+    privilege = fwd.path.route.privileges[method]
+    memo = fwd.principal.grants.memo
+    key = None if _body_aware(privilege) else (name, catalog.default_access, fwd.path, method,
+                                              fwd.query)  # fmt: skip
+    verdict = memo.get(key) if key is not None else None
+    if verdict is None:
+        decision = decide(fwd.path, method, fwd.query)
+        assert decision is not None  # a routed method of a path the grammar accepted
+        verdict = _judge(fwd.principal, name, catalog, decision, doc, fwd.query)
+        if key is not None:
+            if len(memo) >= MEMO_SIZE:
+                memo.clear()
+            memo[key] = verdict
+    if verdict.refusal is not None:
+        # The upstream was never asked: the refusal says nothing about what exists. It names
+        # the action and the kind of resource, never the client's names.
+        raise Forbidden(verdict.refusal)
+    fwd.read_only = verdict.read_only
+    fwd.no_storage_writes = verdict.no_storage_writes
+    fwd.answer_filter = verdict.answer_filter
+
+
+def _judge(
+    principal: Principal,
     name: str,
     catalog: CatalogSettings,
     decision: Decision,
     doc: dict[str, Any] | None,
-) -> None:
-    """Refuse (403) unless every need is allowed; then say what the forwarder must hold back
-    from a caller confined by grants: list entries it may not see, write access to storage."""
-    principal = fwd.principal
-    found = needs(decision, doc, fwd.query)
+    query: str,
+) -> _Verdict:
+    found = needs(decision, doc, query)
     for need in found:
         if need.visibility:
             ok = sees(principal, name, catalog, need.resource)
         else:
             ok = allows(principal, name, catalog, need.resource, need.action)
         if not ok:
-            # The upstream was never asked: the refusal says nothing about what exists. It
-            # names the action and the kind of resource, never the client's names.
-            raise Forbidden(_refusal(need))
+            return _Verdict(_refusal(need), False, False, None)
+    answer_filter = None
     if decision.operation in _LISTS and access_level(principal, catalog) == "none":
         # (with "read", everything is visible: nothing to filter)
-        visible = functools.partial(sees, principal, name, catalog)
-        fwd.answer_filter = functools.partial(filter_list, visible=visible)
-    fwd.read_only = all(
+        visible = functools.partial(principal.grants.visible, name)
+        answer_filter = functools.partial(filter_list, visible=visible)
+    read_only = all(
         need.action == "read" and not allows(principal, name, catalog, need.resource, "write")
         for need in found
     )
+    no_storage_writes = False
     if decision.operation in _VENDING:
         table = decision.resource
         if decision.operation in ("createTable", "registerTable"):  # the new table's
             table = (*table, str((doc or {}).get("name", "")))
-        fwd.no_storage_writes = not allows(principal, name, catalog, table, "write")
+        no_storage_writes = not allows(principal, name, catalog, table, "write")
+    return _Verdict(None, read_only, no_storage_writes, answer_filter)

@@ -21,6 +21,7 @@ from typing import Any, Final
 
 __all__ = (
     "NAMED_IN_BODY",
+    "NAME_RULE",
     "NOT_A_JSON_OBJECT",
     "body_refusal",
     "json_object",
@@ -30,7 +31,7 @@ __all__ = (
 
 # Lone surrogates too: JSON can escape one ("\ud800"), and encoders write it as "?".
 _HOSTILE: Final = re.compile(r"[*?$'\"`\x00-\x1f\x7f-\x9f\ud800-\udfff]")
-_RULE: Final = "names may not contain *, ?, $, quotes or control characters"
+NAME_RULE: Final = "names may not contain *, ?, $, quotes or control characters"
 NOT_A_JSON_OBJECT: Final = (
     "Malformed request: the request body is not a JSON object without duplicate keys"
 )
@@ -56,7 +57,7 @@ def name_refusal(kind: str, name: str) -> str | None:
         return None
     char = found.group()
     what = "a quote" if char in "'\"`" else f"'{char}'" if char in "*?$" else "a control character"
-    return f"Malformed request: a {kind} name contains {what}; {_RULE}"
+    return f"Malformed request: a {kind} name contains {what}; {NAME_RULE}"
 
 
 def _levels_refusal(kind: str, levels: object) -> str | None:

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from .audit.queue import AuditQueue
     from .auth.authenticator import Authenticator, AuthOutcome
     from .auth.tokens import TokenService
-    from .identity.access import AccessAdmin
+    from .identity.grant_admin import GrantAdmin
     from .identity.service_users import ServiceUserAdmin
     from .identity.sessions import SessionAdmin
     from .identity.tenants import TenantDirectory
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from .store import Store
 
 __all__ = (
-    "ACCESS",
+    "GRANTS",
     "AUDIT",
     "AUTH",
     "AUTHENTICATOR",
@@ -55,7 +55,7 @@ TOKENS: web.AppKey[TokenService] = web.AppKey("pangolin.tokens")
 AUTHENTICATOR: web.AppKey[Authenticator] = web.AppKey("pangolin.authenticator")
 SERVICE_USERS: web.AppKey[ServiceUserAdmin] = web.AppKey("pangolin.service_users")
 USERS: web.AppKey[UserAdmin] = web.AppKey("pangolin.users")
-ACCESS: web.AppKey[AccessAdmin] = web.AppKey("pangolin.access")
+GRANTS: web.AppKey[GrantAdmin] = web.AppKey("pangolin.grants")
 SESSIONS: web.AppKey[SessionAdmin] = web.AppKey("pangolin.sessions")
 TENANTS: web.AppKey[TenantDirectory] = web.AppKey("pangolin.tenants")
 AUDIT: web.AppKey[AuditQueue] = web.AppKey("pangolin.audit")

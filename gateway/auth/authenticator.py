@@ -261,7 +261,8 @@ class Authenticator:
         epoch = self._epoch
         grants = NO_GRANTS
         if user.role is Role.TENANT_USER:
-            grants = await self._cached(self._grants, user.id, self._load_grants) or NO_GRANTS
+            found = await self._cached(self._grants, user.id, self._load_grants)
+            grants = NO_GRANTS if found is None else found
         made = (user, user.principal(grants))
         if epoch == self._epoch:
             if len(self._principals) >= _MAX_CACHE:

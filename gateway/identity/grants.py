@@ -18,25 +18,24 @@ A check is O(depth of the resource) dictionary lookups, with no store access.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from ..routing import ACTIONS, Action
 
 __all__ = (
     "ANY_CATALOG",
-    "GRANT_SUBJECTS",
     "NO_GRANTS",
     "AccessRole",
     "Grant",
     "GrantIndex",
+    "SubjectType",
     "format_resource",
 )
 
 ANY_CATALOG: Final = "*"
 SubjectType = Literal["service_user", "role"]
-GRANT_SUBJECTS: Final[tuple[SubjectType, ...]] = ("service_user", "role")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +69,10 @@ class Grant:
     def on(self) -> str:
         return format_resource(self.catalog, self.resource)
 
+    def describe(self) -> str:
+        """``read on default:sales.orders``: for audit details and messages."""
+        return f"{self.action} on {self.on}"
+
 
 def format_resource(catalog: str, resource: tuple[str, ...]) -> str:
     """``catalog`` or ``catalog:ns.sub.table`` (for messages, audit details and the CLI)."""
@@ -79,10 +82,14 @@ def format_resource(catalog: str, resource: tuple[str, ...]) -> str:
 class GrantIndex:
     """The grants of one service user (its own and its roles'), ready to be asked."""
 
-    __slots__ = ("_held", "_below", "grants")
+    __slots__ = ("_held", "_below", "grants", "memo")
 
     def __init__(self, grants: Iterable[Grant] = ()) -> None:
         self.grants: tuple[Grant, ...] = tuple(grants)
+        # Verdicts the request layer derived from this index alone (and the request): valid
+        # for as long as the index lives, since a grant change makes a new index. Bounded
+        # by its user (catalog.MEMO_SIZE).
+        self.memo: dict[Hashable, Any] = {}
         held: dict[tuple[str, tuple[str, ...]], set[Action]] = {}
         below: dict[str, set[tuple[str, ...]]] = {}
         for grant in self.grants:
@@ -98,9 +105,6 @@ class GrantIndex:
         self._below: Mapping[str, frozenset[tuple[str, ...]]] = {
             catalog: frozenset(prefixes) for catalog, prefixes in below.items()
         }
-
-    def __bool__(self) -> bool:
-        return bool(self.grants)
 
     def allows(self, catalog: str, resource: tuple[str, ...], action: Action) -> bool:
         """Whether a grant on ``resource`` or one of its ancestors allows ``action``."""

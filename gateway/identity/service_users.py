@@ -19,7 +19,7 @@ from typing import Any, Final
 
 from ..errors import AlreadyExists, InvalidInput, NoSuchThing
 from ..store import AuditRecord, ClientInfo, MissingReference, Store, UniqueViolation
-from .access import check_action, check_resource
+from .grant_admin import check_holder, new_grant
 from .grants import Grant
 from .models import ApiKey, Role, ServiceUser, digest_key, generate_key
 
@@ -150,23 +150,22 @@ class ServiceUserAdmin:
         actor: str,
     ) -> tuple[list[Grant], list[str], str | None]:
         """The grants and role ids a new service user starts with, and the audit detail."""
-        if (grants or roles) and user.role is not Role.TENANT_USER:
-            raise InvalidInput("grants", "grants and roles are for TenantUser service users")
+        if grants or roles:
+            check_holder(user.role)
         rights: dict[tuple[str, tuple[str, ...], str], Grant] = {}
         for catalog, resource, action in grants:
-            checked = (*check_resource(catalog, resource), check_action(action))
-            rights.setdefault(checked, Grant(
-                id=str(uuid.uuid4()), tenant_id=user.tenant_id, subject_type="service_user",
-                subject_id=user.id, catalog=checked[0], resource=checked[1],
-                action=checked[2], created_at=user.created_at, created_by=actor,
-            ))  # fmt: skip
+            grant = new_grant(
+                user, catalog=catalog, resource=resource, action=action, actor=actor,
+                at=user.created_at,
+            )  # fmt: skip
+            rights.setdefault((grant.catalog, grant.resource, grant.action), grant)
         role_ids: list[str] = []
         for role_name in dict.fromkeys(roles):
             found = await self._store.access_role_by_name(user.tenant_id, role_name)
             if found is None:
                 raise NoSuchThing("role", field="roles")
             role_ids.append(found.id)
-        given = [f"{g.action} on {g.on}" for g in rights.values()]
+        given = [grant.describe() for grant in rights.values()]
         parts = ([f"grants: {', '.join(given)}"] if given else []) + (
             [f"roles: {', '.join(dict.fromkeys(roles))}"] if roles else []
         )

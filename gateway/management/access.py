@@ -22,7 +22,7 @@ from ..errors import Forbidden, NotFound
 from ..identity.models import Principal, Role
 
 __all__ = (
-    "check_grant",
+    "check_role_given",
     "check_target",
     "manager",
     "principal",
@@ -97,14 +97,14 @@ def role_and_tenant(
     when not given), if ``caller`` may grant them: never a role above its own, never another
     tenant (404, as if it did not exist)."""
     role = role or default
-    check_grant(caller, role)
+    check_role_given(caller, role)
     tenant = caller.tenant_name if tenant is None else tenant
     if tenant_scope(caller) is not None and tenant != caller.tenant_name:
         raise NotFound("tenant: no such tenant")
     return role, tenant
 
 
-def check_grant(caller: Principal, role: Role) -> None:
+def check_role_given(caller: Principal, role: Role) -> None:
     """May ``caller`` give someone ``role``?"""
     if role.rank > caller.role.rank:
         raise Forbidden("Forbidden: cannot grant a role above your own")

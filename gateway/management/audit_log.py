@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..auth.authz import access_level, may_use_catalog
+from ..auth.authz import catalog_access
 from ..state import AUDIT, SETTINGS, STORE
 from ..store import AuditQuery as StoreAuditQuery
 from .access import manager, principal, tenant_scope
@@ -24,11 +24,7 @@ async def me(request: web.Request) -> web.Response:
         type=caller.type,
         role=caller.role,
         tenant=caller.tenant_name,
-        access={
-            name: access_level(caller, catalog)
-            for name, catalog in sorted(request.app[SETTINGS].catalogs.items())
-            if may_use_catalog(caller, catalog)
-        },
+        access=catalog_access(caller, request.app[SETTINGS].catalogs),
         # The grants the caller's requests are judged by (its principal's index): what is
         # enforced now, not a second reading of the store.
         grants=[GrantView.of(grant) for grant in caller.grants.grants],

@@ -4,7 +4,7 @@ A TenantAdmin manages the grants and roles of its own tenant only (others' answe
 they did not exist); Root manages every tenant's. A grant's catalog must be one configured
 for the subject's tenant (or ``*``, all of them): a grant on a catalog nobody can reach would
 only mislead. Every change is audited in its own transaction and enforced on the next
-request (``identity.access``).
+request (``identity.grant_admin``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from ..audit.events import client_details
 from ..errors import BadRequest, NotFound
 from ..identity.grants import ANY_CATALOG, AccessRole
 from ..identity.models import Principal, ServiceUser
-from ..state import ACCESS, SERVICE_USERS, SETTINGS
+from ..state import GRANTS, SERVICE_USERS, SETTINGS
 from .access import check_target, manager, tenant_scope
 from .operations import Operation
 from .parsing import read_body, read_query
@@ -52,14 +52,14 @@ async def _service_user(request: web.Request, caller: Principal, id_: str) -> Se
 async def scoped_role(request: web.Request, caller: Principal, id_: str) -> AccessRole:
     """The role ``id_``, if ``caller`` may see it: another tenant's is "not found" for a
     TenantAdmin, as its identities are (``access.target``). Also used by the UI."""
-    role = await request.app[ACCESS].role(id_)
+    role = await request.app[GRANTS].role(id_)
     if tenant_scope(caller) not in (None, role.tenant_id):
         raise NotFound("No such role")
     return role
 
 
 async def _role_view(request: web.Request, role: AccessRole) -> RoleView:
-    access = request.app[ACCESS]
+    access = request.app[GRANTS]
     return RoleView.of(role, await access.members(role.id), await access.grants(role_id=role.id))
 
 
@@ -79,7 +79,7 @@ async def create_grant(request: web.Request) -> web.Response:
         assert body.role is not None
         subject = await scoped_role(request, caller, body.role)
     check_catalog(request, body, subject.tenant_name)
-    grant = await request.app[ACCESS].grant(
+    grant = await request.app[GRANTS].grant(
         subject, catalog=body.catalog, resource=body.resource, action=body.action,
         actor=caller.id, client=client_details(request),
     )  # fmt: skip
@@ -89,7 +89,7 @@ async def create_grant(request: web.Request) -> web.Response:
 async def list_grants(request: web.Request) -> web.Response:
     caller = manager(request)
     query = read_query(request, GrantQuery)
-    grants = await request.app[ACCESS].grants(
+    grants = await request.app[GRANTS].grants(
         tenant_id=tenant_scope(caller), service_user_id=query.service_user, role_id=query.role,
         catalog=query.catalog,
     )  # fmt: skip
@@ -100,7 +100,7 @@ async def list_grants(request: web.Request) -> web.Response:
 @audited("grant.delete", "grant")
 async def delete_grant(request: web.Request) -> web.Response:
     caller = manager(request)
-    access = request.app[ACCESS]
+    access = request.app[GRANTS]
     grant = await access.get_grant(request.match_info["id"])
     if tenant_scope(caller) not in (None, grant.tenant_id):
         raise NotFound("No such grant")
@@ -113,7 +113,7 @@ async def service_user_access(request: web.Request) -> web.Response:
     user = await request.app[SERVICE_USERS].get(request.match_info["id"])
     if tenant_scope(caller) not in (None, user.tenant_id):
         raise NotFound("No such service user")
-    access = request.app[ACCESS]
+    access = request.app[GRANTS]
     answer = ServiceUserAccess(
         grants=[GrantView.of(g) for g in await access.grants(service_user_id=user.id)],
         roles=[await _role_view(request, role) for role in await access.roles_of(user.id)],
@@ -132,7 +132,7 @@ async def create_role(request: web.Request) -> web.Response:
     tenant = caller.tenant_name if body.tenant is None else body.tenant
     if tenant_scope(caller) is not None and tenant != caller.tenant_name:
         raise NotFound("tenant: no such tenant")
-    role = await request.app[ACCESS].create_role(
+    role = await request.app[GRANTS].create_role(
         name=body.name, tenant=tenant, description=body.description, actor=caller.id,
         client=client_details(request),
     )  # fmt: skip
@@ -142,7 +142,7 @@ async def create_role(request: web.Request) -> web.Response:
 async def list_roles(request: web.Request) -> web.Response:
     caller = manager(request)
     query = read_query(request, RoleQuery)
-    roles = await request.app[ACCESS].roles(tenant_id=tenant_scope(caller))
+    roles = await request.app[GRANTS].roles(tenant_id=tenant_scope(caller))
     if query.tenant is not None:
         roles = [role for role in roles if role.tenant_name == query.tenant]
     items = [await _role_view(request, role) for role in roles]
@@ -158,7 +158,7 @@ async def get_role(request: web.Request) -> web.Response:
 async def delete_role(request: web.Request) -> web.Response:
     caller = manager(request)
     role = await scoped_role(request, caller, request.match_info["id"])
-    await request.app[ACCESS].delete_role(role.id, actor=caller.id, client=client_details(request))
+    await request.app[GRANTS].delete_role(role.id, actor=caller.id, client=client_details(request))
     return web.Response(status=204)
 
 
@@ -167,7 +167,7 @@ async def assign_role(request: web.Request) -> web.Response:
     caller = manager(request)
     role = await scoped_role(request, caller, request.match_info["id"])
     user = await _service_user(request, caller, request.match_info["service_user_id"])
-    await request.app[ACCESS].assign(role, user, actor=caller.id, client=client_details(request))
+    await request.app[GRANTS].assign(role, user, actor=caller.id, client=client_details(request))
     return web.Response(status=204)
 
 
@@ -176,7 +176,7 @@ async def unassign_role(request: web.Request) -> web.Response:
     caller = manager(request)
     role = await scoped_role(request, caller, request.match_info["id"])
     user = await _service_user(request, caller, request.match_info["service_user_id"])
-    if not await request.app[ACCESS].unassign(
+    if not await request.app[GRANTS].unassign(
         role, user, actor=caller.id, client=client_details(request)
     ):
         raise NotFound("The service user does not hold this role")

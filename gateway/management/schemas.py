@@ -22,13 +22,16 @@ from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
 from ..auth.authenticator import USAGE_DAYS_KEPT
-from ..identity.access import MAX_LEVELS
-from ..identity.grants import AccessRole, Grant
+from ..auth.authz import AccessLevel
+from ..identity.grant_admin import MAX_LEVEL_NAME, MAX_LEVELS
+from ..identity.grants import AccessRole, Grant, SubjectType
 from ..identity.models import Role, ServiceUser, Tenant, User
 from ..identity.passwords import MAX_PASSWORD, MIN_PASSWORD
 from ..identity.service_users import MAX_DESCRIPTION, MAX_NAME
 from ..identity.tenants import TENANT_NAME_PATTERN, TENANT_NAME_RULE
 from ..identity.users import USERNAME_PATTERN, USERNAME_RULE
+from ..routing import Action
+from ..settings import NAME_RE
 from ..store import AuditRecord
 from .times import iso, parse_time
 
@@ -131,9 +134,9 @@ ExpiresAt = Annotated[float | None, _time("expires_at"), WithJsonSchema(_TIME_TE
 _Optional = SkipJsonSchema[None]
 
 
-ActionName = Literal["read", "write", "create", "drop", "manage"]
-_ACCESS_NAME: Final = r"^[a-z0-9][a-z0-9_-]{0,62}$"  # settings.NAME_RE: catalogs and roles
-Level = Annotated[str, Field(min_length=1, max_length=255)]
+# Role names follow the tenant (and catalog) name rule.
+RoleName = Annotated[str, Field(pattern=TENANT_NAME_PATTERN, description=TENANT_NAME_RULE)]
+Level = Annotated[str, Field(min_length=1, max_length=MAX_LEVEL_NAME)]
 
 
 class GrantSpec(_Body):
@@ -141,9 +144,11 @@ class GrantSpec(_Body):
     nothing (the whole catalog), a namespace's levels, or those followed by a table's or
     view's name. A grant holds for everything below its resource; no globs inside names."""
 
-    catalog: Annotated[str, Field(pattern=r"^(\*|[a-z0-9][a-z0-9_-]{0,62})$")]
+    catalog: Annotated[
+        str, Field(pattern=rf"^(\*|{NAME_RE.pattern})$", description="a catalog name, or *")
+    ]
     resource: Annotated[list[Level], Field(max_length=MAX_LEVELS)] = []
-    action: ActionName
+    action: Action
 
 
 class CreateServiceUser(_Body):
@@ -157,7 +162,7 @@ class CreateServiceUser(_Body):
     expires_in: ExpiresIn = None
     # Its rights in the same transaction: grants, and the names of roles of its tenant.
     grants: Annotated[list[GrantSpec], Field(max_length=1000)] = []
-    roles: Annotated[list[Annotated[str, Field(pattern=_ACCESS_NAME)]], Field(max_length=100)] = []
+    roles: Annotated[list[RoleName], Field(max_length=100)] = []
 
 
 class CreateGrant(GrantSpec):
@@ -168,7 +173,7 @@ class CreateGrant(GrantSpec):
 
 
 class CreateRole(_Body):
-    name: Annotated[str, Field(pattern=_ACCESS_NAME)]
+    name: RoleName
     description: Description = ""
     tenant: str | _Optional = None
 
@@ -371,11 +376,11 @@ class LoginAnswer(_Answer):
 class GrantView(_Answer):
     id: str
     tenant_id: str
-    subject_type: Literal["service_user", "role"]
+    subject_type: SubjectType
     subject_id: str
     catalog: str
     resource: list[str]
-    action: ActionName
+    action: Action
     on: Annotated[str, Field(description="catalog, or catalog:namespace.table")]
     created_at: Time
     created_by: str | None
@@ -436,7 +441,7 @@ class Me(_Answer):
     tenant: str
     # Per catalog the caller may use: "full" (Root, TenantAdmin, or default_access "write"),
     # "read" or "none" (then only its grants count).
-    access: dict[str, Literal["full", "read", "none"]]
+    access: dict[str, AccessLevel]
     # Everything the caller holds (own and roles' grants), as enforced now.
     grants: list[GrantView]
 

@@ -16,7 +16,7 @@ from ..errors import BadRequest
 from ..identity.models import Role, ServiceUser
 from ..identity.service_users import CreatedKey
 from ..state import AUTHENTICATOR, CLOCK, SERVICE_USERS
-from .access import check_grant, manager, role_and_tenant, target, tenant_scope
+from .access import check_role_given, manager, role_and_tenant, target, tenant_scope
 from .grants import check_catalog
 from .operations import Operation
 from .parsing import read_body, read_query
@@ -139,7 +139,7 @@ async def update(request: web.Request) -> web.Response:
         if field in given:  # never null (schemas: _refuse_nulls)
             changes[field] = getattr(body, field)
     if "role" in changes:
-        check_grant(caller, changes["role"])
+        check_role_given(caller, changes["role"])
     expiry_given, expires_at = expiry(body, request.app[CLOCK]())
     if expiry_given:
         changes["expires_at"] = expires_at

@@ -15,7 +15,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from . import access, admin_pages, login, service_users, users
+from . import admin_pages, grants, login, service_users, users
 from .guard import guarded
 
 __all__ = ("setup_ui",)
@@ -54,7 +54,7 @@ def setup_ui(app: web.Application) -> None:
         autoescape=True,
     )
     app.router.add_routes([
-        *login.routes(), *service_users.routes(), *users.routes(), *access.routes(),
+        *login.routes(), *service_users.routes(), *users.routes(), *grants.routes(),
         *admin_pages.routes(),
         web.get("/ui/static/{name}", guarded(_static, public=True)),
         # Last: only what no route above takes.

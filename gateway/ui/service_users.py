@@ -30,9 +30,9 @@ from ..management.parsing import read_fields
 from ..management.schemas import CreateServiceUser
 from ..management.service_users import expiry, requests_per_day
 from ..management.trail import audited, record_refusal
-from ..state import ACCESS, AUDIT, AUTHENTICATOR, SERVICE_USERS, SETTINGS, STORE
+from ..state import AUDIT, AUTHENTICATOR, GRANTS, SERVICE_USERS, SETTINGS, STORE
 from ..store import AuditQuery
-from .access import (
+from .grants import (
     ACCESS_NOTICES,
     AccessSection,
     access_section,
@@ -316,7 +316,7 @@ async def add_grant(request: web.Request) -> web.Response:
     try:
         spec = read_grant(values)
         check_catalog(request, spec, user.tenant_name)  # the API's rule for a grant's catalog
-        await request.app[ACCESS].grant(
+        await request.app[GRANTS].grant(
             user, catalog=spec.catalog, resource=spec.resource, action=spec.action,
             actor=caller.id, client=client_details(request),
         )  # fmt: skip
@@ -335,7 +335,7 @@ async def add_grant(request: web.Request) -> web.Response:
 async def revoke_grant(request: web.Request) -> web.Response:
     caller = manager(request)
     user = await _mutable(request)
-    access = request.app[ACCESS]
+    access = request.app[GRANTS]
     grant = await access.get_grant(request.match_info["grant_id"])
     # Only a grant of this service user's own, from its page (a role's is the role's).
     if (grant.subject_type, grant.subject_id) != ("service_user", user.id):
@@ -350,7 +350,7 @@ async def add_role(request: web.Request) -> web.Response:
     user = await _mutable(request)
     role = await scoped_role(request, caller, form_text(await request.post(), "role"))
     # Giving a role it already holds changes nothing, as the API's PUT.
-    await request.app[ACCESS].assign(role, user, actor=caller.id, client=client_details(request))
+    await request.app[GRANTS].assign(role, user, actor=caller.id, client=client_details(request))
     return _access_changed(user, "role-added")
 
 
@@ -359,7 +359,7 @@ async def remove_role(request: web.Request) -> web.Response:
     caller = manager(request)
     user = await _mutable(request)
     role = await scoped_role(request, caller, request.match_info["role_id"])
-    if not await request.app[ACCESS].unassign(
+    if not await request.app[GRANTS].unassign(
         role, user, actor=caller.id, client=client_details(request)
     ):
         raise NotFound("The service user does not hold this role")

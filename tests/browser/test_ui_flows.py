@@ -36,7 +36,7 @@ from gateway.app import create_app
 from gateway.connection import GatewayRunner
 from gateway.identity.models import Role, ServiceUser, User, parse_key
 from gateway.observability.access_log import ACCESS_LOGGER, AccessLogger
-from gateway.state import ACCESS, AUDIT, SERVICE_USERS, USERS
+from gateway.state import AUDIT, GRANTS, SERVICE_USERS, USERS
 from gateway.store import DEFAULT_TENANT, AuditQuery
 
 from ..live import LiveGateway, SeaweedUpstream
@@ -678,7 +678,7 @@ def test_a_grant_added_on_the_service_users_page_is_listed_and_can_be_revoked(
     detail = f"{gateway.url}/ui/service-users/{etl.user.id}"
     page.goto(detail)
     access = page.locator('section[aria-labelledby="access"]')
-    expect(access.locator('tr[data-catalog="default"] .pill')).to_have_text("full")
+    expect(access.locator('tr[data-catalog="default"] .pill')).to_have_text("write")
     expect(access).to_contain_text("No grants of its own.")
 
     # A glob in a name: the page comes back with the error and what was typed.
@@ -696,7 +696,7 @@ def test_a_grant_added_on_the_service_users_page_is_listed_and_can_be_revoked(
     access.get_by_role("button", name="Add grant").click()
     expect(page).to_have_url(f"{detail}?done=granted#access")
     expect(access.get_by_role("status")).to_have_text("Grant added.")
-    (grant,) = gateway.call(gateway.app[ACCESS].grants(service_user_id=etl.user.id))
+    (grant,) = gateway.call(gateway.app[GRANTS].grants(service_user_id=etl.user.id))
     assert (grant.catalog, grant.resource, grant.action) == ("default", ORDERS, "write")
     listed = access.locator(f'tr[data-grant="{grant.id}"]')
     expect(listed.locator("td").nth(0)).to_have_text("default:sales.orders")
@@ -706,7 +706,7 @@ def test_a_grant_added_on_the_service_users_page_is_listed_and_can_be_revoked(
     expect(page).to_have_url(f"{detail}?done=revoked#access")
     expect(access.get_by_role("status")).to_have_text("Grant revoked.")
     expect(access).to_contain_text("No grants of its own.")
-    assert gateway.call(gateway.app[ACCESS].grants(service_user_id=etl.user.id)) == []
+    assert gateway.call(gateway.app[GRANTS].grants(service_user_id=etl.user.id)) == []
 
 
 # -- 8. the key, over the whole module ---------------------------------------------------------

@@ -14,7 +14,7 @@ from gateway.identity.grants import AccessRole, Grant
 from gateway.identity.models import Role, ServiceUser
 from gateway.identity.service_users import CreatedKey
 from gateway.settings import CatalogSettings, UpstreamAuthSettings
-from gateway.state import ACCESS
+from gateway.state import GRANTS
 
 from ..conftest import Gateway, MakeGateway
 from ..helpers import bearer, key_header
@@ -56,7 +56,7 @@ async def give(
     catalog: str = "default",
 ) -> Grant:
     holder: ServiceUser | AccessRole = subject.user if isinstance(subject, CreatedKey) else subject
-    return await gateway.app[ACCESS].grant(
+    return await gateway.app[GRANTS].grant(
         holder, catalog=catalog, resource=resource, action=action, actor="test"
     )
 
@@ -713,7 +713,7 @@ async def test_grants_given_to_a_role_hold_for_its_members_until_unassigned(
     make_gateway: MakeGateway,
 ) -> None:
     gateway, user = await confined(make_gateway)
-    access = gateway.app[ACCESS]
+    access = gateway.app[GRANTS]
     role = await access.create_role(name="readers", tenant="default", actor="test")
     await give(gateway, role, ("sales",), "read")
     path = "/namespaces/sales/tables/orders"
@@ -729,7 +729,7 @@ async def test_grants_given_to_a_role_hold_for_its_members_until_unassigned(
 
 async def test_a_role_adds_to_the_members_own_grants(make_gateway: MakeGateway) -> None:
     gateway, user = await confined(make_gateway)
-    access = gateway.app[ACCESS]
+    access = gateway.app[GRANTS]
     role = await access.create_role(name="writers", tenant="default", actor="test")
     await give(gateway, role, ORDERS, "write")
     await give(gateway, user, ("staging",), "write")
@@ -749,7 +749,7 @@ async def test_a_revoked_grant_is_refused_on_the_very_next_request(
     path = "/namespaces/sales/tables/orders"
     assert (await send(gateway, user, "GET", path)).status == 200
 
-    await gateway.app[ACCESS].revoke(grant.id, actor="test")
+    await gateway.app[GRANTS].revoke(grant.id, actor="test")
 
     assert_forbidden(await send(gateway, user, "GET", path), gateway, forwarded_before=1)
 
@@ -775,7 +775,7 @@ async def test_a_bearer_token_carries_the_same_grants_as_the_key(
     assert (await send(gateway, token, "GET", path)).status == 200
     assert_forbidden(await send(gateway, token, "POST", path, UPDATE), gateway, forwarded_before=1)
 
-    await gateway.app[ACCESS].revoke(grant.id, actor="test")
+    await gateway.app[GRANTS].revoke(grant.id, actor="test")
     assert_forbidden(await send(gateway, token, "GET", path), gateway, forwarded_before=1)
 
 

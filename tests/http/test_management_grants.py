@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient
 
 from gateway.app import create_app
 from gateway.settings import CatalogSettings
-from gateway.state import ACCESS, AUTHENTICATOR, SETTINGS
+from gateway.state import AUTHENTICATOR, GRANTS, SETTINGS
 from gateway.store import SqliteStore
 
 from ..conftest import Gateway, GatewayTestServer, MakeGateway
@@ -734,7 +734,7 @@ async def test_me_of_a_confined_service_user_lists_its_effective_grants_and_acce
 
     answer = await me(gw, auth)
 
-    assert answer["access"] == {"default": "none", "reports": "read", "scratch": "full"}
+    assert answer["access"] == {"default": "none", "reports": "read", "scratch": "write"}
     assert sorted(answer["grants"], key=lambda g: g["id"]) == sorted(
         [*own, role_grant], key=lambda g: g["id"]
     )
@@ -953,7 +953,7 @@ async def test_assigning_a_role_deleted_meanwhile_is_404_not_a_server_error(
     user, _ = await new_user(gw, root(gw))
     role = await new_role(gw, root(gw))
     real = gw.store.add_role_member
-    access = gw.app[ACCESS]
+    access = gw.app[GRANTS]
 
     async def deleted_first(role_id: str, user_id: str, audit_record: Any) -> bool:
         # Another admin deletes the role between the handler's read and its write.

@@ -94,7 +94,7 @@ async def test_me_describes_a_service_user_root_and_a_human_session(gateway: Gat
     worker, api_key = await create_service_user(gateway, root(gateway), "worker")
     assert await me(gateway, key_auth(api_key)) == {
         "id": worker["id"], "name": "worker", "type": "service_user", "role": "TenantUser",
-        "tenant": "default", "access": {"default": "full"}, "grants": [],
+        "tenant": "default", "access": {"default": "write"}, "grants": [],
     }  # fmt: skip
     assert await me(gateway, await token_for(gateway, worker["id"], api_key)) == await me(
         gateway, key_auth(api_key)
@@ -106,5 +106,5 @@ async def test_me_describes_a_service_user_root_and_a_human_session(gateway: Gat
     human = await create_human(gateway, root(gateway), "grace", role="TenantUser")
     assert await me(gateway, await session(gateway, "grace")) == {
         "id": human["id"], "name": "grace", "type": "user", "role": "TenantUser",
-        "tenant": "default", "access": {"default": "full"}, "grants": [],
+        "tenant": "default", "access": {"default": "write"}, "grants": [],
     }  # fmt: skip

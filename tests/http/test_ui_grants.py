@@ -16,7 +16,7 @@ from gateway.identity.grants import AccessRole, Grant
 from gateway.identity.models import Role
 from gateway.identity.service_users import CreatedKey
 from gateway.settings import CatalogSettings
-from gateway.state import ACCESS
+from gateway.state import GRANTS
 
 from ..conftest import Gateway, MakeGateway
 from .management_support import audit, key_auth, me, ok, root
@@ -52,16 +52,16 @@ async def acme_admin(gw: Gateway) -> UiSession:
 
 
 async def role(gw: Gateway, name: str, tenant: str = "default") -> AccessRole:
-    return await gw.app[ACCESS].create_role(name=name, tenant=tenant, actor="test")
+    return await gw.app[GRANTS].create_role(name=name, tenant=tenant, actor="test")
 
 
 async def grants_of(gw: Gateway, created: CreatedKey) -> list[tuple[str, tuple[str, ...], str]]:
-    found = await gw.app[ACCESS].grants(service_user_id=created.user.id)
+    found = await gw.app[GRANTS].grants(service_user_id=created.user.id)
     return [(g.catalog, g.resource, g.action) for g in found]
 
 
 async def roles_of(gw: Gateway, created: CreatedKey) -> list[str]:
-    return [r.name for r in await gw.app[ACCESS].roles_of(created.user.id)]
+    return [r.name for r in await gw.app[GRANTS].roles_of(created.user.id)]
 
 
 def page_of(created: CreatedKey) -> str:
@@ -99,7 +99,7 @@ async def test_the_access_section_shows_default_access_roles_own_grants_and_role
 ) -> None:
     session = await alice(gw)
     etl = await gw.user("etl")
-    access = gw.app[ACCESS]
+    access = gw.app[GRANTS]
     readers = await role(gw, "readers")
     writers = await role(gw, "writers")
     await role(gw, "acme-readers", tenant="acme")
@@ -159,7 +159,7 @@ async def test_root_and_tenant_admin_service_users_show_full_access_and_no_forms
     section = access_part(page)
     assert f"A {subject_role.value} has full access" in section
     assert "<form" not in section and "<table" not in section
-    # A forged form is refused by AccessAdmin's rule, shown on the page; nothing is granted.
+    # A forged form is refused by GrantAdmin's rule, shown on the page; nothing is granted.
     forged = await session.post(
         f"{page_of(subject)}/grants", {"catalog": "default", "resource": "", "action": "read"}
     )
@@ -259,7 +259,7 @@ async def test_a_grant_it_already_holds_is_refused_as_a_conflict(gw: Gateway) ->
 async def test_revoking_a_grant_removes_it_and_audits_it(gw: Gateway) -> None:
     session = await alice(gw)
     etl = await gw.user("etl")
-    grant = await gw.app[ACCESS].grant(
+    grant = await gw.app[GRANTS].grant(
         etl.user, catalog="lake", resource=["sales"], action="read", actor="t"
     )
     answer = await session.post(f"{page_of(etl)}/grants/{grant.id}/revoke", {})
@@ -279,7 +279,7 @@ async def test_only_the_service_users_own_grants_are_revoked_from_its_page(gw: G
     session = await alice(gw)
     etl, other = await gw.user("etl"), await gw.user("other")
     readers = await role(gw, "readers")
-    access = gw.app[ACCESS]
+    access = gw.app[GRANTS]
     theirs = await access.grant(other.user, catalog="lake", resource=[], action="read", actor="t")
     inherited = await access.grant(readers, catalog="lake", resource=[], action="read", actor="t")
     await access.assign(readers, etl.user, actor="t")
@@ -344,7 +344,7 @@ async def test_every_access_form_without_the_csrf_token_is_refused_and_changes_n
 ) -> None:
     session = await alice(gw)
     etl = await gw.user("etl")
-    access = gw.app[ACCESS]
+    access = gw.app[GRANTS]
     held, spare = await role(gw, "held"), await role(gw, "spare")
     await access.assign(held, etl.user, actor="t")
     grant = await access.grant(etl.user, catalog="lake", resource=[], action="read", actor="t")
@@ -362,7 +362,7 @@ async def test_another_tenants_service_user_access_is_not_found_for_a_tenant_adm
 ) -> None:
     acme = await acme_admin(gw)
     etl = await gw.user("etl")  # of tenant default
-    access = gw.app[ACCESS]
+    access = gw.app[GRANTS]
     held, spare = await role(gw, "held"), await role(gw, "spare")
     await access.assign(held, etl.user, actor="t")
     grant = await access.grant(etl.user, catalog="lake", resource=[], action="read", actor="t")
@@ -385,7 +385,7 @@ async def test_a_tenant_admin_manages_its_own_tenants_access_with_its_own_roles_
     acme_role = await role(gw, "acme-readers", tenant="acme")
     section = access_part(await acme.get(page_of(loader)))
     assert options(section, "grant-catalog") == ["*", "acme"]
-    assert '<span class="pill">full</span>' in row(section, "data-catalog", "acme")
+    assert '<span class="pill">write</span>' in row(section, "data-catalog", "acme")
     assert options(section, "add-role") == [acme_role.id]
     # Another tenant's role is not found, as in the API.
     page = await acme.post(f"{page_of(loader)}/roles", {"role": default_role.id})
@@ -420,7 +420,7 @@ async def test_a_role_made_on_the_roles_page_is_listed_audited_and_offered_to_se
     )
     assert answer.status == 303, answer.text
     assert answer.location == "/ui/roles?done=created"
-    made = await gw.app[ACCESS].role_by_name(etl.user.tenant_id, "readers")
+    made = await gw.app[GRANTS].role_by_name(etl.user.tenant_id, "readers")
     assert made.description == "reads the lake"
     listed = await session.get(answer.location)
     assert "Role created." in listed.text
@@ -445,7 +445,7 @@ async def test_a_bad_role_name_shows_the_roles_page_again_with_the_error(
     assert page.status == status, page.text
     assert word in alert(page)
     assert 'value="kept"' in page.text
-    assert [r.name for r in await gw.app[ACCESS].roles(tenant_id=None)] == ["taken"]
+    assert [r.name for r in await gw.app[GRANTS].roles(tenant_id=None)] == ["taken"]
     assert len(await audit(gw, action="role.create", outcome="failure")) == 1
 
 
@@ -458,7 +458,7 @@ async def test_a_tenant_admin_sees_and_makes_roles_of_its_own_tenant_only(gw: Ga
     refused.assert_refused(404, "no such tenant")
     assert (await acme.post("/ui/roles", {"name": "loaders"})).status == 303
     assert set((await acme.get("/ui/roles")).rows()) == {"loaders"}
-    assert [(r.tenant_name, r.name) for r in await gw.app[ACCESS].roles(tenant_id=None)] == [
+    assert [(r.tenant_name, r.name) for r in await gw.app[GRANTS].roles(tenant_id=None)] == [
         ("acme", "loaders"),
         ("default", "readers"),
     ]
@@ -470,4 +470,4 @@ async def test_the_roles_page_is_refused_to_a_tenant_user(gw: Gateway) -> None:
     (await tina.get("/ui/roles")).assert_refused(403, "TenantAdmin or Root")
     page = await tina.post("/ui/roles", {"name": "mine"}, csrf_from="/ui/catalogs")
     page.assert_refused(403)
-    assert await gw.app[ACCESS].roles(tenant_id=None) == []
+    assert await gw.app[GRANTS].roles(tenant_id=None) == []

@@ -26,7 +26,7 @@ from pyiceberg.exceptions import ForbiddenError, ServerError
 
 from gateway.identity.models import Role
 from gateway.identity.service_users import CreatedKey
-from gateway.state import ACCESS
+from gateway.state import GRANTS
 
 from ..live import WAREHOUSE, LiveGateway, SeaweedUpstream
 from ..roundtrip import SCHEMA
@@ -125,7 +125,7 @@ def http(
 
 
 def grant_write(gateway: LiveGateway, created: CreatedKey, catalog: str, table: str) -> None:
-    access = gateway.app[ACCESS]
+    access = gateway.app[GRANTS]
     resource = tuple(table.split("."))
     gateway.call(
         access.grant(created.user, catalog=catalog, resource=resource, action="write", actor="test")

@@ -36,7 +36,7 @@ from gateway.demo.seaweedfs import SeaweedFS, free_ports
 from gateway.identity.grants import AccessRole, Grant
 from gateway.identity.models import Role, ServiceUser
 from gateway.identity.service_users import CreatedKey
-from gateway.state import ACCESS
+from gateway.state import GRANTS
 
 from ..live import WAREHOUSE, LiveGateway, SeaweedUpstream
 from ..roundtrip import SCHEMA
@@ -111,7 +111,7 @@ def estate(admin: Catalog) -> Estate:
 def grant(
     gateway: LiveGateway, subject: ServiceUser | AccessRole, resource: tuple[str, ...], action: str
 ) -> Grant:
-    access = gateway.app[ACCESS]
+    access = gateway.app[GRANTS]
     return gateway.call(
         access.grant(subject, catalog="default", resource=resource, action=action, actor="test")
     )
@@ -231,7 +231,7 @@ def test_grant_and_revoke_take_effect_on_the_next_request(
     given = grant(gateway, created.user, (estate.sales,), "read")
     assert estate.rows(catalog, orders) == ROWS.to_pylist()
     assert set(catalog.list_namespaces()) == {(estate.sales,), (estate.staging,)}
-    gateway.call(gateway.app[ACCESS].revoke(given.id, actor="test"))
+    gateway.call(gateway.app[GRANTS].revoke(given.id, actor="test"))
     with pytest.raises(ForbiddenError):
         catalog.load_table(orders)
     assert catalog.list_namespaces() == [(estate.staging,)]
@@ -313,7 +313,7 @@ def attach(
 def sales_reader(gateway: LiveGateway, estate: Estate) -> CreatedKey:
     """A TenantUser holding read on the sales namespace through a role."""
     created = gateway.user("duck-reader")
-    access = gateway.app[ACCESS]
+    access = gateway.app[GRANTS]
     role = gateway.call(
         access.create_role(name=f"sales-readers-{secrets.token_hex(3)}", tenant="default",
                            actor="test")

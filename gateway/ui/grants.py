@@ -2,7 +2,7 @@
 in each catalog of its tenant without a grant, the roles it holds, its own grants and what its
 roles give it) and Identity → Roles (a tenant's roles, and the form that makes one).
 
-Changes go through ``AccessAdmin`` (which records each success with its audit record) under
+Changes go through ``GrantAdmin`` (which records each success with its audit record) under
 the management API's rules and input models: a new grant is read by ``GrantSpec`` and its
 catalog checked by the API's ``check_catalog``; a TenantAdmin sees and changes its own tenant
 only, anything else is "not found"; grants and roles are for TenantUser service users, Root
@@ -18,7 +18,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from ..audit.events import client_details
-from ..auth.authz import access_level, may_use_catalog
+from ..auth.authz import AccessLevel, catalog_access
 from ..errors import DomainError, GatewayError, describe
 from ..identity.grants import ANY_CATALOG, AccessRole, Grant
 from ..identity.models import Principal, Role, ServiceUser
@@ -27,7 +27,7 @@ from ..management.parsing import read_fields
 from ..management.schemas import CreateRole, GrantSpec
 from ..management.trail import audited, record_refusal
 from ..routing import ACTIONS
-from ..state import ACCESS, SETTINGS
+from ..state import GRANTS, SETTINGS
 from .guard import guarded, redirect
 from .views import form_text, render, tenant_choices
 
@@ -57,7 +57,7 @@ class CatalogAccess:
     """A catalog of the service user's tenant, and what it may do there without a grant."""
 
     name: str
-    level: str  # "full", "read" or "none" (authz.access_level)
+    level: AccessLevel
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,12 +96,11 @@ async def access_section(
     form that was refused, shown again as it was typed."""
     if user.role is not Role.TENANT_USER:
         return AccessSection(holder=False, error=error)
-    access = request.app[ACCESS]
+    access = request.app[GRANTS]
     principal = user.principal()
     catalogs = [
-        CatalogAccess(name, access_level(principal, catalog))
-        for name, catalog in sorted(request.app[SETTINGS].catalogs.items())
-        if may_use_catalog(principal, catalog)
+        CatalogAccess(name, level)
+        for name, level in catalog_access(principal, request.app[SETTINGS].catalogs).items()
     ]
     roles = await access.roles_of(user.id)
     held = {role.id: role.name for role in roles}
@@ -153,7 +152,7 @@ async def roles_page(
     error: str | None = None,
     status: int = 200,
 ) -> web.Response:
-    access = request.app[ACCESS]
+    access = request.app[GRANTS]
     rows = [
         RoleRow(role, len(await access.members(role.id)), await access.grants(role_id=role.id))
         for role in await access.roles(tenant_id=tenant_scope(caller))
@@ -182,7 +181,7 @@ async def create_role(request: web.Request) -> web.Response:
         # The rule for where a new thing may go: the caller's own tenant, or any for Root
         # (another tenant is "not found"); a TenantUser role, which every manager may give.
         _, tenant = role_and_tenant(caller, None, body.tenant, Role.TENANT_USER)
-        await request.app[ACCESS].create_role(
+        await request.app[GRANTS].create_role(
             name=body.name, tenant=tenant, description=body.description, actor=caller.id,
             client=client_details(request),
         )  # fmt: skip

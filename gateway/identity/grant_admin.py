@@ -16,55 +16,68 @@ from collections.abc import Callable, Sequence
 from typing import Final
 
 from ..errors import AlreadyExists, InvalidInput, NoSuchThing
-from ..identifiers import name_refusal
-from ..routing import ACTIONS, Action
+from ..identifiers import NAME_RULE, name_refusal
+from ..routing import ACTIONS
 from ..settings import NAME_RE
 from ..store import AuditRecord, ClientInfo, MissingReference, Store, UniqueViolation
-from .grants import ANY_CATALOG, AccessRole, Grant, SubjectType, format_resource
+from .grants import ANY_CATALOG, AccessRole, Grant, SubjectType
 from .models import Role, ServiceUser
 
-__all__ = ("MAX_LEVELS", "AccessAdmin", "check_action", "check_resource")
+__all__ = ("MAX_LEVEL_NAME", "MAX_LEVELS", "GrantAdmin", "check_holder", "new_grant")
 
 MAX_LEVELS: Final = 32
-_MAX_NAME: Final = 255
-_MAX_DESCRIPTION: Final = 1024
+MAX_LEVEL_NAME: Final = 255
+_MAX_DESCRIPTION: Final = 1024  # as a service user's
 
 Clock = Callable[[], float]
 
 
-def check_action(action: str) -> Action:
+def check_holder(role: Role) -> None:
+    """Grants and roles are for TenantUser service users only."""
+    if role is not Role.TENANT_USER:
+        raise InvalidInput(
+            "service_user",
+            f"is a {role.value}, which has full access in its scope; "
+            "grants and roles are for TenantUser service users",
+        )
+
+
+def new_grant(
+    subject: ServiceUser | AccessRole,
+    *,
+    catalog: str,
+    resource: Sequence[str],
+    action: str,
+    actor: str,
+    at: float,
+) -> Grant:
+    """A grant of ``action`` on ``resource`` of ``catalog`` to ``subject``, by the rules: a
+    known action, a catalog name or ``*``, names by the identifier rule (no globs, no quotes,
+    no control characters: a grant must name one thing), a TenantUser holder."""
     if action not in ACTIONS:
         raise InvalidInput("action", f"must be one of {', '.join(ACTIONS)}")
-    return action  # type: ignore[return-value]  # checked against ACTIONS' keys
-
-
-def check_resource(catalog: str, resource: Sequence[str]) -> tuple[str, tuple[str, ...]]:
-    """A grant's catalog and resource, by the identifier rule and the catalog-name rule."""
     if catalog != ANY_CATALOG and not NAME_RE.fullmatch(catalog):
         raise InvalidInput("catalog", "must be a catalog name, or * for every catalog")
     if len(resource) > MAX_LEVELS:
         raise InvalidInput("resource", f"must have at most {MAX_LEVELS} levels")
     for level in resource:
-        if not level or len(level) > _MAX_NAME:
-            raise InvalidInput("resource", f"names must have 1 to {_MAX_NAME} characters")
-        # No globs, no quotes, no control characters: a grant must name one thing.
+        if not level or len(level) > MAX_LEVEL_NAME:
+            raise InvalidInput("resource", f"names must have 1 to {MAX_LEVEL_NAME} characters")
         if name_refusal("namespace", level) is not None:
-            raise InvalidInput(
-                "resource", "names may not contain *, ?, $, quotes or control characters"
-            )
-    return catalog, tuple(resource)
+            raise InvalidInput("resource", NAME_RULE)
+    subject_type: SubjectType = "role"
+    if isinstance(subject, ServiceUser):
+        check_holder(subject.role)
+        subject_type = "service_user"
+    return Grant(
+        id=str(uuid.uuid4()), tenant_id=subject.tenant_id, subject_type=subject_type,
+        subject_id=subject.id, catalog=catalog, resource=tuple(resource),
+        action=action,  # type: ignore[arg-type]  # one of ACTIONS, checked above
+        created_at=at, created_by=actor,
+    )  # fmt: skip
 
 
-def _check_holder(user: ServiceUser) -> None:
-    if user.role is not Role.TENANT_USER:
-        raise InvalidInput(
-            "service_user",
-            f"is a {user.role.value}, which has full access in its scope; "
-            "grants and roles are for TenantUser service users",
-        )
-
-
-class AccessAdmin:
+class GrantAdmin:
     def __init__(self, store: Store, *, clock: Clock = time.time) -> None:
         self._store = store
         self._clock = clock
@@ -152,7 +165,7 @@ class AccessAdmin:
     ) -> bool:
         """Give ``role`` to ``user`` (of its tenant); False if it already held it."""
         self._same_tenant(role, user)
-        _check_holder(user)
+        check_holder(user.role)
         record = self._record(
             actor, "role.assign", "role", role.id, role.tenant_id, client,
             f"{role.name} to service user {user.id}",
@@ -192,30 +205,20 @@ class AccessAdmin:
     ) -> Grant:
         """Give ``subject`` ``action`` on ``resource`` of ``catalog`` (the caller has checked
         that the catalog is one of the subject's tenant)."""
-        checked_action = check_action(action)
-        catalog, levels = check_resource(catalog, resource)
-        subject_type: SubjectType
-        if isinstance(subject, ServiceUser):
-            _check_holder(subject)
-            subject_type = "service_user"
-        else:
-            subject_type = "role"
-        grant = Grant(
-            id=str(uuid.uuid4()), tenant_id=subject.tenant_id, subject_type=subject_type,
-            subject_id=subject.id, catalog=catalog, resource=levels, action=checked_action,
-            created_at=self._clock(), created_by=actor,
+        grant = new_grant(
+            subject, catalog=catalog, resource=resource, action=action, actor=actor,
+            at=self._clock(),
         )  # fmt: skip
         record = self._record(
             actor, "grant.create", "grant", grant.id, grant.tenant_id, client,
-            f"{checked_action} on {format_resource(catalog, levels)} to {subject_type} "
-            f"{subject.id}",
+            f"{grant.describe()} to {grant.subject_type} {subject.id}",
         )  # fmt: skip
         try:
             await self._store.insert_grant(grant, record)
         except UniqueViolation:
             raise AlreadyExists("The subject already holds this grant") from None
         except MissingReference:
-            what = "service user" if subject_type == "service_user" else "role"
+            what = "service user" if grant.subject_type == "service_user" else "role"
             raise NoSuchThing(what) from None  # deleted meanwhile
         return grant
 
@@ -229,7 +232,7 @@ class AccessAdmin:
         grant = await self.get_grant(id_)
         record = self._record(
             actor, "grant.delete", "grant", id_, grant.tenant_id, client,
-            f"{grant.action} on {grant.on} from {grant.subject_type} {grant.subject_id}",
+            f"{grant.describe()} from {grant.subject_type} {grant.subject_id}",
         )  # fmt: skip
         if not await self._store.delete_grant(id_, record):
             raise NoSuchThing("grant")
