@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 CONFIG ?= config/gateway.toml
 
-.PHONY: run shell test test-fast lint pytest chromium bench bench-quick clean
+.PHONY: run shell test test-fast lint pytest chromium postgres bench bench-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,12 +42,18 @@ tests/js/node_modules/.package-lock.json: tests/js/package.json tests/js/package
 chromium:
 	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
-pytest: $(VENV)/.installed-test tests/js/node_modules/.package-lock.json chromium
+# Debian's PostgreSQL server for the store's tests (tests/postgres.py starts one per session,
+# as the package's postgres user when run as root); the newest /usr/lib/postgresql/*/bin is used.
+postgres:
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql)
+
+pytest: $(VENV)/.installed-test tests/js/node_modules/.package-lock.json chromium postgres
 	$(BIN)/pytest
 
 # The fast layers alone (unit tests and the app in front of a fake upstream, about a minute):
-# no SeaweedFS, no real clients, no processes. `make test` runs everything.
-test-fast: $(VENV)/.installed-test
+# no SeaweedFS, no real clients, no processes but PostgreSQL for the tests that ask for it.
+# `make test` runs everything.
+test-fast: $(VENV)/.installed-test postgres
 	$(BIN)/pytest tests/unit tests/http
 
 # Not part of `make test`: installs wrk and nginx (Debian packages); `make bench` takes about

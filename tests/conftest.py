@@ -5,6 +5,9 @@
 - ``seaweed`` (session): one real SeaweedFS with credentials for the whole run, and
   ``live_gateway`` (session): the gateway in a thread in front of it, for real clients such as
   PyIceberg, which are synchronous.
+- ``postgres_server`` (session): one real PostgreSQL (``tests/postgres.py``), started only when
+  a test first asks for it; ``postgres_url``: a fresh empty database on it for each test,
+  dropped afterwards. A failed test that used it reports the tail of the server's log.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import gc
 import os
 import sys
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,7 @@ from gateway.store import SqliteStore
 
 from .fakes import FakeClock, RecordingUpstream
 from .live import LiveGateway, SeaweedUpstream
+from .postgres import PostgresServer
 
 _exit_status = 0
 
@@ -55,6 +59,17 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     timer = threading.Timer(30.0, os._exit, args=(_exit_status,))
     timer.daemon = True
     timer.start()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    server = getattr(item, "funcargs", {}).get("postgres_server")
+    if report.failed and isinstance(server, PostgresServer):
+        report.sections.append(("postgres log (tail)", server.log_tail()))
+    return report
 
 
 def make_settings(tmp_path: Path, catalogs: dict[str, CatalogSettings], **changes: Any) -> Settings:
@@ -178,3 +193,15 @@ def live_gateway(
 ) -> Iterator[LiveGateway]:
     with LiveGateway.start(tmp_path_factory.mktemp("live-gateway"), seaweed) as gateway:
         yield gateway
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    with PostgresServer.start() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    with postgres_server.database() as url:
+        yield url
