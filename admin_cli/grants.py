@@ -95,7 +95,7 @@ def _tenant_option(func: F) -> F:
 
 def _subject_options(func: F) -> F:
     func = _tenant_option(func)
-    func = click.option("--role", "role_name", metavar="NAME", help="A role, by name.")(func)
+    func = click.option("--role-name", "role_name", metavar="NAME", help="A role, by name.")(func)
     return click.option("--service-user", metavar="ID", help="A service user, by id.")(func)
 
 
@@ -104,10 +104,10 @@ def _subject(
 ) -> dict[str, str]:
     """A grant's subject as the API takes it: ``{"service_user": id}`` or ``{"role": id}``."""
     if (service_user is None) == (role_name is None):
-        raise click.UsageError("give either --service-user ID or --role NAME")
+        raise click.UsageError("give either --service-user ID or --role-name NAME")
     if role_name is None:
         if tenant is not None:
-            raise click.UsageError("--tenant names the role's tenant: give it with --role")
+            raise click.UsageError("--tenant names the role's tenant: give it with --role-name")
         return {"service_user": str(service_user)}
     return {"role": find_role(client, role_name, tenant)["id"]}
 
@@ -160,7 +160,8 @@ def revoke(
     else:
         if action is None:
             raise click.UsageError(
-                "give --id, or the grant's --service-user or --role, --action and --on/--catalog"
+                "give --id, or the grant's --service-user or --role-name, --action and "
+                "--on/--catalog"
             )
         client = ctx.client()
         subject = _subject(client, service_user, role_name, tenant)
@@ -176,7 +177,7 @@ def revoke(
 
 @click.command("list-grants")
 @click.option("--service-user", metavar="ID", help="Only this service user's own grants.")
-@click.option("--role", "role_name", metavar="NAME", help="Only this role's grants.")
+@click.option("--role-name", "role_name", metavar="NAME", help="Only this role's grants.")
 @_tenant_option
 @click.option("--catalog", help="Only grants on this catalog (* for those on every catalog).")
 @json_option
@@ -187,7 +188,7 @@ def list_grants(
 ) -> None:  # fmt: skip
     """List the grants you manage: all, or a service user's, a role's or a catalog's."""
     if tenant is not None and role_name is None:
-        raise click.UsageError("--tenant names the role's tenant: give it with --role")
+        raise click.UsageError("--tenant names the role's tenant: give it with --role-name")
     client = ctx.client()
     query = {"service_user": service_user, "catalog": catalog}
     if role_name is not None:
@@ -255,7 +256,7 @@ def _membership(
 
 def _member_options(func: F) -> F:
     func = _tenant_option(func)
-    func = click.option("--role", "role_name", required=True, metavar="NAME")(func)
+    func = click.option("--role-name", "role_name", required=True, metavar="NAME")(func)
     return click.option("--service-user", required=True, metavar="ID")(func)
 
 

@@ -191,14 +191,14 @@ async def _upstream_context(app: web.Application) -> AsyncIterator[None]:
         name: Forwarder(
             clients[name],
             catalog,
-            make_upstream_auth(catalog, session),
+            make_upstream_auth(catalog, session, catalog.upstream_auth),
             headers,
             max_body_bytes=settings.server.max_body_bytes,
             trusted_proxies=trusted,
             stats=app[METRICS].upstream(name),
             read_auth=(
                 make_upstream_auth(catalog, session, catalog.upstream_auth_read)
-                if catalog.upstream_auth_read.type
+                if catalog.upstream_auth_read.is_set
                 else None
             ),
         )  # fmt: skip

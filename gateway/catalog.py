@@ -30,7 +30,7 @@ from .identifiers import NAMED_IN_BODY, NOT_A_JSON_OBJECT, json_object, names_re
 from .identity.models import Principal
 from .proxy import ForwardRequest
 from .proxy.rewrite import filter_list
-from .routing import Decision, Privilege, decide, parse_request_path, query_refusal
+from .routing import Decision, decide, parse_request_path, query_refusal
 from .settings import CatalogSettings
 from .state import CATALOG, FORWARDERS, REQUEST_ID, ROUTE, SETTINGS
 
@@ -69,12 +69,11 @@ async def catalog_request(request: web.Request) -> web.StreamResponse:
     forwarder = request.app[FORWARDERS][name]
     confined = is_confined(principal, catalog)
     operation = path.route.operations[request.method]
+    privilege = path.route.privileges[request.method]
+    body_aware = confined and privilege is not None and privilege.body_aware
     body = None
     doc = None
-    if request.body_exists and (
-        operation in NAMED_IN_BODY
-        or (confined and _body_aware(path.route.privileges[request.method]))
-    ):
+    if request.body_exists and (operation in NAMED_IN_BODY or body_aware):
         body = await forwarder.read_body(request)
         doc = json_object(body)
         if doc is None:
@@ -83,7 +82,7 @@ async def catalog_request(request: web.Request) -> web.StreamResponse:
             raise BadRequest(refusal)
     fwd = ForwardRequest(request, path, query, principal, request[REQUEST_ID], body)
     if confined:
-        _confine(fwd, name, catalog, doc)
+        _confine(fwd, name, catalog, doc, body_aware=body_aware)
     return await forwarder.forward(fwd)
 
 
@@ -94,15 +93,13 @@ def _refusal(need: Need) -> str:
     return f"Forbidden: this request needs the {need.action} grant on {where}"
 
 
-def _body_aware(privilege: Privilege | None) -> bool:
-    return privilege is not None and privilege.body_aware
-
-
-# Operations whose answers carry storage credentials (LoadTableResult, LoadCredentials, and
-# since spec 1.10 the scan-planning results) and that take the delegation header.
+# Operations whose answers may carry storage credentials (LoadTableResult, LoadCredentials,
+# since spec 1.10 the scan-planning results, a view's config, /v1/config's defaults and
+# overrides) and that take the delegation header. (registerTable's answer too, but it needs
+# manage, which brings write.)
 _VENDING = frozenset(
-    {"loadTable", "loadCredentials", "createTable", "registerTable", "planTableScan",
-     "fetchPlanningResult", "fetchScanTasks"}
+    {"getConfig", "loadTable", "loadCredentials", "createTable", "planTableScan",
+     "fetchPlanningResult", "fetchScanTasks", "loadView"}
 )  # fmt: skip
 _LISTS = frozenset({"listNamespaces", "listTables", "listViews"})
 
@@ -121,15 +118,19 @@ MEMO_SIZE: Final = 4096  # verdicts remembered per grant index (then forgotten a
 
 
 def _confine(
-    fwd: ForwardRequest, name: str, catalog: CatalogSettings, doc: dict[str, Any] | None
+    fwd: ForwardRequest,
+    name: str,
+    catalog: CatalogSettings,
+    doc: dict[str, Any] | None,
+    *,
+    body_aware: bool,
 ) -> None:
     """Judge a confined caller's request and tell the forwarder the outcome. Without a body
     to judge, the verdict depends only on the caller's grant index, the catalog's default
     and the request line: remembered on the index, so a repeated request costs one lookup."""
     method = fwd.request.method
-    privilege = fwd.path.route.privileges[method]
     memo = fwd.principal.grants.memo
-    key = None if _body_aware(privilege) else (name, catalog.default_access, fwd.path, method,
+    key = None if body_aware else (name, catalog.default_access, fwd.path, method,
                                               fwd.query)  # fmt: skip
     verdict = memo.get(key) if key is not None else None
     if verdict is None:
@@ -177,7 +178,7 @@ def _judge(
     no_storage_writes = False
     if decision.operation in _VENDING:
         table = decision.resource
-        if decision.operation in ("createTable", "registerTable"):  # the new table's
+        if decision.operation == "createTable":  # the new table's
             table = (*table, str((doc or {}).get("name", "")))
         no_storage_writes = not allows(principal, name, catalog, table, "write")
     return _Verdict(None, read_only, no_storage_writes, answer_filter)

@@ -4,12 +4,14 @@ Refused (400), whatever the upstream accepts: ``*``, ``?``, ``$``, quotes (``'``
 `````) and control characters (C0, DEL and C1: Unicode category Cc). Names end up inside
 storage policies, IAM patterns and expressions (Polaris' CVE-2026-42810 and -42811: ``*`` in a
 table name widened vended credentials to other tables, CEL syntax in one widened them to a
-bucket), and grants will be keyed on them, so a name must mean one thing to everyone.
+bucket), and grants are keyed on them, so a name must mean one thing to everyone.
 Unicode letters, spaces, dots, dashes and the rest go to the catalog, which judges them.
 
 Names are checked where they arrive: in the path (``routing``, as the grammar decodes it), in
 the ``parent`` query of ``listNamespaces`` (``routing``) and in the bodies that name something
-new (``body_refusal``, called by the catalog handler). Messages say what is wrong and never
+new (``names_refusal`` on the body as ``json_object`` read it, called by the catalog
+handler; a body that is not a JSON object without duplicate keys is refused: what we cannot
+read, a lenient upstream parser might read a name from). Messages say what is wrong and never
 echo the name (it may hold control characters).
 """
 
@@ -23,7 +25,6 @@ __all__ = (
     "NAMED_IN_BODY",
     "NAME_RULE",
     "NOT_A_JSON_OBJECT",
-    "body_refusal",
     "json_object",
     "name_refusal",
     "names_refusal",
@@ -97,19 +98,10 @@ def json_object(body: bytes) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) else None
 
 
-def body_refusal(operation: str, body: bytes) -> str | None:
-    """Why the body of ``operation`` (one of ``NAMED_IN_BODY``) is refused, or None.
-
-    Only what the body names is judged; whatever else is wrong with it is the catalog's to
-    say. A body that is not a JSON object without duplicate keys is refused: what we cannot
-    read, a lenient upstream parser might read a name from."""
-    doc = json_object(body)
-    return NOT_A_JSON_OBJECT if doc is None else names_refusal(operation, doc)
-
-
 def names_refusal(operation: str, doc: dict[str, Any]) -> str | None:
     """Why the names in ``doc``, the body of ``operation`` (one of ``NAMED_IN_BODY``), are
-    refused, or None."""
+    refused, or None. Only what the body names is judged; whatever else is wrong with it is
+    the catalog's to say."""
     kind = "view" if "View" in operation else "table"
     for field in NAMED_IN_BODY[operation]:
         value = doc.get(field)

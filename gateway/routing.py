@@ -65,7 +65,6 @@ __all__ = (
     "Privilege",
     "Route",
     "decide",
-    "implies",
     "parse_catalog_path",
     "parse_request_path",
     "query_refusal",
@@ -86,6 +85,9 @@ _UNRESERVED: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuv
 _ESCAPE: Final = re.compile(r"%(..)?", re.DOTALL)
 _HEX: Final = frozenset("0123456789abcdefABCDEF")
 _TOKEN_LOOKALIKE: Final = re.compile(r"(?:^|/)oauth/tokens")
+# RFC 3986 pchar and "/" (a path), and "?" too (a query): everything else must be escaped.
+_PATH_CHARS: Final = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@%/]*")
+_QUERY_CHARS: Final = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@%/?]*")
 # Overlong UTF-8 (C0/C1 lead bytes) spelling an ASCII character, as lenient decoders read it.
 _OVERLONG: Final = re.compile(rb"[\xc0\xc1][\x80-\xbf]")
 
@@ -100,11 +102,6 @@ ACTIONS: Final[Mapping[Action, frozenset[Action]]] = {
     "drop": frozenset({"drop"}),
     "manage": frozenset({"read", "write", "create", "drop", "manage"}),
 }
-
-
-def implies(held: Action, needed: Action) -> bool:
-    """Whether a grant of ``held`` allows ``needed`` (write allows read, manage everything)."""
-    return needed in ACTIONS[held]
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,6 +349,10 @@ def parse_catalog_path(raw: str) -> CatalogPath:
         return _refused("non-ASCII characters in path must be percent-encoded")
     if "\\" in raw or ";" in raw:
         return _refused("path parameters and backslashes are not allowed in paths")
+    if not _PATH_CHARS.fullmatch(raw):
+        # A raw "#" (which an upstream may read as a fragment and route only what precedes
+        # it), a space, quotes, brackets...: RFC 3986 has them percent-encoded in a path.
+        return _refused("characters outside RFC 3986 path characters must be percent-encoded")
     normal = _normalise(raw)
     if normal is None:
         return _refused("malformed percent-encoding in path")
@@ -426,9 +427,17 @@ _LIST_NAMESPACES_ROUTE: Final = ROUTES["namespaces"]
 
 
 def query_refusal(path: CatalogPath, method: str, query: str) -> str | None:
-    """Why the query is refused (400): a ``parent`` namespace of ``listNamespaces`` that breaks
-    the identifier rule. Other queries name no resource."""
-    if path.route is not _LIST_NAMESPACES_ROUTE or method != "GET" or not query:
+    """Why the query is refused (400): a character RFC 3986 has escaped in a query (a raw
+    "#" would end it for an upstream that reads fragments), or a ``parent`` namespace of
+    ``listNamespaces`` that breaks the identifier rule. Other queries name no resource."""
+    if not query:
+        return None
+    if not _QUERY_CHARS.fullmatch(query):
+        return (
+            "Malformed request: characters outside RFC 3986 query characters must be "
+            "percent-encoded"
+        )
+    if path.route is not _LIST_NAMESPACES_ROUTE or method != "GET":
         return None
     parents = _parents(query)
     if parents is None:

@@ -10,10 +10,12 @@ action (``Privilege.body_aware``), what the body adds.
   new table (CVE-2026-42809: stage-create minted storage credentials before anything else);
   a ``stage-create`` that is not a JSON boolean is refused (Jackson reads ``"true"`` as true).
 - updateTable, replaceView: ``write``; ``manage`` if an update is ``set-location`` or sets a
-  location property.
+  location property; ``create`` on the namespace with an ``assert-create`` requirement (the
+  upstream then creates the table: CatalogHandlers.updateTable); an ``identifier`` in the body
+  that differs from the path is refused.
 - renameTable, renameView: ``drop`` on the source and ``create`` on the destination namespace.
-- commitTransaction: ``write`` (or ``manage``, as for updateTable) on every table of
-  ``table-changes``: all of them or the whole request is refused.
+- commitTransaction: ``write`` (and ``manage`` or ``create``, as for updateTable) on every
+  table of ``table-changes``: all of them or the whole request is refused.
 - signRequest: ``read`` if the signed method is GET or HEAD, else ``write``.
 - dropTable with ``purgeRequested`` other than ``false``: ``write`` as well (the data files go
   too; a lenient upstream may read ``1`` or ``yes`` as true).
@@ -34,11 +36,11 @@ from urllib.parse import parse_qsl
 from ..errors import BadRequest
 from ..routing import Action, Decision
 
-__all__ = ("LOCATION_PROPERTIES", "Need", "needs")
+__all__ = ("Need", "needs")
 
 # Properties that place a table's, view's or namespace's files (Iceberg's TableProperties
 # and the namespace "location"), compared case-insensitively.
-LOCATION_PROPERTIES: Final = frozenset(
+_LOCATION_PROPERTIES: Final = frozenset(
     {
         "location",
         "write.metadata.path",
@@ -85,7 +87,11 @@ def needs(decision: Decision, doc: Mapping[str, Any] | None, query: str = "") ->
             found.append(Need((*resource, _name(body.get("name"))), "write"))
         return found
     if operation in ("updateTable", "replaceView"):
-        return [url, *_location_needs(resource, body.get("updates"))]
+        named = body.get("identifier")
+        if named is not None and _identifier(named, "identifier") != resource:
+            # The upstream could act on either: they must be one and the same.
+            raise BadRequest("Malformed request: identifier differs from the path")
+        return [url, *_change_needs(resource, body)]
     if operation in ("renameTable", "renameView"):
         source = _identifier(body.get("source"), "source")
         destination = _identifier(body.get("destination"), "destination")
@@ -108,29 +114,45 @@ def _transaction_needs(changes: object) -> list[Need]:
         if not isinstance(change, Mapping):
             raise BadRequest("Malformed request: each table change must be an object")
         table = _identifier(change.get("identifier"), "identifier")
-        found += [Need(table, "write"), *_location_needs(table, change.get("updates"))]
+        found += [Need(table, "write"), *_change_needs(table, change)]
     return found
 
 
-def _location_needs(resource: tuple[str, ...], updates: object) -> list[Need]:
-    """``manage`` if any update moves files: set-location, or a location property set."""
-    if not isinstance(updates, list):
-        return []
-    for update in updates:
-        if not isinstance(update, Mapping):
-            continue
-        action = update.get("action")
-        action = action.lower() if isinstance(action, str) else None
+def _change_needs(resource: tuple[str, ...], change: Mapping[str, Any]) -> list[Need]:
+    """What a commit's requirements and updates add to ``write``: ``create`` on the namespace
+    for an assert-create (the upstream creates the table), ``manage`` if an update moves
+    files (set-location, or a location property set)."""
+    found: list[Need] = []
+    if any(_kind(item, "type") == "assert-create" for item in _objects(change, "requirements")):
+        found.append(Need(resource[:-1], "create"))
+    for update in _objects(change, "updates"):
+        action = _kind(update, "action")
         if action == "set-location" or (
             action == "set-properties" and _sets_location(update.get("updates"))
         ):
-            return [Need(resource, "manage")]
-    return []
+            found.append(Need(resource, "manage"))
+            break
+    return found
+
+
+def _objects(change: Mapping[str, Any], field: str) -> list[Mapping[str, Any]]:
+    """The list of objects ``change[field]`` (absent: none); anything else is refused."""
+    value = change.get(field)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(item, Mapping) for item in value):
+        raise BadRequest(f"Malformed request: {field} must be a list of objects")
+    return value
+
+
+def _kind(item: Mapping[str, Any], field: str) -> str | None:
+    value = item.get(field)
+    return value.lower() if isinstance(value, str) else None
 
 
 def _sets_location(properties: object) -> bool:
     return isinstance(properties, Mapping) and any(
-        isinstance(key, str) and key.lower() in LOCATION_PROPERTIES for key in properties
+        isinstance(key, str) and key.lower() in _LOCATION_PROPERTIES for key in properties
     )
 
 

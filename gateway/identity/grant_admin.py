@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Final
 
-from ..errors import AlreadyExists, InvalidInput, NoSuchThing
+from ..errors import AlreadyExists, Conflicting, InvalidInput, NoSuchThing
 from ..identifiers import NAME_RULE, name_refusal
 from ..routing import ACTIONS
 from ..settings import NAME_RE
@@ -23,9 +23,20 @@ from ..store import AuditRecord, ClientInfo, MissingReference, Store, UniqueViol
 from .grants import ANY_CATALOG, AccessRole, Grant, SubjectType
 from .models import Role, ServiceUser
 
-__all__ = ("MAX_LEVEL_NAME", "MAX_LEVELS", "GrantAdmin", "check_holder", "new_grant")
+__all__ = (
+    "MAX_GRANTS_PER_TENANT",
+    "MAX_LEVEL_NAME",
+    "MAX_LEVELS",
+    "GrantAdmin",
+    "check_holder",
+    "check_room",
+    "new_grant",
+)
 
 MAX_LEVELS: Final = 32
+# A tenant's grants (its service users' and its roles'): the most one grant index can hold,
+# which bounds what one TenantAdmin can make every worker load and keep in memory.
+MAX_GRANTS_PER_TENANT: Final = 10_000
 MAX_LEVEL_NAME: Final = 255
 _MAX_DESCRIPTION: Final = 1024  # as a service user's
 
@@ -77,11 +88,22 @@ def new_grant(
     )  # fmt: skip
 
 
+async def check_room(store: Store, tenant_id: str, more: int) -> None:
+    """Refuse (409) ``more`` grants that would take the tenant past its limit."""
+    if more and await store.count_grants(tenant_id) + more > MAX_GRANTS_PER_TENANT:
+        raise Conflicting(
+            f"The tenant holds the most grants allowed ({MAX_GRANTS_PER_TENANT}): "
+            "revoke some, or give the same rights through a role"
+        )
+
+
 class GrantAdmin:
     def __init__(self, store: Store, *, clock: Clock = time.time) -> None:
         self._store = store
         self._clock = clock
 
+    # Grant and membership changes are recorded against their subject (the service user or
+    # role), so its trail shows how its access came to be; the grant's id is in the detail.
     def _record(
         self,
         actor: str,
@@ -167,8 +189,8 @@ class GrantAdmin:
         self._same_tenant(role, user)
         check_holder(user.role)
         record = self._record(
-            actor, "role.assign", "role", role.id, role.tenant_id, client,
-            f"{role.name} to service user {user.id}",
+            actor, "role.assign", "service_user", user.id, role.tenant_id, client,
+            f"role {role.name} ({role.id}) given",
         )  # fmt: skip
         try:
             return await self._store.add_role_member(role.id, user.id, record)
@@ -177,14 +199,15 @@ class GrantAdmin:
 
     async def unassign(
         self, role: AccessRole, user: ServiceUser, *, actor: str, client: ClientInfo | None = None
-    ) -> bool:
-        """Take ``role`` from ``user``; False if it did not hold it."""
+    ) -> None:
+        """Take ``role`` from ``user`` (NoSuchThing if it did not hold it)."""
         self._same_tenant(role, user)
         record = self._record(
-            actor, "role.unassign", "role", role.id, role.tenant_id, client,
-            f"{role.name} from service user {user.id}",
+            actor, "role.unassign", "service_user", user.id, role.tenant_id, client,
+            f"role {role.name} ({role.id}) taken away",
         )  # fmt: skip
-        return await self._store.remove_role_member(role.id, user.id, record)
+        if not await self._store.remove_role_member(role.id, user.id, record):
+            raise NoSuchThing("role held by the service user")
 
     @staticmethod
     def _same_tenant(role: AccessRole, user: ServiceUser) -> None:
@@ -209,9 +232,10 @@ class GrantAdmin:
             subject, catalog=catalog, resource=resource, action=action, actor=actor,
             at=self._clock(),
         )  # fmt: skip
+        await check_room(self._store, subject.tenant_id, 1)
         record = self._record(
-            actor, "grant.create", "grant", grant.id, grant.tenant_id, client,
-            f"{grant.describe()} to {grant.subject_type} {subject.id}",
+            actor, "grant.create", grant.subject_type, grant.subject_id, grant.tenant_id,
+            client, f"{grant.describe()} (grant {grant.id})",
         )  # fmt: skip
         try:
             await self._store.insert_grant(grant, record)
@@ -231,8 +255,8 @@ class GrantAdmin:
     async def revoke(self, id_: str, *, actor: str, client: ClientInfo | None = None) -> Grant:
         grant = await self.get_grant(id_)
         record = self._record(
-            actor, "grant.delete", "grant", id_, grant.tenant_id, client,
-            f"{grant.describe()} from {grant.subject_type} {grant.subject_id}",
+            actor, "grant.delete", grant.subject_type, grant.subject_id, grant.tenant_id,
+            client, f"{grant.describe()} (grant {grant.id})",
         )  # fmt: skip
         if not await self._store.delete_grant(id_, record):
             raise NoSuchThing("grant")

@@ -82,7 +82,7 @@ def format_resource(catalog: str, resource: tuple[str, ...]) -> str:
 class GrantIndex:
     """The grants of one service user (its own and its roles'), ready to be asked."""
 
-    __slots__ = ("_held", "_below", "grants", "memo")
+    __slots__ = ("_held", "_below", "_deepest", "grants", "memo")
 
     def __init__(self, grants: Iterable[Grant] = ()) -> None:
         self.grants: tuple[Grant, ...] = tuple(grants)
@@ -105,6 +105,10 @@ class GrantIndex:
         self._below: Mapping[str, frozenset[tuple[str, ...]]] = {
             catalog: frozenset(prefixes) for catalog, prefixes in below.items()
         }
+        # No grant lies deeper than this: the ancestors of a resource are looked up only to
+        # here, so a request naming thousands of levels costs no more than a shallow one
+        # (the lookups slice the resource, which is linear in its depth each time).
+        self._deepest = max((len(grant.resource) for grant in self.grants), default=0)
 
     def allows(self, catalog: str, resource: tuple[str, ...], action: Action) -> bool:
         """Whether a grant on ``resource`` or one of its ancestors allows ``action``."""
@@ -112,7 +116,7 @@ class GrantIndex:
         if not held:
             return False
         for name in (catalog, ANY_CATALOG):
-            for depth in range(len(resource) + 1):
+            for depth in range(min(len(resource), self._deepest) + 1):
                 actions = held.get((name, resource[:depth]))
                 if actions is not None and action in actions:
                     return True
@@ -126,7 +130,7 @@ class GrantIndex:
         for name in (catalog, ANY_CATALOG):
             if resource in self._below.get(name, ()):
                 return True
-            for depth in range(len(resource)):
+            for depth in range(min(len(resource), self._deepest + 1)):
                 if (name, resource[:depth]) in self._held:
                     return True
         return False

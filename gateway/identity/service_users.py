@@ -19,7 +19,7 @@ from typing import Any, Final
 
 from ..errors import AlreadyExists, InvalidInput, NoSuchThing
 from ..store import AuditRecord, ClientInfo, MissingReference, Store, UniqueViolation
-from .grant_admin import check_holder, new_grant
+from .grant_admin import check_holder, check_room, new_grant
 from .grants import Grant
 from .models import ApiKey, Role, ServiceUser, digest_key, generate_key
 
@@ -159,6 +159,7 @@ class ServiceUserAdmin:
                 at=user.created_at,
             )  # fmt: skip
             rights.setdefault((grant.catalog, grant.resource, grant.action), grant)
+        await check_room(self._store, user.tenant_id, len(rights))
         role_ids: list[str] = []
         for role_name in dict.fromkeys(roles):
             found = await self._store.access_role_by_name(user.tenant_id, role_name)
@@ -242,6 +243,8 @@ class ServiceUserAdmin:
         else:
             action = "service_user.update"
         detail = "changed: " + ", ".join(sorted(columns))
+        if columns.get("role", Role.TENANT_USER.value) != Role.TENANT_USER.value:
+            detail += "; its grants and roles went with its TenantUser role"
         return await self._write(
             id_, columns, actor=actor, action=action, client=client, detail=detail
         )

@@ -24,7 +24,9 @@ from ..identity.models import Principal, Role
 __all__ = (
     "check_role_given",
     "check_target",
+    "check_visible",
     "manager",
+    "new_in_tenant",
     "principal",
     "role_and_tenant",
     "root",
@@ -58,10 +60,24 @@ def tenant_scope(caller: Principal) -> str | None:
     return None if caller.role is Role.ROOT else caller.tenant_id
 
 
+def check_visible(caller: Principal, tenant_id: str, what: str) -> None:
+    """Another tenant's ``what`` does not exist for a TenantAdmin (404, as an unknown id)."""
+    if tenant_scope(caller) not in (None, tenant_id):
+        raise NotFound(f"No such {what}")
+
+
+def new_in_tenant(caller: Principal, tenant: str | None) -> str:
+    """The tenant (name) something new goes in: the caller's own unless given; another than
+    its own only for Root (404 otherwise, as if it did not exist)."""
+    tenant = caller.tenant_name if tenant is None else tenant
+    if tenant_scope(caller) is not None and tenant != caller.tenant_name:
+        raise NotFound("tenant: no such tenant")
+    return tenant
+
+
 def check_target(caller: Principal, tenant_id: str, role: Role, what: str) -> None:
     """May ``caller`` act on an identity of ``tenant_id`` holding ``role``?"""
-    if caller.role is not Role.ROOT and tenant_id != caller.tenant_id:
-        raise NotFound(f"No such {what}")
+    check_visible(caller, tenant_id, what)
     if role.rank > caller.role.rank:
         raise Forbidden(f"Forbidden: cannot manage a {what} with a role above your own")
 
@@ -85,8 +101,8 @@ async def target(
     found = await load(request.match_info["id"])  # NoSuchThing (404) when there is none
     if mutate:
         check_target(caller, found.tenant_id, found.role, what)
-    elif tenant_scope(caller) not in (None, found.tenant_id):
-        raise NotFound(f"No such {what}")
+    else:
+        check_visible(caller, found.tenant_id, what)
     return found
 
 
@@ -98,10 +114,7 @@ def role_and_tenant(
     tenant (404, as if it did not exist)."""
     role = role or default
     check_role_given(caller, role)
-    tenant = caller.tenant_name if tenant is None else tenant
-    if tenant_scope(caller) is not None and tenant != caller.tenant_name:
-        raise NotFound("tenant: no such tenant")
-    return role, tenant
+    return role, new_in_tenant(caller, tenant)
 
 
 def check_role_given(caller: Principal, role: Role) -> None:

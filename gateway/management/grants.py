@@ -12,11 +12,11 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..audit.events import client_details
-from ..errors import BadRequest, NotFound
+from ..errors import BadRequest
 from ..identity.grants import ANY_CATALOG, AccessRole
 from ..identity.models import Principal, ServiceUser
 from ..state import GRANTS, SERVICE_USERS, SETTINGS
-from .access import check_target, manager, tenant_scope
+from .access import check_target, check_visible, manager, new_in_tenant, target, tenant_scope
 from .operations import Operation
 from .parsing import read_body, read_query
 from .schemas import (
@@ -53,8 +53,7 @@ async def scoped_role(request: web.Request, caller: Principal, id_: str) -> Acce
     """The role ``id_``, if ``caller`` may see it: another tenant's is "not found" for a
     TenantAdmin, as its identities are (``access.target``). Also used by the UI."""
     role = await request.app[GRANTS].role(id_)
-    if tenant_scope(caller) not in (None, role.tenant_id):
-        raise NotFound("No such role")
+    check_visible(caller, role.tenant_id, "role")
     return role
 
 
@@ -102,17 +101,13 @@ async def delete_grant(request: web.Request) -> web.Response:
     caller = manager(request)
     access = request.app[GRANTS]
     grant = await access.get_grant(request.match_info["id"])
-    if tenant_scope(caller) not in (None, grant.tenant_id):
-        raise NotFound("No such grant")
+    check_visible(caller, grant.tenant_id, "grant")
     await access.revoke(grant.id, actor=caller.id, client=client_details(request))
     return web.Response(status=204)
 
 
 async def service_user_access(request: web.Request) -> web.Response:
-    caller = manager(request)
-    user = await request.app[SERVICE_USERS].get(request.match_info["id"])
-    if tenant_scope(caller) not in (None, user.tenant_id):
-        raise NotFound("No such service user")
+    user = await target(request, request.app[SERVICE_USERS].get, "service user", mutate=False)
     access = request.app[GRANTS]
     answer = ServiceUserAccess(
         grants=[GrantView.of(g) for g in await access.grants(service_user_id=user.id)],
@@ -129,9 +124,7 @@ async def service_user_access(request: web.Request) -> web.Response:
 async def create_role(request: web.Request) -> web.Response:
     caller = manager(request)
     body = await read_body(request, CreateRole)
-    tenant = caller.tenant_name if body.tenant is None else body.tenant
-    if tenant_scope(caller) is not None and tenant != caller.tenant_name:
-        raise NotFound("tenant: no such tenant")
+    tenant = new_in_tenant(caller, body.tenant)
     role = await request.app[GRANTS].create_role(
         name=body.name, tenant=tenant, description=body.description, actor=caller.id,
         client=client_details(request),
@@ -176,10 +169,7 @@ async def unassign_role(request: web.Request) -> web.Response:
     caller = manager(request)
     role = await scoped_role(request, caller, request.match_info["id"])
     user = await _service_user(request, caller, request.match_info["service_user_id"])
-    if not await request.app[GRANTS].unassign(
-        role, user, actor=caller.id, client=client_details(request)
-    ):
-        raise NotFound("The service user does not hold this role")
+    await request.app[GRANTS].unassign(role, user, actor=caller.id, client=client_details(request))
     return web.Response(status=204)
 
 

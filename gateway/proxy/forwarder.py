@@ -43,7 +43,7 @@ from ..identity.models import Principal
 from ..observability.metrics import UpstreamStats
 from ..routing import ROUTES, CatalogPath, Route
 from ..settings import CatalogSettings
-from .headers import HeaderPolicy, normalize_header_name
+from .headers import HeaderPolicy
 from .rewrite import rewrite_config, strip_storage_credentials, strip_table_credentials
 from .scope import WarehouseScope
 from .transport import (
@@ -72,7 +72,6 @@ MAX_REWRITE_BYTES: Final = 128 * 1024 * 1024
 _Rewrite = Callable[[bytes], bytes | None]
 _LENGTH: Final = ("Content-Length",)  # a body read whole is sent with its own length
 _CONFIG: Final = ROUTES["config"]
-_DELEGATION: Final = "x-iceberg-access-delegation"
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass is slower to build, once per request
@@ -146,9 +145,13 @@ class Forwarder:
             else:
                 body = _client_chunks(request.content, self._max_body)
         auth = self._auth
+        # Without a read-only credential, the catalog is asked for no storage credentials and
+        # whatever storage access its answer still carries is removed.
+        holds_back = False
         if fwd.read_only and self._read_auth is not None:
             auth = self._read_auth  # the upstream vends read-only storage access itself
         elif fwd.no_storage_writes:
+            holds_back = True
             rewrite = _chain(rewrite, strip_storage_credentials)
         if fwd.answer_filter is not None:
             rewrite = _chain(rewrite, fwd.answer_filter)
@@ -169,11 +172,8 @@ class Forwarder:
                 # A body we must inspect has to arrive readable: a gzip answer (clients send
                 # Accept-Encoding: gzip) would otherwise pass on with its tokens unfiltered.
                 identity_encoding=rewrite is not None,
+                drop_delegation=holds_back,
             )
-            if fwd.no_storage_writes and auth is self._auth:
-                # Without the header the catalog vends nothing (what is left is stripped).
-                # Any spelling a server could read as it (X_Iceberg_Access_Delegation too).
-                headers = [(n, v) for n, v in headers if normalize_header_name(n) != _DELEGATION]
             start = time.perf_counter()
             try:
                 upstream = await self._client.request(

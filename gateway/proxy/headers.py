@@ -4,7 +4,9 @@ Upstream never receives the client's credentials (``X-API-Key``, ``Authorization
 hop-by-hop header (RFC 9110 section 7.6.1, plus whatever ``Connection`` names), or any header
 whose *normalized* name (case-folded, ``_`` read as ``-``) is one of our identity headers:
 some servers and frameworks treat ``X_Pangolin_Role`` like ``X-Pangolin-Role``, so a client
-must not be able to smuggle an identity that way (oauth2-proxy strips the same way).
+must not be able to smuggle an identity that way (oauth2-proxy strips the same way). Nor
+does it receive method or URL override headers (``X-HTTP-Method-Override``,
+``X-Original-URL`` ...): what the upstream does must be what the gateway judged.
 """
 
 from __future__ import annotations
@@ -46,6 +48,14 @@ _GATEWAY_OWNED: Final = frozenset(
         "x-forwarded-host",
         "x-request-id",
         "expect",
+        # Method and URL overrides that some frameworks honour: the upstream must act on the
+        # method and path the gateway judged, never on another one a header names.
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+        "x-original-url",
+        "x-original-uri",
+        "x-rewrite-url",
     }
 )
 _IDENTITY_PREFIX: Final = "x-pangolin-"
@@ -91,15 +101,20 @@ class HeaderPolicy:
         authorization: str | None,
         trusted_forwarded_for: bool,
         identity_encoding: bool = False,
+        drop_delegation: bool = False,
     ) -> Headers:
         """What goes upstream: the client's headers that may pass, then ours.
-        ``identity_encoding`` asks for an uncompressed answer (one the gateway must read)."""
+        ``identity_encoding`` asks for an uncompressed answer (one the gateway must read);
+        ``drop_delegation`` keeps the client's ``X-Iceberg-Access-Delegation`` back, in any
+        spelling a server could read as it, so the catalog vends no storage credentials."""
         passes = self._passes
         out = [(name, value) for name, value in inbound.items() if passes(name)]
-        if "Connection" in inbound or identity_encoding:
+        if "Connection" in inbound or identity_encoding or drop_delegation:
             listed = _connection_listed(inbound.getall("Connection", ()))
             if identity_encoding:
                 listed.add("accept-encoding")
+            if drop_delegation:
+                listed.add("x-iceberg-access-delegation")
             out = [(n, v) for n, v in out if _normalized(n) not in listed]
         forwarded_for = client_addr
         if trusted_forwarded_for and "X-Forwarded-For" in inbound:

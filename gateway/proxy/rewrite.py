@@ -7,6 +7,10 @@ of table and view answers: every key that would send a client around the gateway
 session tokens ...) is dropped. Keys are matched case-insensitively: ``Token`` and ``TOKEN``
 are dropped too, as a case-insensitive client would read them.
 
+For callers confined by grants (``catalog``), two more: ``strip_storage_credentials`` takes
+vended storage access out of a table answer for a caller that may not write the table, and
+``filter_list`` keeps only what the caller may see in a list answer.
+
 Bodies are re-serialized only when something was removed. Python's ``json`` keeps integers
 exact, so int64 snapshot ids survive a rewrite (unlike JavaScript's number parsing).
 """
@@ -138,40 +142,42 @@ def strip_table_credentials(body: bytes) -> bytes | None:
 # naming a key, secret, token or credential) and the rest of the storage configuration that
 # comes with them (s3.endpoint, s3.region, ...). The rest goes too: a client given an endpoint
 # without keys builds a keyless storage client from it (DuckDB does) instead of using its own.
+_STORAGE_PREFIXES: Final = ("s3.", "gcs.", "adls.", "azure.", "oss.", "client.")
+_STORAGE_WORDS: Final = ("key", "secret", "token", "credential", "sas", "password", "signature")
 _STORAGE_KEY: Final = re.compile(
-    r"^(?:s3|gcs|adls|azure|oss|client)\.|key|secret|token|credential|sas|password|signature"
+    "|".join([*("^" + re.escape(p) for p in _STORAGE_PREFIXES), *_STORAGE_WORDS])
 )
+# Any of them anywhere in a body (bytes, lowered): the fast path's test.
 _STORAGE_WORD: Final = re.compile(
-    rb"s3\.|gcs\.|adls\.|azure\.|oss\.|client\.|key|secret|token|credential|sas|password|signature"
+    b"|".join(re.escape(w.encode()) for w in (*_STORAGE_PREFIXES, *_STORAGE_WORDS))
 ).search
 
 
 def strip_storage_credentials(body: bytes) -> bytes | None:
-    """A ``loadTable``, ``createTable`` or ``loadCredentials`` answer without the storage
-    credentials it vends (for a caller that may not write the table, when the catalog has no
-    read-only upstream credential): ``storage-credentials`` emptied, the storage settings of
-    ``config`` dropped, so the client uses its own. An answer that cannot be read is refused
-    rather than passed on."""
+    """A table or view answer (``loadTable``, ``createTable``, ``loadCredentials``, scan
+    planning, ``loadView``) or ``/v1/config`` without the storage access it vends, for a
+    caller that may not write there when the catalog has no read-only upstream credential:
+    ``storage-credentials`` emptied, the storage settings of ``config`` (``defaults``,
+    ``overrides``) dropped, so the client uses its own."""
     # Fast path, by the reasoning of strip_table_credentials: without escapes or NUL bytes, a
     # key we drop appears verbatim, so a body without any of the words passes unparsed.
     if b"\\u" not in body and b"\x00" not in body and _STORAGE_WORD(body.lower()) is None:
         return None
-    parsed = _Parsed(body)
-    if not parsed.readable:
-        raise UpstreamError("The catalog's response could not be inspected")
-    doc = parsed.doc
-    if doc is None:
+    parsed = _inspected(body)
+    if parsed.doc is None:
         return None
+    doc = parsed.doc
     changed = parsed.duplicates
     if doc.get("storage-credentials"):
         doc["storage-credentials"] = []
         changed = True
-    config = doc.get("config")
-    if isinstance(config, dict):
-        doomed = [key for key in config if _STORAGE_KEY.search(key.lower())]
-        for key in doomed:
-            del config[key]
-        changed |= bool(doomed)
+    for section in ("config", "defaults", "overrides"):  # a table's, or /v1/config's
+        config = doc.get(section)
+        if isinstance(config, dict):
+            doomed = [key for key in config if _STORAGE_KEY.search(key.lower())]
+            for key in doomed:
+                del config[key]
+            changed |= bool(doomed)
     return parsed.dump() if changed else None
 
 
@@ -180,12 +186,10 @@ def filter_list(body: bytes, visible: Callable[[tuple[str, ...]], bool]) -> byte
     (``identifiers``) answer with only the entries ``visible`` keeps; the upstream's
     ``next-page-token`` stays, so paging goes on (a filtered page may be short, or empty).
     An answer that cannot be read is refused: it could list what the caller may not see."""
-    parsed = _Parsed(body)
-    if not parsed.readable:
-        raise UpstreamError("The catalog's response could not be inspected")
-    doc = parsed.doc
-    if doc is None:
+    parsed = _inspected(body)
+    if parsed.doc is None:
         return None
+    doc = parsed.doc
     changed = parsed.duplicates
     namespaces = doc.get("namespaces")
     if isinstance(namespaces, list):
@@ -205,6 +209,15 @@ def filter_list(body: bytes, visible: Callable[[tuple[str, ...]], bool]) -> byte
         changed |= len(kept) != len(identifiers)
         doc["identifiers"] = kept
     return parsed.dump() if changed else None
+
+
+def _inspected(body: bytes) -> _Parsed:
+    """``body`` parsed, or refused (502) when it cannot be: what we cannot read, a more
+    lenient client parser might, and it could hold what must be held back."""
+    parsed = _Parsed(body)
+    if not parsed.readable:
+        raise UpstreamError("The catalog's response could not be inspected")
+    return parsed
 
 
 def _is_levels(value: object) -> bool:

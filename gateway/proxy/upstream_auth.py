@@ -200,10 +200,10 @@ def _lifetime(expires_in: object) -> float:
 def make_upstream_auth(
     catalog: CatalogSettings,
     session: aiohttp.ClientSession,
-    auth: UpstreamAuthSettings | None = None,
+    auth: UpstreamAuthSettings,
 ) -> UpstreamAuth:
-    """The catalog's ``upstream_auth`` (or ``auth``: its ``upstream_auth_read``, say)."""
-    auth = catalog.upstream_auth if auth is None else auth
+    """The credential ``auth`` describes: the catalog's ``upstream_auth`` or its
+    ``upstream_auth_read`` (its URL and timeouts are the catalog's)."""
     if auth.type == "bearer":
         return StaticBearer(auth.token)
     if auth.type == "oauth2":

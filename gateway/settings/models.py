@@ -126,6 +126,11 @@ class UpstreamAuthSettings:
         # Upstream secrets must never reach a log line through a repr.
         return f"UpstreamAuthSettings(type={self.type!r}, client_id={self.client_id!r}, ...)"
 
+    @property
+    def is_set(self) -> bool:
+        """False only for the "not configured" of an optional credential (type "")."""
+        return self.type != ""
+
 
 @dataclass(frozen=True, slots=True)
 class CatalogSettings:
@@ -147,7 +152,7 @@ class CatalogSettings:
     # A second, read-only upstream credential: requests of callers that may only read what
     # they ask for go upstream with it, so the upstream itself vends read-only storage access
     # and refuses writes. Not set (type ""): such callers' table answers lose their vended
-    # storage credentials instead (proxy.credentials).
+    # storage access instead (proxy.rewrite.strip_storage_credentials).
     upstream_auth_read: UpstreamAuthSettings = field(
         default_factory=lambda: UpstreamAuthSettings(type="")
     )

@@ -30,6 +30,13 @@ def warnings(settings: Settings) -> list[str]:
             "/api/v1/catalogs) are built from each request's Host header; set it to the URL "
             "clients use"
         )
+    for name, catalog in sorted(settings.catalogs.items()):
+        if catalog.default_access != "write" and not (catalog.warehouse or catalog.prefix):
+            found.append(
+                f"catalogs.{name}: default_access is {catalog.default_access!r} but no "
+                "warehouse is pinned: grants name namespaces, so a grant on 'sales' holds "
+                "for 'sales' in every warehouse of the upstream; set warehouse (or prefix)"
+            )
     return found
 
 
@@ -135,8 +142,15 @@ def _validate_catalog(name: str, catalog: CatalogSettings) -> list[str]:
             f"got {catalog.default_access!r}"
         )
     problems.extend(_validate_upstream_auth(f"{where}.upstream_auth", catalog.upstream_auth))
-    if catalog.upstream_auth_read.type != "":  # "": not set
-        read = catalog.upstream_auth_read
+    read = catalog.upstream_auth_read
+    if read.type == "none":
+        # A section without a type reads as "none": every read-only caller's request would go
+        # upstream with no credential at all, which is never what the section meant.
+        problems.append(
+            f"{where}.upstream_auth_read.type: must be bearer or oauth2 "
+            "(leave the section out for no read-only credential)"
+        )
+    elif read.is_set:
         problems.extend(_validate_upstream_auth(f"{where}.upstream_auth_read", read))
     return problems
 

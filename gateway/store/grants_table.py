@@ -7,7 +7,7 @@ the very next request, the others within ``store.change_poll_seconds``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 import aiosqlite
@@ -26,6 +26,12 @@ _ROLES: Final = f"SELECT {_ROLE_COLUMNS} FROM access_roles r JOIN tenants t ON t
 _GRANT_COLUMNS: Final = (
     "g.id, g.tenant_id, g.service_user_id, g.role_id, g.catalog, g.resource, g.action,"
     " g.created_at, g.created_by"
+)
+
+
+_ADD_MEMBER: Final = (
+    "INSERT INTO role_members (role_id, service_user_id, added_at) VALUES (?, ?, ?)"
+    " ON CONFLICT DO NOTHING"
 )
 
 
@@ -98,12 +104,7 @@ class GrantTables(SqliteCore):
 
     async def add_role_member(self, role_id: str, service_user_id: str, audit: AuditRecord) -> bool:
         """Give the role to the service user; False if it already holds it."""
-        return await self._change(
-            "INSERT INTO role_members (role_id, service_user_id, added_at) VALUES (?, ?, ?)"
-            " ON CONFLICT DO NOTHING",
-            (role_id, service_user_id, audit.at),
-            audit,
-        )
+        return await self._change(_ADD_MEMBER, (role_id, service_user_id, audit.at), audit)
 
     async def remove_role_member(
         self, role_id: str, service_user_id: str, audit: AuditRecord
@@ -145,6 +146,10 @@ class GrantTables(SqliteCore):
         )
         return [_grant(row) for row in rows]
 
+    async def count_grants(self, tenant_id: str) -> int:
+        row = await self._fetchone("SELECT count(*) FROM grants WHERE tenant_id = ?", (tenant_id,))
+        return int(row[0])
+
     async def grants_of_service_user(self, service_user_id: str) -> list[Grant]:
         """What the service user holds: its own grants and those of its roles (one read)."""
         rows = await self._fetchall(
@@ -160,6 +165,16 @@ class GrantTables(SqliteCore):
             await self._insert_grant(conn, grant)
             await self._audit(conn, audit)
             await self._bump_identity_version(conn)
+
+    @classmethod
+    async def _insert_members(
+        cls, conn: aiosqlite.Connection, service_user_id: str, role_ids: Sequence[str], at: float
+    ) -> None:
+        """Give roles to a service user inside the caller's transaction."""
+        try:
+            await conn.executemany(_ADD_MEMBER, [(r, service_user_id, at) for r in role_ids])
+        except aiosqlite.IntegrityError as exc:
+            raise cls._integrity(exc) from None  # a role deleted meanwhile
 
     @staticmethod
     async def _insert_grant(conn: aiosqlite.Connection, grant: Grant) -> None:

@@ -157,14 +157,7 @@ class SqliteStore(SessionTables, AuditTable, GrantTables):
                 raise self._integrity(exc) from None  # a name taken, or the tenant gone
             for grant in grants:
                 await self._insert_grant(conn, grant)
-            try:
-                await conn.executemany(
-                    "INSERT INTO role_members (role_id, service_user_id, added_at)"
-                    " VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-                    [(role_id, user.id, audit.at) for role_id in role_ids],
-                )
-            except aiosqlite.IntegrityError as exc:
-                raise self._integrity(exc) from None  # a role deleted meanwhile
+            await self._insert_members(conn, user.id, role_ids, audit.at)
             await self._audit(conn, audit)
             await self._bump_identity_version(conn)
 
@@ -187,10 +180,16 @@ class SqliteStore(SessionTables, AuditTable, GrantTables):
             else f"{column} = ?"
             for column in changes
         )  # fmt: skip
+        also: list[tuple[str, tuple[Any, ...]]] = []
+        if changes.get("role", Role.TENANT_USER.value) != Role.TENANT_USER.value:
+            # Root and TenantAdmin hold no grants: those of a promoted TenantUser go, rather
+            # than wait, unseen, to come back with a demotion.
+            also = [(f"DELETE FROM {table} WHERE service_user_id = ?", (id_,))
+                    for table in ("grants", "role_members")]  # fmt: skip
         return await self._change_identity(
             f"UPDATE service_users SET {assignments} WHERE id = ?",
             (*changes.values(), id_),
-            table="service_users", id_=id_, audit=audit,
+            table="service_users", id_=id_, audit=audit, also=also,
         )  # fmt: skip
 
     async def delete_service_user(self, id_: str, audit: AuditRecord) -> bool:

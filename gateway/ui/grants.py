@@ -22,7 +22,7 @@ from ..auth.authz import AccessLevel, catalog_access
 from ..errors import DomainError, GatewayError, describe
 from ..identity.grants import ANY_CATALOG, AccessRole, Grant
 from ..identity.models import Principal, Role, ServiceUser
-from ..management.access import manager, role_and_tenant, tenant_scope
+from ..management.access import manager, new_in_tenant, tenant_scope
 from ..management.parsing import read_fields
 from ..management.schemas import CreateRole, GrantSpec
 from ..management.trail import audited, record_refusal
@@ -178,9 +178,7 @@ async def create_role(request: web.Request) -> web.Response:
         if values["tenant"]:  # left out: the caller's own tenant
             fields["tenant"] = values["tenant"]
         body = read_fields(CreateRole, fields)
-        # The rule for where a new thing may go: the caller's own tenant, or any for Root
-        # (another tenant is "not found"); a TenantUser role, which every manager may give.
-        _, tenant = role_and_tenant(caller, None, body.tenant, Role.TENANT_USER)
+        tenant = new_in_tenant(caller, body.tenant)  # the API's rule
         await request.app[GRANTS].create_role(
             name=body.name, tenant=tenant, description=body.description, actor=caller.id,
             client=client_details(request),

@@ -184,7 +184,7 @@ def test_grant_with_a_bad_action_is_a_usage_error_and_grants_nothing(cli: Cli) -
 def test_grant_to_an_unknown_role_exits_1_with_one_line_and_grants_nothing(cli: Cli) -> None:
     before = cli.root_json("list-grants")["total"]
     name = unique("nosuch")
-    line = refused(cli.root("grant", "--role", name, "--action", "read"))
+    line = refused(cli.root("grant", "--role-name", name, "--action", "read"))
     assert line == f"error: No such role {name!r}"
     assert cli.root_json("list-grants")["total"] == before
 
@@ -223,18 +223,18 @@ def test_the_cli_offers_exactly_the_gateways_actions() -> None:
 @pytest.mark.parametrize(
     ("command", "message"),
     [
-        ("grant --action read", "give either --service-user ID or --role NAME"),
-        ("grant --service-user x --role y --action read", "give either --service-user"),
+        ("grant --action read", "give either --service-user ID or --role-name NAME"),
+        ("grant --service-user x --role-name y --action read", "give either --service-user"),
         ("grant --service-user x", "Missing option '--action'"),
-        ("grant --service-user x --tenant acme --action read", "give it with --role"),
+        ("grant --service-user x --tenant acme --action read", "give it with --role-name"),
         ("grant --service-user x --on sales..orders --action read", "dot-separated names"),
         ("revoke", "give --id, or the grant's"),
         ("revoke --id x --action read", "give it without the other options"),
-        ("list-grants --tenant acme", "give it with --role"),
+        ("list-grants --tenant acme", "give it with --role-name"),
         ("create-role", "Missing option '--name'"),
         ("delete-role", "Missing option '--name'"),
-        ("assign-role --service-user x", "Missing option '--role'"),
-        ("unassign-role --role x", "Missing option '--service-user'"),
+        ("assign-role --service-user x", "Missing option '--role-name'"),
+        ("unassign-role --role-name x", "Missing option '--service-user'"),
         ("create-service-user --name n --catalog archive", "give it with --grant"),
         ("create-service-user --name n --grant read:", "nothing after ':'"),
         ("create-service-user --name n --grant read:a..b", "dot-separated names"),
@@ -252,12 +252,12 @@ def test_role_commands_create_list_assign_and_unassign(cli: Cli) -> None:
     name = created["name"]
     assert (created["tenant"], created["members"], created["grants"]) == ("default", [], [])
     ns = namespace()
-    grant = cli.root_json("grant", "--role", name, "--catalog", "archive", "--on", ns,
+    grant = cli.root_json("grant", "--role-name", name, "--catalog", "archive", "--on", ns,
                           "--action", "read")  # fmt: skip
     assert (grant["subject_type"], grant["subject_id"]) == ("role", created["id"])
     user_id = new_service_user(cli)["service_user"]["id"]
 
-    assigned = ok(cli.root("assign-role", "--service-user", user_id, "--role", name))
+    assigned = ok(cli.root("assign-role", "--service-user", user_id, "--role-name", name))
     assert (assigned.stdout, assigned.stderr) == (
         "", f"Service user {user_id} now holds role {name}.\n",
     )  # fmt: skip
@@ -269,20 +269,22 @@ def test_role_commands_create_list_assign_and_unassign(cli: Cli) -> None:
     header, rows = table(ok(cli.root("list-roles", "--tenant", "default")).stdout)
     assert header == ["ID", "NAME", "TENANT", "MEMBERS", "GRANTS", "DESCRIPTION"]
     assert [created["id"], name, "default", "1", "1", "sales"] in rows
-    # list-grants --role names the role in the subject column.
-    _, grant_rows = table(ok(cli.root("list-grants", "--role", name)).stdout)
+    # list-grants --role-name names the role in the subject column.
+    _, grant_rows = table(ok(cli.root("list-grants", "--role-name", name)).stdout)
     assert grant_rows == [[grant["id"], f"role:{name}", f"archive:{ns}", "read"]]
 
-    answer = cli.root_json("unassign-role", "--service-user", user_id, "--role", name)
+    answer = cli.root_json("unassign-role", "--service-user", user_id, "--role-name", name)
     assert answer == {"unassigned": name, "service_user": user_id}
     assert access(cli, user_id) == {"grants": [], "roles": [], "effective": []}
-    again = cli.root("unassign-role", "--service-user", user_id, "--role", name)
-    assert "does not hold this role" in refused(again, 404)
+    again = cli.root("unassign-role", "--service-user", user_id, "--role-name", name)
+    assert "No such role held by the service user" in refused(again, 404)
 
 
 def test_assign_an_unknown_role_exits_1_and_assigns_nothing(cli: Cli) -> None:
     user_id = new_service_user(cli)["service_user"]["id"]
-    line = refused(cli.root("assign-role", "--service-user", user_id, "--role", "no-such-role"))
+    line = refused(
+        cli.root("assign-role", "--service-user", user_id, "--role-name", "no-such-role")
+    )
     assert line == "error: No such role 'no-such-role'"
     assert access(cli, user_id)["roles"] == []
 
@@ -291,15 +293,15 @@ def test_a_role_name_in_several_tenants_needs_tenant(cli: Cli) -> None:
     name = new_role(cli)
     ok(cli.root("create-role", "--name", name, "--tenant", "acme"))
     user_id = new_service_user(cli, "--tenant", "acme")["service_user"]["id"]
-    result = cli.root("assign-role", "--service-user", user_id, "--role", name)
+    result = cli.root("assign-role", "--service-user", user_id, "--role-name", name)
     assert_usage_error(result, f"roles named {name!r} exist in tenants acme, default")
-    ok(cli.root("assign-role", "--service-user", user_id, "--role", name, "--tenant", "acme"))
+    ok(cli.root("assign-role", "--service-user", user_id, "--role-name", name, "--tenant", "acme"))
     assert [(r["name"], r["tenant"]) for r in access(cli, user_id)["roles"]] == [(name, "acme")]
 
 
 def test_delete_role_asks_first_and_takes_its_grants_and_memberships(cli: Cli) -> None:
     name = new_role(cli)
-    ok(cli.root("grant", "--role", name, "--action", "read"))
+    ok(cli.root("grant", "--role-name", name, "--action", "read"))
     user_id = new_service_user(cli, "--role-name", name)["service_user"]["id"]
     assert len(access(cli, user_id)["effective"]) == 1
 
@@ -323,7 +325,7 @@ def test_create_service_user_with_grant_and_role_name_gets_its_rights_in_one_com
 ) -> None:
     role = new_role(cli)
     ns, other, archived = namespace(), namespace(), namespace()
-    ok(cli.root("grant", "--role", role, "--catalog", "archive", "--on", archived,
+    ok(cli.root("grant", "--role-name", role, "--catalog", "archive", "--on", archived,
                 "--action", "read"))  # fmt: skip
     created = new_service_user(
         cli, "--grant", f"read:{ns}", "--grant", f"write:{ns}.orders", "--role-name", role
@@ -393,7 +395,9 @@ def test_create_service_user_with_a_grant_on_another_tenants_catalog_creates_not
 
 def test_get_service_user_shows_its_roles_and_every_grant_it_holds(cli: Cli) -> None:
     role = new_role(cli)
-    role_grant = cli.root_json("grant", "--role", role, "--catalog", "archive", "--action", "read")
+    role_grant = cli.root_json(
+        "grant", "--role-name", role, "--catalog", "archive", "--action", "read"
+    )
     ns = namespace()
     created = new_service_user(cli, "--grant", f"write:{ns}", "--role-name", role)
     user_id = created["service_user"]["id"]
@@ -421,7 +425,9 @@ def test_get_service_user_without_grants_shows_none_and_no_table(cli: Cli) -> No
 
 def test_whoami_shows_the_access_per_catalog_and_the_effective_grants(cli: Cli) -> None:
     role = new_role(cli)
-    role_grant = cli.root_json("grant", "--role", role, "--catalog", "archive", "--action", "read")
+    role_grant = cli.root_json(
+        "grant", "--role-name", role, "--catalog", "archive", "--action", "read"
+    )
     ns = namespace()
     created = new_service_user(cli, "--grant", f"create:{ns}", "--role-name", role)
     user_id, key = created["service_user"]["id"], created["api_key"]
