@@ -99,7 +99,7 @@ def _refusal(need: Need) -> str:
 # manage, which brings write.)
 _VENDING = frozenset(
     {"getConfig", "loadTable", "loadCredentials", "createTable", "planTableScan",
-     "fetchPlanningResult", "fetchScanTasks", "loadView"}
+     "fetchPlanningResult", "fetchScanTasks", "loadView", "createView"}
 )  # fmt: skip
 _LISTS = frozenset({"listNamespaces", "listTables", "listViews"})
 
@@ -178,7 +178,7 @@ def _judge(
     no_storage_writes = False
     if decision.operation in _VENDING:
         table = decision.resource
-        if decision.operation == "createTable":  # the new table's
+        if decision.operation in ("createTable", "createView"):  # the new one's
             table = (*table, str((doc or {}).get("name", "")))
         no_storage_writes = not allows(principal, name, catalog, table, "write")
     return _Verdict(None, read_only, no_storage_writes, answer_filter)

@@ -147,6 +147,38 @@ async def test_hop_by_hop_headers_and_headers_named_in_connection_are_dropped(
     assert "X-Hop-Listed" not in received.get("Connection", "")
 
 
+OVERRIDES = (
+    "X-HTTP-Method-Override",
+    "X-HTTP-Method",
+    "X-Method-Override",
+    "X-Original-URL",
+    "X-Original-URI",
+    "X-Rewrite-URL",
+)
+
+
+@pytest.mark.parametrize("name", OVERRIDES)
+async def test_method_and_url_override_headers_never_reach_the_upstream_in_any_spelling(
+    gateway: Gateway, user: CreatedKey, name: str
+) -> None:
+    # Some frameworks act on the method or path such a header names instead of the request
+    # line's: the upstream must act on what the gateway judged.
+    value = "DELETE" if "Method" in name else "/v1/namespaces/sales/tables/orders"
+    spoofed = CIMultiDict(key_header(user))
+    for spelling in (name, name.lower(), name.upper(), name.replace("-", "_"),
+                     name.lower().replace("-", "_")):  # fmt: skip
+        spoofed.add(spelling, value)
+
+    reply = await call(gateway, "GET", f"{API}/namespaces", headers=spoofed)
+
+    assert reply.status == 200
+    received = gateway.upstream.last
+    assert (received.method, received.raw_path) == ("GET", "/v1/namespaces")
+    overrides = {normalize_header_name(n) for n in OVERRIDES}
+    assert [n for n in received.headers if normalize_header_name(n) in overrides] == []
+    assert value not in received.headers.values()
+
+
 async def test_end_to_end_headers_are_kept(gateway: Gateway, user: CreatedKey) -> None:
     kept = {
         "Idempotency-Key": "01893f4e-7c1a-7cc2-9b7a-7f3d2c1b0a99",

@@ -18,6 +18,7 @@ from gateway.state import GRANTS
 
 from ..conftest import Gateway, MakeGateway
 from ..helpers import bearer, key_header
+from ..rawhttp import RawReply, exchange
 from .forwarding_support import (
     API,
     SNAPSHOT_ID,
@@ -555,6 +556,70 @@ async def test_moving_a_tables_files_needs_manage(make_gateway: MakeGateway, upd
     assert allowed.status == 200
 
 
+ASSERT_CREATE = {
+    "requirements": [{"type": "assert-create"}],
+    "updates": [{"action": "assign-uuid", "uuid": "9c12d441-03fe-4693-9a96-a0705ddf69c1"}],
+}
+
+
+@pytest.mark.parametrize("kind", ["assert-create", "ASSERT-CREATE"])
+async def test_write_on_a_namespace_cannot_create_a_table_through_an_assert_create_commit(
+    make_gateway: MakeGateway, kind: str
+) -> None:
+    # The upstream creates the table of an assert-create commit (CatalogHandlers.updateTable):
+    # a creation, which write on the namespace does not allow.
+    gateway, user = await confined(make_gateway)
+    await give(gateway, user, ("sales",), "write")
+    doc = {**ASSERT_CREATE, "requirements": [{"type": kind}]}
+    path = "/namespaces/sales/tables/orders"
+    transaction = {"table-changes": [{"identifier": ident(*ORDERS), **doc}]}
+
+    updated = await send(gateway, user, "POST", path, doc)
+    assert_forbidden(updated, gateway)
+    assert "create" in updated.json()["error"]["message"]
+    committed = await send(gateway, user, "POST", "/transactions/commit", transaction)
+    assert_forbidden(committed, gateway)
+    plain = await send(gateway, user, "POST", path, UPDATE)  # no assert-create: a write
+    assert plain.status == 200
+
+    await give(gateway, user, ("sales",), "create")
+    created = await send(gateway, user, "POST", path, doc)
+    created_in_transaction = await send(gateway, user, "POST", "/transactions/commit", transaction)
+    assert created.status == created_in_transaction.status == 200
+    assert [r.body for r in gateway.upstream.catalog_requests()[1:]] == [
+        json.dumps(doc).encode(),
+        json.dumps(transaction).encode(),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("path", "doc"),
+    [
+        ("/namespaces/sales/tables/orders", {**UPDATE, "identifier": ident("hr", "payroll")}),
+        ("/namespaces/sales/views/v", {"identifier": ident("hr", "v"), "updates": []}),
+        ("/namespaces/sales/tables/orders", {"requirements": {"type": "assert-create"}}),
+        ("/namespaces/sales/tables/orders", {"updates": ["set-location"]}),
+        ("/transactions/commit",
+         {"table-changes": [{"identifier": ident(*ORDERS), "requirements": "assert-create"}]}),
+    ],
+    ids=["table-identifier-elsewhere", "view-identifier-elsewhere", "requirements-not-a-list",
+         "updates-not-objects", "transaction-requirements-not-a-list"],
+)  # fmt: skip
+async def test_a_commit_naming_another_table_or_malformed_changes_is_400_and_goes_nowhere(
+    make_gateway: MakeGateway, path: str, doc: Json
+) -> None:
+    # Even for a caller that may do anything in the catalog: what the upstream would act on
+    # must be what was judged.
+    gateway, user = await confined(make_gateway)
+    await give(gateway, user, (), "manage")
+
+    reply = await send(gateway, user, "POST", path, doc)
+
+    assert_iceberg_error(reply, 400)
+    assert reply.json()["error"]["type"] == "BadRequestException"
+    assert forwarded(gateway) == 0
+
+
 async def test_stage_create_needs_write_on_the_new_table(make_gateway: MakeGateway) -> None:
     gateway, user = await confined(make_gateway)
     await give(gateway, user, ("sales",), "create")
@@ -704,6 +769,75 @@ async def test_hostile_names_in_transaction_identifiers_are_400_and_go_nowhere(
     assert_iceberg_error(reply, 400)
     assert "name contains" in reply.json()["error"]["message"]
     assert forwarded(gateway) == 0
+
+
+# -- fragments: a raw "#" in the request line -------------------------------------------------
+
+
+async def send_raw(
+    gateway: Gateway, who: CreatedKey, method: str, target: str, body: bytes = b""
+) -> RawReply:
+    """``method`` on ``target`` exactly as written on the request line (a client library
+    would cut a "#" off as a fragment), through the gateway's real connection layer."""
+    server = gateway.client.server
+    assert server.host is not None and server.port is not None
+    head = (
+        f"{method} {target} HTTP/1.1\r\nHost: x\r\nX-API-Key: {who.api_key.plaintext()}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    return await exchange(server.host, server.port, head.encode() + body)
+
+
+def assert_malformed(reply: RawReply, gateway: Gateway) -> None:
+    """400 BadRequestException naming RFC 3986, and the upstream was not asked."""
+    assert reply.status == 400, reply.body
+    error = reply.json()["error"]
+    assert error["type"] == "BadRequestException"
+    assert "RFC 3986" in error["message"]
+    assert gateway.upstream.requests == []
+
+
+@pytest.mark.parametrize("access", ["none", "read"])
+async def test_a_readers_commit_disguised_as_metrics_by_a_raw_hash_is_400_and_goes_nowhere(
+    make_gateway: MakeGateway, access: str
+) -> None:
+    # An upstream reading "#/metrics" as a fragment routes POST .../orders: updateTable, a
+    # commit, while "/metrics" made it reportMetrics (read) to the gateway.
+    gateway, user = await confined(make_gateway, access)
+    await give(gateway, user, ("sales",), "read")
+    body = json.dumps(UPDATE).encode()
+
+    reply = await send_raw(
+        gateway, user, "POST", f"{API}/namespaces/sales/tables/orders#/metrics", body
+    )
+
+    assert_malformed(reply, gateway)
+    # Without the "#", the same caller's metrics report does go through (a read).
+    reported = await send(gateway, user, "POST", "/namespaces/sales/tables/orders/metrics", {})
+    assert reported.status == 200
+    assert gateway.upstream.last.raw_path == "/v1/namespaces/sales/tables/orders/metrics"
+
+
+@pytest.mark.parametrize(
+    ("method", "target"),
+    [
+        ("GET", "/namespaces/sales/tables/orders#x"),
+        ("GET", "/namespaces/sales#/tables/orders"),
+        ("DELETE", "/namespaces/sales/tables/orders?purgeRequested=false#true"),
+        ("GET", "/namespaces?pageToken=p1#"),
+        ("GET", "/namespaces?parent=sales#x"),
+    ],
+)
+async def test_a_raw_hash_in_the_path_or_query_is_400_and_goes_nowhere(
+    make_gateway: MakeGateway, method: str, target: str
+) -> None:
+    gateway, user = await confined(make_gateway)
+    await give(gateway, user, ("sales",), "manage")
+
+    reply = await send_raw(gateway, user, method, f"{API}{target}")
+
+    assert_malformed(reply, gateway)
 
 
 # -- roles, and changes taking effect at once --------------------------------------------------
@@ -887,6 +1021,110 @@ async def test_a_readers_scan_plan_carries_no_storage_credentials(
 
     assert reply.status == 200
     assert reply.json().get("storage-credentials") in (None, [])
+    assert DELEGATION not in gateway.upstream.last.headers
+
+
+def config_answer() -> Json:
+    """A /v1/config answer carrying storage access in its defaults and overrides."""
+    return {
+        "defaults": {**STORAGE_CONFIG, "rest-page-size": "100"},
+        "overrides": {"s3.access-key-id": "AKIAOVERRIDE", "adls.sas-token.acct": "sv=x",
+                      "gcs.oauth2.token": "ya29", "rest-page-size": "50"},
+        "endpoints": ["GET /v1/{prefix}/namespaces"],
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("access", "granted"), [("read", None), ("none", ("sales",))], ids=["default-read", "grant"]
+)
+async def test_a_caller_without_write_on_the_catalog_gets_a_config_without_storage_access(
+    make_gateway: MakeGateway, access: str, granted: Resource | None
+) -> None:
+    gateway, user = await confined(make_gateway, access)
+    if granted is not None:
+        await give(gateway, user, granted, "read")
+    await give(gateway, user, ORDERS, "write")  # write below the catalog is not on it
+    answer_json(gateway.upstream, config_answer())
+
+    reply = await send(gateway, user, "GET", "/config", headers={DELEGATION: "vended-credentials"})
+
+    assert reply.status == 200
+    assert reply.json() == {
+        "defaults": {"rest-page-size": "100"},
+        "overrides": {"rest-page-size": "50"},
+        "endpoints": ["GET /v1/{prefix}/namespaces"],
+    }
+    assert DELEGATION not in gateway.upstream.last.headers
+
+
+async def test_a_writer_on_the_whole_catalog_keeps_the_configs_storage_access(
+    make_gateway: MakeGateway,
+) -> None:
+    gateway, user = await confined(make_gateway)
+    await give(gateway, user, ("sales",), "read")
+    answer_json(gateway.upstream, config_answer())
+    stripped = await send(gateway, user, "GET", "/config", headers={DELEGATION: "vended"})
+    assert "s3.endpoint" not in stripped.json()["defaults"]
+
+    await give(gateway, user, (), "write")
+    reply = await send(gateway, user, "GET", "/config", headers={DELEGATION: "vended"})
+
+    assert reply.json() == config_answer()
+    assert gateway.upstream.last.headers[DELEGATION] == "vended"
+
+
+def view_answer() -> Json:
+    """A LoadViewResult whose config vends storage access."""
+    return {
+        "metadata-location": "s3://bucket/sales/v/metadata/00001.metadata.json",
+        "metadata": {"view-uuid": "a20125c8-7284-442c-9aea-15fee620737c", "format-version": 1,
+                     "current-version-id": 1, "versions": [], "version-log": [], "schemas": []},
+        "config": dict(VENDED_CONFIG),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("access", "granted"), [("read", None), ("none", ("sales",))], ids=["default-read", "grant"]
+)
+async def test_a_view_reader_gets_its_config_without_storage_access_or_delegation(
+    make_gateway: MakeGateway, access: str, granted: Resource | None
+) -> None:
+    gateway, user = await confined(make_gateway, access)
+    if granted is not None:
+        await give(gateway, user, granted, "read")
+    await give(gateway, user, ("sales", "other"), "write")  # another view's
+    answer_json(gateway.upstream, view_answer())
+
+    reply = await send(gateway, user, "GET", "/namespaces/sales/views/v",
+                       headers={DELEGATION: "vended-credentials"})  # fmt: skip
+
+    assert reply.status == 200
+    assert reply.json() == {**view_answer(), "config": WITHOUT_STORAGE}
+    assert DELEGATION not in gateway.upstream.last.headers
+
+    await give(gateway, user, ("sales", "v"), "write")
+    written = await send(gateway, user, "GET", "/namespaces/sales/views/v",
+                         headers={DELEGATION: "vended-credentials"})  # fmt: skip
+    assert written.json() == view_answer()
+    assert gateway.upstream.last.headers[DELEGATION] == "vended-credentials"
+
+
+async def test_a_view_creator_without_write_gets_no_storage_access_for_the_new_view(
+    make_gateway: MakeGateway,
+) -> None:
+    # createView answers with the same LoadViewResult as loadView, config and all: a caller
+    # that may create views but not write them must not get storage access through it (as
+    # createTable's answer for a creator without write on the new table).
+    gateway, user = await confined(make_gateway)
+    await give(gateway, user, ("sales",), "create")
+    answer_json(gateway.upstream, view_answer())
+
+    reply = await send(gateway, user, "POST", "/namespaces/sales/views",
+                       {"name": "v", "schema": SCHEMA},
+                       headers={DELEGATION: "vended-credentials"})  # fmt: skip
+
+    assert reply.status == 200
+    assert reply.json()["config"] == WITHOUT_STORAGE
     assert DELEGATION not in gateway.upstream.last.headers
 
 

@@ -16,6 +16,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from gateway.app import create_app
+from gateway.identity import grant_admin
 from gateway.settings import CatalogSettings
 from gateway.state import AUTHENTICATOR, GRANTS, SETTINGS
 from gateway.store import SqliteStore
@@ -230,7 +231,9 @@ async def test_a_tenant_admin_manages_grants_roles_and_members_in_its_own_tenant
 
     await ok(gw, "DELETE", path, acme.auth, status=204)
     assert (await ok(gw, "GET", f"/api/v1/roles/{role['id']}", acme.auth))["members"] == []
-    assert_error(await call(gw, "DELETE", path, acme.auth), 404, "No such role held by the service user")
+    assert_error(
+        await call(gw, "DELETE", path, acme.auth), 404, "No such role held by the service user"
+    )
     await ok(gw, "DELETE", f"/api/v1/grants/{own['id']}", acme.auth, status=204)
     await ok(gw, "DELETE", f"/api/v1/roles/{role['id']}", acme.auth, status=204)
     assert grant_tables(gw) == {table: [] for table in GRANT_TABLES}
@@ -589,6 +592,68 @@ async def test_a_duplicate_grant_or_role_is_409(gw: Gateway) -> None:
     )  # fmt: skip
 
 
+@pytest.fixture
+def two_grants_a_tenant(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The per-tenant grant limit (10,000) made 2, so that reaching it takes two grants."""
+    monkeypatch.setattr(grant_admin, "MAX_GRANTS_PER_TENANT", 2)
+
+
+LIMIT_WORDS = ("most grants allowed (2)", "revoke some", "role")
+
+
+@pytest.mark.usefixtures("two_grants_a_tenant")
+async def test_a_grant_past_the_tenants_limit_is_409_until_one_is_revoked(
+    gw: Gateway, acme: Acme
+) -> None:
+    user, _ = await new_user(gw, acme.auth, "acme-etl")
+    role = await new_role(gw, acme.auth)
+    first = await new_grant(gw, acme.auth, **grant_body(user, catalog="lake"))
+    await new_grant(gw, acme.auth, **grant_body(role, to="role", catalog="lake"))  # roles count
+
+    for subject, to in ((user, "service_user"), (role, "role")):
+        for auth in (acme.auth, root(gw)):  # Root too: the limit is the tenant's
+            await refused(
+                gw, "POST", "/api/v1/grants", auth,
+                body=grant_body(subject, to=to, catalog="lake", action="write"),
+                status=409, action="grant.create", words=LIMIT_WORDS,
+            )  # fmt: skip
+    # Another tenant's grants are counted apart.
+    theirs, _ = await new_user(gw, root(gw), "default-etl")
+    await new_grant(gw, root(gw), **grant_body(theirs))
+
+    await ok(gw, "DELETE", f"/api/v1/grants/{first['id']}", acme.auth, status=204)
+    again = await new_grant(gw, acme.auth, **grant_body(user, catalog="lake", action="write"))
+    assert (await access_of(gw, user))["grants"] == [again]
+
+
+@pytest.mark.usefixtures("two_grants_a_tenant")
+async def test_creating_a_service_user_with_grants_past_the_limit_is_409_and_creates_nothing(
+    gw: Gateway,
+) -> None:
+    await new_grant(gw, root(gw), **grant_body(await new_role(gw, root(gw)), to="role"))
+    users = (await ok(gw, "GET", "/api/v1/service-users", root(gw)))["total"]
+    read_sales = {"catalog": "default", "resource": ["sales"], "action": "read"}
+    write_hr = {"catalog": "default", "resource": ["hr"], "action": "write"}
+
+    await refused(
+        gw, "POST", "/api/v1/service-users", root(gw),
+        body={"name": "etl", "grants": [read_sales, write_hr]}, status=409,
+        action="service_user.create", words=LIMIT_WORDS,
+    )  # fmt: skip
+    assert (await ok(gw, "GET", "/api/v1/service-users", root(gw)))["total"] == users
+
+    # One right (given twice) still fits; then the tenant is full, and roles need no room.
+    user, _ = await new_user(gw, root(gw), "etl", grants=[read_sales, read_sales])
+    assert [g["on"] for g in (await access_of(gw, user))["grants"]] == ["default:sales"]
+    await refused(
+        gw, "POST", "/api/v1/service-users", root(gw),
+        body={"name": "bi", "grants": [write_hr]}, status=409,
+        action="service_user.create", words=LIMIT_WORDS,
+    )  # fmt: skip
+    member, _ = await new_user(gw, root(gw), "bi", roles=["analysts"])
+    assert [r["name"] for r in (await access_of(gw, member))["roles"]] == ["analysts"]
+
+
 # -- the audit trail --------------------------------------------------------------------------
 
 
@@ -850,6 +915,42 @@ async def test_deleting_a_service_user_through_the_api_deletes_its_grants(
 
     assert (await ok(gw, "GET", "/api/v1/grants", root(gw)))["items"] == [kept]
     assert (await ok(gw, "GET", f"/api/v1/roles/{role['id']}", root(gw)))["members"] == []
+
+
+@pytest.mark.parametrize("role", ["TenantAdmin", "Root"])
+async def test_a_service_user_promoted_loses_its_grants_and_roles_and_a_demotion_restores_none(
+    confined: Gateway, role: str
+) -> None:
+    gw = confined
+    analysts = await new_role(gw, root(gw))
+    kept = await new_grant(gw, root(gw), **grant_body(analysts, to="role", resource=("hr",)))
+    user, auth = await new_user(
+        gw, root(gw), grants=[{"catalog": "default", "resource": ["sales"], "action": "read"}],
+        roles=["analysts"],
+    )  # fmt: skip
+    assert await status_of(gw, auth) == 200
+    path = f"/api/v1/service-users/{user['id']}"
+
+    promoted = await ok(gw, "PUT", path, root(gw), body={"role": role})
+
+    assert promoted["role"] == role
+    access = await access_of(gw, user)
+    assert (access["grants"], access["roles"], access["effective"]) == ([], [], [])
+    (record,) = await audit(gw, action="service_user.update", target=user["id"])
+    assert record["detail"] == "changed: role; its grants and roles went with its TenantUser role"
+
+    demoted = await ok(gw, "PUT", path, root(gw), body={"role": "TenantUser"})
+
+    assert demoted["role"] == "TenantUser"
+    access = await access_of(gw, user)
+    assert (access["grants"], access["roles"], access["effective"]) == ([], [], [])
+    assert await status_of(gw, auth) == 403  # what it held is gone, not waiting
+    assert await status_of(gw, auth, "/v1/namespaces/hr") == 403
+    # The role and its grant stay, for its other members.
+    shown = await ok(gw, "GET", f"/api/v1/roles/{analysts['id']}", root(gw))
+    assert (shown["members"], shown["grants"]) == ([], [kept])
+    (last, _) = await audit(gw, action="service_user.update", target=user["id"])
+    assert last["detail"] == "changed: role"
 
 
 async def test_a_tenant_with_a_role_cannot_be_deleted(gw: Gateway, acme: Acme) -> None:

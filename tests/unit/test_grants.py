@@ -4,6 +4,7 @@ what each catalog request needs (``requirements.needs``), body-aware operations 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -191,6 +192,109 @@ def test_an_index_keeps_the_grants_it_was_built_from() -> None:
     one = grant(ORDERS, "read")
 
     assert index(one).grants == (one,)
+
+
+# -- the cost of a deep resource -------------------------------------------------------------
+
+Held = Mapping[tuple[str, tuple[str, ...]], frozenset[Action]]
+
+
+class CountingHeld(Mapping[tuple[str, tuple[str, ...]], frozenset[Action]]):
+    """An index's ``_held`` that counts the lookups of one question and stops one past
+    ``budget`` (so an unbounded walk up a deep resource fails at once, not after slicing it
+    for minutes)."""
+
+    def __init__(self, inner: Held, budget: int) -> None:
+        self.inner, self.budget, self.lookups = inner, budget, 0
+
+    def __getitem__(self, key: tuple[str, tuple[str, ...]]) -> frozenset[Action]:
+        # Mapping's get() and "in" both come here.
+        self.lookups += 1
+        if self.lookups > self.budget:
+            raise AssertionError(f"more than {self.budget} lookups for one question")
+        return self.inner[key]
+
+    def __iter__(self) -> Iterator[tuple[str, tuple[str, ...]]]:
+        return iter(self.inner)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+
+class Counted:
+    """An index whose every question may cost only the lookups of a walk bounded by its
+    deepest grant: both catalog names (this one and "*"), each down to that depth."""
+
+    def __init__(self, *grants: Grant) -> None:
+        self.index = index(*grants)
+        deepest = max(len(g.resource) for g in grants)
+        self.held = CountingHeld(self.index._held, budget=2 * (deepest + 2))
+        self.index._held = self.held
+
+    def allows(self, catalog: str, resource: tuple[str, ...], action: Action) -> bool:
+        self.held.lookups = 0
+        answer = self.index.allows(catalog, resource, action)
+        assert self.held.lookups <= self.held.budget
+        return answer
+
+    def visible(self, catalog: str, resource: tuple[str, ...]) -> bool:
+        self.held.lookups = 0
+        answer = self.index.visible(catalog, resource)
+        assert self.held.lookups <= self.held.budget
+        return answer
+
+
+DEEP = 100_000  # levels: what a request line of a few hundred kilobytes can name
+
+
+def deep(*top: str) -> tuple[str, ...]:
+    return (*top, *(f"n{i}" for i in range(DEEP)))
+
+
+@pytest.mark.parametrize("catalog", ["default", ANY_CATALOG])
+def test_a_very_deep_resource_below_a_grant_is_allowed_within_the_shallow_lookups(
+    catalog: str,
+) -> None:
+    grants = Counted(grant(("sales",), "write", catalog), grant(ORDERS, "drop", catalog))
+
+    assert grants.allows("default", deep("sales"), "read")
+    assert grants.allows("default", deep("sales"), "write")
+    assert grants.allows("default", deep(*ORDERS), "drop")
+    assert not grants.allows("default", deep("sales"), "drop")
+
+
+def test_a_very_deep_resource_outside_every_grant_is_refused_within_the_shallow_lookups() -> None:
+    grants = Counted(grant(("sales", "eu", "orders"), "manage"), grant(("hr",), "read"))
+
+    assert not grants.allows("default", deep("staging"), "read")  # another branch
+    assert not grants.allows("default", deep("sales", "us"), "read")  # beside the grant
+    assert not grants.allows("default", deep("sales", "eu"), "read")  # beside it, deeper
+    assert not grants.allows("default", deep("hr"), "write")  # below a grant of another action
+    assert not grants.allows("other", deep("hr"), "read")  # another catalog
+    assert grants.allows("default", deep("sales", "eu", "orders"), "drop")
+
+
+def test_visibility_of_a_very_deep_resource_costs_the_shallow_lookups_and_stays_right() -> None:
+    grants = Counted(grant(("sales", "eu"), "read"))
+
+    assert grants.visible("default", deep("sales", "eu"))  # below the grant
+    assert not grants.visible("default", deep("sales", "us"))  # beside it
+    assert not grants.visible("default", deep("sales"))  # below its parent only
+    assert not grants.visible("default", deep())
+    assert not grants.visible("other", deep("sales", "eu"))
+    # The shallow answers are those of before.
+    assert grants.visible("default", ("sales",)) and grants.visible("default", ())
+    assert grants.visible("default", ("sales", "eu", "orders"))
+    assert not grants.visible("default", ("sales", "us"))
+
+
+def test_a_catalog_wide_grant_answers_a_deep_resource_from_the_top() -> None:
+    grants = Counted(grant((), "read"))
+
+    assert grants.held.budget == 4
+    assert grants.allows("default", deep("any"), "read")
+    assert grants.visible("default", deep("any"))
+    assert not grants.allows("default", deep("any"), "write")
 
 
 # -- requirements.needs -----------------------------------------------------------------------
@@ -428,6 +532,143 @@ def test_commit_transaction_moving_one_tables_files_needs_manage_on_that_table()
         (("staging", "t"), "write"),
         (("staging", "t"), "manage"),
     ]
+
+
+# assert-create: the upstream creates the table (CatalogHandlers.updateTable)
+
+
+@pytest.mark.parametrize("kind", ["assert-create", "ASSERT-CREATE", "Assert-Create"])
+def test_update_table_asserting_create_also_needs_create_on_the_namespace(kind: str) -> None:
+    doc = {
+        "requirements": [{"type": "assert-table-uuid", "uuid": "u"}, {"type": kind}],
+        "updates": [{"action": "set-properties", "updates": {"owner": "me"}}],
+    }
+
+    assert needs_of("POST", "namespaces/sales/tables/orders", doc) == [
+        (ORDERS, "write"),
+        (("sales",), "create"),
+    ]
+    assert needs_of("POST", "namespaces/sales%1Feu/tables/orders", doc) == [
+        (("sales", "eu", "orders"), "write"),
+        (("sales", "eu"), "create"),
+    ]
+    # Other requirements add nothing.
+    doc["requirements"] = [{"type": "assert-table-uuid", "uuid": "u"}, {"kind": kind}]
+    assert needs_of("POST", "namespaces/sales/tables/orders", doc) == [(ORDERS, "write")]
+
+
+def test_assert_create_with_a_location_needs_write_create_and_manage() -> None:
+    doc = {
+        "requirements": [{"type": "assert-create"}],
+        "updates": [{"action": "set-location", "location": "s3://elsewhere/"}],
+    }
+
+    assert needs_of("POST", "namespaces/sales/tables/orders", doc) == [
+        (ORDERS, "write"),
+        (("sales",), "create"),
+        (ORDERS, "manage"),
+    ]
+
+
+def test_commit_transaction_asserting_create_needs_create_on_that_tables_namespace() -> None:
+    doc = {
+        "table-changes": [
+            {"identifier": ident("sales", "orders"), "requirements": [], "updates": []},
+            {"identifier": ident("staging", "eu", "t"),
+             "requirements": [{"type": "Assert-Create"}], "updates": []},
+        ]
+    }  # fmt: skip
+
+    assert needs_of("POST", "transactions/commit", doc) == [
+        (ORDERS, "write"),
+        (("staging", "eu", "t"), "write"),
+        (("staging", "eu"), "create"),
+    ]
+
+
+# the body's identifier and the path
+
+
+@pytest.mark.parametrize(
+    ("path", "resource"),
+    [("namespaces/sales/tables/orders", ORDERS), ("namespaces/sales/views/v", ("sales", "v"))],
+)
+def test_an_identifier_in_the_body_is_accepted_only_as_the_paths(
+    path: str, resource: tuple[str, ...]
+) -> None:
+    doc = {"identifier": ident(*resource), "requirements": [], "updates": []}
+
+    assert needs_of("POST", path, doc) == [(resource, "write")]
+    assert needs_of("POST", path, {**doc, "identifier": None}) == [(resource, "write")]
+    with pytest.raises(BadRequest, match="identifier differs from the path"):
+        needs_of("POST", path, {**doc, "identifier": ident("hr", resource[-1])})
+
+
+@pytest.mark.parametrize(
+    "path", ["namespaces/sales/tables/orders", "namespaces/sales/views/orders"]
+)
+@pytest.mark.parametrize(
+    "identifier",
+    [
+        ident("hr", "orders"),  # another namespace
+        ident("sales", "payroll"),  # another name
+        ident("sales", "eu", "orders"),  # a level more
+        ident("orders"),  # a level less (no namespace)
+        ident("Sales", "orders"),  # names are compared exactly
+        "sales.orders",  # not an identifier at all
+        {"namespace": "sales", "name": "orders"},
+    ],
+)
+def test_an_identifier_in_the_body_that_differs_from_the_path_is_a_bad_request(
+    path: str, identifier: object
+) -> None:
+    doc = {"identifier": identifier, "requirements": [], "updates": []}
+
+    with pytest.raises(BadRequest) as refused:
+        needs(decision("POST", path), doc)
+
+    assert refused.value.detail.startswith("Malformed request: ")
+    assert refused.value.status == 400
+
+
+# requirements and updates must be lists of objects
+
+
+def change_bodies(field: str, value: object) -> list[tuple[str, dict[str, Any]]]:
+    """``field`` set to ``value`` in an updateTable, a replaceView and a commit's change."""
+    change = {"requirements": [], "updates": [], field: value}
+    return [
+        ("namespaces/sales/tables/orders", change),
+        ("namespaces/sales/views/v", change),
+        ("transactions/commit", {"table-changes": [{"identifier": ident(*ORDERS), **change}]}),
+    ]
+
+
+@pytest.mark.parametrize("field", ["requirements", "updates"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"type": "assert-create"},  # one object, not a list of them
+        {"action": "set-location", "location": "s3://x/"},
+        "assert-create",
+        5,
+        True,
+        [None],
+        ["assert-create"],
+        [["set-location"]],
+        [{"type": "assert-create"}, 1],
+        [{"action": "set-location", "location": "s3://x/"}, "x"],
+    ],
+)
+def test_requirements_or_updates_that_are_not_a_list_of_objects_are_a_bad_request(
+    field: str, value: object
+) -> None:
+    for path, doc in change_bodies(field, value):
+        with pytest.raises(BadRequest) as refused:
+            needs(decision("POST", path), doc)
+        assert refused.value.detail == f"Malformed request: {field} must be a list of objects"
+    for path, doc in change_bodies(field, None):
+        needs(decision("POST", path), doc)  # absent or null: none of them, no refusal
 
 
 # signRequest

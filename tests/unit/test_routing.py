@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.routing import ICEBERG_METHODS, ROUTES, UNKNOWN, parse_catalog_path, parse_request_path
+from gateway.routing import (
+    ICEBERG_METHODS,
+    ROUTES,
+    UNKNOWN,
+    parse_catalog_path,
+    parse_request_path,
+    query_refusal,
+)
 
 # Every path of the spec (iceberg-clients-on-the-wire §1.7): (method, path, operationId,
 # route class, answers filtered as). Paths are written as clients send them after /v1/.
@@ -172,3 +179,79 @@ def test_a_request_path_is_a_catalog_path_only_when_its_raw_form_starts_with_v1(
     # The router matches the decoded path; the grammar judges the raw one.
     refused = parse_request_path("/%761/default/v1/namespaces")
     assert refused.refusal is not None and refused.route is UNKNOWN
+
+
+# -- characters RFC 3986 has percent-encoded (a raw "#" above all) ---------------------------
+
+# What a raw "#" does to a lenient upstream: it reads what follows as a fragment and routes
+# only what precedes it ("tables/orders#/metrics" judged as reportMetrics, acted on as a
+# commit). The refusal names RFC 3986: not some other rule that happens to catch a case.
+RFC_3986 = "characters outside RFC 3986"
+
+
+def hash_insertions(path: str) -> list[str]:
+    """``path`` with a raw "#" at its start, on either side of every "/", and at its end."""
+    places = {0, len(path)} | {i + side for i, c in enumerate(path) if c == "/" for side in (0, 1)}
+    return [path[:i] + "#" + path[i:] for i in sorted(places)]
+
+
+@pytest.mark.parametrize(("method", "path", "operation", "klass", "answers"), SPEC_ROUTES)
+def test_a_raw_hash_anywhere_in_the_path_of_every_route_is_refused(
+    method: str, path: str, operation: str, klass: str, answers: str | None
+) -> None:
+    for variant in hash_insertions(path):
+        parsed = parse_catalog_path(variant)
+        assert parsed.refusal is not None and RFC_3986 in parsed.refusal, variant
+        assert parsed.route is UNKNOWN and not parsed.is_token_endpoint, variant
+        assert parse_request_path(f"/v1/default/v1/{variant}").refusal == parsed.refusal
+
+
+@pytest.mark.parametrize(
+    ("char", "escape"),
+    [(" ", "%20"), ('"', "%22"), ("<", "%3C"), (">", "%3E"), ("[", "%5B"), ("]", "%5D"),
+     ("{", "%7B"), ("}", "%7D"), ("|", "%7C"), ("^", "%5E"), ("`", "%60"), ("#", "%23")],
+)  # fmt: skip
+def test_a_raw_character_outside_rfc_3986_path_characters_is_refused_wherever_it_is(
+    char: str, escape: str
+) -> None:
+    for raw in (
+        f"namespaces/a{char}b/tables/t",  # in a name
+        f"w{char}h/namespaces/ns/tables/t",  # in the prefix
+        f"namespaces/ns/tables{char}/t",  # in a keyword
+        f"default/v1/config{char}",  # at the end
+    ):
+        parsed = parse_catalog_path(raw)
+        assert parsed.refusal is not None and RFC_3986 in parsed.refusal, raw
+    # Percent-encoded, the same character is a name's, for the name rule to judge: quotes
+    # are refused by it (test_route_privileges), the others go to the catalog.
+    encoded = parse_catalog_path(f"namespaces/a{escape}b/tables/t")
+    if char in '"`':
+        assert encoded.refusal is not None and "quote" in encoded.refusal
+    else:
+        assert encoded.refusal is None
+        assert (encoded.namespace, encoded.name) == ((f"a{char}b",), "t")
+        assert encoded.route is ROUTES["namespaces/{namespace}/tables/{table}"]
+    in_prefix = parse_catalog_path(f"w{escape}h/namespaces/ns/tables/t")
+    assert (in_prefix.refusal, in_prefix.prefix) == (None, f"w{escape}h")
+
+
+QUERY_ESCAPES = {char: f"%{ord(char):02X}" for char in '# "<>{}|^`[]'}
+
+
+@pytest.mark.parametrize(("method", "path", "operation", "klass", "answers"), SPEC_ROUTES)
+@pytest.mark.parametrize(
+    "query",
+    ["#", "pageToken=p1#", "#/metrics", "parent=sales#x", "purgeRequested=false#true",
+     "a=b c", 'a="b"', "a=<b>", "a={b}", "a=b|c", "a=b^c", "a=`b`", "a=[b]"],
+)  # fmt: skip
+def test_a_raw_character_outside_rfc_3986_in_the_query_is_refused_on_every_route(
+    method: str, path: str, operation: str, klass: str, answers: str | None, query: str
+) -> None:
+    parsed = parse_catalog_path(path)
+
+    refusal = query_refusal(parsed, method, query)
+
+    assert refusal is not None and RFC_3986 in refusal
+    # Percent-encoded, it ends nothing; "?" and "/" are query characters too.
+    encoded = "".join(QUERY_ESCAPES.get(c, c) for c in query) + "&x=a/b?c"
+    assert query_refusal(parsed, method, encoded) is None

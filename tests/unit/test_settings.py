@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +15,7 @@ from gateway.settings import (
     load_settings,
     settings_from_dict,
     validate,
+    warnings,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -200,3 +202,71 @@ def test_an_idle_timeout_shorter_than_two_activity_steps_is_refused() -> None:
     problems: list[str] = []
     settings = settings_from_dict({"tokens": {"session_idle_seconds": 60}}, problems)
     assert any("session_idle_seconds" in p for p in validate(settings))
+
+
+# -- upstream_auth_read and default_access ----------------------------------------------------
+
+READ_CREDENTIAL = "\n[catalogs.default.upstream_auth_read]\n"
+
+
+def catalog(**fields: Any) -> CatalogSettings:
+    return CatalogSettings(upstream="http://127.0.0.1:8181", **fields)
+
+
+@pytest.mark.parametrize(
+    "section",
+    ['type = "none"\n', 'token = "read-token"\n', ""],
+    ids=["type-none", "no-type", "empty"],
+)
+def test_a_read_credential_section_without_a_credential_type_is_refused(
+    tmp_path: Path, section: str
+) -> None:
+    # It would send every read-only caller's request upstream with no credential at all.
+    problems = problems_of(write(tmp_path, VALID + READ_CREDENTIAL + section), {SECRET_ENV: "s"})
+
+    assert_reported(problems, ("catalogs.default.upstream_auth_read.type",))
+    assert "must be bearer or oauth2" in problems[0]
+
+
+def test_a_read_credential_of_type_none_is_refused_however_the_settings_are_built() -> None:
+    read = UpstreamAuthSettings(type="none")
+    settings = Settings(catalogs={"default": catalog(upstream_auth_read=read)})
+
+    assert validate(settings) == [
+        "catalogs.default.upstream_auth_read.type: must be bearer or oauth2 "
+        "(leave the section out for no read-only credential)"
+    ]
+    # Left out, or a real credential: valid.
+    assert validate(Settings(catalogs={"default": catalog()})) == []
+    bearer = UpstreamAuthSettings(type="bearer", token="read-token")
+    assert validate(Settings(catalogs={"default": catalog(upstream_auth_read=bearer)})) == []
+
+
+@pytest.mark.parametrize("access", ["none", "read"])
+def test_a_confined_catalog_without_a_pinned_warehouse_is_warned_about(access: str) -> None:
+    settings = Settings(
+        catalogs={
+            "lake": catalog(default_access=access),
+            "fenced": catalog(default_access=access, warehouse="wh"),
+            "prefixed": catalog(default_access=access, prefix="p"),
+            "open": catalog(),
+        },
+        default_catalog="lake",
+    )
+
+    (warning,) = warnings(settings)
+
+    assert warning.startswith(f"catalogs.lake: default_access is '{access}' but no warehouse")
+    assert "every warehouse" in warning and "set warehouse (or prefix)" in warning
+    assert validate(settings) == []  # a warning, not a problem
+
+
+def test_the_warning_for_an_unpinned_catalog_comes_from_a_toml_file_too(tmp_path: Path) -> None:
+    text = VALID.replace('warehouse = "warehouse"\n', 'default_access = "none"\n')
+    settings = load_settings(write(tmp_path, text), {SECRET_ENV: "s"})
+
+    assert [w.split(":")[0] for w in warnings(settings)] == ["catalogs.default"]
+    pinned = VALID.replace(
+        'warehouse = "warehouse"\n', 'warehouse = "w"\ndefault_access = "none"\n'
+    )
+    assert warnings(load_settings(write(tmp_path / "pinned", pinned), {SECRET_ENV: "s"})) == []
