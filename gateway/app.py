@@ -60,7 +60,7 @@ from .state import (
     TOKENS,
     USERS,
 )
-from .store import SqliteStore, Store
+from .store import Store, make_store
 from .ui import setup_ui
 
 __all__ = ("AuthenticatorFactory", "create_app")
@@ -123,7 +123,7 @@ def _store_context(
     @contextlib.asynccontextmanager
     async def context(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS]
-        store = given if given is not None else SqliteStore(settings.store.path)
+        store = given if given is not None else make_store(settings.store)
         if given is None:
             await store.open()
         try:

@@ -75,7 +75,7 @@ def init(config_path: Path, as_json: bool) -> None:
         # A store this gateway must not touch (newer schema, unwritable path): one line, no
         # traceback, exit 1.
         raise CommandError(f"cannot initialize: {exc}") from None
-    store = settings.store.path
+    store = "(PostgreSQL)" if settings.store.url else settings.store.path
     if result.root is None:
         if as_json:
             click.echo(json.dumps({"id": None, "api_key": None, "created": False}))
@@ -89,6 +89,24 @@ def init(config_path: Path, as_json: bool) -> None:
     click.echo(f"Root service user id: {user.id}")
     click.echo(f"Root API key:         {key}")
     click.secho("Copy the key now: it is shown only this once.", err=True, fg="yellow")
+
+
+@main.command()
+@_config_option
+def migrate(config_path: Path) -> None:
+    """Bring the store (SQLite or PostgreSQL) to this gateway's schema; `serve` refuses an
+    older one. Replicas may run it at once: each migration is applied once."""
+    from .serve.runner import run_migrate
+
+    settings = _load(config_path)
+    try:
+        found, now = asyncio.run(run_migrate(settings))
+    except (StoreError, OSError) as exc:
+        raise CommandError(f"cannot migrate: {exc}") from None
+    if found == now:
+        click.echo(f"The store is at schema version {now}, this gateway's; nothing to do.")
+    else:
+        click.echo(f"Migrated the store from schema version {found} to {now}.")
 
 
 @main.command()

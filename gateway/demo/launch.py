@@ -32,7 +32,7 @@ from ..identity.service_users import CreatedKey, ServiceUserAdmin
 from ..identity.users import UserAdmin
 from ..serve.runner import serve_settings
 from ..settings import Settings, UpstreamAuthSettings
-from ..store import DEFAULT_TENANT, SqliteStore
+from ..store import DEFAULT_TENANT, make_store
 from ..ui.snippets import snippets
 from .seaweedfs import SeaweedFS, SeaweedPorts, free_ports, ports_free
 
@@ -73,7 +73,7 @@ class Provisioned:
 async def _provision(settings: Settings) -> Provisioned:
     """Initialize the store if needed; create the demo service user, or rotate its key to show
     it; create the UI's human administrator, or give it a new password to show."""
-    async with SqliteStore(settings.store.path) as store:
+    async with make_store(settings.store) as store:
         admin = ServiceUserAdmin(store)
         humans = UserAdmin(store, AuditQueue(store))
         password = secrets.token_urlsafe(18)

@@ -12,33 +12,49 @@ from ..app import create_app
 from ..identity.bootstrap import InitResult, initialize
 from ..identity.service_users import ServiceUserAdmin
 from ..settings import Settings
-from ..store import SqliteStore
+from ..store import make_store
+from ..store.migrations import MIGRATIONS
 from .serving import new_event_loop, serving, stop_signal
 from .workers import supervise
 
-__all__ = ("check_initialized", "run_init", "serve_settings")
+__all__ = ("check_initialized", "run_init", "run_migrate", "serve_settings")
 
 
 async def run_init(settings: Settings) -> InitResult:
-    async with SqliteStore(settings.store.path) as store:
+    async with make_store(settings.store) as store:
         return await initialize(store, ServiceUserAdmin(store))
 
 
+async def run_migrate(settings: Settings) -> tuple[int, int]:
+    """Bring the store to this gateway's schema: (version found, version now)."""
+    async with make_store(settings.store) as store:
+        return store.found_version, len(MIGRATIONS)
+
+
+def _where(settings: Settings) -> str:
+    return "the PostgreSQL store" if settings.store.url else f"store {settings.store.path}"
+
+
 async def check_initialized(settings: Settings) -> None:
-    """Raise LookupError with the fix if the store was never initialized."""
-    if not settings.store_path.exists():
+    """Raise LookupError with the fix if the store was never initialized, and StoreError if
+    its schema is not this gateway's (older: the command that migrates it)."""
+    if not settings.store.url and not settings.store_path.exists():
         # Opening would create (and migrate) a store: a refused `serve` must leave no trace,
         # least of all an empty store at a mistyped path.
         raise LookupError(
             f"store {settings.store.path} does not exist; "
             "run `pangolin-gateway init --config FILE` first"
         )
-    async with SqliteStore(settings.store.path) as store:
+    store = make_store(settings.store)
+    await store.open(migrate=False)
+    try:
         if not await store.signing_keys():
             raise LookupError(
-                f"store {settings.store.path} is not initialized; "
+                f"{_where(settings)} is not initialized; "
                 "run `pangolin-gateway init --config FILE` first"
             )
+    finally:
+        await store.close()
 
 
 def serve_settings(

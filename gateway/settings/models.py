@@ -68,7 +68,14 @@ class ServerSettings:
 
 @dataclass(frozen=True, slots=True)
 class StoreSettings:
+    # The embedded SQLite file (one host; its workers share it).
     path: str = "var/pangolin.db"
+    # A PostgreSQL database instead (replicas on several hosts share it):
+    # postgresql://user@host:5432/db?sslmode=require. Put the password in the URL through
+    # PANGOLIN_STORE__URL (or PANGOLIN_STORE__URL_FILE, a secret file), not in the config.
+    url: str = ""
+    # Connections per process to PostgreSQL (cache misses and writes; none per request).
+    pool_size: int = 10
     # How often each process checks whether another process changed identities (rotation,
     # deactivation ...). This bounds how stale another worker's view can be.
     change_poll_seconds: float = 0.5
@@ -78,6 +85,11 @@ class StoreSettings:
     # Request-path audit records (auth failures, token requests, failed logins) are queued in
     # memory (bounded) and written this often, so recording them never slows a request.
     audit_flush_seconds: float = 1.0
+
+    def __repr__(self) -> str:
+        # The URL may hold the database password: never in a log line through a repr.
+        where = "<postgresql url>" if self.url else repr(self.path)
+        return f"StoreSettings({where}, pool_size={self.pool_size})"
 
 
 @dataclass(frozen=True, slots=True)

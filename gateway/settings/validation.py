@@ -98,6 +98,11 @@ def validate(settings: Settings) -> list[str]:
         problems.append("catalogs: at least one catalog is required")
     for name, catalog in settings.catalogs.items():
         problems.extend(_validate_catalog(name, catalog))
+    store = settings.store
+    if store.url and urlsplit(store.url).scheme not in ("postgresql", "postgres"):
+        problems.append("store.url: must be a postgresql:// URL (or empty for store.path)")
+    if not 1 <= store.pool_size <= 100:
+        problems.append("store.pool_size: must be between 1 and 100")
     if settings.default_catalog and settings.default_catalog not in settings.catalogs:
         problems.append(f"default_catalog: {settings.default_catalog!r} is not one of the catalogs")
     return problems

@@ -1,7 +1,9 @@
-"""Persistent state: the ``Store`` Protocol and its embedded SQLite implementation."""
+"""Persistent state: the ``Store`` Protocol, its embedded SQLite implementation and the
+PostgreSQL one for replicas (``make_store`` picks by the settings)."""
 
 from __future__ import annotations
 
+from ..settings import StoreSettings
 from .base import (
     AuditQuery,
     AuditRecord,
@@ -13,6 +15,7 @@ from .base import (
     StoreError,
     UniqueViolation,
 )
+from .postgres import PostgresStore
 from .sqlite import DEFAULT_TENANT, SqliteStore
 
 __all__ = (
@@ -23,8 +26,17 @@ __all__ = (
     "InUse",
     "LastRoot",
     "MissingReference",
+    "PostgresStore",
     "SqliteStore",
+    "make_store",
     "Store",
     "StoreError",
     "UniqueViolation",
 )
+
+
+def make_store(settings: StoreSettings) -> SqliteStore | PostgresStore:
+    """The store the settings name (not opened): PostgreSQL with ``url``, else SQLite."""
+    if settings.url:
+        return PostgresStore(settings.url, pool_size=settings.pool_size)
+    return SqliteStore(settings.path)

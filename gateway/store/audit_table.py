@@ -1,4 +1,4 @@
-"""The audit log table: written inside lifecycle transactions (``core.SqliteCore._audit``)
+"""The audit log table: written inside lifecycle transactions (``core.StoreCore._audit``)
 or in batches from the request path's queue, and read with filters."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from .base import AuditQuery, AuditRecord
-from .core import SqliteCore
+from .core import StoreCore
 
 __all__ = ("AuditTable",)
 
@@ -16,17 +16,17 @@ _COLUMNS: Final = (
 )
 
 
-class AuditTable(SqliteCore):
+class AuditTable(StoreCore):
     async def insert_audit_records(self, records: Sequence[AuditRecord]) -> None:
         if not records:
             return
-        async with self.transaction() as conn:
+        async with self.transaction() as tx:
             for record in records:
-                await self._audit(conn, record)
+                await self._audit(tx, record)
 
     async def audit_records(self, *, target_id: str | None = None) -> list[AuditRecord]:
         """Every record (of one target), oldest first."""
-        records, _ = await self.query_audit(AuditQuery(target=target_id), limit=-1, offset=0)
+        records, _ = await self.query_audit(AuditQuery(target=target_id), limit=2**62, offset=0)
         return records[::-1]
 
     async def query_audit(

@@ -10,13 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
-import aiosqlite
-
 from ..identity.grants import AccessRole, Grant
 from .base import AuditRecord
-from .core import SqliteCore
+from .core import StoreCore, Tx
 
-__all__ = ("GrantTables",)
+__all__ = ("GrantTables", "insert_grant_row", "insert_members")
 
 _SEPARATOR: Final = "\x1f"  # never inside a name (identifiers refuses control characters)
 _ROLE_COLUMNS: Final = (
@@ -50,7 +48,7 @@ def _grant(row: Iterable[Any]) -> Grant:
     )  # fmt: skip
 
 
-class GrantTables(SqliteCore):
+class GrantTables(StoreCore):
     # -- roles -------------------------------------------------------------------------------
 
     async def access_role(self, id_: str) -> AccessRole | None:
@@ -85,18 +83,15 @@ class GrantTables(SqliteCore):
         return [row[0] for row in rows]
 
     async def insert_access_role(self, role: AccessRole, audit: AuditRecord) -> None:
-        async with self.transaction() as conn:
-            try:
-                await conn.execute(
-                    "INSERT INTO access_roles (id, tenant_id, name, description, created_at,"
-                    " created_by) VALUES (?, ?, ?, ?, ?, ?)",
-                    (role.id, role.tenant_id, role.name, role.description, role.created_at,
-                     role.created_by),
-                )  # fmt: skip
-            except aiosqlite.IntegrityError as exc:
-                raise self._integrity(exc) from None
-            await self._audit(conn, audit)
-            await self._bump_identity_version(conn)
+        async with self.transaction() as tx:
+            await tx.execute(  # UniqueViolation: the name is taken; MissingReference: no tenant
+                "INSERT INTO access_roles (id, tenant_id, name, description, created_at,"
+                " created_by) VALUES (?, ?, ?, ?, ?, ?)",
+                (role.id, role.tenant_id, role.name, role.description, role.created_at,
+                 role.created_by),
+            )  # fmt: skip
+            await self._audit(tx, audit)
+            await self._bump_identity_version(tx)
 
     async def delete_access_role(self, id_: str, audit: AuditRecord) -> bool:
         """Delete a role with its grants and memberships; False if there is none."""
@@ -161,49 +156,30 @@ class GrantTables(SqliteCore):
         return [_grant(row) for row in rows]
 
     async def insert_grant(self, grant: Grant, audit: AuditRecord) -> None:
-        async with self.transaction() as conn:
-            await self._insert_grant(conn, grant)
-            await self._audit(conn, audit)
-            await self._bump_identity_version(conn)
-
-    @classmethod
-    async def _insert_members(
-        cls, conn: aiosqlite.Connection, service_user_id: str, role_ids: Sequence[str], at: float
-    ) -> None:
-        """Give roles to a service user inside the caller's transaction."""
-        try:
-            await conn.executemany(_ADD_MEMBER, [(r, service_user_id, at) for r in role_ids])
-        except aiosqlite.IntegrityError as exc:
-            raise cls._integrity(exc) from None  # a role deleted meanwhile
-
-    @staticmethod
-    async def _insert_grant(conn: aiosqlite.Connection, grant: Grant) -> None:
-        user_id = grant.subject_id if grant.subject_type == "service_user" else None
-        role_id = grant.subject_id if grant.subject_type == "role" else None
-        try:
-            await conn.execute(
-                "INSERT INTO grants (id, tenant_id, service_user_id, role_id, catalog,"
-                " resource, action, created_at, created_by)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (grant.id, grant.tenant_id, user_id, role_id, grant.catalog,
-                 _SEPARATOR.join(grant.resource), grant.action, grant.created_at,
-                 grant.created_by),
-            )  # fmt: skip
-        except aiosqlite.IntegrityError as exc:
-            raise SqliteCore._integrity(exc) from None
+        async with self.transaction() as tx:
+            await insert_grant_row(tx, grant)
+            await self._audit(tx, audit)
+            await self._bump_identity_version(tx)
 
     async def delete_grant(self, id_: str, audit: AuditRecord) -> bool:
         return await self._change("DELETE FROM grants WHERE id = ?", (id_,), audit)
 
-    async def _change(self, sql: str, params: tuple[Any, ...], audit: AuditRecord) -> bool:
-        """One statement with its audit record; False (nothing recorded) if it changed no row."""
-        async with self.transaction() as conn:
-            try:
-                cur = await conn.execute(sql, params)
-            except aiosqlite.IntegrityError as exc:
-                raise self._integrity(exc) from None
-            if cur.rowcount == 0:
-                return False
-            await self._audit(conn, audit)
-            await self._bump_identity_version(conn)
-        return True
+
+async def insert_members(tx: Tx, service_user_id: str, role_ids: Sequence[str], at: float) -> None:
+    """Give roles to a service user inside the caller's transaction (MissingReference: a role
+    deleted meanwhile)."""
+    await tx.executemany(_ADD_MEMBER, [(r, service_user_id, at) for r in role_ids])
+
+
+async def insert_grant_row(tx: Tx, grant: Grant) -> None:
+    """One grant inside the caller's transaction (UniqueViolation: the subject holds it;
+    MissingReference: the subject is gone)."""
+    user_id = grant.subject_id if grant.subject_type == "service_user" else None
+    role_id = grant.subject_id if grant.subject_type == "role" else None
+    await tx.execute(
+        "INSERT INTO grants (id, tenant_id, service_user_id, role_id, catalog,"
+        " resource, action, created_at, created_by)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (grant.id, grant.tenant_id, user_id, role_id, grant.catalog,
+         _SEPARATOR.join(grant.resource), grant.action, grant.created_at, grant.created_by),
+    )  # fmt: skip

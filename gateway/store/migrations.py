@@ -1,16 +1,43 @@
-"""Schema migrations, applied in order; ``PRAGMA user_version`` records how far a store is.
+"""Schema migrations for both engines, from one list, applied in order.
 
-Each entry runs in one transaction together with its version bump, so a crash mid-migration
-leaves the store at the previous version. Never edit a released entry: append a new one.
+Each entry is written once, in SQLite's dialect; ``Migration.postgres`` is the same script
+with the few type names PostgreSQL spells differently (``BLOB``, ``REAL``, ``AUTOINCREMENT``,
+``WITHOUT ROWID``), so the two schemas cannot drift apart. SQLite records how far a store is
+in ``PRAGMA user_version``, PostgreSQL in ``schema_version``. Each entry runs in one
+transaction together with its version bump, so a crash mid-migration leaves the store at the
+previous version. Never edit a released entry: append a new one.
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from typing import Final
 
-__all__ = ("MIGRATIONS",)
+__all__ = ("MIGRATIONS", "Migration")
 
-MIGRATIONS: Final[tuple[str, ...]] = (
+# SQLite's spelling -> PostgreSQL's. Times are epoch seconds as 64-bit floats in both.
+_POSTGRES_TYPES: Final = (
+    (re.compile(r"\bINTEGER PRIMARY KEY AUTOINCREMENT\b"), "BIGSERIAL PRIMARY KEY"),
+    (re.compile(r"\bBLOB\b"), "BYTEA"),
+    (re.compile(r"\bREAL\b"), "DOUBLE PRECISION"),
+    (re.compile(r"\)\s*WITHOUT ROWID"), ")"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    sqlite: str
+
+    @property
+    def postgres(self) -> str:
+        script = self.sqlite
+        for pattern, replacement in _POSTGRES_TYPES:
+            script = pattern.sub(replacement, script)
+        return script
+
+
+_SCRIPTS: Final[tuple[str, ...]] = (
     # 1: tenants, service users, human users, signing keys, audit log, change counter.
     """
     CREATE TABLE meta (
@@ -160,3 +187,5 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     CREATE INDEX grants_role ON grants (role_id);
     """,
 )
+
+MIGRATIONS: Final[tuple[Migration, ...]] = tuple(Migration(script) for script in _SCRIPTS)

@@ -13,8 +13,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Final
 
-import aiosqlite
-
 from ..identity.models import Session, User
 from .base import AuditRecord
 from .users_table import USER_COLUMNS, UserTables, user_from_row
@@ -66,47 +64,45 @@ class SessionTables(UserTables):
     async def _insert_session(
         self, session: Session, audit: AuditRecord, stale_before: float, password_hash: str
     ) -> None:
-        async with self.transaction() as conn:
-            await conn.execute(
+        async with self.transaction() as tx:
+            await tx.execute(
                 "DELETE FROM sessions WHERE expires_at <= ? OR last_seen_at < ?",
                 (session.created_at, stale_before),
             )
-            try:
-                cur = await conn.execute(
-                    "INSERT INTO sessions (digest, user_id, created_at, last_seen_at, expires_at,"
-                    " client_addr, user_agent) SELECT ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1"
-                    " FROM users WHERE id = ? AND active = 1 AND password_hash = ?)",
-                    (session.digest, session.user_id, session.created_at, session.last_seen_at,
-                     session.expires_at, session.client_addr, session.user_agent,
-                     session.user_id, password_hash),
-                )  # fmt: skip
-            except aiosqlite.IntegrityError:
-                # The user is gone (foreign key); a digest collision of two 256-bit tokens is
-                # not a case worth a branch of its own. Nothing of this transaction is kept.
-                raise _UserGone() from None  # rolls the transaction back
-            if cur.rowcount == 0:  # deleted, deactivated or given a new password meanwhile
+            # Writes are serialized in both engines: nothing changes the user between this
+            # check and the insert.
+            alive = await tx.fetchone(
+                "SELECT 1 FROM users WHERE id = ? AND active = 1 AND password_hash = ?",
+                (session.user_id, password_hash),
+            )
+            if not alive:  # deleted, deactivated or given a new password meanwhile
                 raise _UserGone()
-            await conn.execute(
+            await tx.execute(
+                "INSERT INTO sessions (digest, user_id, created_at, last_seen_at, expires_at,"
+                " client_addr, user_agent) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (session.digest, session.user_id, session.created_at, session.last_seen_at,
+                 session.expires_at, session.client_addr, session.user_agent),
+            )  # fmt: skip
+            await tx.execute(
                 "UPDATE users SET last_login_at = ?, failed_logins = 0 WHERE id = ?",
                 (session.created_at, session.user_id),
             )
-            await self._audit(conn, audit)
+            await self._audit(tx, audit)
 
     async def touch_session(self, digest: bytes, at: float) -> None:
         """Note activity (never moves last_seen_at backwards)."""
-        async with self.transaction() as conn:
-            await conn.execute(
+        async with self.transaction() as tx:
+            await tx.execute(
                 "UPDATE sessions SET last_seen_at = ? WHERE digest = ? AND last_seen_at < ?",
                 (at, digest, at),
             )
 
     async def delete_session(self, digest: bytes, audit: AuditRecord) -> bool:
         """End one session (logout) with its audit record; False if it had already ended."""
-        async with self.transaction() as conn:
-            cur = await conn.execute("DELETE FROM sessions WHERE digest = ?", (digest,))
-            if cur.rowcount == 0:
+        async with self.transaction() as tx:
+            if await tx.execute("DELETE FROM sessions WHERE digest = ?", (digest,)) == 0:
                 return False
-            await self._audit(conn, audit)
+            await self._audit(tx, audit)
         return True
 
 

@@ -1,279 +1,165 @@
-"""The embedded store: SQLite through aiosqlite, in WAL mode (connections and transactions
-in ``core``). This module holds tenants, service users (with their daily request counts) and
-signing keys; human users, their sessions, grants and the audit log have modules of their
-own."""
+"""The embedded store: SQLite through aiosqlite, in WAL mode.
+
+Two connections: one for reads (cache misses on the hot path never wait behind a write) and
+one for writes, serialized by a lock, each write in one ``BEGIN IMMEDIATE`` transaction. The
+tables' SQL is shared with the PostgreSQL store (``tables``).
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import time
-import uuid
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Final
+import asyncio
+import contextlib
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
 
 import aiosqlite
 
-from ..identity.grants import Grant
-from ..identity.models import Role, ServiceUser, Tenant
-from .audit_table import AuditTable
-from .base import AuditRecord, InUse, UniqueViolation
-from .core import DEFAULT_TENANT
-from .grants_table import GrantTables
-from .sessions_table import SessionTables
+from .base import MissingReference, StoreError, UniqueViolation
+from .core import DEFAULT_TENANT, StoreCore, Tx, schema_refusal
+from .migrations import MIGRATIONS
+from .tables import StoreTables
 
 __all__ = ("DEFAULT_TENANT", "SqliteStore")
 
-_SU_COLUMNS: Final = """
-    su.id, su.tenant_id, t.name, su.name, su.description, su.role, su.key_id, su.key_digest,
-    su.created_at, su.created_by, su.expires_at, su.active, su.last_used_at, su.key_rotated_at,
-    su.key_generation
-"""
-_WHAT: Final = {"service_users": "service users", "users": "users", "access_roles": "roles"}
-_SU_FROM: Final = "FROM service_users su JOIN tenants t ON t.id = su.tenant_id"
+
+def _integrity(exc: sqlite3.IntegrityError) -> StoreError:
+    """What a broken constraint means: a unique one, a duplicate; a foreign key, a row the
+    change refers to that someone deleted meanwhile; a CHECK, a bug."""
+    if "FOREIGN KEY" in str(exc):
+        return MissingReference(str(exc))
+    if "UNIQUE" in str(exc):
+        return UniqueViolation(str(exc))
+    return StoreError(str(exc))  # a CHECK: a programming error, the domain checks first
 
 
-def _service_user(row: Iterable[Any]) -> ServiceUser:
-    (
-        id_,
-        tenant_id,
-        tenant_name,
-        name,
-        description,
-        role,
-        key_id,
-        key_digest,
-        created_at,
-        created_by,
-        expires_at,
-        active,
-        last_used_at,
-        key_rotated_at,
-        key_generation,
-    ) = row
-    return ServiceUser(
-        id=id_, tenant_id=tenant_id, tenant_name=tenant_name, name=name,
-        description=description, role=Role(role), key_id=key_id, key_digest=bytes(key_digest),
-        created_at=created_at, created_by=created_by, expires_at=expires_at,
-        active=bool(active), last_used_at=last_used_at, key_rotated_at=key_rotated_at,
-        key_generation=key_generation,
-    )  # fmt: skip
+class _SqliteTx:
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+        self.identity_changed = False
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        try:
+            cur = await self._conn.execute(sql, tuple(params))
+        except sqlite3.IntegrityError as exc:
+            raise _integrity(exc) from None
+        return int(cur.rowcount)
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        try:
+            await self._conn.executemany(sql, [tuple(row) for row in rows])
+        except sqlite3.IntegrityError as exc:
+            raise _integrity(exc) from None
+
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        async with self._conn.execute(sql, tuple(params)) as cur:
+            return await cur.fetchone()
 
 
-class SqliteStore(SessionTables, AuditTable, GrantTables):
-    """The only mutator of persistent state."""
+class SqliteEngine(StoreCore):
+    """Connections, transactions and migrations of one SQLite file."""
 
-    async def tenant_by_name(self, name: str) -> Tenant | None:
-        row = await self._fetchone(
-            "SELECT id, name, created_at FROM tenants WHERE name = ?", (name,)
-        )
-        return Tenant(*row) if row else None
+    def __init__(self, path: Path | str) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self._reader: aiosqlite.Connection | None = None
+        self._writer: aiosqlite.Connection | None = None
+        self._write_lock = asyncio.Lock()
 
-    async def tenant(self, id_: str) -> Tenant | None:
-        row = await self._fetchone("SELECT id, name, created_at FROM tenants WHERE id = ?", (id_,))
-        return Tenant(*row) if row else None
+    async def open(self, *, migrate: bool = True) -> None:
+        """Open (creating the file if needed) and migrate to the current schema."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        new_file = not self.path.exists()
+        if new_file:
+            # The store holds key digests and the token-signing key: owner-only. Create the
+            # file 0600 before SQLite opens it; letting SQLite create it (0644 under the usual
+            # umask) and chmod-ing afterwards leaves a window in which another local user can
+            # open it and keep reading through that descriptor after the chmod.
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        try:
+            self._writer = await self._connect()
+            if new_file:
+                os.chmod(self.path, 0o600)  # exactly 0600 whatever the umask
+            await self._migrate(apply=migrate)
+            self._reader = await self._connect()
+            await self._ensure_default_tenant()
+        except BaseException:
+            # A refused open (newer schema, say) must not leave a connection and its thread
+            # behind: callers such as ``async with`` never reach close() when open() raises.
+            await self.close()
+            raise
 
-    async def list_tenants(self) -> list[Tenant]:
-        rows = await self._fetchall("SELECT id, name, created_at FROM tenants ORDER BY name")
-        return [Tenant(*row) for row in rows]
+    async def _connect(self) -> aiosqlite.Connection:
+        conn = await aiosqlite.connect(self.path, isolation_level=None)
+        await conn.execute("PRAGMA journal_mode = WAL")
+        # FULL: an admin change that was acknowledged survives a power cut too.
+        await conn.execute("PRAGMA synchronous = FULL")
+        await conn.execute("PRAGMA foreign_keys = ON")
+        # Several workers or CLI processes share the file; wait instead of failing on a lock.
+        await conn.execute("PRAGMA busy_timeout = 10000")
+        return conn
 
-    async def list_service_users(
-        self,
-        *,
-        tenant_id: str | None = None,
-        tenant_name: str | None = None,
-        active: bool | None = None,
-        role: Role | None = None,
-        limit: int = 100,
-        offset: int = 0,
-    ) -> tuple[list[ServiceUser], int]:
-        """One page, ordered by tenant and name, and the total matching count."""
-        condition, params = self._where(
-            (
-                ("su.tenant_id = ?", tenant_id),
-                ("t.name = ?", tenant_name),
-                ("su.active = ?", None if active is None else int(active)),
-                ("su.role = ?", None if role is None else role.value),
+    async def close(self) -> None:
+        for conn in (self._reader, self._writer):
+            if conn is not None:
+                await conn.close()
+        self._reader = self._writer = None
+
+    async def _migrate(self, *, apply: bool) -> None:
+        conn = self._w
+        async with conn.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        version = self.found_version = int(row[0]) if row else 0
+        if refusal := schema_refusal(str(self.path), version, len(MIGRATIONS), migrate=apply):
+            raise StoreError(refusal)
+        for number, migration in enumerate(MIGRATIONS[version:], start=version + 1):
+            await conn.executescript(
+                f"BEGIN IMMEDIATE;\n{migration.sqlite}\nPRAGMA user_version = {number};\nCOMMIT;"
             )
-        )
-        total = (await self._fetchone(f"SELECT count(*) {_SU_FROM}{condition}", params))[0]
-        rows = await self._fetchall(
-            f"SELECT {_SU_COLUMNS} {_SU_FROM}{condition} ORDER BY t.name, su.name LIMIT ? OFFSET ?",
-            (*params, limit, offset),
-        )
-        return [_service_user(row) for row in rows], int(total)
 
-    async def service_user(self, id_: str) -> ServiceUser | None:
-        row = await self._fetchone(f"SELECT {_SU_COLUMNS} {_SU_FROM} WHERE su.id = ?", (id_,))
-        return _service_user(row) if row else None
+    @property
+    def _w(self) -> aiosqlite.Connection:
+        if self._writer is None:
+            raise StoreError("store is not open")
+        return self._writer
 
-    async def service_user_by_key_id(self, key_id: str) -> ServiceUser | None:
-        row = await self._fetchone(
-            f"SELECT {_SU_COLUMNS} {_SU_FROM} WHERE su.key_id = ?", (key_id,)
-        )
-        return _service_user(row) if row else None
+    @property
+    def _r(self) -> aiosqlite.Connection:
+        if self._reader is None:
+            raise StoreError("store is not open")
+        return self._reader
 
-    async def service_user_by_name(self, tenant_id: str, name: str) -> ServiceUser | None:
-        row = await self._fetchone(
-            f"SELECT {_SU_COLUMNS} {_SU_FROM} WHERE su.tenant_id = ? AND su.name = ?",
-            (tenant_id, name),
-        )
-        return _service_user(row) if row else None
-
-    async def count_service_users(self) -> int:
-        row = await self._fetchone("SELECT count(*) FROM service_users")
-        return int(row[0])
-
-    async def signing_keys(self) -> list[tuple[str, str]]:
-        """(kid, private JWK JSON), newest first."""
-        async with self._r.execute(
-            "SELECT kid, private_jwk FROM signing_keys ORDER BY created_at DESC"
-        ) as cur:
-            return [(kid, jwk) for kid, jwk in await cur.fetchall()]
-
-    # -- writes ------------------------------------------------------------------------------
-
-    async def insert_service_user(
-        self,
-        user: ServiceUser,
-        audit: AuditRecord,
-        *,
-        grants: Sequence[Grant] = (),
-        role_ids: Sequence[str] = (),
-    ) -> None:
-        """Insert the service user with its first ``grants`` and roles, in one transaction."""
-        async with self.transaction() as conn:
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[Tx]:
+        async with self._write_lock:
+            conn = self._w
             try:
-                await conn.execute(
-                    "INSERT INTO service_users (id, tenant_id, name, description, role, key_id,"
-                    " key_digest, created_at, created_by, expires_at, active, last_used_at,"
-                    " key_rotated_at, key_generation)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (user.id, user.tenant_id, user.name, user.description, user.role.value,
-                     user.key_id, user.key_digest, user.created_at, user.created_by,
-                     user.expires_at, int(user.active), user.last_used_at, user.key_rotated_at,
-                     user.key_generation),
-                )  # fmt: skip
-            except aiosqlite.IntegrityError as exc:
-                raise self._integrity(exc) from None  # a name taken, or the tenant gone
-            for grant in grants:
-                await self._insert_grant(conn, grant)
-            await self._insert_members(conn, user.id, role_ids, audit.at)
-            await self._audit(conn, audit)
-            await self._bump_identity_version(conn)
+                await conn.execute("BEGIN IMMEDIATE")
+                yield _SqliteTx(conn)
+                await conn.execute("COMMIT")
+            except BaseException:
+                # The connection must never be left inside a transaction, or every later BEGIN
+                # on it fails: not when COMMIT failed (disk full, I/O error), and not when this
+                # task was cancelled while BEGIN or COMMIT was still running in aiosqlite's
+                # thread (it completes anyway). Statements run in order on that thread, so an
+                # unconditional ROLLBACK lands after it; shielded, so a second cancellation
+                # cannot stop it either.
+                with contextlib.suppress(sqlite3.OperationalError):  # nothing was open
+                    await asyncio.shield(conn.execute("ROLLBACK"))
+                raise
 
-    async def update_service_user(
-        self, id_: str, changes: Mapping[str, Any], audit: AuditRecord
-    ) -> bool:
-        """Apply column ``changes`` to one service user; False if it does not exist."""
-        allowed = {
-            "description", "role", "key_id", "key_digest", "expires_at", "active",
-            "key_rotated_at", "key_generation",
-        }  # fmt: skip
-        unknown = set(changes) - allowed
-        if unknown or not changes:
-            raise ValueError(f"cannot update {sorted(unknown) or 'nothing'}")
-        assignments = ", ".join(
-            # A rotation computes the next generation from a read made before this write, so
-            # two concurrent rotations would both write N + 1 and tokens minted from the first
-            # new key would survive the second rotation. The generation must strictly grow.
-            "key_generation = MAX(key_generation + 1, ?)" if column == "key_generation"
-            else f"{column} = ?"
-            for column in changes
-        )  # fmt: skip
-        also: list[tuple[str, tuple[Any, ...]]] = []
-        if changes.get("role", Role.TENANT_USER.value) != Role.TENANT_USER.value:
-            # Root and TenantAdmin hold no grants: those of a promoted TenantUser go, rather
-            # than wait, unseen, to come back with a demotion.
-            also = [(f"DELETE FROM {table} WHERE service_user_id = ?", (id_,))
-                    for table in ("grants", "role_members")]  # fmt: skip
-        return await self._change_identity(
-            f"UPDATE service_users SET {assignments} WHERE id = ?",
-            (*changes.values(), id_),
-            table="service_users", id_=id_, audit=audit, also=also,
-        )  # fmt: skip
+    async def _fetchone(self, sql: str, params: Iterable[Any] = ()) -> Any:
+        async with self._r.execute(sql, tuple(params)) as cur:
+            return await cur.fetchone()
 
-    async def delete_service_user(self, id_: str, audit: AuditRecord) -> bool:
-        return await self._change_identity(
-            "DELETE FROM service_users WHERE id = ?", (id_,),
-            table="service_users", id_=id_, audit=audit,
-        )  # fmt: skip
+    async def _fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
+        async with self._r.execute(sql, tuple(params)) as cur:
+            return list(await cur.fetchall())
 
-    async def insert_tenant(self, name: str, audit: AuditRecord) -> Tenant:
-        tenant = Tenant(id=str(uuid.uuid4()), name=name, created_at=audit.at)
-        async with self.transaction() as conn:
-            try:
-                await conn.execute(
-                    "INSERT INTO tenants (id, name, created_at) VALUES (?, ?, ?)",
-                    (tenant.id, tenant.name, tenant.created_at),
-                )
-            except aiosqlite.IntegrityError as exc:
-                raise UniqueViolation(str(exc)) from None
-            await self._audit(
-                conn, dataclasses.replace(audit, target_id=tenant.id, tenant_id=tenant.id)
-            )
-            await self._bump_identity_version(conn)
-        return tenant
 
-    async def delete_tenant(self, id_: str, audit: AuditRecord) -> bool:
-        """Delete an empty tenant; raises InUse while identities still belong to it."""
-        async with self.transaction() as conn:
-            for table in ("service_users", "users", "access_roles"):
-                async with conn.execute(
-                    f"SELECT count(*) FROM {table} WHERE tenant_id = ?", (id_,)
-                ) as cur:
-                    row = await cur.fetchone()
-                if row is not None and row[0]:
-                    raise InUse(f"Cannot delete the tenant: it still has {row[0]} {_WHAT[table]}")
-            cur = await conn.execute("DELETE FROM tenants WHERE id = ?", (id_,))
-            if cur.rowcount == 0:
-                return False
-            await self._audit(conn, audit)
-            await self._bump_identity_version(conn)
-        return True
-
-    async def insert_signing_key(self, kid: str, private_jwk: str) -> None:
-        async with self.transaction() as conn:
-            await conn.execute(
-                "INSERT INTO signing_keys (kid, private_jwk, created_at) VALUES (?, ?, ?)",
-                (kid, private_jwk, time.time()),
-            )
-
-    async def record_last_used(
-        self,
-        last_used: Mapping[str, float],
-        *,
-        requests: Mapping[tuple[str, str], int] | None = None,
-        prune_before: str | None = None,
-    ) -> None:
-        """Write a batch of last-use times (never moving a time backwards) and of request
-        counts per (service user id, UTC day ``YYYY-MM-DD``), in one transaction. Counts are
-        added to the stored ones, so the batches of several processes add up. With
-        ``prune_before``, days before it are removed."""
-        if not last_used and not requests:
-            return
-        async with self.transaction() as conn:
-            await conn.executemany(
-                "UPDATE service_users SET last_used_at = ?"
-                " WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)",
-                [(at, id_, at) for id_, at in last_used.items()],
-            )
-            if requests:
-                # Only for service users that still exist: a count for one deleted since it
-                # was made would break the foreign key and fail the whole batch, every time.
-                await conn.executemany(
-                    "INSERT INTO usage_daily (service_user_id, day, requests)"
-                    " SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM service_users WHERE id = ?)"
-                    " ON CONFLICT (service_user_id, day)"
-                    " DO UPDATE SET requests = requests + excluded.requests",
-                    [(id_, day, n, id_) for (id_, day), n in requests.items()],
-                )
-            if prune_before is not None:
-                await conn.execute("DELETE FROM usage_daily WHERE day < ?", (prune_before,))
-
-    async def usage_of(self, service_user_id: str, since: str) -> dict[str, int]:
-        """Stored request counts of one service user by UTC day, from ``since`` on."""
-        rows = await self._fetchall(
-            "SELECT day, requests FROM usage_daily WHERE service_user_id = ? AND day >= ?",
-            (service_user_id, since),
-        )
-        return {day: int(requests) for day, requests in rows}
+class SqliteStore(StoreTables, SqliteEngine):
+    """The only mutator of persistent state, in one SQLite file."""

@@ -5,11 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
-import aiosqlite
-
 from ..identity.models import Role, User
-from .base import AuditRecord, UniqueViolation
-from .core import SqliteCore
+from .base import AuditRecord
+from .core import StoreCore
 
 __all__ = ("USER_COLUMNS", "UserTables", "user_from_row")
 
@@ -47,7 +45,7 @@ def user_from_row(row: Iterable[Any]) -> User:
     )  # fmt: skip
 
 
-class UserTables(SqliteCore):
+class UserTables(StoreCore):
     async def user(self, id_: str) -> User | None:
         row = await self._fetchone(f"SELECT {USER_COLUMNS} {_FROM} WHERE u.id = ?", (id_,))
         return user_from_row(row) if row else None
@@ -70,20 +68,17 @@ class UserTables(SqliteCore):
         return [user_from_row(row) for row in rows], int(total)
 
     async def insert_user(self, user: User, audit: AuditRecord) -> None:
-        async with self.transaction() as conn:
-            try:
-                await conn.execute(
-                    "INSERT INTO users (id, tenant_id, username, role, password_hash, created_at,"
-                    " created_by, active, last_login_at, failed_logins, password_changed_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (user.id, user.tenant_id, user.username, user.role.value, user.password_hash,
-                     user.created_at, user.created_by, int(user.active), user.last_login_at,
-                     user.failed_logins, user.password_changed_at),
-                )  # fmt: skip
-            except aiosqlite.IntegrityError as exc:
-                raise UniqueViolation(str(exc)) from None
-            await self._audit(conn, audit)
-            await self._bump_identity_version(conn)
+        async with self.transaction() as tx:
+            await tx.execute(  # UniqueViolation: the username is taken
+                "INSERT INTO users (id, tenant_id, username, role, password_hash, created_at,"
+                " created_by, active, last_login_at, failed_logins, password_changed_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (user.id, user.tenant_id, user.username, user.role.value, user.password_hash,
+                 user.created_at, user.created_by, int(user.active), user.last_login_at,
+                 user.failed_logins, user.password_changed_at),
+            )  # fmt: skip
+            await self._audit(tx, audit)
+            await self._bump_identity_version(tx)
 
     async def update_user(self, id_: str, changes: Mapping[str, Any], audit: AuditRecord) -> bool:
         """Apply column ``changes``; a new password or a deactivation also ends every session
@@ -108,7 +103,7 @@ class UserTables(SqliteCore):
 
     async def record_failed_login(self, id_: str) -> None:
         """Count a failed login (a successful one is noted with its session: insert_session)."""
-        async with self.transaction() as conn:
-            await conn.execute(
+        async with self.transaction() as tx:
+            await tx.execute(
                 "UPDATE users SET failed_logins = failed_logins + 1 WHERE id = ?", (id_,)
             )

@@ -300,7 +300,7 @@ async def test_a_login_clears_sessions_that_ended_by_time(
 async def test_a_store_of_schema_1_migrates_and_keeps_its_users(path: Path) -> None:
     path.parent.mkdir(parents=True)
     with contextlib.closing(sqlite3.connect(path)) as conn:
-        conn.executescript(MIGRATIONS[0] + "\nPRAGMA user_version = 1;")
+        conn.executescript(MIGRATIONS[0].sqlite + "\nPRAGMA user_version = 1;")
         tenant = "00000000-0000-4000-8000-000000000001"
         conn.execute("INSERT INTO tenants VALUES (?, 'default', 1.0)", (tenant,))
         conn.execute(

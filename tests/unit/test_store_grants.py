@@ -386,6 +386,97 @@ async def test_deleting_an_unknown_role_changes_and_records_nothing(
     assert after == before
 
 
+# -- a service user leaving the TenantUser role ------------------------------------------------
+
+
+def update(user: ServiceUser, changes: dict[str, Any]) -> tuple[str, dict[str, Any], AuditRecord]:
+    return user.id, changes, record("service_user.update", user.id, user.tenant_id, "service_user")
+
+
+@pytest.mark.parametrize("role", [Role.TENANT_ADMIN, Role.ROOT])
+async def test_a_service_user_given_a_full_access_role_loses_its_grants_and_roles_in_that_change(
+    store: SqliteStore, path: Path, role: Role
+) -> None:
+    await add_user(store, "root", Role.ROOT)  # so that etl, made Root, may be demoted again
+    etl, bi = await add_user(store, "etl"), await add_user(store, "bi")
+    analysts = await add_role(store)
+    await add_grant(store, etl, resource=("sales",))
+    await add_grant(store, etl, resource=(), action="manage", catalog="*")
+    kept = [await add_grant(store, bi), await add_grant(store, analysts, resource=("hr",))]
+    await assign(store, analysts, etl)
+    await assign(store, analysts, bi)
+    records = len(await store.audit_records())
+    version = await store.identity_version()
+
+    assert await store.update_service_user(*update(etl, {"role": role.value}))
+
+    # Read back through another connection: committed with its one record and one bump.
+    async with SqliteStore(path) as other:
+        assert await other.grants_of_service_user(etl.id) == []
+        assert await other.roles_of(etl.id) == []
+        assert [r.action for r in (await other.audit_records())[records:]] == [
+            "service_user.update"
+        ]
+        assert await other.identity_version() == version + 1
+    # Nobody else's: the other member, the role and its grants stay.
+    assert ids(await store.list_grants()) == ids(kept)
+    assert await store.role_members(analysts.id) == [bi.id]
+    assert await store.access_role(analysts.id) == analysts
+    user = await store.service_user(etl.id)
+    assert user is not None and user.role is role
+
+    # Made a TenantUser again, it starts with nothing: what it held is not restored.
+    assert await store.update_service_user(*update(etl, {"role": Role.TENANT_USER.value}))
+    assert await store.grants_of_service_user(etl.id) == []
+    assert await store.roles_of(etl.id) == []
+    assert ids(await store.list_grants()) == ids(kept)
+
+
+async def test_changes_that_keep_the_tenant_user_role_keep_its_grants_and_roles(
+    store: SqliteStore, path: Path
+) -> None:
+    etl, analysts = await add_user(store), await add_role(store)
+    own = await add_grant(store, etl)
+    await assign(store, analysts, etl)
+    before = grant_tables(path)
+
+    for changes in (
+        {"description": "loads sales"},
+        {"role": Role.TENANT_USER.value, "description": "still a user"},
+        {"active": 0},
+    ):
+        assert await store.update_service_user(*update(etl, changes))
+
+    assert grant_tables(path) == before
+    assert ids(await store.grants_of_service_user(etl.id)) == {own.id}
+    # The one change that takes them away; an unknown user's takes nothing.
+    ghost = new_user(await default_tenant(store), "ghost")
+    assert not await store.update_service_user(*update(ghost, {"role": "TenantAdmin"}))
+    assert grant_tables(path) == before
+    assert await store.update_service_user(*update(etl, {"role": "TenantAdmin"}))
+    assert grant_tables(path)["grants"] == []
+
+
+async def test_a_tenants_grants_are_counted_whether_of_its_users_or_its_roles(
+    store: SqliteStore,
+) -> None:
+    etl, analysts = await add_user(store), await add_role(store)
+    acme = await store.insert_tenant("acme", record("tenant.create", "", "", "tenant"))
+    theirs = new_user(acme, "acme-etl")
+    await store.insert_service_user(
+        theirs, record("service_user.create", theirs.id, acme.id, "service_user")
+    )
+    assert await store.count_grants(etl.tenant_id) == 0
+
+    await add_grant(store, etl, resource=("sales",))
+    await add_grant(store, etl, resource=("hr",))
+    await add_grant(store, analysts, resource=("finance",))
+    await add_grant(store, theirs, resource=("sales",))
+
+    assert await store.count_grants(etl.tenant_id) == 3
+    assert await store.count_grants(acme.id) == 1
+
+
 # -- every change: one audit record and one identity-version bump, in its transaction --------
 
 
@@ -615,7 +706,7 @@ def make_version_3_store(path: Path) -> dict[str, Any]:
         "key_id": "k" + uuid.uuid4().hex[:15],
     }
     with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
-        for number, script in enumerate(MIGRATIONS[:3], start=1):
+        for number, script in enumerate((m.sqlite for m in MIGRATIONS[:3]), start=1):
             conn.executescript(
                 f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;"
             )
