@@ -10,11 +10,20 @@ writer is changing, under PostgreSQL's default isolation.
 Migrations: the same list as SQLite's (``migrations``), each in its own transaction under a
 second advisory lock, with the version in ``schema_version``; replicas starting at once wait
 for each other, and the second finds the work done.
+
+Across replicas: a transaction that changes identities also sends ``NOTIFY pangolin_identity``
+(delivered at its commit), and every open store listens on a connection of its own and tells
+its change listeners at once. Notifications sent while that connection was down are lost, so
+the identity-version poll (``store.change_poll_seconds``) stays the guarantee, and the
+listeners are told again whenever the listening connection comes back.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
+import logging
 import re
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -33,6 +42,11 @@ __all__ = ("PostgresStore",)
 _WRITE_LOCK: Final = 0x70616E676F6C696E
 _MIGRATE_LOCK: Final = _WRITE_LOCK + 1
 _PLACEHOLDER: Final = re.compile(r"\?")
+_CHANNEL: Final = "pangolin_identity"
+_LOGGER = logging.getLogger(__name__)
+# How often the listening connection proves it is alive: asyncpg notices a dead server only
+# at the next statement (MagicStack/asyncpg#519).
+_LISTEN_CHECK_SECONDS: Final = 5.0
 # A pooled connection (what the pool lends) or a plain one: the same API.
 _Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
@@ -93,6 +107,9 @@ class PostgresEngine(StoreCore):
         self.url = url
         self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
+        self._listening: asyncio.Task[None] | None = None
+        self._backoff = 0.5
+        self.listening = asyncio.Event()  # set while the listening connection is up
 
     def __repr__(self) -> str:
         return "PostgresStore(<url redacted>)"  # the URL may carry a password
@@ -112,11 +129,57 @@ class PostgresEngine(StoreCore):
         except BaseException:
             await self.close()
             raise
+        self._listening = asyncio.create_task(self._listen(), name="pangolin-store-listen")
 
     async def close(self) -> None:
+        if self._listening is not None:
+            task, self._listening = self._listening, None
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close()
+
+    def _notified(self, *_: object) -> None:
+        for listener in self._change_listeners:
+            listener()
+
+    async def _listen(self) -> None:
+        """Keep a connection listening for other replicas' identity changes, reconnecting
+        with backoff (from half a second, doubling to 30 s, back to the start once one
+        connects)."""
+        self._backoff = 0.5
+        while True:
+            try:
+                await self._listen_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the poll still bounds staleness meanwhile
+                _LOGGER.warning("store change listener lost (%s); reconnecting", type(exc).__name__)
+            await asyncio.sleep(self._backoff)
+            self._backoff = min(self._backoff * 2, 30.0)
+
+    async def _listen_once(self) -> None:
+        """One listening connection, until it dies. On connecting the listeners are told:
+        whatever was sent while nobody listened is lost."""
+        conn = await asyncpg.connect(self.url)
+        closed = asyncio.Event()
+        conn.add_termination_listener(lambda _: closed.set())
+        try:
+            await conn.add_listener(_CHANNEL, self._notified)
+            self._notified()
+            self.listening.set()
+            self._backoff = 0.5
+            while not closed.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(closed.wait(), _LISTEN_CHECK_SECONDS)
+                if not closed.is_set():
+                    await conn.execute("SELECT 1")
+        finally:
+            self.listening.clear()
+            with contextlib.suppress(Exception):
+                await conn.close(timeout=1)
 
     @property
     def _p(self) -> asyncpg.Pool:
@@ -159,7 +222,10 @@ class PostgresEngine(StoreCore):
     async def _transaction(self) -> AsyncIterator[Tx]:
         async with self._p.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _WRITE_LOCK)
-            yield _PostgresTx(conn)
+            tx = _PostgresTx(conn)
+            yield tx
+            if tx.identity_changed:  # delivered to every listener when this commits
+                await conn.execute(f"NOTIFY {_CHANNEL}")
 
     async def _fetchone(self, sql: str, params: Iterable[Any] = ()) -> Any:
         return await self._p.fetchrow(_dollar(sql), *params)
