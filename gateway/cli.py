@@ -109,6 +109,58 @@ def migrate(config_path: Path) -> None:
         click.echo(f"Migrated the store from schema version {found} to {now}.")
 
 
+# What copy-store reports, per table: (one, several).
+_COPIED: dict[str, tuple[str, str]] = {
+    "tenants": ("tenant", "tenants"),
+    "service_users": ("service user", "service users"),
+    "users": ("user", "users"),
+    "sessions": ("session", "sessions"),
+    "usage_daily": ("daily usage count", "daily usage counts"),
+    "signing_keys": ("signing key", "signing keys"),
+    "access_roles": ("role", "roles"),
+    "role_members": ("role membership", "role memberships"),
+    "grants": ("grant", "grants"),
+    "audit_log": ("audit record", "audit records"),
+}
+
+
+@main.command("copy-store")
+@click.option(
+    "--from",
+    "source",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The SQLite store file (stop the gateway using it first).",
+)
+@click.option(
+    "--to",
+    "target",
+    envvar="PANGOLIN_COPY_TO",
+    required=True,
+    help="postgresql:// URL of a new, empty database. Env: PANGOLIN_COPY_TO (keeps a password "
+    "out of the process list).",
+)
+def copy_store(source: Path, target: str) -> None:
+    """Copy a SQLite store into an empty PostgreSQL database, ids, key digests, sessions,
+    signing keys and audit intact: keys and tokens keep working. All or nothing."""
+    from urllib.parse import urlsplit
+
+    from .store.copy import copy_file
+
+    if urlsplit(target).scheme not in ("postgresql", "postgres"):
+        raise CommandError("cannot copy the store: --to must be a postgresql:// URL")
+    try:
+        counts = asyncio.run(copy_file(source, target))
+    except StoreError as exc:  # its message never holds the URL's password
+        raise CommandError(f"cannot copy the store: {exc}") from None
+    copied = [
+        f"{counts[table]} {one if counts[table] == 1 else several}"
+        for table, (one, several) in _COPIED.items()
+    ]
+    # The URL is never echoed: it may carry a password.
+    click.echo(f"Copied {', '.join(copied[:-1])} and {copied[-1]} to the PostgreSQL store.")
+
+
 @main.command()
 def keygen() -> None:
     """Print a new token-signing key (private JWK) for tokens.signing_key / its _FILE variable."""

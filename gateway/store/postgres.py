@@ -36,7 +36,7 @@ from .core import StoreCore, Tx, schema_refusal
 from .migrations import MIGRATIONS
 from .tables import StoreTables
 
-__all__ = ("PostgresStore",)
+__all__ = ("PgConnection", "PostgresStore")
 
 # pg_advisory_xact_lock keys (64-bit): "pangolin" in ASCII, and one more for migrations.
 _WRITE_LOCK: Final = 0x70616E676F6C696E
@@ -48,7 +48,7 @@ _LOGGER = logging.getLogger(__name__)
 # at the next statement (MagicStack/asyncpg#519).
 _LISTEN_CHECK_SECONDS: Final = 5.0
 # A pooled connection (what the pool lends) or a plain one: the same API.
-_Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+PgConnection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 
 @functools.lru_cache(maxsize=1024)
@@ -73,7 +73,7 @@ def _translated(exc: asyncpg.PostgresError) -> StoreError:
 
 
 class _PostgresTx:
-    def __init__(self, conn: _Connection) -> None:
+    def __init__(self, conn: PgConnection) -> None:
         self._conn = conn
         self.identity_changed = False
 
@@ -123,6 +123,12 @@ class PostgresEngine(StoreCore):
             # The class and message only: asyncpg's text names host and user, never the
             # password; the URL itself is never printed.
             raise StoreError(f"cannot connect to PostgreSQL: {type(exc).__name__}: {exc}") from None
+        except (ValueError, asyncpg.ClientConfigurationError) as exc:
+            # A malformed URL (a port that is no number, a bad sslmode): its text may quote
+            # parts of the URL, so only the kind is said.
+            raise StoreError(
+                f"store.url is not a usable PostgreSQL URL ({type(exc).__name__})"
+            ) from None
         try:
             await self._migrate(apply=migrate)
             await self._ensure_default_tenant()
@@ -208,7 +214,7 @@ class PostgresEngine(StoreCore):
                     await conn.execute("UPDATE schema_version SET version = $1", number)
 
     @staticmethod
-    async def _version(conn: _Connection) -> int:
+    async def _version(conn: PgConnection) -> int:
         version = await conn.fetchval("SELECT version FROM schema_version")
         if version is None:
             await conn.execute("INSERT INTO schema_version (version) VALUES (0)")
@@ -226,6 +232,16 @@ class PostgresEngine(StoreCore):
             yield tx
             if tx.identity_changed:  # delivered to every listener when this commits
                 await conn.execute(f"NOTIFY {_CHANNEL}")
+
+    @asynccontextmanager
+    async def raw_transaction(self) -> AsyncIterator[PgConnection]:
+        """A write transaction on a plain asyncpg connection, for bulk work (``copy``): under
+        the write lock like every write, and announced to the replicas as an identity change
+        when it commits."""
+        async with self._p.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _WRITE_LOCK)
+            yield conn
+            await conn.execute(f"NOTIFY {_CHANNEL}")
 
     async def _fetchone(self, sql: str, params: Iterable[Any] = ()) -> Any:
         return await self._p.fetchrow(_dollar(sql), *params)

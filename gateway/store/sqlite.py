@@ -95,12 +95,17 @@ class SqliteEngine(StoreCore):
 
     async def _connect(self) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(self.path, isolation_level=None)
-        await conn.execute("PRAGMA journal_mode = WAL")
-        # FULL: an admin change that was acknowledged survives a power cut too.
-        await conn.execute("PRAGMA synchronous = FULL")
-        await conn.execute("PRAGMA foreign_keys = ON")
-        # Several workers or CLI processes share the file; wait instead of failing on a lock.
-        await conn.execute("PRAGMA busy_timeout = 10000")
+        try:
+            await conn.execute("PRAGMA journal_mode = WAL")
+            # FULL: an admin change that was acknowledged survives a power cut too.
+            await conn.execute("PRAGMA synchronous = FULL")
+            await conn.execute("PRAGMA foreign_keys = ON")
+            # Several workers or CLI processes share the file; wait instead of failing on a
+            # lock.
+            await conn.execute("PRAGMA busy_timeout = 10000")
+        except BaseException:
+            await conn.close()  # not a database, say: its thread must not outlive the refusal
+            raise
         return conn
 
     async def close(self) -> None:

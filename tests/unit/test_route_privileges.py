@@ -30,6 +30,7 @@ def body_refusal(operation: str, body: bytes) -> str | None:
     doc = json_object(body)
     return NOT_A_JSON_OBJECT if doc is None else names_refusal(operation, doc)
 
+
 # operationId -> (level, action, body_aware), written out so that any change to the table in
 # routing shows here as a diff. getToken is the gateway's own endpoint: no privilege.
 PRIVILEGES: dict[str, tuple[str, str, bool] | None] = {
