@@ -61,6 +61,15 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     timer.start()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that needs the real PostgreSQL (``postgres_server``, also through
+    ``postgres_url``) carries the ``postgres`` marker without saying so itself. (A fixture
+    that asks for ``postgres_url`` only on some of its parameters marks those itself.)"""
+    for item in items:
+        if "postgres_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.postgres)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]

@@ -25,13 +25,14 @@ import contextlib
 import functools
 import logging
 import re
+import secrets
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
 import asyncpg
 
-from .base import MissingReference, StoreError, UniqueViolation
+from .base import MissingReference, StoreError, StoreUnavailable, UniqueViolation
 from .core import StoreCore, Tx, schema_refusal
 from .migrations import MIGRATIONS
 from .tables import StoreTables
@@ -44,6 +45,17 @@ _MIGRATE_LOCK: Final = _WRITE_LOCK + 1
 _PLACEHOLDER: Final = re.compile(r"\?")
 _CHANNEL: Final = "pangolin_identity"
 _LOGGER = logging.getLogger(__name__)
+# What a database that cannot be reached raises: answered as StoreUnavailable (503).
+_DOWN: Final = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, pg_terminate_backend
+)
+# How long a request waits for a new connection to the database before it is 503.
+_CONNECT_TIMEOUT: Final = 5.0
 # How often the listening connection proves it is alive: asyncpg notices a dead server only
 # at the next statement (MagicStack/asyncpg#519).
 _LISTEN_CHECK_SECONDS: Final = 5.0
@@ -82,6 +94,8 @@ class _PostgresTx:
             status: str = await self._conn.execute(_dollar(sql), *params)
         except asyncpg.IntegrityConstraintViolationError as exc:
             raise _translated(exc) from None
+        except _DOWN:
+            raise StoreUnavailable() from None
         # "UPDATE 2", "DELETE 0", "INSERT 0 1": the last word is the row count.
         last = status.rsplit(" ", 1)[-1]
         return int(last) if last.isdigit() else 0
@@ -94,9 +108,14 @@ class _PostgresTx:
             await self._conn.executemany(_dollar(sql), batch)
         except asyncpg.IntegrityConstraintViolationError as exc:
             raise _translated(exc) from None
+        except _DOWN:
+            raise StoreUnavailable() from None
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        return await self._conn.fetchrow(_dollar(sql), *params)
+        try:
+            return await self._conn.fetchrow(_dollar(sql), *params)
+        except _DOWN:
+            raise StoreUnavailable() from None
 
 
 class PostgresEngine(StoreCore):
@@ -109,6 +128,9 @@ class PostgresEngine(StoreCore):
         self._pool: asyncpg.Pool | None = None
         self._listening: asyncio.Task[None] | None = None
         self._backoff = 0.5
+        # Sent with this store's notifications, so its own come back ignored: its listeners
+        # were told already, at the commit (core.StoreCore.transaction).
+        self._origin = secrets.token_hex(8)
         self.listening = asyncio.Event()  # set while the listening connection is up
 
     def __repr__(self) -> str:
@@ -117,8 +139,9 @@ class PostgresEngine(StoreCore):
     async def open(self, *, migrate: bool = True) -> None:
         try:
             self._pool = await asyncpg.create_pool(
-                self.url, min_size=1, max_size=self._pool_size, command_timeout=30
-            )
+                self.url, min_size=1, max_size=self._pool_size, command_timeout=30,
+                timeout=_CONNECT_TIMEOUT,
+            )  # fmt: skip
         except (OSError, asyncpg.PostgresError) as exc:
             # The class and message only: asyncpg's text names host and user, never the
             # password; the URL itself is never printed.
@@ -151,6 +174,10 @@ class PostgresEngine(StoreCore):
         for listener in self._change_listeners:
             listener()
 
+    def _notification(self, _conn: PgConnection, _pid: int, _channel: str, origin: object) -> None:
+        if origin != self._origin:
+            self._notified()
+
     async def _listen(self) -> None:
         """Keep a connection listening for other replicas' identity changes, reconnecting
         with backoff (from half a second, doubling to 30 s, back to the start once one
@@ -173,7 +200,7 @@ class PostgresEngine(StoreCore):
         closed = asyncio.Event()
         conn.add_termination_listener(lambda _: closed.set())
         try:
-            await conn.add_listener(_CHANNEL, self._notified)
+            await conn.add_listener(_CHANNEL, self._notification)
             self._notified()
             self.listening.set()
             self._backoff = 0.5
@@ -195,13 +222,12 @@ class PostgresEngine(StoreCore):
 
     async def _migrate(self, *, apply: bool) -> None:
         async with self._p.acquire() as conn:
-            await conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
-            )
             for number, migration in enumerate(MIGRATIONS, start=1):
                 async with conn.transaction():
+                    # Everything under the lock, the version table's creation too: two
+                    # replicas creating it at once would collide in the catalog.
                     await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATE_LOCK)
-                    version = await self._version(conn)
+                    version = await self._version(conn, create=apply)
                     if number == 1:
                         self.found_version = version
                     current = len(MIGRATIONS)
@@ -214,9 +240,17 @@ class PostgresEngine(StoreCore):
                     await conn.execute("UPDATE schema_version SET version = $1", number)
 
     @staticmethod
-    async def _version(conn: PgConnection) -> int:
+    async def _version(conn: PgConnection, *, create: bool) -> int:
+        """The schema version (0 for an empty database); with ``create``, the version table
+        is made if missing (without, nothing is written)."""
+        if await conn.fetchval("SELECT to_regclass('schema_version')") is None:
+            if not create:
+                return 0
+            await conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
         version = await conn.fetchval("SELECT version FROM schema_version")
         if version is None:
+            if not create:
+                return 0
             await conn.execute("INSERT INTO schema_version (version) VALUES (0)")
             return 0
         return int(version)
@@ -226,12 +260,17 @@ class PostgresEngine(StoreCore):
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[Tx]:
-        async with self._p.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", _WRITE_LOCK)
-            tx = _PostgresTx(conn)
-            yield tx
-            if tx.identity_changed:  # delivered to every listener when this commits
-                await conn.execute(f"NOTIFY {_CHANNEL}")
+        try:
+            async with self._p.acquire() as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", _WRITE_LOCK)
+                tx = _PostgresTx(conn)
+                yield tx
+                if tx.identity_changed:  # delivered to every listener when this commits
+                    await conn.execute("SELECT pg_notify($1, $2)", _CHANNEL, self._origin)
+        except _DOWN:
+            # Lost before COMMIT: rolled back. Lost during COMMIT: unknown until the database
+            # answers again; either way the caller is told 503, never that it happened.
+            raise StoreUnavailable() from None
 
     @asynccontextmanager
     async def raw_transaction(self) -> AsyncIterator[PgConnection]:
@@ -241,13 +280,19 @@ class PostgresEngine(StoreCore):
         async with self._p.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _WRITE_LOCK)
             yield conn
-            await conn.execute(f"NOTIFY {_CHANNEL}")
+            await conn.execute("SELECT pg_notify($1, $2)", _CHANNEL, self._origin)
 
     async def _fetchone(self, sql: str, params: Iterable[Any] = ()) -> Any:
-        return await self._p.fetchrow(_dollar(sql), *params)
+        try:
+            return await self._p.fetchrow(_dollar(sql), *params)
+        except _DOWN:
+            raise StoreUnavailable() from None
 
     async def _fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
-        return list(await self._p.fetch(_dollar(sql), *params))
+        try:
+            return list(await self._p.fetch(_dollar(sql), *params))
+        except _DOWN:
+            raise StoreUnavailable() from None
 
 
 class PostgresStore(StoreTables, PostgresEngine):

@@ -1,4 +1,8 @@
-"""The SQLite store and the service-user lifecycle API on top of it."""
+"""The store, on each engine (``store`` runs on SQLite and on PostgreSQL), and the service-user
+lifecycle API on top of it; what is about the SQLite file itself runs on SQLite only.
+
+"Another process" is a second store object on the same database (``new_store``), exactly what
+another worker or another replica holds."""
 
 from __future__ import annotations
 
@@ -13,15 +17,18 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
+import asyncpg
 import pytest
 
 from gateway.errors import AlreadyExists, InvalidInput, NoSuchThing
 from gateway.identity.models import ServiceUser
 from gateway.identity.service_users import ServiceUserAdmin
-from gateway.store import DEFAULT_TENANT, SqliteStore, StoreError
+from gateway.store import DEFAULT_TENANT, PostgresStore, SqliteStore, StoreError
 from gateway.store.migrations import MIGRATIONS
+from gateway.store.tables import StoreTables
 
 from ..fakes import FakeClock
+from .conftest import NewStore
 
 
 def user_version(path: Path) -> int:
@@ -34,9 +41,12 @@ def set_user_version(path: Path, version: int) -> None:
         conn.execute(f"PRAGMA user_version = {version}")
 
 
-def tenant_rows(path: Path) -> list[tuple[Any, ...]]:
-    with contextlib.closing(sqlite3.connect(path)) as conn:
-        return conn.execute("SELECT id, name, created_at FROM tenants").fetchall()
+async def schema_version(store: StoreTables) -> int:
+    """The version the engine records: SQLite's user_version, PostgreSQL's schema_version."""
+    if isinstance(store, SqliteStore):
+        return user_version(store.path)
+    assert isinstance(store, PostgresStore)
+    return await store.schema_version()
 
 
 def mode(path: Path) -> int:
@@ -44,7 +54,7 @@ def mode(path: Path) -> int:
 
 
 @pytest.fixture
-def admin(store: SqliteStore, clock: FakeClock) -> ServiceUserAdmin:
+def admin(store: StoreTables, clock: FakeClock) -> ServiceUserAdmin:
     return ServiceUserAdmin(store, clock=clock)
 
 
@@ -56,22 +66,22 @@ async def create(admin: ServiceUserAdmin, name: str = "etl", **kwargs: Any) -> S
 
 
 async def test_new_store_is_at_the_latest_schema_version_with_a_default_tenant(
-    store: SqliteStore, path: Path
+    store: StoreTables,
 ) -> None:
-    assert user_version(path) == len(MIGRATIONS)
+    assert await schema_version(store) == len(MIGRATIONS)
+    assert store.found_version == 0
     tenant = await store.tenant_by_name(DEFAULT_TENANT)
     assert tenant is not None and tenant.name == DEFAULT_TENANT
 
 
-async def test_reopening_a_store_changes_nothing(path: Path) -> None:
-    async with SqliteStore(path) as store:
-        version = await store.identity_version()
-    tenants = tenant_rows(path)
+async def test_reopening_a_store_changes_nothing(new_store: NewStore) -> None:
+    async with new_store() as store:
+        before = (await store.identity_version(), await store.list_tenants())
 
-    async with SqliteStore(path) as store:
-        assert await store.identity_version() == version
-    assert tenant_rows(path) == tenants
-    assert user_version(path) == len(MIGRATIONS)
+    async with new_store() as store:
+        assert (await store.identity_version(), await store.list_tenants()) == before
+        assert await schema_version(store) == len(MIGRATIONS)
+        assert store.found_version == len(MIGRATIONS)
 
 
 async def test_store_with_a_newer_schema_is_refused_with_a_clear_error(path: Path) -> None:
@@ -99,8 +109,8 @@ async def test_refused_open_leaves_no_connection_open(path: Path) -> None:
     assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
 
 
-async def test_store_file_is_created_owner_only(store: SqliteStore, path: Path) -> None:
-    await create(ServiceUserAdmin(store))  # the WAL and shared-memory files exist now too
+async def test_store_file_is_created_owner_only(sqlite_store: SqliteStore, path: Path) -> None:
+    await create(ServiceUserAdmin(sqlite_store))  # the WAL and shared-memory files exist now too
     for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
         assert mode(file) == 0o600, file
 
@@ -139,11 +149,12 @@ CHANGES: list[Any] = [
 
 
 async def test_create_commits_the_user_and_exactly_one_audit_record(
-    store: SqliteStore, admin: ServiceUserAdmin, path: Path
+    store: StoreTables, admin: ServiceUserAdmin, new_store: NewStore
 ) -> None:
     user = await create(admin)
-    # Read back through another connection: both are committed, not just visible to the writer.
-    async with SqliteStore(path) as other:
+    # Read back through another store object: both are committed, not just visible to the
+    # writer.
+    async with new_store() as other:
         assert await other.service_user(user.id) == user
         records = await other.audit_records(target_id=user.id)
     assert [(r.actor, r.action, r.outcome) for r in records] == [
@@ -153,11 +164,11 @@ async def test_create_commits_the_user_and_exactly_one_audit_record(
 
 @pytest.mark.parametrize(("change", "action"), CHANGES)
 async def test_each_lifecycle_change_commits_with_exactly_one_audit_record(
-    store: SqliteStore, admin: ServiceUserAdmin, path: Path, change: Change, action: str
+    store: StoreTables, admin: ServiceUserAdmin, new_store: NewStore, change: Change, action: str
 ) -> None:
     user = await create(admin)
     await change(admin, user.id)
-    async with SqliteStore(path) as other:
+    async with new_store() as other:
         records = await other.audit_records(target_id=user.id)
     assert [(r.actor, r.action, r.outcome, r.target_type) for r in records[1:]] == [
         ("alice", action, "success", "service_user")
@@ -166,7 +177,7 @@ async def test_each_lifecycle_change_commits_with_exactly_one_audit_record(
 
 
 async def test_failing_change_leaves_neither_row_nor_audit_record(
-    store: SqliteStore, admin: ServiceUserAdmin
+    store: StoreTables, admin: ServiceUserAdmin
 ) -> None:
     first = await create(admin, "etl")
     version = await store.identity_version()
@@ -180,7 +191,7 @@ async def test_failing_change_leaves_neither_row_nor_audit_record(
 
 
 async def test_identity_version_increases_with_each_change(
-    store: SqliteStore, admin: ServiceUserAdmin
+    store: StoreTables, admin: ServiceUserAdmin
 ) -> None:
     versions = [await store.identity_version()]
     user = await create(admin)
@@ -202,7 +213,7 @@ async def test_concurrent_rotations_each_advance_the_key_generation(
 
 
 async def test_record_last_used_never_moves_time_backwards(
-    store: SqliteStore, admin: ServiceUserAdmin
+    store: StoreTables, admin: ServiceUserAdmin
 ) -> None:
     a, b = await create(admin, "a"), await create(admin, "b")
     await store.record_last_used({a.id: 200.0, b.id: 100.0})
@@ -212,7 +223,7 @@ async def test_record_last_used_never_moves_time_backwards(
 
 
 async def test_record_last_used_is_not_an_identity_change(
-    store: SqliteStore, admin: ServiceUserAdmin
+    store: StoreTables, admin: ServiceUserAdmin
 ) -> None:
     user = await create(admin)
     version = await store.identity_version()
@@ -221,7 +232,7 @@ async def test_record_last_used_is_not_an_identity_change(
 
 
 async def test_exception_inside_a_transaction_rolls_it_back(
-    store: SqliteStore, admin: ServiceUserAdmin
+    store: StoreTables, admin: ServiceUserAdmin
 ) -> None:
     user = await create(admin)
 
@@ -237,17 +248,31 @@ async def test_exception_inside_a_transaction_rolls_it_back(
     assert not (await admin.get(user.id)).active
 
 
-async def test_failed_commit_rolls_back_and_leaves_the_store_usable(
-    store: SqliteStore, admin: ServiceUserAdmin
-) -> None:
-    user = await create(admin)
-    # A deferred foreign-key violation makes COMMIT itself fail, as a full disk would.
-    with pytest.raises(sqlite3.IntegrityError):
-        async with store.transaction() as conn:
+async def make_the_commit_fail(store: StoreTables, user_id: str) -> None:
+    """A transaction whose COMMIT itself fails, as on a full disk: a foreign-key violation the
+    engine checks only at the commit (SQLite: deferred by a pragma; PostgreSQL: a deferrable
+    constraint, on a table made in the transaction, so the rollback removes it too)."""
+    async with store.transaction() as conn:
+        if isinstance(store, SqliteStore):
             await conn.execute("PRAGMA defer_foreign_keys = ON")
             await conn.execute(
-                "UPDATE service_users SET tenant_id = 'no-such-tenant' WHERE id = ?", (user.id,)
+                "UPDATE service_users SET tenant_id = 'no-such-tenant' WHERE id = ?", (user_id,)
             )
+        else:
+            await conn.execute(
+                "CREATE TABLE commit_probe (tenant_id TEXT REFERENCES tenants (id)"
+                " DEFERRABLE INITIALLY DEFERRED)"
+            )
+            await conn.execute("INSERT INTO commit_probe VALUES ('no-such-tenant')")
+            await conn.execute("UPDATE service_users SET active = 0 WHERE id = ?", (user_id,))
+
+
+async def test_failed_commit_rolls_back_and_leaves_the_store_usable(
+    store: StoreTables, admin: ServiceUserAdmin
+) -> None:
+    user = await create(admin)
+    with pytest.raises((sqlite3.IntegrityError, asyncpg.ForeignKeyViolationError)):
+        await make_the_commit_fail(store, user.id)
 
     assert await store.service_user(user.id) == user
     await admin.deactivate(user.id, actor="alice")  # a new transaction can begin
@@ -276,7 +301,7 @@ async def test_failed_commit_rolls_back_and_leaves_the_store_usable(
     ],
 )
 async def test_invalid_create_names_the_field_and_stores_nothing(
-    store: SqliteStore, admin: ServiceUserAdmin, kwargs: dict[str, Any], field: str
+    store: StoreTables, admin: ServiceUserAdmin, kwargs: dict[str, Any], field: str
 ) -> None:
     version = await store.identity_version()
     with pytest.raises(InvalidInput) as raised:
@@ -290,7 +315,7 @@ async def test_invalid_create_names_the_field_and_stores_nothing(
 
 
 async def test_create_in_an_unknown_tenant_is_not_found_and_stores_nothing(
-    store: SqliteStore, admin: ServiceUserAdmin
+    store: StoreTables, admin: ServiceUserAdmin
 ) -> None:
     with pytest.raises(NoSuchThing, match="tenant: no such tenant"):
         await admin.create(name="etl", tenant="nope", actor="alice")
@@ -306,7 +331,7 @@ async def test_create_accepts_a_name_of_exactly_128_characters_and_strips_it(
 
 
 async def test_set_expiry_refuses_nan_instead_of_clearing_the_expiry(
-    store: SqliteStore, admin: ServiceUserAdmin, clock: FakeClock
+    store: StoreTables, admin: ServiceUserAdmin, clock: FakeClock
 ) -> None:
     user = await create(admin, expires_at=clock.now + 60)
     with pytest.raises(InvalidInput) as raised:
@@ -316,7 +341,7 @@ async def test_set_expiry_refuses_nan_instead_of_clearing_the_expiry(
 
 
 async def test_lifecycle_calls_on_an_unknown_id_are_not_found_and_audit_nothing(
-    store: SqliteStore, admin: ServiceUserAdmin
+    store: StoreTables, admin: ServiceUserAdmin
 ) -> None:
     for call in (admin.rotate, admin.deactivate, admin.reactivate, admin.expire, admin.delete):
         with pytest.raises(NoSuchThing):
@@ -326,7 +351,7 @@ async def test_lifecycle_calls_on_an_unknown_id_are_not_found_and_audit_nothing(
 
 @pytest.mark.parametrize("yields", range(12))
 async def test_a_write_cancelled_at_any_point_leaves_the_store_writable(
-    store: SqliteStore, admin: ServiceUserAdmin, yields: int
+    store: StoreTables, admin: ServiceUserAdmin, yields: int
 ) -> None:
     # Cancelled while BEGIN (or COMMIT) still runs in aiosqlite's thread: that statement
     # completes after the cancellation, and must not leave the connection in a transaction.

@@ -28,6 +28,9 @@ from gateway.store import (
     UniqueViolation,
 )
 from gateway.store.migrations import MIGRATIONS
+from gateway.store.tables import StoreTables
+
+from .conftest import NewStore
 
 _times = itertools.count(1_900_000_000)
 
@@ -111,14 +114,20 @@ def ids(grants: Sequence[Grant]) -> set[str]:
     return {g.id for g in grants}
 
 
-def rows(path: Path, table: str) -> list[tuple[Any, ...]]:
-    """A table's rows, read through a connection of its own (what is committed)."""
+async def rows(store: StoreTables, table: str) -> list[tuple[Any, ...]]:
+    """A table's rows, read through the store's read connection (what is committed)."""
+    found = await store._fetchall(f"SELECT * FROM {table}")
+    return sorted((tuple(row) for row in found), key=repr)
+
+
+def file_rows(path: Path, table: str) -> list[tuple[Any, ...]]:
+    """A SQLite file's table, read with a connection of its own (before a store opens it)."""
     with contextlib.closing(sqlite3.connect(path)) as conn:
         return sorted(conn.execute(f"SELECT * FROM {table}").fetchall(), key=repr)
 
 
-def grant_tables(path: Path) -> dict[str, list[tuple[Any, ...]]]:
-    return {table: rows(path, table) for table in GRANT_TABLES}
+async def grant_tables(store: StoreTables) -> dict[str, list[tuple[Any, ...]]]:
+    return {table: await rows(store, table) for table in GRANT_TABLES}
 
 
 async def audit_actions(store: SqliteStore) -> list[tuple[str, str | None, str]]:
@@ -177,14 +186,14 @@ async def test_assigning_a_held_role_or_removing_one_not_held_changes_and_record
 ) -> None:
     role, etl, bi = await add_role(store), await add_user(store, "etl"), await add_user(store, "bi")
     await assign(store, role, etl)
-    before = (grant_tables(path), await audit_actions(store), await store.identity_version())
+    before = (await grant_tables(store), await audit_actions(store), await store.identity_version())
 
     assert not await assign(store, role, etl)
     assert not await store.remove_role_member(
         role.id, bi.id, record("role.unassign", role.id, role.tenant_id, "role")
     )
 
-    after = (grant_tables(path), await audit_actions(store), await store.identity_version())
+    after = (await grant_tables(store), await audit_actions(store), await store.identity_version())
     assert after == before
 
 
@@ -280,13 +289,13 @@ async def test_granting_a_subject_the_same_action_on_the_same_resource_twice_is_
     etl, role = await add_user(store), await add_role(store)
     await add_grant(store, etl, resource=("sales", "orders"), action="write")
     await add_grant(store, role, resource=("sales", "orders"), action="write")
-    before = (grant_tables(path), await audit_actions(store), await store.identity_version())
+    before = (await grant_tables(store), await audit_actions(store), await store.identity_version())
 
     for subject in (etl, role):
         with pytest.raises(UniqueViolation):
             await add_grant(store, subject, resource=("sales", "orders"), action="write")
 
-    after = (grant_tables(path), await audit_actions(store), await store.identity_version())
+    after = (await grant_tables(store), await audit_actions(store), await store.identity_version())
     assert after == before
 
 
@@ -322,9 +331,9 @@ async def test_a_revoked_grant_is_gone_and_revoking_it_again_changes_nothing(
     assert await store.grant(grant.id) is None
     assert await store.grants_of_service_user(etl.id) == []
 
-    before = (grant_tables(path), await audit_actions(store), await store.identity_version())
+    before = (await grant_tables(store), await audit_actions(store), await store.identity_version())
     assert not await store.delete_grant(grant.id, record("grant.delete", grant.id, etl.tenant_id))
-    after = (grant_tables(path), await audit_actions(store), await store.identity_version())
+    after = (await grant_tables(store), await audit_actions(store), await store.identity_version())
     assert after == before
 
 
@@ -350,7 +359,7 @@ async def test_deleting_a_service_user_deletes_its_grants_and_memberships_not_it
     assert await store.access_role(role.id) == role
     assert await store.role_members(role.id) == [bi.id]
     assert ids(await store.list_grants()) == {kept.id, role_grant.id}
-    assert [row[1] for row in rows(path, "role_members")] == [bi.id]
+    assert [row[1] for row in await rows(store, "role_members")] == [bi.id]
 
 
 async def test_deleting_a_role_deletes_its_grants_and_memberships_not_its_members(
@@ -370,19 +379,19 @@ async def test_deleting_a_role_deletes_its_grants_and_memberships_not_its_member
     assert await store.roles_of(etl.id) == [other]
     assert ids(await store.grants_of_service_user(etl.id)) == {own.id, others.id}
     assert ids(await store.list_grants()) == {own.id, others.id}
-    assert [row[0] for row in rows(path, "role_members")] == [other.id]
+    assert [row[0] for row in await rows(store, "role_members")] == [other.id]
 
 
 async def test_deleting_an_unknown_role_changes_and_records_nothing(
     store: SqliteStore, path: Path
 ) -> None:
     await add_role(store)
-    before = (grant_tables(path), await audit_actions(store), await store.identity_version())
+    before = (await grant_tables(store), await audit_actions(store), await store.identity_version())
 
     missing = str(uuid.uuid4())
     assert not await store.delete_access_role(missing, record("role.delete", missing, ""))
 
-    after = (grant_tables(path), await audit_actions(store), await store.identity_version())
+    after = (await grant_tables(store), await audit_actions(store), await store.identity_version())
     assert after == before
 
 
@@ -395,7 +404,7 @@ def update(user: ServiceUser, changes: dict[str, Any]) -> tuple[str, dict[str, A
 
 @pytest.mark.parametrize("role", [Role.TENANT_ADMIN, Role.ROOT])
 async def test_a_service_user_given_a_full_access_role_loses_its_grants_and_roles_in_that_change(
-    store: SqliteStore, path: Path, role: Role
+    store: SqliteStore, new_store: NewStore, role: Role
 ) -> None:
     await add_user(store, "root", Role.ROOT)  # so that etl, made Root, may be demoted again
     etl, bi = await add_user(store, "etl"), await add_user(store, "bi")
@@ -411,7 +420,7 @@ async def test_a_service_user_given_a_full_access_role_loses_its_grants_and_role
     assert await store.update_service_user(*update(etl, {"role": role.value}))
 
     # Read back through another connection: committed with its one record and one bump.
-    async with SqliteStore(path) as other:
+    async with new_store() as other:
         assert await other.grants_of_service_user(etl.id) == []
         assert await other.roles_of(etl.id) == []
         assert [r.action for r in (await other.audit_records())[records:]] == [
@@ -438,7 +447,7 @@ async def test_changes_that_keep_the_tenant_user_role_keep_its_grants_and_roles(
     etl, analysts = await add_user(store), await add_role(store)
     own = await add_grant(store, etl)
     await assign(store, analysts, etl)
-    before = grant_tables(path)
+    before = await grant_tables(store)
 
     for changes in (
         {"description": "loads sales"},
@@ -447,14 +456,14 @@ async def test_changes_that_keep_the_tenant_user_role_keep_its_grants_and_roles(
     ):
         assert await store.update_service_user(*update(etl, changes))
 
-    assert grant_tables(path) == before
+    assert await grant_tables(store) == before
     assert ids(await store.grants_of_service_user(etl.id)) == {own.id}
     # The one change that takes them away; an unknown user's takes nothing.
     ghost = new_user(await default_tenant(store), "ghost")
     assert not await store.update_service_user(*update(ghost, {"role": "TenantAdmin"}))
-    assert grant_tables(path) == before
+    assert await grant_tables(store) == before
     assert await store.update_service_user(*update(etl, {"role": "TenantAdmin"}))
-    assert grant_tables(path)["grants"] == []
+    assert (await grant_tables(store))["grants"] == []
 
 
 async def test_a_tenants_grants_are_counted_whether_of_its_users_or_its_roles(
@@ -561,7 +570,7 @@ CHANGES: list[Any] = [
 
 @pytest.mark.parametrize(("change", "action"), CHANGES)
 async def test_each_change_commits_with_exactly_one_audit_record_and_one_version_bump(
-    store: SqliteStore, path: Path, change: Change, action: str
+    store: SqliteStore, new_store: NewStore, change: Change, action: str
 ) -> None:
     setup = await _setup(store)
     records = len(await store.audit_records())
@@ -572,7 +581,7 @@ async def test_each_change_commits_with_exactly_one_audit_record_and_one_version
     target = await change(store, setup)
 
     # Read back through another connection: the change and its record were both committed.
-    async with SqliteStore(path) as other:
+    async with new_store() as other:
         new = (await other.audit_records())[records:]
         assert await other.identity_version() == version + 1
     assert [(r.action, r.target_id, r.outcome, r.actor) for r in new] == [
@@ -588,7 +597,7 @@ async def test_a_failed_change_writes_no_audit_record_and_bumps_no_version(
     user, role = setup.user, setup.role
     notified: list[int] = []
     store.add_change_listener(lambda: notified.append(1))
-    before = (grant_tables(path), await audit_actions(store), await store.identity_version())
+    before = (await grant_tables(store), await audit_actions(store), await store.identity_version())
 
     with pytest.raises(UniqueViolation):
         await store.insert_access_role(
@@ -607,7 +616,7 @@ async def test_a_failed_change_writes_no_audit_record_and_bumps_no_version(
             str(uuid.uuid4()), user.id, record("role.assign", "x", user.tenant_id, "role")
         )
 
-    after = (grant_tables(path), await audit_actions(store), await store.identity_version())
+    after = (await grant_tables(store), await audit_actions(store), await store.identity_version())
     assert after == before
     assert notified == []
 
@@ -644,7 +653,7 @@ async def test_a_service_user_insert_with_a_bad_right_inserts_nothing_at_all(
 ) -> None:
     role = await add_role(store)
     before = (
-        grant_tables(path), rows(path, "service_users"), await audit_actions(store),
+        await grant_tables(store), await rows(store, "service_users"), await audit_actions(store),
         await store.identity_version(),
     )  # fmt: skip
     user = new_user(await default_tenant(store))
@@ -664,7 +673,7 @@ async def test_a_service_user_insert_with_a_bad_right_inserts_nothing_at_all(
         )  # fmt: skip
 
     after = (
-        grant_tables(path), rows(path, "service_users"), await audit_actions(store),
+        await grant_tables(store), await rows(store, "service_users"), await audit_actions(store),
         await store.identity_version(),
     )  # fmt: skip
     assert after == before
@@ -740,14 +749,14 @@ async def test_a_version_3_store_gains_the_grant_tables_with_its_data_intact(
 ) -> None:
     data = make_version_3_store(path)
     assert not set(GRANT_TABLES) & table_names(path)
-    kept = {table: rows(path, table) for table in ("tenants", "service_users", "audit_log")}
+    kept = {table: file_rows(path, table) for table in ("tenants", "service_users", "audit_log")}
 
     async with SqliteStore(path) as store:
         assert set(GRANT_TABLES) <= table_names(path)
         with contextlib.closing(sqlite3.connect(path)) as conn:
             assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 4
         for table, before in kept.items():
-            assert rows(path, table) == before, table
+            assert file_rows(path, table) == before, table
         assert await store.identity_version() == 7
         assert await store.usage_of(data["user_id"], "2030-01-01") == {"2030-01-01": 5}
         user = await store.service_user(data["user_id"])
