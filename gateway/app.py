@@ -148,7 +148,9 @@ def _store_context(
             background = [
                 asyncio.create_task(
                     authenticator.run_background(
-                        settings.store.change_poll_seconds, settings.store.last_used_flush_seconds
+                        settings.store.change_poll_seconds,
+                        settings.store.last_used_flush_seconds,
+                        settings.store.outage_grace_seconds,
                     ),
                     name="pangolin-identity-refresh",
                 ),

@@ -140,11 +140,20 @@ class PostgresServer:
         self._check("initdb", done)
         self.timings["initdb"] = time.monotonic() - began
 
-    def _start(self, attempts: int = 3) -> None:
+    def stop(self) -> None:
+        """Stop the server (an outage, for tests of what clients do meanwhile)."""
+        self._stop()
+
+    def start_again(self) -> None:
+        """Start a stopped server on the port it had, so URLs given out still work."""
+        self._start(keep_port=True)
+
+    def _start(self, attempts: int = 3, *, keep_port: bool = False) -> None:
         """pg_ctl start on a free port; another process may take the port between our probe and
-        the server's bind, so a bind failure tries another."""
+        the server's bind, so a bind failure tries another (unless ``keep_port``)."""
         for attempt in range(attempts):
-            self.port = free_port()
+            if not keep_port:
+                self.port = free_port()
             options = ["-k", str(self.root), "-h", "127.0.0.1", "-p", str(self.port)]
             for setting in SETTINGS:
                 options += ["-c", setting]

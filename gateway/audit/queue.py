@@ -17,7 +17,7 @@ import logging
 from collections import deque
 from typing import Final
 
-from ..store import AuditRecord, Store
+from ..store import AuditRecord, Store, StoreUnavailable
 
 __all__ = ("MAX_USER_AGENT", "AuditQueue")
 
@@ -75,5 +75,9 @@ class AuditQueue:
                 with contextlib.suppress(Exception):
                     await write  # its failure is put back and counted by flush() itself
                 raise
+            except StoreUnavailable:
+                # Kept (within the bound) and written when the store answers again; the
+                # outage itself is logged once by the authenticator.
+                continue
             except Exception:
                 _LOGGER.exception("writing audit records failed; will retry")

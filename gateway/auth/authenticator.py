@@ -14,7 +14,13 @@ made-up key ids already does.
 
 Freshness: a change committed through this process's store clears the caches before the
 change's call returns (so the very next request sees it). Changes made by other processes
-are noticed by polling the store's identity version every ``change_poll_seconds``.
+are noticed by polling the store's identity version every ``change_poll_seconds`` (and, on
+PostgreSQL, at once through its notifications).
+
+When the store cannot be reached, cached identities keep working until the last successful
+poll is ``store.outage_grace_seconds`` old; after that every authenticated request is 503, so
+a revocation made during an outage is never ignored for longer than the grace. Unknown
+credentials (a cache miss) are 503 at once. The next successful poll ends it.
 
 (Over 300 lines: the caches and the in-memory use counters are one object on purpose, so a
 request's accept step touches its own attributes rather than calling into a second object per
@@ -29,7 +35,9 @@ import functools
 import hashlib
 import hmac
 import logging
+import math
 import os
+import time
 import typing
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -48,7 +56,7 @@ from ..identity.models import (
     verify_key,
 )
 from ..identity.sessions import SessionAdmin
-from ..store import Store
+from ..store import Store, StoreUnavailable
 from .credentials import AMBIGUOUS, Credential, parse_credentials
 from .tokens import MAX_TOKEN_BYTES, TokenClaims, TokenService
 
@@ -63,6 +71,8 @@ _EPOCH: Final = datetime.date(1970, 1, 1)
 
 Clock = Callable[[], float]
 _T = TypeVar("_T")
+# The outage grace is real elapsed time, whatever the wall clock (``Clock``) says.
+_monotonic = time.monotonic
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +134,10 @@ class Authenticator:
         self._verified: dict[str, tuple[ServiceUser, bytes]] = {}
         # Store reads in flight (see _cached).
         self._loading: dict[tuple[int, str, int], asyncio.Future[Any]] = {}
+        # Past this (monotonic) time, the last successful poll of the store is older than the
+        # outage grace: cached identities are no longer trusted (run_background sets it).
+        self._trusted_until = math.inf
+        self.store_reachable = True
         # The Principal of each cached service user, made once rather than per request; valid
         # only for that very user object (a reloaded or changed user is a new object).
         self._principals: dict[str, tuple[ServiceUser, Principal]] = {}
@@ -136,6 +150,8 @@ class Authenticator:
     async def authenticate(self, headers: CIMultiDictProxy[str]) -> AuthOutcome:
         if "X-API-Key" not in headers and "Authorization" not in headers:
             return ANONYMOUS  # the common check first: most anonymous requests stop here
+        if _monotonic() > self._trusted_until:
+            raise StoreUnavailable()  # what is cached may have been revoked meanwhile
         credentials = parse_credentials(headers)
         if not credentials:
             return ANONYMOUS
@@ -386,17 +402,33 @@ class Authenticator:
         if prune is not None:
             self._next_prune = now + _PRUNE_EVERY
 
-    async def run_background(self, poll_seconds: float, flush_seconds: float) -> None:
-        """Poll for changes and flush last_used until cancelled."""
-        await self.check_for_changes()
+    async def run_background(
+        self, poll_seconds: float, flush_seconds: float, outage_grace: float = math.inf
+    ) -> None:
+        """Poll for changes and flush last_used until cancelled; while polls fail, trust the
+        cache for ``outage_grace`` seconds after the last one that worked."""
         loop = asyncio.get_running_loop()
         next_flush = loop.time() + flush_seconds
         while True:
-            await asyncio.sleep(poll_seconds)
             try:
-                await self.check_for_changes()
+                await self._sync(outage_grace)
                 if loop.time() >= next_flush:
                     next_flush = loop.time() + flush_seconds
                     await self.flush_last_used()
+            except StoreUnavailable:
+                if self.store_reachable:  # once per outage, not every poll
+                    _LOGGER.warning(
+                        "the store cannot be reached; cached identities are trusted for "
+                        "%.0f s more, then requests get 503", outage_grace,
+                    )  # fmt: skip
+                self.store_reachable = False
             except Exception:
                 _LOGGER.exception("identity refresh failed; will retry")
+            await asyncio.sleep(poll_seconds)
+
+    async def _sync(self, outage_grace: float) -> None:
+        await self.check_for_changes()
+        self._trusted_until = _monotonic() + outage_grace
+        if not self.store_reachable:
+            _LOGGER.warning("the store answers again")
+            self.store_reachable = True

@@ -92,7 +92,7 @@ class Snapshot(TypedDict):
     auth_failures: dict[str, int]  # reason ->
     tokens_issued: dict[str, int]  # grant type ->
     tokens_refused: dict[str, int]  # error code ->
-    # last_used_pending, audit_pending, audit_dropped: read from the queues, once watched.
+    # last_used_pending, store_reachable, audit_pending, audit_dropped: read once watched.
     queues: dict[str, int]
 
 
@@ -193,6 +193,8 @@ class _Pending(Protocol):
     @property
     def pending_last_used(self) -> int: ...
 
+    store_reachable: bool
+
 
 class _Audit(Protocol):
     @property
@@ -256,6 +258,7 @@ class GatewayMetrics:
         queues: dict[str, int] = {}
         if self._identities is not None:
             queues["last_used_pending"] = self._identities.pending_last_used
+            queues["store_reachable"] = int(self._identities.store_reachable)
         if self._audit is not None:
             queues["audit_pending"] = self._audit.pending
             queues["audit_dropped"] = self._audit.dropped
@@ -343,6 +346,12 @@ def _families(counts: Snapshot) -> Iterator[Metric]:
         yield GaugeMetricFamily(
             "pangolin_last_used_pending", "Service users' last_used times not yet written.",
             value=queues["last_used_pending"],
+        )  # fmt: skip
+    if "store_reachable" in queues:
+        yield GaugeMetricFamily(
+            "pangolin_store_reachable",
+            "Workers whose last poll of the store worked (0 while it cannot be reached).",
+            value=queues["store_reachable"],
         )  # fmt: skip
     if "audit_pending" in queues:
         yield GaugeMetricFamily(

@@ -85,6 +85,10 @@ class StoreSettings:
     # Request-path audit records (auth failures, token requests, failed logins) are queued in
     # memory (bounded) and written this often, so recording them never slows a request.
     audit_flush_seconds: float = 1.0
+    # While the store cannot be reached, identities already cached keep working this long
+    # after the last successful poll; then every authenticated request is 503, so a
+    # revocation made during an outage is never ignored for longer.
+    outage_grace_seconds: float = 30.0
 
     def __repr__(self) -> str:
         # The URL may hold the database password: never in a log line through a repr.

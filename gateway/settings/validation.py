@@ -103,6 +103,9 @@ def validate(settings: Settings) -> list[str]:
         problems.append("store.url: must be a postgresql:// URL (or empty for store.path)")
     if not 1 <= store.pool_size <= 100:
         problems.append("store.pool_size: must be between 1 and 100")
+    if store.outage_grace_seconds < 2 * store.change_poll_seconds:
+        # Shorter, and one slow poll would turn a healthy store's traffic into 503s.
+        problems.append("store.outage_grace_seconds: must be at least twice change_poll_seconds")
     if settings.default_catalog and settings.default_catalog not in settings.catalogs:
         problems.append(f"default_catalog: {settings.default_catalog!r} is not one of the catalogs")
     return problems

@@ -13,6 +13,7 @@ from .base import (
     MissingReference,
     Store,
     StoreError,
+    StoreUnavailable,
     UniqueViolation,
 )
 from .postgres import PostgresStore
@@ -31,6 +32,7 @@ __all__ = (
     "make_store",
     "Store",
     "StoreError",
+    "StoreUnavailable",
     "UniqueViolation",
 )
 

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..errors import Conflicting
+from ..errors import Conflicting, GatewayError
 from ..identity.grants import AccessRole, Grant
 from ..identity.models import Role, ServiceUser, Session, Tenant, User
 
@@ -23,6 +23,7 @@ __all__ = (
     "MissingReference",
     "Store",
     "StoreError",
+    "StoreUnavailable",
     "UniqueViolation",
 )
 
@@ -35,6 +36,15 @@ LAST_ROOT = (
 
 class StoreError(Exception):
     """The store cannot do what was asked (not open, newer schema, ...)."""
+
+
+class StoreUnavailable(StoreError, GatewayError):
+    """The database cannot be reached (down, restarting, the network): answered 503 with
+    the Iceberg error JSON, to catalog and management requests alike."""
+
+    status = 503
+    type = "ServiceUnavailableException"
+    message = "The identity store is unavailable; try again shortly"
 
 
 class UniqueViolation(StoreError):

@@ -213,6 +213,7 @@ async def test_queue_gauges_are_read_at_scrape_time(
 
 class _Queues:
     pending_last_used = 7
+    store_reachable = True
     pending = 3
     dropped = 11
 
@@ -229,6 +230,9 @@ def test_dropped_audit_records_are_a_counter_read_at_scrape_time() -> None:
     assert registry.get_sample_value("pangolin_audit_dropped_total") == 12
     assert registry.get_sample_value("pangolin_audit_pending") == 3
     assert registry.get_sample_value("pangolin_last_used_pending") == 7
+    assert registry.get_sample_value("pangolin_store_reachable") == 1
+    queues.store_reachable = False
+    assert registry.get_sample_value("pangolin_store_reachable") == 0
 
 
 async def test_metrics_never_contain_keys_tokens_ids_or_paths(
@@ -336,7 +340,9 @@ def test_merge_sums_every_count_label_by_label_and_leaves_its_inputs_alone() -> 
     assert total["auth_failures"]["expired"] == 0
     assert total["tokens_issued"]["client_credentials"] == 1
     assert total["tokens_refused"]["invalid_client"] == 1
-    assert total["queues"] == {"last_used_pending": 14, "audit_pending": 6, "audit_dropped": 22}
+    assert total["queues"] == {
+        "last_used_pending": 14, "store_reachable": 2, "audit_pending": 6, "audit_dropped": 22,
+    }  # fmt: skip
 
     assert merge([snapshots[0]]) == snapshots[0]
     assert merge([]) == Snapshot(
