@@ -14,6 +14,7 @@ login (see ``LoginThrottle``).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 import time
 import uuid
@@ -68,27 +69,30 @@ class LoginThrottle:
       attempt's answer is held back (guessing one account from many addresses), after the
       check, so a correct login is never slowed by it.
 
-    The address is the client's (behind a trusted proxy, the one it forwarded)."""
+    The address is the client's (behind a trusted proxy, the one it forwarded). The counts
+    are the store's (``login_failures``), so every worker and replica shares them."""
 
     WINDOW: Final = 900.0
     BASE_DELAY: Final = 0.25
     MAX_DELAY: Final = 4.0
     ADDRESS_FREE: Final = 10
     USERNAME_FREE: Final = 5
-    MAX_KEYS: Final = 100_000
 
-    def __init__(self, clock: Clock = time.monotonic) -> None:
+    def __init__(self, store: Store, clock: Clock = time.time) -> None:
+        # Counted in the store, on the wall clock: every process and replica adds to and
+        # reads the same counts, so spreading guesses over replicas gains nothing.
+        self._store = store
         self._clock = clock
-        self._failures: dict[str, tuple[int, float]] = {}
 
     @staticmethod
-    def _keys(username: str, address: str) -> tuple[str, str, str]:
+    def _keys(username: str, address: str) -> tuple[bytes, bytes, bytes]:
+        """(pair, address, username) keys, as SHA-256 digests: the store keeps no username
+        or address of a failed login in clear."""
         name = username.lower()
-        return f"pair:{name}|{address}", f"addr:{address}", f"user:{name}"
-
-    def _count(self, key: str, now: float) -> int:
-        count, last = self._failures.get(key, (0, now))
-        return 0 if now - last >= self.WINDOW else count
+        return tuple(  # type: ignore[return-value]  # three, as written
+            hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+            for text in (f"pair:{name}|{address}", f"addr:{address}", f"user:{name}")
+        )
 
     def _delay(self, failures: int) -> float:
         """Nothing before the first failure, then doubling with each, up to MAX_DELAY."""
@@ -96,32 +100,27 @@ class LoginThrottle:
             return 0.0
         return float(min(self.BASE_DELAY * 2.0 ** (failures - 1), self.MAX_DELAY))
 
-    def delay(self, username: str, address: str) -> float:
+    async def delay(self, username: str, address: str) -> float:
         """How long an attempt waits before its password is checked."""
-        now = self._clock()
         pair, addr, _ = self._keys(username, address)
-        return self._delay(max(self._count(pair, now), self._count(addr, now) - self.ADDRESS_FREE))
+        counts = await self._store.login_failures([pair, addr], self._clock() - self.WINDOW)
+        return self._delay(max(counts[pair], counts[addr] - self.ADDRESS_FREE))
 
-    def failure_delay(self, username: str) -> float:
+    async def failure_delay(self, username: str) -> float:
         """How long the answer to a failed attempt for ``username`` is held back."""
         user = self._keys(username, "")[2]
-        return self._delay(self._count(user, self._clock()) - self.USERNAME_FREE)
+        counts = await self._store.login_failures([user], self._clock() - self.WINDOW)
+        return self._delay(counts[user] - self.USERNAME_FREE)
 
-    def failed(self, username: str, address: str) -> None:
+    async def failed(self, username: str, address: str) -> None:
         now = self._clock()
-        if len(self._failures) >= self.MAX_KEYS:
-            self._failures = {k: v for k, v in self._failures.items() if now - v[1] < self.WINDOW}
-            if len(self._failures) >= self.MAX_KEYS:
-                self._failures.clear()
-        for key in self._keys(username, address):
-            self._failures[key] = (self._count(key, now) + 1, now)
+        await self._store.add_login_failure(self._keys(username, address), now, now - self.WINDOW)
 
-    def succeeded(self, username: str, address: str) -> None:
+    async def succeeded(self, username: str, address: str) -> None:
         # Not the address's count: clearing it would let anyone holding one valid account
         # reset the spraying budget between guesses at others.
         pair, _, user = self._keys(username, address)
-        self._failures.pop(pair, None)
-        self._failures.pop(user, None)
+        await self._store.clear_login_failures([pair, user])
 
 
 class UserAdmin:
@@ -129,7 +128,7 @@ class UserAdmin:
         self._store = store
         self._audit = audit
         self._clock = clock
-        self.throttle = LoginThrottle()
+        self.throttle = LoginThrottle(store)
 
     def _record(
         self,
@@ -229,12 +228,12 @@ class UserAdmin:
         which notes the login and audits it in the session's own transaction. A failure is
         counted and audited through the queue, like every refusal on the request path."""
         address = client.addr or "-"
-        await asyncio.sleep(self.throttle.delay(username, address))
+        await asyncio.sleep(await self.throttle.delay(username, address))
         user = await self._store.user_by_username(username) if len(username) <= 64 else None
         ok = await verify_password(password, user.password_hash if user else None)
         now = self._clock()
         if ok and user is not None and user.active:
-            self.throttle.succeeded(username, address)
+            await self.throttle.succeeded(username, address)
             return user
         if user is not None:
             await self._store.record_failed_login(user.id)
@@ -247,8 +246,8 @@ class UserAdmin:
                 detail=None if user else "unknown username",
             )
         )  # fmt: skip
-        self.throttle.failed(username, address)
-        held = self.throttle.failure_delay(username)
+        await self.throttle.failed(username, address)
+        held = await self.throttle.failure_delay(username)
         if held:
             await asyncio.sleep(held)
         return None

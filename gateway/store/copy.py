@@ -46,6 +46,7 @@ TABLES: Final = (
     "role_members",
     "grants",
     "audit_log",
+    "login_failures",  # the login throttle's counts: a copy keeps the brakes on
 )
 _META: Final = "meta"
 # The target's own bookkeeping (SQLite keeps its version in PRAGMA user_version).

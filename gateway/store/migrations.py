@@ -186,6 +186,17 @@ _SCRIPTS: Final[tuple[str, ...]] = (
     CREATE INDEX grants_service_user ON grants (service_user_id);
     CREATE INDEX grants_role ON grants (role_id);
     """,
+    # 5: failed logins counted in the store, so replicas share the throttle: an attacker
+    # spreading guesses over replicas gains nothing. The key is the SHA-256 of what is counted
+    # (a username, an address, or both): no usernames or addresses in clear.
+    """
+    CREATE TABLE login_failures (
+        key      BLOB PRIMARY KEY,
+        failures INTEGER NOT NULL,
+        last_at  REAL NOT NULL
+    );
+    CREATE INDEX login_failures_last ON login_failures (last_at);
+    """,
 )
 
 MIGRATIONS: Final[tuple[Migration, ...]] = tuple(Migration(script) for script in _SCRIPTS)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
 from ..identity.models import Role, User
@@ -107,3 +107,32 @@ class UserTables(StoreCore):
             await tx.execute(
                 "UPDATE users SET failed_logins = failed_logins + 1 WHERE id = ?", (id_,)
             )
+
+    # -- failed logins (the login throttle's counts, shared by every process) ------------------
+
+    async def login_failures(self, keys: Sequence[bytes], since: float) -> dict[bytes, int]:
+        """Failures counted under each key since ``since`` (the window's start)."""
+        found: dict[bytes, int] = {}
+        for key in keys:
+            row = await self._fetchone(
+                "SELECT failures FROM login_failures WHERE key = ? AND last_at >= ?", (key, since)
+            )
+            found[bytes(key)] = int(row[0]) if row else 0
+        return found
+
+    async def add_login_failure(self, keys: Sequence[bytes], at: float, since: float) -> None:
+        """Count one failure under each key (starting again from one when the last one is
+        older than ``since``); rows older than that are pruned on the way."""
+        async with self.transaction() as tx:
+            await tx.executemany(
+                "INSERT INTO login_failures (key, failures, last_at) VALUES (?, 1, ?)"
+                " ON CONFLICT (key) DO UPDATE SET failures = CASE"
+                " WHEN login_failures.last_at < ? THEN 1"
+                " ELSE login_failures.failures + 1 END, last_at = excluded.last_at",
+                [(key, at, since) for key in keys],
+            )
+            await tx.execute("DELETE FROM login_failures WHERE last_at < ?", (since,))
+
+    async def clear_login_failures(self, keys: Sequence[bytes]) -> None:
+        async with self.transaction() as tx:
+            await tx.executemany("DELETE FROM login_failures WHERE key = ?", [(k,) for k in keys])

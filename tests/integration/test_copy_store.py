@@ -96,6 +96,7 @@ async def build_deployment(path: Path) -> Deployment:
     sessions = SessionAdmin(store, lifetime_seconds=8 * 3600, idle_seconds=1800)
     started = await sessions.start(alice, CLIENT)
     assert started is not None
+    await users.throttle.failed("alice", "192.0.2.7")  # the throttle's counts travel too
     await store.record_last_used(
         {etl.user.id: time.time()},
         requests={(etl.user.id, DAY): 7, (reporter.user.id, DAY): 2},
