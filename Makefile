@@ -57,8 +57,8 @@ test-fast: $(VENV)/.installed-test postgres
 	$(BIN)/pytest tests/unit tests/http
 
 # Not part of `make test`: installs wrk and nginx (Debian packages); `make bench` takes about
-# 22 minutes (5 interleaved rounds of everything), `make bench-quick` about 4 (the fast-upstream
-# proxy comparison only, results to var/bench-quick.md).
+# 23 minutes (5 interleaved rounds of everything), `make bench-quick` about 6 (the fast-upstream
+# proxy comparison and the PostgreSQL store's rows, results to var/bench-quick.md).
 $(VENV)/.installed-bench: $(BIN)/python setup.cfg pyproject.toml constraints.txt
 	$(PIP) -e '.[local,fast,test,bench]'
 	touch $@

@@ -3,14 +3,26 @@ minimal aiohttp proxy and itself forwarding with aiohttp's client (the control f
 one), on loopback, in one run; results to stdout and bench/results.md. One more gateway row
 prices least privilege (issue 12): a service user holding 50 grants, on a catalog with
 ``default_access = "none"`` (so its grants decide every request), against the X-API-Key row.
+Issue 13 adds the PostgreSQL store: the X-API-Key row again, from a gateway whose store.url
+names a PostgreSQL database (the cached path: the same config otherwise), the cold lookup
+(the first request of each of ``--cold-keys`` service users, on SQLite and on PostgreSQL) and
+the revocation lag across two replicas on one database (``ROTATIONS`` rotations).
 
     python bench/run.py [--rounds 3] [--duration 5] [--connections 32] [--users 1000000]
-                        [--no-seaweed] [--no-profile] [--quick] [--out bench/results.md]
+                        [--cold-keys 500] [--no-seaweed] [--no-profile] [--no-postgres]
+                        [--quick] [--out bench/results.md]
 
 Needs wrk and nginx (Debian: ``apt-get install -y wrk nginx``; run as root it installs them
 itself). Every proxy (nginx with 1 worker, the minimal proxy, the gateway) is pinned to core 1
 with ``taskset -c 1``; the load generator (wrk -t1) and the upstream share core 0. Nothing is
 asserted: targets from issue 5 are printed as ratios.
+
+Unless ``--no-postgres``, also Debian's PostgreSQL server (``make postgres``; run as root the
+script installs it): one server for the whole run, started with the tests' own PostgresServer
+(tests/postgres.py, imported: a temporary directory, a free loopback port, as the postgres
+user when root, durability off), every process of it pinned to core 0 with the upstream (a
+deployment's database runs on another host; here it is on the load generator's side, not the
+proxies').
 
 Rounds: single runs on a shared 2-core machine vary a lot, so every comparison runs
 ``--rounds`` rounds, interleaved: all the proxies of one upstream stay up (idle but one), and
@@ -22,16 +34,17 @@ CPU time per request; target ratios are medians of per-round ratios. The same ho
 token endpoint (measured at the end of each round), for 2 workers vs 1 and for the small vs
 large store.
 
-``--quick``: only the fast-upstream comparison of the eight configurations (no token endpoint,
-profile, workers, store scale or SeaweedFS), with 2 s wrk runs unless ``--duration`` is given:
-about 4 minutes at 5 rounds, for a developer checking a change. The full run (the default,
-``make bench``) takes about 22 minutes at 5 rounds on an idle machine.
+``--quick``: only the fast-upstream comparison of the nine configurations and the two short
+PostgreSQL measurements (cold lookups, revocation lag: under half a minute together; no token
+endpoint, profile, workers, store scale or SeaweedFS), with 2 s wrk runs unless
+``--duration`` is given: about 5 minutes at 5 rounds, for a developer checking a change. The
+full run (the default, ``make bench``) takes about 23 minutes at 5 rounds on an idle machine.
 
 Target ratios: after the rounds, ``--pairs`` A/B pairs of back-to-back 1 s runs (first side
-alternating) for X-API-Key vs no-auth, bearer vs no-auth, X-API-Key vs the minimal proxy and
-50 grants vs X-API-Key; each target is the median of its pair ratios, with their interquartile
-range. Runs a few seconds apart see the shared machine in nearly the same state, which
-separate rounds do not.
+alternating) for X-API-Key vs no-auth, bearer vs no-auth, X-API-Key vs the minimal proxy,
+50 grants vs X-API-Key and the PostgreSQL store vs SQLite; each target is the median of its
+pair ratios, with their interquartile range. Runs a few seconds apart see the shared machine
+in nearly the same state, which separate rounds do not.
 """
 
 from __future__ import annotations
@@ -56,8 +69,9 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from http.client import HTTPConnection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -65,6 +79,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH))
 
 import authscale  # noqa: E402
+
+if TYPE_CHECKING:
+    from tests.postgres import PostgresServer
 
 PY = sys.executable
 GATEWAY_BIN = str(Path(PY).parent / "pangolin-gateway")
@@ -76,6 +93,12 @@ TABLE = ("bench", "events")  # the resource TABLE_PATH names (its namespace, the
 CONFINED = "confined"  # the catalog with default_access "none": only grants count
 GRANTS = 50  # held by the confined row's service user, one of them on TABLE
 GRANTS_ROW = f"gateway, X-API-Key, {GRANTS} grants, default_access none"
+PG_ROW = "gateway, X-API-Key, PostgreSQL store"
+ROTATIONS = 20  # of one service user's key, through one replica (issue 13)
+# What the README states for a change made through another replica: store.change_poll_seconds
+# (0.5 s, the guarantee; NOTIFY is the fast path) plus one request.
+REVOCATION_BOUND = 1.0
+COLD_WARMUP = 50  # cold lookups per store before the measured ones (code paths, page caches)
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
@@ -328,9 +351,13 @@ class Bench:
         self.tmp = tmp
         self.procs = Procs(tmp)
         self.background: list[Quiet] = []  # CPU use just before each measurement
+        self.postgres: PostgresServer | None = None  # the run's server, unless --no-postgres
 
     def quiet(self) -> None:
-        self.background.append(wait_for_quiet(frozenset(self.procs.own_sessions())))
+        sessions = self.procs.own_sessions()
+        if self.postgres is not None:
+            sessions |= postgres_sessions(self.postgres)
+        self.background.append(wait_for_quiet(frozenset(sessions)))
 
     def measure(
         self, row: Row, url: str, headers: Sequence[str] = (), session: int | None = None
@@ -422,13 +449,23 @@ http {{
         return url, proc
 
     def gateway_config(
-        self, label: str, catalogs: dict[str, str], extra: dict[str, str] | None = None
+        self,
+        label: str,
+        catalogs: dict[str, str],
+        extra: dict[str, str] | None = None,
+        *,
+        store_url: str = "",
     ) -> Path:
         """A store directory and config: ``catalogs`` maps name -> upstream, ``extra`` name ->
-        more TOML for that catalog (its own keys, then any sub-tables)."""
+        more TOML for that catalog (its own keys, then any sub-tables); with ``store_url``
+        the store is that PostgreSQL database instead of the directory's SQLite file (which
+        then is never made: store.url wins)."""
         home = self.tmp / f"gw-{label}"
         home.mkdir()
-        lines = [f'[store]\npath = "{home / "pangolin.db"}"\n']
+        lines = [
+            f'[store]\npath = "{home / "pangolin.db"}"\n'
+            + (f'url = "{store_url}"\n' if store_url else "")
+        ]
         for name, upstream in catalogs.items():
             lines.append(f'[catalogs.{name}]\nupstream = "{upstream}"\nwarehouse = "warehouse"\n')
             if extra and name in extra:
@@ -526,6 +563,86 @@ def create_confined_client(store: Path, catalog: str, grants: int) -> tuple[str,
     return asyncio.run(make())
 
 
+def add_service_users(store: Path | str, n: int, prefix: str) -> list[str]:
+    """``n`` TenantUser service users made in a store (a SQLite file, or a PostgreSQL URL)
+    through the gateway's own ServiceUserAdmin, before a gateway opens it: the same rows on
+    both engines. Their keys, in order."""
+    import asyncio
+
+    from gateway.identity.service_users import ServiceUserAdmin
+    from gateway.settings import StoreSettings
+    from gateway.store import make_store
+
+    if isinstance(store, str):
+        settings = StoreSettings(url=store)
+    else:
+        settings = StoreSettings(path=str(store))
+
+    async def make() -> list[str]:
+        async with make_store(settings) as db:
+            admin = ServiceUserAdmin(db)
+            keys = []
+            for i in range(n):
+                made = await admin.create(name=f"{prefix}-{i:05d}", actor="bench")
+                keys.append(made.api_key.plaintext())
+            return keys
+
+    return asyncio.run(make())
+
+
+# -- PostgreSQL --------------------------------------------------------------------------------
+
+
+def _postmaster(server: PostgresServer) -> int:
+    return int((server.data_dir / "postmaster.pid").read_text().split()[0])
+
+
+def postgres_processes(server: PostgresServer) -> dict[int, int]:
+    """pid -> session id of the server's processes: the postmaster and its children (each of
+    which, backends included, leads a session of its own)."""
+    postmaster = _postmaster(server)
+    found = {postmaster: postmaster}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # exited meanwhile
+        if int(fields[1]) == postmaster:  # field 4, the parent; field 6 is the session
+            found[int(stat.parent.name)] = int(fields[3])
+    return found
+
+
+def postgres_sessions(server: PostgresServer) -> set[int]:
+    """The server's sessions, for own_ticks (what it uses while idle is our own use)."""
+    return set(postgres_processes(server).values())
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[PostgresServer]:
+    """The run's PostgreSQL server: tests/postgres.py's PostgresServer (imported, not copied),
+    every process of it pinned to the load generator's core (backends forked later inherit
+    the postmaster's affinity). Each measurement gets a database of its own."""
+    from tests.postgres import PostgresServer
+
+    print("starting PostgreSQL (tests/postgres.py) ...", flush=True)
+    with PostgresServer.start() as server:
+        for pid in postgres_processes(server):
+            subprocess.run(["taskset", "-a", "-cp", LOAD_CORE, str(pid)], capture_output=True)
+        yield server
+
+
+def postgres_version(server: PostgresServer) -> str:
+    out = subprocess.run(
+        [str(server.bin_dir / "postgres"), "--version"], capture_output=True, text=True
+    ).stdout
+    return out.strip() or "PostgreSQL"
+
+
+def new_database(server: PostgresServer, name: str) -> str:
+    """A fresh empty database on the run's server; its URL."""
+    return server.url(server.sync(server.create_database(name)))
+
+
 def get_token(gw: str, catalog: str, client_id: str, key: str) -> str:
     form = f"grant_type=client_credentials&client_id={client_id}&client_secret={key}&scope=catalog"
     status, body = http(
@@ -572,10 +689,13 @@ def proxy_suite(
     tokens: bool = False,
     pairs: int = 0,
     grants: bool = False,
+    postgres: PostgresServer | None = None,
 ) -> dict[str, Any]:
     """The seven configurations against one upstream (the last, the gateway forwarding with
     aiohttp's client, is the control for the lean one), and with ``grants`` an eighth: a
     service user with ``GRANTS`` grants on the ``CONFINED`` catalog, default_access "none";
+    with ``postgres`` one more, ``PG_ROW``: the X-API-Key row from a second gateway of the
+    same config (and as many service users) but with store.url naming a database there;
     ``--rounds`` interleaved rounds (every proxy stays up, idle but for its turn); with
     ``tokens`` the token endpoint too, after the bearer row in each round. Returns the rows,
     the token runs and the gateway details."""
@@ -584,18 +704,21 @@ def proxy_suite(
     catalogs = {"default": upstream, "open": upstream}
     if grants:
         catalogs[CONFINED] = upstream
-    config = bench.gateway_config(
-        label,
-        catalogs,
-        # Only grants count there. The read-only upstream credential is the setup for callers
-        # that may only read: their requests go upstream with it, and their table answers come
-        # back as they are, as the X-API-Key row's do (without it, the gateway would take the
-        # storage configuration out of every loadTable answer: another answer, another cost).
-        extra={
-            CONFINED: f'default_access = "none"\n\n[catalogs.{CONFINED}.upstream_auth_read]\n'
-            'type = "bearer"\ntoken = "bench-read-only"\n'
-        },
-    )
+    # Only grants count there. The read-only upstream credential is the setup for callers
+    # that may only read: their requests go upstream with it, and their table answers come
+    # back as they are, as the X-API-Key row's do (without it, the gateway would take the
+    # storage configuration out of every loadTable answer: another answer, another cost).
+    extra = {
+        CONFINED: f'default_access = "none"\n\n[catalogs.{CONFINED}.upstream_auth_read]\n'
+        'type = "bearer"\ntoken = "bench-read-only"\n'
+    }
+    config = bench.gateway_config(label, catalogs, extra)
+    pg_config: Path | None = None
+    if postgres is not None:
+        pg_url = new_database(postgres, f"bench_{label}")
+        pg_config = bench.gateway_config(f"{label}-pg", catalogs, extra, store_url=pg_url)
+        # As many service users as the SQLite store will hold (root and the client aside).
+        add_service_users(pg_url, bulk_users + (1 if grants else 0), "bench")
     if bulk_users:
         authscale.populate(config.parent / "pangolin.db", bulk_users)
     confined: tuple[str, str] | None = None
@@ -611,6 +734,10 @@ def proxy_suite(
         noauth=True,  # the same app as the rows above: only the forwarding client differs
         settings={f"PANGOLIN_CATALOGS__{name.upper()}__CLIENT": "aiohttp" for name in catalogs},
     )
+    pg_gw, pg_proc = "", None
+    if pg_config is not None:
+        # The same app as the X-API-Key row's (noauth_gateway.py): only the store differs.
+        pg_gw, pg_proc, _ = bench.start_gateway(pg_config, f"{label}-pg", noauth=True)
     client_id, key = create_client(gw, config)
     token = get_token(gw, "default", client_id, key)
     configurations: list[tuple[str, str, list[str], int | None]] = [
@@ -642,6 +769,11 @@ def proxy_suite(
         granted = (gw + f"/v1/{CONFINED}" + TABLE_PATH, [f"X-API-Key: {confined[1]}"])
         same = same_answer((gw + "/v1/default" + TABLE_PATH, [f"X-API-Key: {key}"]), granted)
         configurations.append((GRANTS_ROW, *granted, proc.pid))
+    if pg_proc is not None and pg_config is not None:
+        _, pg_key = create_client(pg_gw, pg_config)
+        configurations.append(
+            (PG_ROW, pg_gw + "/v1/default" + TABLE_PATH, [f"X-API-Key: {pg_key}"], pg_proc.pid)
+        )
     rows = [Row(name) for name, _, _, _ in configurations]
     token_runs: list[Run] = []
     for round_index in range(bench.args.rounds):
@@ -665,12 +797,16 @@ def proxy_suite(
         ]
         if GRANTS_ROW in by_name:
             pairings.append(("grants/key", by_name[GRANTS_ROW], keyed))
+        if PG_ROW in by_name:
+            pairings.append(("pg/key", by_name[PG_ROW], keyed))
         for label_, a, b in pairings:
             ab[label_] = ab_ratios(bench, a, b, pairs)
             print(f"  A/B {label_}: median {statistics.median(ab[label_]):.2f}", flush=True)
     bench.procs.stop(nginx_proc)
     bench.procs.stop(minimal_proc)
     bench.procs.stop(aio_proc)
+    if pg_proc is not None:
+        bench.procs.stop(pg_proc)
     return {
         "rows": rows,
         "ab": ab,
@@ -913,6 +1049,166 @@ def scale_suite(bench: Bench, users: int, upstream: str) -> list[dict[str, Any]]
     return results
 
 
+def _port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+def nearest_rank(values: Sequence[float], q: float) -> float:
+    """The ``q`` quantile of ``values`` (nearest rank, as authscale's percentiles)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def timed_get(conn: HTTPConnection, path: str, key: str) -> tuple[int, float]:
+    """One GET with ``key`` on a keep-alive connection: (status, seconds to the whole answer)."""
+    began = time.perf_counter()
+    conn.request("GET", path, headers={"X-API-Key": key})
+    response = conn.getresponse()
+    response.read()
+    return response.status, time.perf_counter() - began
+
+
+def cold_lookups(bench: Bench, upstream: str, postgres: PostgresServer) -> dict[str, Any]:
+    """The first request of each of ``--cold-keys`` service users, on SQLite and on
+    PostgreSQL: every key is used once, so the gateway's caches miss and it reads the store
+    (then the same key once more: the cached path, for the difference). Two fresh ``serve``
+    gateways (the same config but the store), each store holding ``COLD_WARMUP`` + N service
+    users made before it started; one keep-alive connection to each, the client pinned to
+    core 0 (the gateways to core 1); the two alternate key by key (which goes first
+    alternating), after ``COLD_WARMUP`` keys each that are not counted."""
+    n = bench.args.cold_keys
+    catalogs = {"default": upstream}
+    sqlite_config = bench.gateway_config("cold-sqlite", catalogs)
+    pg_url = new_database(postgres, "bench_cold")
+    pg_config = bench.gateway_config("cold-pg", catalogs, store_url=pg_url)
+    print(f"  making {COLD_WARMUP + n} service users in each store ...", flush=True)
+    stores: dict[str, tuple[Path, Path | str]] = {
+        "SQLite": (sqlite_config, sqlite_config.parent / "pangolin.db"),
+        "PostgreSQL": (pg_config, pg_url),
+    }
+    keys = {
+        name: add_service_users(where, COLD_WARMUP + n, "cold")
+        for name, (_, where) in stores.items()
+    }
+    started = {
+        name: bench.start_gateway(config, f"cold-{name.lower()}")
+        for name, (config, _) in stores.items()
+    }
+    conns = {
+        name: HTTPConnection("127.0.0.1", _port(url), timeout=10)
+        for name, (url, _, _) in started.items()
+    }
+    samples: dict[str, dict[str, list[float]]] = {
+        name: {"cold": [], "cached": []} for name in stores
+    }
+    path = "/v1/default" + TABLE_PATH
+    affinity = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {int(LOAD_CORE)})
+    try:
+        for i in range(COLD_WARMUP + n):
+            if i == COLD_WARMUP:
+                bench.quiet()
+            names = list(stores) if i % 2 == 0 else list(reversed(stores))
+            for name in names:
+                key = keys[name][i]
+                cold = timed_get(conns[name], path, key)
+                cached = timed_get(conns[name], path, key)
+                if cold[0] != 200 or cached[0] != 200:
+                    raise RuntimeError(
+                        f"cold lookup on {name}: answered {cold[0]}, then {cached[0]}"
+                    )
+                if i >= COLD_WARMUP:
+                    samples[name]["cold"].append(cold[1])
+                    samples[name]["cached"].append(cached[1])
+    finally:
+        os.sched_setaffinity(0, affinity)
+        for conn in conns.values():
+            conn.close()
+        for _, proc, _ in started.values():
+            bench.procs.stop(proc)
+    results: dict[str, Any] = {"keys": n}
+    for name, got in samples.items():
+        figures = {
+            f"{kind}_{q}_ms": nearest_rank(values, quantile) * 1e3
+            for kind, values in got.items()
+            for q, quantile in (("p50", 0.50), ("p99", 0.99))
+        }
+        results[name] = figures
+        print(
+            f"  {name}: cold p50 {figures['cold_p50_ms']:.3f} ms"
+            f" p99 {figures['cold_p99_ms']:.3f} ms"
+            f" | cached p50 {figures['cached_p50_ms']:.3f} ms"
+            f" p99 {figures['cached_p99_ms']:.3f} ms ({n} keys)",
+            flush=True,
+        )
+    return results
+
+
+def revocation_lag(bench: Bench, upstream: str, postgres: PostgresServer) -> dict[str, Any]:
+    """Two ``serve`` replicas, A and B (unpinned), on one fresh database; ``ROTATIONS``
+    rotations of one service user's key through A's management API. Before each, both accept
+    (and so cache) the current key; after it, B is asked with the old key on a fresh
+    connection each time, as fast as it answers, until it refuses it (401). The lag is
+    measured from just before the rotate request (as tests/process/test_replicas_postgres.py
+    does: an upper bound on the lag after the commit) and from A's answer to it."""
+    url = new_database(postgres, "bench_replicas")
+    config = bench.gateway_config("replicas", {"default": upstream}, store_url=url)
+    a, a_proc, _ = bench.start_gateway(config, "replica-a", core=None)
+    b, b_proc, _ = bench.start_gateway(config, "replica-b", core=None)
+    user_id, key = create_client(a, config)
+    root = root_key(config)
+    path = "/v1/default" + TABLE_PATH
+    from_request: list[float] = []
+    from_answer: list[float] = []
+    try:
+        bench.quiet()
+        for _ in range(ROTATIONS):
+            for name, gw in (("A", a), ("B", b)):
+                status = http(gw + path, headers={"X-API-Key": key})[0]
+                if status != 200:
+                    raise RuntimeError(f"replica {name} answered {status} to the current key")
+            began = time.perf_counter()
+            status, body = http(
+                a + f"/api/v1/service-users/{user_id}/rotate", data=b"", headers={"X-API-Key": root}
+            )
+            answered = time.perf_counter()
+            if status != 200:
+                raise RuntimeError(f"rotate through A: {status} {body[:200]!r}")
+            old, key = key, json.loads(body)["api_key"]
+            while True:
+                status = http(b + path, headers={"X-API-Key": old})[0]
+                refused = time.perf_counter()
+                if status == 401:
+                    break
+                if status != 200:
+                    raise RuntimeError(f"replica B answered {status} to the old key")
+                if refused - began > 10 * REVOCATION_BOUND:
+                    raise RuntimeError(
+                        f"replica B still accepts the old key after {refused - began:.1f} s"
+                    )
+            from_request.append(refused - began)
+            from_answer.append(refused - answered)
+            # Asked after B's lag was taken, so that it does not add to it.
+            if http(a + path, headers={"X-API-Key": old})[0] != 401:
+                raise RuntimeError("replica A accepts the old key after its own rotation")
+    finally:
+        bench.procs.stop(a_proc)
+        bench.procs.stop(b_proc)
+    result = {
+        "p50_ms": statistics.median(from_request) * 1e3,
+        "max_ms": max(from_request) * 1e3,
+        "after_answer_p50_ms": statistics.median(from_answer) * 1e3,
+        "after_answer_max_ms": max(from_answer) * 1e3,
+    }
+    print(
+        f"  {ROTATIONS} rotations through A, old key refused by B: p50 {result['p50_ms']:.1f} ms, "
+        f"max {result['max_ms']:.1f} ms (after A's answer: p50 "
+        f"{result['after_answer_p50_ms']:.1f} ms, max {result['after_answer_max_ms']:.1f} ms)",
+        flush=True,
+    )
+    return result
+
+
 @contextlib.contextmanager
 def seaweed_upstream(tmp: Path, sessions: set[int]) -> Iterator[str]:
     """A local SeaweedFS with the bench table; its session joins ``sessions`` meanwhile."""
@@ -1077,34 +1373,50 @@ def main() -> None:
     )
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--users", type=int, default=1_000_000, help="large store size")
+    parser.add_argument(
+        "--cold-keys",
+        type=int,
+        default=500,
+        help="distinct service users whose first request is the cold lookup, per store",
+    )
     parser.add_argument("--no-seaweed", action="store_true")
+    parser.add_argument(
+        "--no-postgres", action="store_true", help="no PostgreSQL store row, cold lookups or lag"
+    )
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="only the fast-upstream comparison of the eight configurations (~4 min)",
+        help="only the fast-upstream comparison of the nine configurations (~4 min)",
     )
     parser.add_argument("--out", type=Path, default=BENCH / "results.md")
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    if args.cold_keys < 1:
+        parser.error("--cold-keys must be at least 1")
     if args.duration is None:
         args.duration = 2 if args.quick else 5
-    ensure_tools()
+    ensure_tools(postgres=not args.no_postgres)
     if (os.cpu_count() or 1) < 2:
         print("warning: fewer than 2 cores; the proxy and wrk will share one", file=sys.stderr)
     tmp = Path(tempfile.mkdtemp(prefix="pangolin-bench-"))
     bench = Bench(args, tmp)
-    try:
-        report = run_all(bench)
-    finally:
-        bench.procs.stop_all()
+    with contextlib.ExitStack() as stack:
+        if not args.no_postgres:
+            bench.postgres = stack.enter_context(postgres_server())
+        try:
+            report = run_all(bench)
+        finally:
+            bench.procs.stop_all()  # before the server stops: no gateway outlives its store
     args.out.write_text("\n".join(report) + "\n")
     print("\n".join(report))
     print(f"\nwritten to {args.out}; logs in {tmp}")
 
 
-def ensure_tools() -> None:
+def ensure_tools(*, postgres: bool) -> None:
+    if postgres:
+        ensure_postgres()
     missing = [
         tool
         for tool in ("wrk", "nginx", "taskset")
@@ -1122,6 +1434,31 @@ def ensure_tools() -> None:
         return
     raise SystemExit(
         f"missing {', '.join(missing)}; install with: sudo {APT_LINE} (taskset is in util-linux)"
+    )
+
+
+def ensure_postgres() -> None:
+    """Debian's PostgreSQL server, as `make postgres` installs it (when root, here too)."""
+    from tests.postgres import find_bin_dir
+
+    try:
+        find_bin_dir()
+        return
+    except RuntimeError:
+        pass
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        print("installing postgresql: apt-get install -y postgresql", flush=True)
+        subprocess.run(["apt-get", "update", "-qq"], check=False)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "postgresql"],
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+            check=True,
+        )
+        find_bin_dir()
+        return
+    raise SystemExit(
+        "no PostgreSQL server in /usr/lib/postgresql/*/bin: run `sudo make postgres` "
+        "(apt-get install -y postgresql), or pass --no-postgres"
     )
 
 
@@ -1143,6 +1480,7 @@ def run_all(bench: Bench) -> list[str]:
         tokens=not args.quick,
         pairs=args.pairs,
         grants=True,
+        postgres=bench.postgres,
     )
     gw, gw_proc = fast["gateway"], fast["proc"]
     client_id, key = fast["client"]
@@ -1152,6 +1490,13 @@ def run_all(bench: Bench) -> list[str]:
     if not args.quick and not args.no_profile:
         prof = profile(bench, gw, gw_proc.pid, key)
     bench.procs.stop(gw_proc)
+    cold: dict[str, Any] | None = None
+    revocation: dict[str, Any] | None = None
+    if bench.postgres is not None:
+        print(f"cold lookups: {args.cold_keys} distinct keys, SQLite vs PostgreSQL", flush=True)
+        cold = cold_lookups(bench, upstream, bench.postgres)
+        print(f"revocation lag: 2 replicas on PostgreSQL, {ROTATIONS} rotations", flush=True)
+        revocation = revocation_lag(bench, upstream, bench.postgres)
     workers: str | None = None
     scale: list[dict[str, Any]] = []
     seaweed: dict[str, Any] | None = None
@@ -1171,7 +1516,8 @@ def run_all(bench: Bench) -> list[str]:
             seaweed = {"error": str(exc)}
 
     rows = fast["rows"]
-    direct, nginx, minimal, noauth, keyed, bearer, keyed_aiohttp, granted = rows
+    direct, nginx, minimal, noauth, keyed, bearer, keyed_aiohttp, granted = rows[:8]
+    pg_row: Row | None = next((r for r in rows if r.name == PG_ROW), None)
 
     def ab(name: str, a: Row, b: Row) -> tuple[float, str]:
         """A target ratio: the A/B pairs' median and quartiles, or the rounds' if none ran."""
@@ -1233,6 +1579,8 @@ def run_all(bench: Bench) -> list[str]:
         f"(process spawn, imports, store open); RSS after these runs {gw_rss:.0f} MB."
     )
     report += ["", grants_note(granted, fast["same_answer"])]
+    if bench.postgres is not None:
+        report += ["", *postgres_section(bench.postgres, pg_row, keyed, cold, revocation, c)]
     if scale:
         report += [
             "",
@@ -1280,7 +1628,7 @@ def run_all(bench: Bench) -> list[str]:
 
     report += [
         "",
-        "## Targets (issues 5 and 12)"
+        "## Targets (issues 5, 12 and 13)"
         + (" — only those the quick run measures" if args.quick else ""),
         "",
         (
@@ -1317,6 +1665,46 @@ def run_all(bench: Bench) -> list[str]:
             f"{GRANTS} grants ÷ X-API-Key, by CPU time per request (X-API-Key's µs ÷ grants')",
             cpu_ratio(keyed, granted),
             0.95,
+        ),
+        *(
+            [
+                target(
+                    "X-API-Key, PostgreSQL ÷ SQLite store, cached path (issue 13)",
+                    *ab("pg/key", pg_row, keyed),
+                    0.97,
+                ),
+                target(
+                    "same, by CPU time per request (SQLite's µs ÷ PostgreSQL's)",
+                    cpu_ratio(keyed, pg_row),
+                    0.97,
+                ),
+            ]
+            if pg_row is not None
+            else []
+        ),
+        *(
+            [
+                f"| cold lookup p50 / p99, {name} store (ms; {cold['keys']} keys) "
+                f"| {cold[name]['cold_p50_ms']:.3f} / {cold[name]['cold_p99_ms']:.3f} "
+                "| (report) | |"
+                for name in ("SQLite", "PostgreSQL")
+            ]
+            if cold is not None
+            else []
+        ),
+        *(
+            [
+                target(
+                    f"revocation lag across 2 replicas, max over {ROTATIONS} rotations (ms)",
+                    revocation["max_ms"],
+                    f"p50 {revocation['p50_ms']:.0f}",
+                    REVOCATION_BOUND * 1e3,
+                    higher=False,
+                    fmt=".0f",
+                )
+            ]
+            if revocation is not None
+            else []
         ),
         f"| gateway (X-API-Key) ÷ nginx | {paired(keyed, nginx):.3f} | (report) | |",
         f"| gateway (X-API-Key), lean client ÷ aiohttp client | {paired(keyed, keyed_aiohttp):.3f} "
@@ -1375,6 +1763,80 @@ def run_all(bench: Bench) -> list[str]:
             "```",
         ]
     return report
+
+
+def postgres_section(
+    server: PostgresServer,
+    row: Row | None,
+    keyed: Row,
+    cold: dict[str, Any] | None,
+    revocation: dict[str, Any] | None,
+    c: int,
+) -> list[str]:
+    """What the PostgreSQL figures are, and the cold lookups and revocation lag themselves."""
+    out = [
+        "## PostgreSQL store (issue 13)",
+        "",
+        f"One {postgres_version(server)} server for the run, started by tests/postgres.py "
+        "(Debian's package, a temporary directory, loopback TCP, durability off: fsync, "
+        "synchronous_commit and full_page_writes off, as in the tests), every process of it "
+        f"pinned to core {LOAD_CORE} with wrk and the upstream; each measurement below has a "
+        "database of its own.",
+    ]
+    if row is not None:
+        ratio = row.c32.rps / keyed.c32.rps
+        out += [
+            "",
+            f"'{PG_ROW}' (in the tables above): a second gateway process (the same "
+            "noauth_gateway.py app, config and number of service users as the X-API-Key "
+            "row's, but store.url naming a database on that server) with its own TenantUser "
+            f"key, pinned to core {PROXY_CORE} like every proxy, measured in the same rounds: "
+            "the cached path, where no request reads the store (the key is cached by key id; "
+            "only the identity-version poll, every 0.5 s, touches the database). Medians "
+            f"{row.c32.rps:,.0f} vs {keyed.c32.rps:,.0f} req/s at c{c} (× {ratio:.2f}); "
+            f"CPU {row.cpu or float('nan'):.0f} vs {keyed.cpu or float('nan'):.0f} µs per "
+            "request (the gateway's process only)."
+            + (f" ⚠ {row.bad} non-2xx answers or errors." if row.bad else ""),
+        ]
+    if cold is not None:
+        out += [
+            "",
+            "| store | cold p50 ms | cold p99 ms | cached p50 ms | cached p99 ms "
+            "| cold − cached p50 ms |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for name in ("SQLite", "PostgreSQL"):
+            f = cold[name]
+            out.append(
+                f"| {name} | {f['cold_p50_ms']:.3f} | {f['cold_p99_ms']:.3f} "
+                f"| {f['cached_p50_ms']:.3f} | {f['cached_p99_ms']:.3f} "
+                f"| {f['cold_p50_ms'] - f['cached_p50_ms']:.3f} |"
+            )
+        out += [
+            "",
+            f"Cold lookup: the first request (GET loadTable, end to end, c1) of each of "
+            f"{cold['keys']} distinct service users, made in the store before the gateway "
+            "started, so each misses the authenticator's caches and reads the store; cached: "
+            "the same key again right after. Two fresh `serve` gateways (one per store, the "
+            f"same config otherwise) on core {PROXY_CORE}, one keep-alive connection to each "
+            f"from a Python client on core {LOAD_CORE}, alternating key by key, after "
+            f"{COLD_WARMUP} keys each not counted. Percentiles by nearest rank.",
+        ]
+    if revocation is not None:
+        out += [
+            "",
+            f"Revocation lag across replicas: two `serve` processes (unpinned) on one database, "
+            f"{ROTATIONS} rotations of a service user's key through replica A's management API; "
+            "before each, both accept the current key (so it is cached); after it, replica B is "
+            "asked with the old key on a fresh connection, request after request, until it "
+            f"answers 401. From just before the rotate request: p50 {revocation['p50_ms']:.1f} ms, "
+            f"max {revocation['max_ms']:.1f} ms; from A's answer: p50 "
+            f"{revocation['after_answer_p50_ms']:.1f} ms, max "
+            f"{revocation['after_answer_max_ms']:.1f} ms (NOTIFY; the identity-version poll, "
+            f"every 0.5 s, is the guarantee: bound {REVOCATION_BOUND * 1e3:.0f} ms). Durability "
+            "off makes the rotation's commit cheaper than on a production database.",
+        ]
+    return out
 
 
 def grants_note(row: Row, same: bool) -> str:
