@@ -30,6 +30,7 @@ concern; credential parsing lives in ``credentials``.)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import functools
 import hashlib
@@ -150,8 +151,6 @@ class Authenticator:
     async def authenticate(self, headers: CIMultiDictProxy[str]) -> AuthOutcome:
         if "X-API-Key" not in headers and "Authorization" not in headers:
             return ANONYMOUS  # the common check first: most anonymous requests stop here
-        if _monotonic() > self._trusted_until:
-            raise StoreUnavailable()  # what is cached may have been revoked meanwhile
         credentials = parse_credentials(headers)
         if not credentials:
             return ANONYMOUS
@@ -260,6 +259,10 @@ class Authenticator:
 
     async def _accept(self, user: ServiceUser, key_id: str | None = None) -> AuthOutcome:
         """``key_id``: the key it authenticated with, named in a refusal (for the audit)."""
+        if _monotonic() > self._trusted_until:
+            # What is cached may have been revoked meanwhile (every way in passes here: keys,
+            # tokens, the token endpoint's own checks).
+            raise StoreUnavailable()
         now = self._clock()
         if not user.active:
             return AuthOutcome(None, "inactive", key_id=key_id)
@@ -406,25 +409,38 @@ class Authenticator:
         self, poll_seconds: float, flush_seconds: float, outage_grace: float = math.inf
     ) -> None:
         """Poll for changes and flush last_used until cancelled; while polls fail, trust the
-        cache for ``outage_grace`` seconds after the last one that worked."""
-        loop = asyncio.get_running_loop()
-        next_flush = loop.time() + flush_seconds
+        cache for ``outage_grace`` seconds after the last one that worked. The flushes run
+        apart from the polls: a write waiting for the store's write lock must never delay the
+        poll that keeps the cache trusted."""
+        flushing = asyncio.create_task(self._flush_every(flush_seconds), name="pangolin-flush")
+        try:
+            while True:
+                try:
+                    await self._sync(outage_grace)
+                except StoreUnavailable:
+                    if self.store_reachable:  # once per outage, not every poll
+                        _LOGGER.warning(
+                            "the store cannot be reached; cached identities are trusted for "
+                            "%.0f s more, then requests get 503", outage_grace,
+                        )  # fmt: skip
+                    self.store_reachable = False
+                except Exception:
+                    _LOGGER.exception("identity refresh failed; will retry")
+                await asyncio.sleep(poll_seconds)
+        finally:
+            flushing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flushing
+
+    async def _flush_every(self, flush_seconds: float) -> None:
         while True:
+            await asyncio.sleep(flush_seconds)
             try:
-                await self._sync(outage_grace)
-                if loop.time() >= next_flush:
-                    next_flush = loop.time() + flush_seconds
-                    await self.flush_last_used()
+                await self.flush_last_used()
             except StoreUnavailable:
-                if self.store_reachable:  # once per outage, not every poll
-                    _LOGGER.warning(
-                        "the store cannot be reached; cached identities are trusted for "
-                        "%.0f s more, then requests get 503", outage_grace,
-                    )  # fmt: skip
-                self.store_reachable = False
+                pass  # kept for the next flush; the outage is logged by the poll
             except Exception:
-                _LOGGER.exception("identity refresh failed; will retry")
-            await asyncio.sleep(poll_seconds)
+                _LOGGER.exception("writing last_used failed; will retry")
 
     async def _sync(self, outage_grace: float) -> None:
         await self.check_for_changes()

@@ -229,7 +229,9 @@ class UserAdmin:
         counted and audited through the queue, like every refusal on the request path."""
         address = client.addr or "-"
         await asyncio.sleep(await self.throttle.delay(username, address))
-        user = await self._store.user_by_username(username) if len(username) <= 64 else None
+        # Longer, or with a NUL (which PostgreSQL cannot even compare), it names nobody.
+        named = len(username) <= 64 and "\x00" not in username
+        user = await self._store.user_by_username(username) if named else None
         ok = await verify_password(password, user.password_hash if user else None)
         now = self._clock()
         if ok and user is not None and user.active:

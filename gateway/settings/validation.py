@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from urllib.parse import urlsplit
 
@@ -103,7 +104,11 @@ def validate(settings: Settings) -> list[str]:
         problems.append("store.url: must be a postgresql:// URL (or empty for store.path)")
     if not 1 <= store.pool_size <= 100:
         problems.append("store.pool_size: must be between 1 and 100")
-    if store.outage_grace_seconds < 2 * store.change_poll_seconds:
+    if not math.isfinite(store.outage_grace_seconds) or store.outage_grace_seconds > 3600:
+        # Infinite (or NaN, which compares false with everything): a revocation made during
+        # an outage would be ignored for as long as the outage lasts.
+        problems.append("store.outage_grace_seconds: must be a finite number up to 3600")
+    elif store.outage_grace_seconds < 2 * store.change_poll_seconds:
         # Shorter, and one slow poll would turn a healthy store's traffic into 503s.
         problems.append("store.outage_grace_seconds: must be at least twice change_poll_seconds")
     if settings.default_catalog and settings.default_catalog not in settings.catalogs:

@@ -21,8 +21,7 @@ class AuditTable(StoreCore):
         if not records:
             return
         async with self.transaction() as tx:
-            for record in records:
-                await self._audit(tx, record)
+            await self._audit(tx, *records)
 
     async def audit_records(self, *, target_id: str | None = None) -> list[AuditRecord]:
         """Every record (of one target), oldest first."""

@@ -3,7 +3,9 @@ database, every row and column as stored (ids, key digests, password hashes, ses
 signing keys, audit ids), so keys, tokens and sessions keep working on the new store.
 
 The source is read in one read transaction on a read-only connection of its own (one
-consistent snapshot, even if a gateway is still writing to the file); the target is written
+consistent snapshot); stop the gateways that write the file first: a change made while the
+copy runs is not in the copy, so a copy that sees the source's identity version move is
+refused. The target is written
 in one transaction under the store's write lock, so a failure anywhere leaves it as empty as
 it was. Rows go in with ``COPY``, table by table in foreign-key order.
 
@@ -90,7 +92,29 @@ async def copy_store(source: SqliteStore, target: PostgresStore) -> dict[str, in
             await conn.execute(
                 "SELECT setval(pg_get_serial_sequence('audit_log', 'id'), $1, false)", last + 1
             )
+            await _refuse_if_changed(source, await _changes(reader))
     return counts
+
+
+_CHANGES: Final = (
+    "SELECT (SELECT value FROM meta WHERE key = 'identity_version'),"
+    " (SELECT coalesce(max(id), 0) FROM audit_log)"
+)
+
+
+async def _changes(reader: aiosqlite.Connection) -> tuple[Any, ...]:
+    return tuple(await _one(reader, _CHANGES))
+
+
+async def _refuse_if_changed(source: SqliteStore, seen: tuple[Any, ...]) -> None:
+    """Before the copy commits: refused (rolled back) if a gateway changed the source since
+    the snapshot, since that change is not in the copy."""
+    async with _snapshot(source.path) as now:
+        if await _changes(now) != seen:
+            raise StoreError(
+                "the SQLite store changed while it was being copied (a gateway is still "
+                "using it): nothing was copied; stop the gateways and copy again"
+            )
 
 
 async def copy_file(path: Path, url: str) -> dict[str, int]:
@@ -242,10 +266,18 @@ async def _copy_table(
 async def _copy_meta(reader: aiosqlite.Connection, conn: PgConnection) -> int:
     async with reader.execute("SELECT key, value FROM meta") as cur:
         rows = [tuple(row) for row in await cur.fetchall()]
+    before = await conn.fetchval("SELECT value FROM meta WHERE key = 'identity_version'")
     await conn.executemany(
         "INSERT INTO meta (key, value) VALUES ($1, $2)"
         " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         rows,
+    )
+    # Past both versions: a replica already polling this database must see a change even if
+    # the source's counter happens to equal the one it last read.
+    source = int(dict(rows).get("identity_version", 0))
+    await conn.execute(
+        "UPDATE meta SET value = $1 WHERE key = 'identity_version'",
+        str(max(source, int(before or 0)) + 1),
     )
     return len(rows)
 

@@ -54,6 +54,8 @@ class Tx(Protocol):
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
 
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]: ...
+
 
 class StoreCore(abc.ABC):
     """Transactions, change listeners and the shared rules; the tables' methods live in the
@@ -122,13 +124,13 @@ class StoreCore(abc.ABC):
             )
 
     @staticmethod
-    async def _audit(tx: Tx, record: AuditRecord) -> None:
-        await tx.execute(
+    async def _audit(tx: Tx, *records: AuditRecord) -> None:
+        """Insert audit records (one statement, batched: a full queue is one round trip)."""
+        await tx.executemany(
             "INSERT INTO audit_log (at, actor, action, target_type, target_id, tenant_id,"
             " outcome, client_addr, user_agent, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (record.at, record.actor, record.action, record.target_type, record.target_id,
-             record.tenant_id, record.outcome, record.client_addr, record.user_agent,
-             record.detail),
+            [(r.at, r.actor, r.action, r.target_type, r.target_id, r.tenant_id, r.outcome,
+              r.client_addr, r.user_agent, r.detail) for r in records],
         )  # fmt: skip
 
     async def _bump_identity_version(self, tx: Tx) -> None:

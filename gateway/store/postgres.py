@@ -53,9 +53,20 @@ _DOWN: Final = (
     asyncpg.InterfaceError,
     asyncpg.CannotConnectNowError,
     asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, pg_terminate_backend
+    asyncpg.TooManyConnectionsError,
+    asyncpg.ReadOnlySQLTransactionError,  # a standby, during a failover
+    asyncpg.LockNotAvailableError,  # the write lock not had within _HOLD_LIMIT
 )
-# How long a request waits for a new connection to the database before it is 503.
+# How long a request waits for a new connection to the database (or for a pooled one) before
+# it is 503, and for one statement: a database that is blackholed rather than down must not
+# hold requests for a minute.
 _CONNECT_TIMEOUT: Final = 5.0
+_STATEMENT_TIMEOUT: Final = 10.0
+# The longest a transaction may sit idle holding the write lock, or wait for it.
+_HOLD_LIMIT: Final = 10.0
+# Notifications arriving together become one invalidation (a burst of 200 changes is one
+# cache wipe, not 200), at most this much later.
+_COALESCE_SECONDS: Final = 0.05
 # How often the listening connection proves it is alive: asyncpg notices a dead server only
 # at the next statement (MagicStack/asyncpg#519).
 _LISTEN_CHECK_SECONDS: Final = 5.0
@@ -117,6 +128,12 @@ class _PostgresTx:
         except _DOWN:
             raise StoreUnavailable() from None
 
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        try:
+            return list(await self._conn.fetch(_dollar(sql), *params))
+        except _DOWN:
+            raise StoreUnavailable() from None
+
 
 class PostgresEngine(StoreCore):
     """A connection pool on one PostgreSQL database, its migrations and transactions."""
@@ -132,6 +149,11 @@ class PostgresEngine(StoreCore):
         # were told already, at the commit (core.StoreCore.transaction).
         self._origin = secrets.token_hex(8)
         self.listening = asyncio.Event()  # set while the listening connection is up
+        # One writer per process waits for the write lock at a time: the others wait here,
+        # without taking a pooled connection that reads (cache misses, polls) need.
+        self._write_gate = asyncio.Lock()
+        self._invalidation: asyncio.TimerHandle | None = None
+        self._listened_before = False
 
     def __repr__(self) -> str:
         return "PostgresStore(<url redacted>)"  # the URL may carry a password
@@ -139,14 +161,20 @@ class PostgresEngine(StoreCore):
     async def open(self, *, migrate: bool = True) -> None:
         try:
             self._pool = await asyncpg.create_pool(
-                self.url, min_size=1, max_size=self._pool_size, command_timeout=30,
-                timeout=_CONNECT_TIMEOUT,
+                self.url, min_size=1, max_size=self._pool_size,
+                command_timeout=_STATEMENT_TIMEOUT, timeout=_CONNECT_TIMEOUT,
+                server_settings={
+                    # A writer that hangs (a frozen host, a partition) while holding the
+                    # write lock is cut off by the server, not waited for by every replica.
+                    "idle_in_transaction_session_timeout": f"{int(_HOLD_LIMIT * 1000)}",
+                    "lock_timeout": f"{int(_HOLD_LIMIT * 1000)}",
+                },
             )  # fmt: skip
         except (OSError, asyncpg.PostgresError) as exc:
             # The class and message only: asyncpg's text names host and user, never the
             # password; the URL itself is never printed.
             raise StoreError(f"cannot connect to PostgreSQL: {type(exc).__name__}: {exc}") from None
-        except (ValueError, asyncpg.ClientConfigurationError) as exc:
+        except (ValueError, OverflowError, asyncpg.ClientConfigurationError) as exc:
             # A malformed URL (a port that is no number, a bad sslmode): its text may quote
             # parts of the URL, so only the kind is said.
             raise StoreError(
@@ -155,6 +183,9 @@ class PostgresEngine(StoreCore):
         try:
             await self._migrate(apply=migrate)
             await self._ensure_default_tenant()
+        except asyncpg.PostgresError as exc:  # no CREATE privilege, say: one line, no traceback
+            await self.close()
+            raise StoreError(f"cannot prepare the database: {type(exc).__name__}: {exc}") from None
         except BaseException:
             await self.close()
             raise
@@ -166,23 +197,36 @@ class PostgresEngine(StoreCore):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._invalidation is not None:
+            self._invalidation.cancel()
+            self._invalidation = None
         if self._pool is not None:
             pool, self._pool = self._pool, None
-            await pool.close()
+            try:
+                await asyncio.wait_for(pool.close(), _STATEMENT_TIMEOUT)
+            except TimeoutError:
+                pool.terminate()  # a blackholed database must not hold the shutdown
 
     def _notified(self, *_: object) -> None:
         for listener in self._change_listeners:
             listener()
 
     def _notification(self, _conn: PgConnection, _pid: int, _channel: str, origin: object) -> None:
-        if origin != self._origin:
-            self._notified()
+        if origin == self._origin or self._invalidation is not None:
+            return  # its own (told at the commit), or one already on its way
+        loop = asyncio.get_running_loop()
+        self._invalidation = loop.call_later(_COALESCE_SECONDS, self._coalesced)
+
+    def _coalesced(self) -> None:
+        self._invalidation = None
+        self._notified()
 
     async def _listen(self) -> None:
         """Keep a connection listening for other replicas' identity changes, reconnecting
         with backoff (from half a second, doubling to 30 s, back to the start once one
         connects)."""
         self._backoff = 0.5
+        self._listened_before = False
         while True:
             try:
                 await self._listen_once()
@@ -196,19 +240,21 @@ class PostgresEngine(StoreCore):
     async def _listen_once(self) -> None:
         """One listening connection, until it dies. On connecting the listeners are told:
         whatever was sent while nobody listened is lost."""
-        conn = await asyncpg.connect(self.url)
+        conn = await asyncpg.connect(self.url, timeout=_CONNECT_TIMEOUT)
         closed = asyncio.Event()
         conn.add_termination_listener(lambda _: closed.set())
         try:
             await conn.add_listener(_CHANNEL, self._notification)
-            self._notified()
+            if self._listened_before:
+                self._notified()  # what was sent while nobody listened is lost
+            self._listened_before = True
             self.listening.set()
             self._backoff = 0.5
             while not closed.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(closed.wait(), _LISTEN_CHECK_SECONDS)
                 if not closed.is_set():
-                    await conn.execute("SELECT 1")
+                    await conn.execute("SELECT 1", timeout=_LISTEN_CHECK_SECONDS)
         finally:
             self.listening.clear()
             with contextlib.suppress(Exception):
@@ -261,7 +307,11 @@ class PostgresEngine(StoreCore):
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[Tx]:
         try:
-            async with self._p.acquire() as conn, conn.transaction():
+            async with (
+                self._write_gate,
+                self._p.acquire(timeout=_CONNECT_TIMEOUT) as conn,
+                conn.transaction(),
+            ):
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", _WRITE_LOCK)
                 tx = _PostgresTx(conn)
                 yield tx

@@ -58,6 +58,10 @@ class _SqliteTx:
         async with self._conn.execute(sql, tuple(params)) as cur:
             return await cur.fetchone()
 
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        async with self._conn.execute(sql, tuple(params)) as cur:
+            return list(await cur.fetchall())
+
 
 class SqliteEngine(StoreCore):
     """Connections, transactions and migrations of one SQLite file."""

@@ -135,6 +135,11 @@ def sqlite_rows(path: Path) -> dict[str, list[tuple[Any, ...]]]:
         }  # fmt: skip
 
 
+def without_meta(tables: dict[str, list[tuple[Any, ...]]]) -> dict[str, list[tuple[Any, ...]]]:
+    """Every table but meta, whose identity version a copy moves past the source's."""
+    return {table: rows for table, rows in tables.items() if table != "meta"}
+
+
 async def postgres_rows(url: str, columns_of: Path) -> dict[str, list[tuple[Any, ...]]]:
     """The same, read from PostgreSQL with the SQLite file's column lists (and order)."""
     conn = await asyncpg.connect(url)
@@ -212,7 +217,13 @@ async def test_copy_keeps_every_row_of_every_table_as_stored(
 
     assert counts == {table: len(rows) for table, rows in before.items()}
     assert all(counts[table] > 0 for table in ALL_TABLES), counts  # the test fills them all
-    assert await postgres_rows(postgres_url, deployment.path) == before
+    copied = await postgres_rows(postgres_url, deployment.path)
+    # The identity version goes past the source's: replicas already polling the database
+    # must see a change.
+    (version,) = [int(v) for k, v in copied.pop("meta") if k == "identity_version"]
+    (source,) = [int(v) for k, v in before["meta"] if k == "identity_version"]
+    assert version == source + 1
+    assert copied == {table: rows for table, rows in before.items() if table != "meta"}
     assert sqlite_rows(deployment.path) == before  # the source is only read
 
 
@@ -222,7 +233,10 @@ async def test_the_copy_reads_back_through_the_store_exactly_as_the_source(
     await copy_store(deployment.store, target)
 
     copied = await through_the_api(target, deployment)
-    assert copied == await through_the_api(deployment.store, deployment)
+    original = await through_the_api(deployment.store, deployment)
+    assert copied["identity_version"] == original["identity_version"] + 1
+    copied["identity_version"] = original["identity_version"]
+    assert copied == original
     assert copied["session"] is not None and copied["session"][1].id == deployment.alice.id
     assert len(copied["audit"]) > 10 and copied["identity_version"] > 0
 
@@ -420,7 +434,9 @@ async def test_a_row_postgresql_cannot_hold_rolls_the_whole_copy_back(
         conn.execute("UPDATE usage_daily SET requests = 7 WHERE requests = 'many'")
         conn.commit()
     await copy_store(deployment.store, target)
-    assert await postgres_rows(postgres_url, deployment.path) == sqlite_rows(deployment.path)
+    assert without_meta(await postgres_rows(postgres_url, deployment.path)) == without_meta(
+        sqlite_rows(deployment.path)
+    )
 
 
 # -- the command ------------------------------------------------------------------------------
@@ -464,7 +480,9 @@ def test_copy_store_command_copies_and_prints_counts_but_never_the_url(
         result.stdout,
     ), result.stdout
     assert SECRET not in result.output and postgres_url not in result.output
-    assert asyncio.run(postgres_rows(postgres_url, source)) == sqlite_rows(source)
+    assert without_meta(asyncio.run(postgres_rows(postgres_url, source))) == without_meta(
+        sqlite_rows(source)
+    )
 
 
 REFUSALS = {
@@ -506,3 +524,26 @@ def test_copy_store_command_refuses_in_one_line_with_exit_1_and_no_password(
     assert line.startswith("error: cannot copy the store: ") and REFUSALS[case] in line, line
     assert SECRET not in result.output
     assert case != "missing source" or not source.exists()  # nothing created at a typo
+
+
+async def test_a_source_changed_while_it_is_copied_is_refused_and_nothing_is_copied(
+    deployment: Deployment,
+    target: PostgresStore,
+    postgres_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A gateway still writing the file: its change would be missing from the copy, which
+    the command used to report as a success."""
+    import gateway.store.copy as copy_module
+
+    empty = await postgres_rows(postgres_url, deployment.path)
+    real = copy_module._copy_meta
+
+    async def meanwhile(reader: Any, conn: Any) -> int:
+        await ServiceUserAdmin(deployment.store).deactivate(deployment.etl.user.id, actor="t")
+        return await real(reader, conn)
+
+    monkeypatch.setattr(copy_module, "_copy_meta", meanwhile)
+    with pytest.raises(StoreError, match="changed while it was being copied"):
+        await copy_store(deployment.store, target)
+    assert await postgres_rows(postgres_url, deployment.path) == empty

@@ -131,6 +131,11 @@ async def test_cached_identities_work_through_an_outage_until_the_grace_then_eve
 
     outage.advance(GRACE + 1)  # past the grace: what is cached may have been revoked
     assert await status(outage, outage.cached) == 503
+    # The token endpoint too: a key revoked during the outage gets no new token.
+    form = {"grant_type": "client_credentials", "client_id": outage.cached.user.id,
+            "client_secret": outage.cached.api_key.plaintext()}  # fmt: skip
+    async with outage.client.post("/v1/oauth/tokens", data=form) as answer:
+        assert answer.status == 503
 
     outage.server.start_again()
     await until(lambda: _reachable(authenticator), "the poll to see the store again")

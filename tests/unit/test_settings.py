@@ -11,6 +11,7 @@ from gateway.settings import (
     CatalogSettings,
     Settings,
     SettingsError,
+    StoreSettings,
     UpstreamAuthSettings,
     load_settings,
     settings_from_dict,
@@ -270,3 +271,14 @@ def test_the_warning_for_an_unpinned_catalog_comes_from_a_toml_file_too(tmp_path
         'warehouse = "warehouse"\n', 'warehouse = "w"\ndefault_access = "none"\n'
     )
     assert warnings(load_settings(write(tmp_path / "pinned", pinned), {SECRET_ENV: "s"})) == []
+
+
+@pytest.mark.parametrize("grace", [float("nan"), float("inf"), 3601.0, 0.5])
+def test_an_outage_grace_that_is_not_finite_or_not_above_two_polls_is_refused(
+    grace: float,
+) -> None:
+    settings = Settings(
+        store=StoreSettings(outage_grace_seconds=grace),
+        catalogs={"default": CatalogSettings(upstream="http://127.0.0.1:1")},
+    )
+    assert any(p.startswith("store.outage_grace_seconds") for p in validate(settings))

@@ -21,10 +21,19 @@ from typing import Any
 import asyncpg
 import pytest
 
+from gateway.audit.queue import AuditQueue
 from gateway.identity.models import Role, ServiceUser
 from gateway.identity.service_users import ServiceUserAdmin
+from gateway.identity.users import UserAdmin
 from gateway.settings import Settings, StoreSettings, load_settings
-from gateway.store import DEFAULT_TENANT, LastRoot, PostgresStore, StoreError, make_store
+from gateway.store import (
+    DEFAULT_TENANT,
+    ClientInfo,
+    LastRoot,
+    PostgresStore,
+    StoreError,
+    make_store,
+)
 from gateway.store.migrations import MIGRATIONS
 
 from ..fakes import FakeClock
@@ -350,3 +359,46 @@ async def test_the_url_and_its_password_are_in_no_repr_and_no_connection_error(
     for where, text in shown.items():
         assert password not in text, where
         assert url not in text, where
+
+
+async def test_a_burst_of_changes_elsewhere_is_one_invalidation_here_not_one_each(
+    postgres_url: str,
+) -> None:
+    """200 creates through one replica used to wipe the other's caches 200 times: every
+    request there turned into a store read. Notifications arriving together are one."""
+    async with PostgresStore(postgres_url) as here, PostgresStore(postgres_url) as there:
+        await asyncio.wait_for(there.listening.wait(), 10)
+        told: list[int] = []
+        there.add_change_listener(lambda: told.append(1))
+        admin = ServiceUserAdmin(here)
+        await asyncio.gather(*(admin.create(name=f"burst-{n}", actor="t") for n in range(50)))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while not told and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        assert 1 <= len(told) < 50
+
+
+async def test_a_store_tells_its_listeners_of_its_own_changes_once(postgres_url: str) -> None:
+    async with PostgresStore(postgres_url) as store:
+        await asyncio.wait_for(store.listening.wait(), 10)
+        told: list[int] = []
+        store.add_change_listener(lambda: told.append(1))
+        await ServiceUserAdmin(store).create(name="once", actor="t")
+        # Its own notification comes back too, and is ignored: wait until it has arrived by
+        # making a change elsewhere that this store does hear.
+        async with PostgresStore(postgres_url) as other:
+            await ServiceUserAdmin(other).create(name="elsewhere", actor="t")
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 10
+            while len(told) < 2 and loop.time() < deadline:
+                await asyncio.sleep(0.01)
+        assert told == [1, 1]  # its own change once (at the commit), the other's once
+
+
+async def test_a_username_with_a_nul_is_a_failed_login_not_a_server_error(
+    postgres_url: str,
+) -> None:
+    async with PostgresStore(postgres_url) as store:
+        admin = UserAdmin(store, AuditQueue(store))
+        assert await admin.login("ad\x00min", "x" * 12, ClientInfo("192.0.2.1")) is None
