@@ -5,23 +5,19 @@ catalog routes, in this process and in another one sharing the store."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 
-from gateway.app import create_app
 from gateway.identity import grant_admin
 from gateway.settings import CatalogSettings
-from gateway.state import AUTHENTICATOR, GRANTS, SETTINGS
-from gateway.store import SqliteStore
+from gateway.state import AUTHENTICATOR, GRANTS
 
-from ..conftest import Gateway, GatewayTestServer, MakeGateway
+from ..conftest import Gateway, MakeGateway
+from .conftest import Worker
 from .management_support import (
     NO_BODY,
     Acme,
@@ -965,40 +961,6 @@ async def test_a_tenant_with_a_role_cannot_be_deleted(gw: Gateway, acme: Acme) -
 
 
 # -- two processes sharing one store ---------------------------------------------------------
-
-Worker = TestClient[web.Request, web.Application]
-
-
-@pytest.fixture
-async def other_worker(
-    aiohttp_client: Any,
-) -> AsyncIterator[Callable[[Gateway], Awaitable[Worker]]]:
-    """A second app on the same store file, with its own store connections and caches, and
-    its identity-change poll an hour away (the test calls it instead of waiting)."""
-    stores: list[SqliteStore] = []
-    clients: list[Worker] = []
-
-    async def start(gateway: Gateway) -> Worker:
-        settings = gateway.app[SETTINGS]
-        settings = dataclasses.replace(
-            settings, store=dataclasses.replace(settings.store, change_poll_seconds=3600)
-        )
-        store = SqliteStore(gateway.store.path)
-        await store.open()
-        stores.append(store)
-        client: Worker = await aiohttp_client(
-            GatewayTestServer(create_app(settings, store=store, clock=gateway.clock))
-        )
-        clients.append(client)
-        # Settle its change poll on the current identity version.
-        await client.app[AUTHENTICATOR].check_for_changes()
-        return client
-
-    yield start
-    for client in clients:
-        await client.close()
-    for store in stores:
-        await store.close()
 
 
 async def status_on(worker: Worker, auth: Headers, path: str = SALES) -> int:

@@ -6,23 +6,19 @@ with its identity-change poll far away so that nothing but the store can tell it
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 
-from gateway.app import create_app
 from gateway.settings import StoreSettings
 from gateway.state import SETTINGS
-from gateway.store import SqliteStore
 
-from ..conftest import Gateway, GatewayTestServer, MakeGateway
+from ..conftest import Gateway, MakeGateway
 from ..helpers import bearer
+from .conftest import Worker
 from .management_support import (
     NEW_PASSWORD,
     assert_error,
@@ -39,38 +35,6 @@ from .management_support import (
 )
 
 pytestmark = pytest.mark.usefixtures("login_delays")  # the login throttle never sleeps
-
-Worker = TestClient[web.Request, web.Application]
-
-
-@pytest.fixture
-async def other_worker(
-    aiohttp_client: Any,
-) -> AsyncIterator[Callable[[Gateway], Awaitable[Worker]]]:
-    """A second app on the same store file, with its own store connections and caches."""
-    stores: list[SqliteStore] = []
-    clients: list[Worker] = []
-
-    async def start(gateway: Gateway) -> Worker:
-        settings = gateway.app[SETTINGS]
-        # Its identity-change poll an hour away: what it refuses, it learnt from the store.
-        settings = dataclasses.replace(
-            settings, store=dataclasses.replace(settings.store, change_poll_seconds=3600)
-        )
-        store = SqliteStore(gateway.store.path)
-        await store.open()
-        stores.append(store)
-        client: Worker = await aiohttp_client(
-            GatewayTestServer(create_app(settings, store=store, clock=gateway.clock))
-        )
-        clients.append(client)
-        return client
-
-    yield start
-    for client in clients:
-        await client.close()
-    for store in stores:
-        await store.close()
 
 
 async def status_on(worker: Worker, auth: dict[str, str], path: str = "/api/v1/me") -> int:
