@@ -19,7 +19,7 @@ import sys
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, cast
 
 import pytest
 from aiohttp import web
@@ -33,7 +33,8 @@ from gateway.identity.models import Role
 from gateway.identity.service_users import CreatedKey, ServiceUserAdmin
 from gateway.settings import CatalogSettings, Settings, StoreSettings, UpstreamAuthSettings
 from gateway.state import AUTHENTICATOR, SERVICE_USERS
-from gateway.store import SqliteStore
+from gateway.store import PostgresStore, SqliteStore
+from gateway.store.tables import StoreTables
 
 from .fakes import FakeClock, RecordingUpstream
 from .live import LiveGateway, SeaweedUpstream
@@ -137,10 +138,25 @@ class GatewayTestServer(TestServer):
 
 
 @pytest.fixture
+def store_engine(request: pytest.FixtureRequest) -> str:
+    """The store ``make_gateway`` builds: "sqlite" unless a module parametrises it
+    (``pytest.mark.parametrize("store_engine", ENGINES, indirect=True)``)."""
+    return str(getattr(request, "param", "sqlite"))
+
+
+# For the modules whose tests run on both engines (authentication, rotation, management).
+ENGINES: Final = ("sqlite", pytest.param("postgres", marks=pytest.mark.postgres))
+
+
+@pytest.fixture
 async def make_gateway(
-    tmp_path: Path, aiohttp_client: Any, aiohttp_server: Any
+    tmp_path: Path,
+    aiohttp_client: Any,
+    aiohttp_server: Any,
+    store_engine: str,
+    request: pytest.FixtureRequest,
 ) -> AsyncIterator[MakeGateway]:
-    stores: list[SqliteStore] = []
+    stores: list[StoreTables] = []
     clients: list[TestClient[web.Request, web.Application]] = []
 
     async def make(
@@ -167,7 +183,16 @@ async def make_gateway(
             }
         settings = make_settings(tmp_path / f"gw{len(stores)}", catalogs, **changes)
         clock = FakeClock()
-        store = SqliteStore(settings.store.path)
+        store: StoreTables
+        if store_engine == "postgres":
+            pg: PostgresServer = request.getfixturevalue("postgres_server")
+            url = pg.url(await pg.create_database())  # one per gateway made
+            settings = dataclasses.replace(
+                settings, store=dataclasses.replace(settings.store, url=url)
+            )
+            store = PostgresStore(url)
+        else:
+            store = SqliteStore(settings.store.path)
         await store.open()
         stores.append(store)
         result = await initialize(store, ServiceUserAdmin(store, clock=clock))
@@ -175,14 +200,16 @@ async def make_gateway(
         app = create_app(settings, store=store, clock=clock, authenticator=authenticator)
         client = await aiohttp_client(GatewayTestServer(app))
         clients.append(client)
-        return Gateway(client, app, store, result.root, upstream, clock)
+        # A PostgresStore on the postgres runs: the modules run on both engines never reach
+        # for what only SQLite has (the file's path).
+        return Gateway(client, app, cast(SqliteStore, store), result.root, upstream, clock)
 
     yield make
     # Apps first: their shutdown flushes last_used into the store, which must still be open.
     for client in clients:
         await client.close()
-    for store in stores:
-        await store.close()
+    for opened in stores:
+        await opened.close()
 
 
 @pytest.fixture

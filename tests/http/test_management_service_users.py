@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from ..conftest import Gateway
+from ..conftest import ENGINES, Gateway
 from .management_support import (
     CATALOG,
     NO_BODY,
@@ -28,7 +28,11 @@ from .management_support import (
     token_for,
 )
 
-pytestmark = pytest.mark.usefixtures("login_delays")  # the login throttle never sleeps
+pytestmark = [
+    pytest.mark.usefixtures("login_delays"),  # the login throttle never sleeps
+    # Creating, rotating and deleting service users on both stores (issue 13).
+    pytest.mark.parametrize("store_engine", ENGINES, indirect=True),
+]
 
 
 # -- service users: lifecycle ------------------------------------------------------------------

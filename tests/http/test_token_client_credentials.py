@@ -8,7 +8,7 @@ from joserfc.jwk import KeySet, KeySetSerialization
 
 from gateway.settings import TokenSettings
 
-from ..conftest import Gateway, MakeGateway
+from ..conftest import ENGINES, Gateway, MakeGateway
 from ..helpers import bearer
 from .token_support import (
     ACCESS_TOKEN_TYPE,
@@ -23,6 +23,9 @@ from .token_support import (
     jwt_part,
     post_token,
 )
+
+# Tokens issued and refused on both stores (issue 13).
+pytestmark = pytest.mark.parametrize("store_engine", ENGINES, indirect=True)
 
 
 async def published_keys(gateway: Gateway) -> KeySetSerialization:
