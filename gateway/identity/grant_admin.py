@@ -114,11 +114,9 @@ class GrantAdmin:
         client: ClientInfo | None,
         detail: str | None,
     ) -> AuditRecord:
-        client = client or ClientInfo()
-        return AuditRecord(
+        return AuditRecord.success(
             at=self._clock(), actor=actor, action=action, target_type=target_type,
-            target_id=target_id, tenant_id=tenant_id, outcome="success",
-            client_addr=client.addr, user_agent=client.user_agent, detail=detail,
+            target_id=target_id, tenant_id=tenant_id, client=client, detail=detail,
         )  # fmt: skip
 
     # -- roles -------------------------------------------------------------------------------

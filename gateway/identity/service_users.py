@@ -90,11 +90,9 @@ class ServiceUserAdmin:
         client: ClientInfo | None,
         detail: str | None = None,
     ) -> AuditRecord:
-        client = client or ClientInfo()
-        return AuditRecord(
+        return AuditRecord.success(
             at=self._clock(), actor=actor, action=action, target_type="service_user",
-            target_id=user.id, tenant_id=user.tenant_id, outcome="success",
-            client_addr=client.addr, user_agent=client.user_agent, detail=detail,
+            target_id=user.id, tenant_id=user.tenant_id, client=client, detail=detail,
         )  # fmt: skip
 
     async def create(

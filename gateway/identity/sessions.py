@@ -63,11 +63,9 @@ class SessionAdmin:
     def _record(
         self, action: str, user_id: str, tenant_id: str, client: ClientInfo | None, actor: str
     ) -> AuditRecord:
-        client = client or ClientInfo()
-        return AuditRecord(
+        return AuditRecord.success(
             at=self._clock(), actor=actor, action=action, target_type="user",
-            target_id=user_id, tenant_id=tenant_id, outcome="success",
-            client_addr=client.addr, user_agent=client.user_agent,
+            target_id=user_id, tenant_id=tenant_id, client=client,
         )  # fmt: skip
 
     async def start(self, user: User, client: ClientInfo) -> tuple[str, Session] | None:

@@ -27,11 +27,9 @@ class TenantDirectory:
     def _record(
         self, actor: str, action: str, tenant_id: str | None, client: ClientInfo | None
     ) -> AuditRecord:
-        client = client or ClientInfo()
-        return AuditRecord(
+        return AuditRecord.success(
             at=self._clock(), actor=actor, action=action, target_type="tenant",
-            target_id=tenant_id, tenant_id=tenant_id, outcome="success",
-            client_addr=client.addr, user_agent=client.user_agent,
+            target_id=tenant_id, tenant_id=tenant_id, client=client,
         )  # fmt: skip
 
     async def create(self, name: str, *, actor: str, client: ClientInfo | None = None) -> Tenant:

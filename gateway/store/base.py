@@ -89,6 +89,27 @@ class AuditRecord:
     user_agent: str | None = None
     detail: str | None = None
 
+    @classmethod
+    def success(
+        cls,
+        *,
+        at: float,
+        actor: str,
+        action: str,
+        target_type: str,
+        target_id: str | None,
+        tenant_id: str | None,
+        client: ClientInfo | None,
+        detail: str | None = None,
+    ) -> AuditRecord:
+        """The record of a change that is made (in the change's own transaction)."""
+        client = client or ClientInfo()
+        return cls(
+            at=at, actor=actor, action=action, target_type=target_type, target_id=target_id,
+            tenant_id=tenant_id, outcome="success", client_addr=client.addr,
+            user_agent=client.user_agent, detail=detail,
+        )  # fmt: skip
+
 
 @dataclass(frozen=True, slots=True)
 class AuditQuery:
