@@ -21,7 +21,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +70,8 @@ class PostgresServer:
     run_as: str | None = None
     # Seconds initdb and pg_ctl start took.
     timings: dict[str, float] = field(default_factory=dict)
+    # Server settings beyond SETTINGS (TLS, say), as "name=value".
+    options: tuple[str, ...] = ()
 
     @property
     def data_dir(self) -> Path:
@@ -91,7 +93,15 @@ class PostgresServer:
 
     @classmethod
     @contextmanager
-    def start(cls, *, bin_dir: Path | None = None) -> Iterator[PostgresServer]:
+    def start(
+        cls,
+        *,
+        bin_dir: Path | None = None,
+        tls: tuple[bytes, bytes] | None = None,
+        hba: Sequence[str] = (),
+    ) -> Iterator[PostgresServer]:
+        """``tls``: a (certificate chain, private key) PEM pair the server offers (ssl=on);
+        ``hba``: pg_hba.conf lines placed before initdb's own (which trust everything)."""
         bin_dir = bin_dir or find_bin_dir()
         run_as = OS_USER if os.geteuid() == 0 else None
         # Not under pytest's basetemp: as root that is 0700 and the postgres user could not
@@ -102,6 +112,11 @@ class PostgresServer:
                 shutil.chown(root, user=run_as, group=None)
             server = cls(bin_dir, root, port=0, run_as=run_as)
             server._initdb()
+            if tls is not None:
+                server._offer_tls(*tls)
+            if hba:
+                hba_file = server.data_dir / "pg_hba.conf"
+                hba_file.write_text("\n".join(hba) + "\n" + hba_file.read_text())
             try:
                 server._start()
                 yield server
@@ -140,6 +155,16 @@ class PostgresServer:
         self._check("initdb", done)
         self.timings["initdb"] = time.monotonic() - began
 
+    def _offer_tls(self, chain: bytes, key: bytes) -> None:
+        # The server refuses a key file others may read; as root, it must be postgres's own.
+        for name, content in (("server.crt", chain), ("server.key", key)):
+            path = self.data_dir / name
+            path.write_bytes(content)
+            path.chmod(0o600)
+            if self.run_as is not None:
+                shutil.chown(path, user=self.run_as, group=None)
+        self.options += ("ssl=on", "ssl_cert_file=server.crt", "ssl_key_file=server.key")
+
     def stop(self) -> None:
         """Stop the server (an outage, for tests of what clients do meanwhile)."""
         self._stop()
@@ -155,7 +180,7 @@ class PostgresServer:
             if not keep_port:
                 self.port = free_port()
             options = ["-k", str(self.root), "-h", "127.0.0.1", "-p", str(self.port)]
-            for setting in SETTINGS:
+            for setting in (*SETTINGS, *self.options):
                 options += ["-c", setting]
             began = time.monotonic()
             done = self._run(

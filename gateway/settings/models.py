@@ -71,9 +71,12 @@ class StoreSettings:
     # The embedded SQLite file (one host; its workers share it).
     path: str = "var/pangolin.db"
     # A PostgreSQL database instead (replicas on several hosts share it):
-    # postgresql://user@host:5432/db?sslmode=require. Put the password in the URL through
-    # PANGOLIN_STORE__URL (or PANGOLIN_STORE__URL_FILE, a secret file), not in the config.
+    # postgresql://user@host:5432/db?sslmode=verify-full&sslrootcert=/etc/pangolin/db-ca.pem
+    # (TLS as the URL asks: sslmode, sslrootcert, sslcert, sslkey are asyncpg's, as libpq's).
     url: str = ""
+    # The database password: from PANGOLIN_STORE__PASSWORD or PANGOLIN_STORE__PASSWORD_FILE (a
+    # secret file), never the config file. A password in the URL works too; this one wins.
+    password: str = ""
     # Connections per process to PostgreSQL (cache misses and writes; none per request).
     pool_size: int = 10
     # How often each process checks whether another process changed identities (rotation,
@@ -91,7 +94,7 @@ class StoreSettings:
     outage_grace_seconds: float = 30.0
 
     def __repr__(self) -> str:
-        # The URL may hold the database password: never in a log line through a repr.
+        # The URL may hold the database password, and password is one: never in a log line.
         where = "<postgresql url>" if self.url else repr(self.path)
         return f"StoreSettings({where}, pool_size={self.pool_size})"
 

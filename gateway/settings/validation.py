@@ -102,6 +102,8 @@ def validate(settings: Settings) -> list[str]:
     store = settings.store
     if store.url and urlsplit(store.url).scheme not in ("postgresql", "postgres"):
         problems.append("store.url: must be a postgresql:// URL (or empty for store.path)")
+    if store.password and not store.url:
+        problems.append("store.password: is the PostgreSQL store's; set store.url as well")
     if not 1 <= store.pool_size <= 100:
         problems.append("store.pool_size: must be between 1 and 100")
     if not math.isfinite(store.outage_grace_seconds) or store.outage_grace_seconds > 3600:

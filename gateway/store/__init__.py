@@ -40,5 +40,5 @@ __all__ = (
 def make_store(settings: StoreSettings) -> SqliteStore | PostgresStore:
     """The store the settings name (not opened): PostgreSQL with ``url``, else SQLite."""
     if settings.url:
-        return PostgresStore(settings.url, pool_size=settings.pool_size)
+        return PostgresStore(settings.url, password=settings.password, pool_size=settings.pool_size)
     return SqliteStore(settings.path)

@@ -42,6 +42,7 @@ __all__ = ("PgConnection", "PostgresStore")
 # pg_advisory_xact_lock keys (64-bit): "pangolin" in ASCII, and one more for migrations.
 _WRITE_LOCK: Final = 0x70616E676F6C696E
 _MIGRATE_LOCK: Final = _WRITE_LOCK + 1
+_SETUP_LOCK: Final = _WRITE_LOCK + 2
 _PLACEHOLDER: Final = re.compile(r"\?")
 _CHANNEL: Final = "pangolin_identity"
 _LOGGER = logging.getLogger(__name__)
@@ -138,9 +139,12 @@ class _PostgresTx:
 class PostgresEngine(StoreCore):
     """A connection pool on one PostgreSQL database, its migrations and transactions."""
 
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    def __init__(self, url: str, *, password: str = "", pool_size: int = 10) -> None:
         super().__init__()
         self.url = url
+        # Given apart from the URL (a secret file), it wins over one in the URL. None leaves
+        # asyncpg to the URL, PGPASSWORD and ~/.pgpass, as libpq would.
+        self._password = password or None
         self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
         self._listening: asyncio.Task[None] | None = None
@@ -161,7 +165,7 @@ class PostgresEngine(StoreCore):
     async def open(self, *, migrate: bool = True) -> None:
         try:
             self._pool = await asyncpg.create_pool(
-                self.url, min_size=1, max_size=self._pool_size,
+                self.url, password=self._password, min_size=1, max_size=self._pool_size,
                 command_timeout=_STATEMENT_TIMEOUT, timeout=_CONNECT_TIMEOUT,
                 server_settings={
                     # A writer that hangs (a frozen host, a partition) while holding the
@@ -174,9 +178,13 @@ class PostgresEngine(StoreCore):
             # The class and message only: asyncpg's text names host and user, never the
             # password; the URL itself is never printed.
             raise StoreError(f"cannot connect to PostgreSQL: {type(exc).__name__}: {exc}") from None
-        except (ValueError, OverflowError, asyncpg.ClientConfigurationError) as exc:
-            # A malformed URL (a port that is no number, a bad sslmode): its text may quote
-            # parts of the URL, so only the kind is said.
+        except asyncpg.ClientConfigurationError as exc:
+            # asyncpg's own words (a bad sslmode, a root certificate it cannot find, no user):
+            # they quote no part of the URL before the host, where a password would be.
+            raise StoreError(f"store.url cannot be used: {exc}") from None
+        except (ValueError, OverflowError) as exc:
+            # A malformed URL (a port that is no number): the text may quote parts of the
+            # URL, so only the kind is said.
             raise StoreError(
                 f"store.url is not a usable PostgreSQL URL ({type(exc).__name__})"
             ) from None
@@ -240,7 +248,7 @@ class PostgresEngine(StoreCore):
     async def _listen_once(self) -> None:
         """One listening connection, until it dies. On connecting the listeners are told:
         whatever was sent while nobody listened is lost."""
-        conn = await asyncpg.connect(self.url, timeout=_CONNECT_TIMEOUT)
+        conn = await asyncpg.connect(self.url, password=self._password, timeout=_CONNECT_TIMEOUT)
         closed = asyncio.Event()
         conn.add_termination_listener(lambda _: closed.set())
         try:
@@ -331,6 +339,17 @@ class PostgresEngine(StoreCore):
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _WRITE_LOCK)
             yield conn
             await conn.execute("SELECT pg_notify($1, $2)", _CHANNEL, self._origin)
+
+    @asynccontextmanager
+    async def setup_lock(self) -> AsyncIterator[None]:
+        # A session lock on a connection of its own, held across the set-up's transactions
+        # (which take other connections); ending the connection, a crash included, frees it.
+        async with self._p.acquire() as conn:
+            await conn.execute("SELECT pg_advisory_lock($1)", _SETUP_LOCK)
+            try:
+                yield
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock($1)", _SETUP_LOCK)
 
     async def _fetchone(self, sql: str, params: Iterable[Any] = ()) -> Any:
         try:
