@@ -25,7 +25,14 @@ class InitResult:
 async def initialize(
     store: Store, admin: ServiceUserAdmin, *, actor: str = "system:init"
 ) -> InitResult:
-    """Idempotent: on a store that already has a signing key, change nothing."""
+    """Idempotent: on a store that already has a signing key, change nothing. Replicas
+    initializing one database at once take turns (``setup_lock``): one makes the Root user
+    and the key, the others find them made."""
+    async with store.setup_lock():
+        return await _initialize(store, admin, actor)
+
+
+async def _initialize(store: Store, admin: ServiceUserAdmin, actor: str) -> InitResult:
     if await store.signing_keys():
         return InitResult(created=False, root=None)
     # The Root user is created before the signing key: if we die in between, the next run

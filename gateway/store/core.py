@@ -82,6 +82,11 @@ class StoreCore(abc.ABC):
         """One write transaction: commits on success, rolls back on any exception."""
 
     @abc.abstractmethod
+    def setup_lock(self) -> AbstractAsyncContextManager[None]:
+        """Held by one process at a time of all those on this store (every replica's), for
+        one-time set-up whose steps are transactions of their own (``init``)."""
+
+    @abc.abstractmethod
     async def _fetchone(self, sql: str, params: Iterable[Any] = ()) -> Any: ...
 
     @abc.abstractmethod

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -160,6 +161,18 @@ class SqliteEngine(StoreCore):
                 with contextlib.suppress(sqlite3.OperationalError):  # nothing was open
                     await asyncio.shield(conn.execute("ROLLBACK"))
                 raise
+
+    @asynccontextmanager
+    async def setup_lock(self) -> AsyncIterator[None]:
+        # An flock on the database file itself: SQLite locks with fcntl, which is independent
+        # of flock on Linux, so this never blocks the store's own reads and writes. Waited for
+        # in a thread, so the event loop goes on meanwhile.
+        with open(self.path, "rb") as held:
+            await asyncio.to_thread(fcntl.flock, held.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(held.fileno(), fcntl.LOCK_UN)
 
     async def _fetchone(self, sql: str, params: Iterable[Any] = ()) -> Any:
         async with self._r.execute(sql, tuple(params)) as cur:

@@ -21,6 +21,7 @@ import asyncpg
 import pytest
 
 from gateway.errors import AlreadyExists, InvalidInput, NoSuchThing
+from gateway.identity.bootstrap import initialize
 from gateway.identity.models import ServiceUser
 from gateway.identity.service_users import ServiceUserAdmin
 from gateway.store import DEFAULT_TENANT, PostgresStore, SqliteStore, StoreError
@@ -82,6 +83,23 @@ async def test_reopening_a_store_changes_nothing(new_store: NewStore) -> None:
         assert (await store.identity_version(), await store.list_tenants()) == before
         assert await schema_version(store) == len(MIGRATIONS)
         assert store.found_version == len(MIGRATIONS)
+
+
+async def test_processes_initializing_one_store_at_once_make_one_root_and_one_key(
+    new_store: NewStore,
+) -> None:
+    # Two containers started together with `init && serve` on one database (compose runs one
+    # init, but nothing stops an operator from running two), or two `init` runs on one file.
+    async with new_store() as a, new_store() as b:
+        results = await asyncio.gather(
+            initialize(a, ServiceUserAdmin(a)), initialize(b, ServiceUserAdmin(b))
+        )
+
+        assert sorted(result.created for result in results) == [False, True]
+        assert [r.root is not None for r in results] == [r.created for r in results]
+        assert len(await a.signing_keys()) == 1
+        users, _ = await a.list_service_users(tenant_name=DEFAULT_TENANT)
+        assert [u.name for u in users] == ["root"]
 
 
 async def test_store_with_a_newer_schema_is_refused_with_a_clear_error(path: Path) -> None:
