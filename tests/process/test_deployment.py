@@ -8,6 +8,7 @@ import json
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -41,9 +42,17 @@ def _environment(service: dict[str, Any], values: dict[str, str]) -> dict[str, s
     }
 
 
+REPLICAS = ("gateway-1", "gateway-2")
+
+
+def _default_services(compose: dict[str, Any]) -> set[str]:
+    """What a plain ``docker compose up`` starts: the services in no profile."""
+    return {name for name, service in compose["services"].items() if not service.get("profiles")}
+
+
 def test_compose_runs_the_gateway_beside_seaweedfs(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"gateway", "seaweedfs"}
+    assert _default_services(compose) == {"gateway", "seaweedfs"}
     assert services["gateway"]["build"] == "."
     assert (REPO / "Dockerfile").is_file()
     assert services["gateway"]["depends_on"] == {"seaweedfs": {"condition": "service_healthy"}}
@@ -90,31 +99,103 @@ def test_compose_takes_secrets_from_environment_and_files_not_the_image(
     assert "secrets/" in ignored and ".env" in ignored
 
 
-def test_gateway_config_in_compose_passes_check_config(
-    compose: dict[str, Any], tmp_path: Path
-) -> None:
-    example = dict(
+def _example_values() -> dict[str, str]:
+    return dict(
         line.split("=", 1)
         for line in (REPO / "deploy" / "env.example").read_text().splitlines()
         if line and not line.startswith("#")
     )
-    env = _environment(compose["services"]["gateway"], example)
-    secret = tmp_path / "signing_key"
-    secret.write_text(json.dumps(new_signing_key().as_dict(private=True)))
-    env["PANGOLIN_TOKENS__SIGNING_KEY_FILE"] = str(secret)
-    config_mount = next(v for v in compose["services"]["gateway"]["volumes"] if v.endswith(":ro"))
+
+
+def _checked_settings(service: dict[str, Any], tmp_path: Path) -> tuple[Settings, dict[str, str]]:
+    """The service's settings as its container would load them, after check-config passed on
+    them: ``.env`` from the example, secret files (``/run/secrets/x``) made in ``tmp_path``."""
+    example = _example_values()
+    env = _environment(service, example)
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    secrets = {
+        "signing_key": json.dumps(new_signing_key().as_dict(private=True)),
+        "postgres_password": "example-db-password",
+    }
+    for name, value in list(env.items()):
+        if name.endswith("_FILE") and value.startswith("/run/secrets/"):
+            secret = tmp_path / value.removeprefix("/run/secrets/")
+            secret.write_text(secrets[secret.name])
+            env[name] = str(secret)
+    config_mount = next(v for v in service["volumes"] if v.endswith(":ro"))
     config = REPO / config_mount.split(":")[0]
     assert env["PANGOLIN_CONFIG"] == config_mount.split(":")[1]
 
     result = CliRunner().invoke(gateway_cli, ["check-config", "--config", str(config)], env=env)
 
     assert result.exit_code == 0, result.output
-    settings = load_settings(config, env)
+    return load_settings(config, env), example
+
+
+def test_gateway_config_in_compose_passes_check_config(
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
+    settings, example = _checked_settings(compose["services"]["gateway"], tmp_path)
+
     assert settings.catalogs["default"].upstream == "http://seaweedfs:8181"
     assert (
         settings.catalogs["default"].upstream_auth.client_secret == example["SEAWEEDFS_SECRET_KEY"]
     )
-    assert settings.tokens.signing_key == secret.read_text().strip()
+    assert settings.tokens.signing_key == (tmp_path / "signing_key").read_text().strip()
+    assert not settings.store.url  # the single gateway keeps its SQLite store
+
+
+def test_compose_replicas_profile_runs_two_gateways_on_one_postgresql(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    profiled = {name for name in services if services[name].get("profiles") == ["replicas"]}
+    assert profiled == {"postgres", "gateway-init", *REPLICAS}
+    database = services["postgres"]
+    assert database["image"].startswith("postgres:")
+    assert database["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres_password"
+    assert "/readyz" not in str(database["healthcheck"])
+    assert "pg_isready" in database["healthcheck"]["test"]
+    assert any(v.endswith(":/var/lib/postgresql/data") for v in database["volumes"])
+    # init prepares the database once, after it is up; the replicas serve only after that.
+    init = services["gateway-init"]
+    assert init["command"] == ["pangolin-gateway", "init"]
+    assert init["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    for name in REPLICAS:
+        replica = services[name]
+        assert replica["command"] == ["pangolin-gateway", "serve"]
+        assert replica["depends_on"]["gateway-init"] == {
+            "condition": "service_completed_successfully"
+        }
+        assert replica["depends_on"]["seaweedfs"] == {"condition": "service_healthy"}
+        assert "/readyz" in " ".join(replica["healthcheck"]["test"])
+        assert replica["build"] == "." and replica["image"] == services["gateway"]["image"]
+    ports = [services[name]["ports"] for name in REPLICAS]
+    assert ports == [["8081:8080"], ["8082:8080"]]  # beside the single gateway's 8080
+
+
+def test_compose_replicas_share_the_database_and_the_signing_key_through_secrets(
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
+    services = compose["services"]
+    database = services["postgres"]["environment"]
+    assert compose["secrets"]["postgres_password"]["file"].startswith("./secrets/")
+    seen = []
+    for name in ("gateway-init", *REPLICAS):
+        service = services[name]
+        assert set(service["secrets"]) == {"signing_key", "postgres_password"}
+        # The password is a secret file, never in the URL or the compose file.
+        assert "postgres_password" in service["environment"]["PANGOLIN_STORE__PASSWORD_FILE"]
+        settings, _ = _checked_settings(service, tmp_path / name)
+        url = urlsplit(settings.store.url)
+        assert url.password is None
+        assert (url.hostname, url.port) == ("postgres", 5432)
+        assert url.username == database["POSTGRES_USER"]
+        assert url.path == "/" + database["POSTGRES_DB"]
+        assert settings.store.password == "example-db-password"
+        seen.append((settings.store.url, settings.catalogs, settings.server.public_url))
+    # One database, one catalog, one public URL: the replicas are interchangeable.
+    assert len(set(map(repr, seen))) == 1
 
 
 def test_image_serves_on_all_interfaces_inside_the_container() -> None:
