@@ -41,6 +41,7 @@ PACKAGE_ROOT = Path("/usr/lib/postgresql")
 # Tests only: nothing here needs to survive a crash.
 SETTINGS = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
 START_TIMEOUT = 30  # seconds, for pg_ctl -w
+MEMORY_DIR = "/dev/shm"
 _NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
@@ -50,6 +51,16 @@ def find_bin_dir(root: Path = PACKAGE_ROOT) -> Path:
     if not found:
         raise RuntimeError(f"no PostgreSQL server in {root}/*/bin: run `make postgres`")
     return max(found, key=lambda p: int(p.parent.name))
+
+
+def _memory_dir(needed: int = 1 << 30) -> str | None:
+    """/dev/shm when it is there with room to spare, else the usual temporary directory: on
+    a disk, CREATE DATABASE (one per test) takes 0.4 s; in memory, 0.03 s."""
+    try:
+        stat = os.statvfs(MEMORY_DIR)
+    except OSError:
+        return None
+    return MEMORY_DIR if stat.f_bavail * stat.f_frsize >= needed else None
 
 
 def _quote(name: str) -> str:
@@ -106,7 +117,7 @@ class PostgresServer:
         run_as = OS_USER if os.geteuid() == 0 else None
         # Not under pytest's basetemp: as root that is 0700 and the postgres user could not
         # enter it. mkdtemp makes a 0700 directory, which becomes postgres's own.
-        root = Path(tempfile.mkdtemp(prefix="pangolin-pg-"))
+        root = Path(tempfile.mkdtemp(prefix="pangolin-pg-", dir=_memory_dir()))
         try:
             if run_as is not None:
                 shutil.chown(root, user=run_as, group=None)
