@@ -12,15 +12,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import os
+import sqlite3
 import sys
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any, Final, cast
 
+import asyncpg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -32,8 +35,8 @@ from gateway.identity.bootstrap import initialize
 from gateway.identity.models import Role
 from gateway.identity.service_users import CreatedKey, ServiceUserAdmin
 from gateway.settings import CatalogSettings, Settings, StoreSettings, UpstreamAuthSettings
-from gateway.state import AUTHENTICATOR, SERVICE_USERS
-from gateway.store import PostgresStore, SqliteStore
+from gateway.state import AUTHENTICATOR, SERVICE_USERS, SETTINGS
+from gateway.store import PostgresStore, SqliteStore, make_store
 from gateway.store.tables import StoreTables
 
 from .fakes import FakeClock, RecordingUpstream
@@ -121,6 +124,24 @@ class Gateway:
 
     async def flush(self) -> None:
         await self.app[AUTHENTICATOR].flush_last_used()
+
+    def another_store(self) -> SqliteStore | PostgresStore:
+        """Another (unopened) store object on this gateway's database, with connections of
+        its own: what another worker or another replica holds."""
+        return make_store(self.app[SETTINGS].store)
+
+    async def committed_rows(self, sql: str) -> list[tuple[Any, ...]]:
+        """``sql``'s rows as committed, read over a connection of the test's own (sqlite3 or
+        asyncpg), never through the store under test."""
+        settings = self.app[SETTINGS].store
+        if not settings.url:
+            with contextlib.closing(sqlite3.connect(settings.path)) as file:
+                return file.execute(sql).fetchall()
+        database = await asyncpg.connect(settings.url)
+        try:
+            return [tuple(row) for row in await database.fetch(sql)]
+        finally:
+            await database.close()
 
 
 MakeGateway = Callable[..., Awaitable[Gateway]]

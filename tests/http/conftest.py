@@ -17,7 +17,7 @@ import gateway.identity.users as users_module
 from gateway.app import create_app
 from gateway.identity.service_users import CreatedKey
 from gateway.state import AUTHENTICATOR, SETTINGS
-from gateway.store import SqliteStore
+from gateway.store import PostgresStore, SqliteStore
 
 from ..conftest import Gateway, GatewayTestServer
 
@@ -47,10 +47,10 @@ def login_delays(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 async def other_worker(
     aiohttp_client: Any,
 ) -> AsyncIterator[Callable[[Gateway], Awaitable[Worker]]]:
-    """A second app on the same store file, with its own store connections and caches, and
+    """A second app on the same store, with its own store connections and caches, and
     its identity-change poll an hour away: what it refuses, it learnt from the store (the
     test calls ``check_for_changes`` instead of waiting); settled on the current version."""
-    stores: list[SqliteStore] = []
+    stores: list[SqliteStore | PostgresStore] = []
     clients: list[Worker] = []
 
     async def start(gateway: Gateway) -> Worker:
@@ -58,7 +58,7 @@ async def other_worker(
         settings = dataclasses.replace(
             settings, store=dataclasses.replace(settings.store, change_poll_seconds=3600)
         )
-        store = SqliteStore(gateway.store.path)
+        store = gateway.another_store()
         await store.open()
         stores.append(store)
         client: Worker = await aiohttp_client(

@@ -4,8 +4,6 @@ catalog routes, in this process and in another one sharing the store."""
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -16,7 +14,7 @@ from gateway.identity import grant_admin
 from gateway.settings import CatalogSettings
 from gateway.state import AUTHENTICATOR, GRANTS
 
-from ..conftest import Gateway, MakeGateway
+from ..conftest import ENGINES, Gateway, MakeGateway
 from .conftest import Worker
 from .management_support import (
     NO_BODY,
@@ -35,7 +33,11 @@ from .management_support import (
     token_for,
 )
 
-pytestmark = pytest.mark.usefixtures("login_delays")  # the login throttle never sleeps
+pytestmark = [
+    pytest.mark.usefixtures("login_delays"),  # the login throttle never sleeps
+    # Grants and roles kept and checked the same on both stores (issue 13).
+    pytest.mark.parametrize("store_engine", ENGINES, indirect=True),
+]
 
 SALES = "/v1/namespaces/sales"
 GRANT_TABLES = ("access_roles", "role_members", "grants")
@@ -102,13 +104,12 @@ async def access_of(gw: Gateway, user: dict[str, Any]) -> dict[str, Any]:
     return answer
 
 
-def grant_tables(gw: Gateway) -> dict[str, list[tuple[Any, ...]]]:
+async def grant_tables(gw: Gateway) -> dict[str, list[tuple[Any, ...]]]:
     """The committed rows of the grants tables."""
-    with contextlib.closing(sqlite3.connect(gw.store.path)) as conn:
-        return {
-            table: sorted(conn.execute(f"SELECT * FROM {table}").fetchall(), key=repr)
-            for table in GRANT_TABLES
-        }
+    return {
+        table: sorted(await gw.committed_rows(f"SELECT * FROM {table}"), key=repr)
+        for table in GRANT_TABLES
+    }
 
 
 async def failures(gw: Gateway, action: str) -> list[dict[str, Any]]:
@@ -128,14 +129,14 @@ async def refused(
 ) -> str:
     """A request that must be refused with ``status`` (a message naming ``words``), change no
     grants table, and (for a change, ``action``) leave exactly one failure record."""
-    tables = grant_tables(gw)
+    tables = await grant_tables(gw)
     before = len(await failures(gw, action)) if action else 0
     successes = len(await audit(gw, outcome="success"))
 
     reply = await call(gw, method, path, auth, body=body)
 
     message = assert_error(reply, status, *words)
-    assert grant_tables(gw) == tables
+    assert await grant_tables(gw) == tables
     assert len(await audit(gw, outcome="success")) == successes
     if action is not None:
         after = await failures(gw, action)
@@ -232,7 +233,7 @@ async def test_a_tenant_admin_manages_grants_roles_and_members_in_its_own_tenant
     )
     await ok(gw, "DELETE", f"/api/v1/grants/{own['id']}", acme.auth, status=204)
     await ok(gw, "DELETE", f"/api/v1/roles/{role['id']}", acme.auth, status=204)
-    assert grant_tables(gw) == {table: [] for table in GRANT_TABLES}
+    assert await grant_tables(gw) == {table: [] for table in GRANT_TABLES}
 
 
 async def test_assigning_a_role_twice_changes_nothing_the_second_time(
@@ -242,11 +243,11 @@ async def test_assigning_a_role_twice_changes_nothing_the_second_time(
     role = await new_role(gw, acme.auth)
     path = f"/api/v1/roles/{role['id']}/members/{user['id']}"
     await ok(gw, "PUT", path, acme.auth, status=204)
-    tables = grant_tables(gw)
+    tables = await grant_tables(gw)
 
     await ok(gw, "PUT", path, acme.auth, status=204)
 
-    assert grant_tables(gw) == tables
+    assert await grant_tables(gw) == tables
     assert len(await audit(gw, action="role.assign")) == 1
 
 
@@ -1009,7 +1010,7 @@ async def test_a_grant_to_a_service_user_deleted_meanwhile_is_404_not_a_duplicat
 
     assert "already holds" not in reply.text
     assert_error(reply, 404, "service user")
-    assert grant_tables(gw)["grants"] == []
+    assert (await grant_tables(gw))["grants"] == []
 
 
 async def test_assigning_a_role_deleted_meanwhile_is_404_not_a_server_error(
@@ -1029,4 +1030,4 @@ async def test_assigning_a_role_deleted_meanwhile_is_404_not_a_server_error(
     reply = await call(gw, "PUT", f"/api/v1/roles/{role['id']}/members/{user['id']}", root(gw))
 
     assert_error(reply, 404, "role")
-    assert grant_tables(gw)["role_members"] == []
+    assert (await grant_tables(gw))["role_members"] == []

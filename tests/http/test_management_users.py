@@ -10,7 +10,7 @@ import pytest
 import gateway.identity.users as users_module
 from gateway.settings import ServerSettings
 
-from ..conftest import Gateway, MakeGateway
+from ..conftest import ENGINES, Gateway, MakeGateway
 from ..helpers import bearer
 from .management_support import (
     CLIENT_ADDR,
@@ -35,7 +35,11 @@ from .management_support import (
     stored_state,
 )
 
-pytestmark = pytest.mark.usefixtures("login_delays")  # the login throttle never sleeps
+pytestmark = [
+    pytest.mark.usefixtures("login_delays"),  # the login throttle never sleeps
+    # Human users created, changed and deleted on both stores (issue 13).
+    pytest.mark.parametrize("store_engine", ENGINES, indirect=True),
+]
 
 
 # -- human users and sessions ------------------------------------------------------------------

@@ -5,8 +5,6 @@ with its identity-change poll far away so that nothing but the store can tell it
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +14,7 @@ import pytest
 from gateway.settings import StoreSettings
 from gateway.state import SETTINGS
 
-from ..conftest import Gateway, MakeGateway
+from ..conftest import ENGINES, Gateway, MakeGateway
 from ..helpers import bearer
 from .conftest import Worker
 from .management_support import (
@@ -34,7 +32,11 @@ from .management_support import (
     session,
 )
 
-pytestmark = pytest.mark.usefixtures("login_delays")  # the login throttle never sleeps
+pytestmark = [
+    pytest.mark.usefixtures("login_delays"),  # the login throttle never sleeps
+    # Sessions end on every worker and replica, on both stores (issue 13).
+    pytest.mark.parametrize("store_engine", ENGINES, indirect=True),
+]
 
 
 async def status_on(worker: Worker, auth: dict[str, str], path: str = "/api/v1/me") -> int:
@@ -43,9 +45,20 @@ async def status_on(worker: Worker, auth: dict[str, str], path: str = "/api/v1/m
         return resp.status
 
 
-def session_rows(gateway: Gateway) -> list[tuple[Any, ...]]:
-    with contextlib.closing(sqlite3.connect(gateway.store.path)) as conn:
-        return conn.execute("SELECT * FROM sessions ORDER BY created_at").fetchall()
+async def session_rows(gateway: Gateway) -> list[tuple[Any, ...]]:
+    return await gateway.committed_rows("SELECT * FROM sessions ORDER BY created_at")
+
+
+async def every_row(gateway: Gateway) -> str:
+    """Every row of every table, as text (bytes as their repr), to search for a secret."""
+    sqlite = not gateway.app[SETTINGS].store.url
+    tables = await gateway.committed_rows(
+        "SELECT name FROM sqlite_master WHERE type = 'table'"
+        if sqlite
+        else "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+    )
+    rows = [await gateway.committed_rows(f"SELECT * FROM {name}") for (name,) in tables]
+    return repr(rows)
 
 
 # -- login and logout ------------------------------------------------------------------------------
@@ -61,10 +74,13 @@ async def test_login_answers_an_opaque_session_token_that_is_not_stored(gateway:
     token = answer["token"]
     assert token.startswith("pgs_") and "." not in token  # no JWT: nothing to decode
     assert answer["user"]["id"] == alice["id"]
-    ((_, user_id, *_),) = session_rows(gateway)
+    ((_, user_id, *_),) = await session_rows(gateway)
     assert user_id == alice["id"]
-    for file in Path(gateway.store.path).parent.iterdir():
-        assert token.removeprefix("pgs_").encode() not in file.read_bytes(), file.name
+    secret = token.removeprefix("pgs_")
+    assert secret not in await every_row(gateway)
+    if not gateway.app[SETTINGS].store.url:  # the files too: freed pages, the WAL
+        for file in Path(gateway.store.path).parent.iterdir():
+            assert secret.encode() not in file.read_bytes(), file.name
 
 
 async def test_logout_ends_the_callers_session_on_every_worker_and_is_audited(
@@ -121,7 +137,7 @@ async def test_a_change_ends_every_session_of_the_user_on_every_worker_at_once(
         assert await status_on(worker, auth) == 401
         assert_error(await call(gateway, "GET", "/api/v1/me", auth), 401)
     assert await status_on(worker, bobs) == 200
-    assert len(session_rows(gateway)) == 1  # bob's
+    assert len(await session_rows(gateway)) == 1  # bob's
 
 
 async def test_a_session_ended_on_one_worker_is_refused_on_the_other(
@@ -152,9 +168,9 @@ async def test_an_idle_session_ends_and_a_refusal_changes_nothing(gateway: Gatew
         gateway.clock.advance(20 * 60)
         assert (await me(gateway, auth))["name"] == "alice"
     gateway.clock.advance(idle)
-    before = session_rows(gateway)
+    before = await session_rows(gateway)
     assert_error(await call(gateway, "GET", "/api/v1/me", auth), 401)
-    assert session_rows(gateway) == before
+    assert await session_rows(gateway) == before
     failure = (await audit(gateway, action="auth.failure"))[0]
     assert failure["detail"].startswith("idle: ")
 
@@ -172,13 +188,13 @@ async def test_a_busy_session_still_ends_at_its_absolute_lifetime(
         used += 25 * 60
         assert await catalog_status(gateway, auth) == 403  # alive, but not for catalogs
     gateway.clock.advance(lifetime - used)
-    before = session_rows(gateway)
+    before = await session_rows(gateway)
     assert_error(await call(gateway, "GET", "/api/v1/me", auth), 401)
     assert await catalog_status(gateway, auth) == 401
-    assert session_rows(gateway) == before
+    assert await session_rows(gateway) == before
 
 
 async def test_an_unknown_or_forged_session_token_is_a_plain_401(gateway: Gateway) -> None:
     for token in ("pgs_" + "A" * 43, "pgs_short", "pgs_" + "A" * 43 + "."):
         assert_error(await call(gateway, "GET", "/api/v1/me", bearer(token)), 401)
-    assert session_rows(gateway) == []
+    assert await session_rows(gateway) == []

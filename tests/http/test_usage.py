@@ -12,9 +12,8 @@ import pytest
 from gateway.app import create_app
 from gateway.settings import StoreSettings
 from gateway.state import AUTHENTICATOR, SETTINGS
-from gateway.store import SqliteStore
 
-from ..conftest import Gateway, GatewayTestServer, MakeGateway
+from ..conftest import ENGINES, Gateway, GatewayTestServer, MakeGateway
 from ..helpers import bearer, key_header
 from .management_support import (
     assert_error,
@@ -30,7 +29,11 @@ from .test_authentication import CallCounter
 DAY = 86400
 CATALOG = "/v1/namespaces"
 
-pytestmark = pytest.mark.usefixtures("login_delays")
+pytestmark = [
+    pytest.mark.usefixtures("login_delays"),
+    # Requests per day and last_used_at from several processes merge on both stores (issue 13).
+    pytest.mark.parametrize("store_engine", ENGINES, indirect=True),
+]
 
 
 async def hit(gateway: Gateway, headers: dict[str, str], times: int = 1) -> None:
@@ -146,7 +149,7 @@ async def test_workers_counts_add_up_in_the_store(
         store=StoreSettings(path=str(tmp_path / "shared" / "p.db"), last_used_flush_seconds=3600)
     )
     etl = await gateway.user()
-    other_store = SqliteStore(gateway.store.path)
+    other_store = gateway.another_store()
     await other_store.open()
     try:
         settings = gateway.app[SETTINGS]

@@ -282,3 +282,16 @@ def test_an_outage_grace_that_is_not_finite_or_not_above_two_polls_is_refused(
         catalogs={"default": CatalogSettings(upstream="http://127.0.0.1:1")},
     )
     assert any(p.startswith("store.outage_grace_seconds") for p in validate(settings))
+
+
+def test_there_is_no_setting_that_turns_authentication_off(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        '[catalogs.default]\nupstream = "http://127.0.0.1:8181"\nrequire_auth = false\n'
+    )
+    with pytest.raises(SettingsError) as refused:
+        load_settings(config, {"PANGOLIN_BENCH": "1"})
+    assert sorted(refused.value.problems) == [
+        "bench: unknown setting",  # PANGOLIN_BENCH is no switch either, just an unknown name
+        "catalogs.default.require_auth: unknown setting",
+    ]
