@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from . import catalog, discovery, health, management
+from .audit.clients import ClientAddresses
 from .audit.queue import AuditQueue
 from .auth.authenticator import Authenticator
 from .auth.tokens import TokenService
@@ -46,6 +47,7 @@ from .settings import CatalogSettings, Settings
 from .state import (
     AUDIT,
     AUTHENTICATOR,
+    CLIENTS,
     CLOCK,
     FORWARDERS,
     GRANTS,
@@ -98,6 +100,7 @@ def create_app(
     app[CLOCK] = clock
     app[METRICS_REGISTRY] = registry
     app[METRICS] = metrics
+    app[CLIENTS] = ClientAddresses(settings.server.trusted_proxies)
     app.cleanup_ctx.append(_store_context(store, authenticator))
     app.cleanup_ctx.append(_upstream_context)
     app.router.add_get("/healthz", health.healthz)
@@ -184,7 +187,6 @@ async def _upstream_context(app: web.Application) -> AsyncIterator[None]:
         skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
     )
     headers = HeaderPolicy(settings.role_headers)
-    trusted = frozenset(settings.server.trusted_proxies)
     app[HTTP_SESSION] = session
     # One keep-alive pool per catalog (see proxy.transport); the shared aiohttp session serves
     # the upstream token requests, whose token_url may be another origin.
@@ -196,7 +198,7 @@ async def _upstream_context(app: web.Application) -> AsyncIterator[None]:
             make_upstream_auth(catalog, session, catalog.upstream_auth),
             headers,
             max_body_bytes=settings.server.max_body_bytes,
-            trusted_proxies=trusted,
+            clients=app[CLIENTS],
             stats=app[METRICS].upstream(name),
             read_auth=(
                 make_upstream_auth(catalog, session, catalog.upstream_auth_read)

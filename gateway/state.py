@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     import aiohttp
     from prometheus_client import CollectorRegistry
 
+    from .audit.clients import ClientAddresses
     from .audit.queue import AuditQueue
     from .auth.authenticator import Authenticator, AuthOutcome
     from .auth.tokens import TokenService
@@ -32,6 +33,7 @@ __all__ = (
     "AUTH",
     "AUTHENTICATOR",
     "CATALOG",
+    "CLIENTS",
     "CLOCK",
     "FORWARDERS",
     "HTTP_SESSION",
@@ -59,6 +61,7 @@ GRANTS: web.AppKey[GrantAdmin] = web.AppKey("pangolin.grants")
 SESSIONS: web.AppKey[SessionAdmin] = web.AppKey("pangolin.sessions")
 TENANTS: web.AppKey[TenantDirectory] = web.AppKey("pangolin.tenants")
 AUDIT: web.AppKey[AuditQueue] = web.AppKey("pangolin.audit")
+CLIENTS: web.AppKey[ClientAddresses] = web.AppKey("pangolin.clients")
 HTTP_SESSION: web.AppKey[aiohttp.ClientSession] = web.AppKey("pangolin.http_session")
 FORWARDERS: web.AppKey[Mapping[str, Forwarder]] = web.AppKey("pangolin.forwarders")
 METRICS_REGISTRY: web.AppKey[CollectorRegistry] = web.AppKey("pangolin.metrics_registry")

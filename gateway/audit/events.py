@@ -6,7 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..identity.models import Principal
-from ..state import AUDIT, AUTH, CLOCK, SETTINGS
+from ..state import AUDIT, AUTH, CLIENTS, CLOCK
 from ..store import AuditRecord, ClientInfo
 from .queue import MAX_USER_AGENT
 
@@ -30,21 +30,13 @@ def _printable(text: str | None, limit: int) -> str | None:
 
 
 def client_details(request: web.Request) -> ClientInfo:
-    """The client's address and truncated user agent. The address is the peer's, or, when the
-    peer is a trusted proxy (``server.trusted_proxies``), the last one it put in
-    X-Forwarded-For: behind a load balancer every client would otherwise share its address.
-    The user agent is untrusted text: it is only ever stored, truncated and made printable,
-    never interpreted."""
+    """The client's address (``clients``: the peer's, or behind trusted proxies the first
+    untrusted X-Forwarded-For hop) and truncated user agent. The user agent is untrusted
+    text: it is only ever stored, truncated and made printable, never interpreted."""
     agent = request.headers.get("User-Agent")
     if agent is not None:
         agent = "".join(ch if ch.isprintable() else "?" for ch in agent[:MAX_USER_AGENT])
-    address = request.remote
-    if address in request.app[SETTINGS].server.trusted_proxies:
-        forwarded = ",".join(request.headers.getall("X-Forwarded-For", ()))
-        last = forwarded.rpartition(",")[2].strip()
-        if last and len(last) <= 64 and last.isprintable():
-            address = last
-    return ClientInfo(address, agent)
+    return ClientInfo(request.app[CLIENTS].address(request), agent)
 
 
 def record_event(

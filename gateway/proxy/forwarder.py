@@ -30,6 +30,7 @@ import aiohttp
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
+from ..audit.clients import ClientAddresses
 from ..errors import (
     BadRequest,
     ClientClosedRequest,
@@ -105,7 +106,7 @@ class Forwarder:
         headers: HeaderPolicy,
         *,
         max_body_bytes: int,
-        trusted_proxies: frozenset[str],
+        clients: ClientAddresses,
         stats: UpstreamStats | None = None,
         read_auth: UpstreamAuth | None = None,
     ) -> None:
@@ -115,7 +116,7 @@ class Forwarder:
         self._read_auth = read_auth  # the catalog's upstream_auth_read, if it has one
         self._headers = headers
         self._max_body = max_body_bytes
-        self._trusted = trusted_proxies
+        self._clients = clients
         self._stats = stats if stats is not None else UpstreamStats()
         # Per client path: the upstream path and the filter its answers need. A pure function
         # of the path, cached (bounded) since clients repeat the same few paths; a path outside
@@ -168,7 +169,7 @@ class Forwarder:
                 host=request.host,
                 request_id=fwd.request_id,
                 authorization=authorization,
-                trusted_forwarded_for=(request.remote or "") in self._trusted,
+                trusted_forwarded_for=self._clients.is_trusted(request.remote or ""),
                 # A body we must inspect has to arrive readable: a gzip answer (clients send
                 # Accept-Encoding: gzip) would otherwise pass on with its tokens unfiltered.
                 identity_encoding=rewrite is not None,

@@ -50,7 +50,9 @@ class ServerSettings:
     max_body_bytes: int = 64 * 1024 * 1024
     # Largest form body accepted by the token endpoint.
     max_form_bytes: int = 64 * 1024
-    # Peers allowed to set X-Forwarded-For; from anyone else it is replaced, never trusted.
+    # Peers allowed to set X-Forwarded-For (addresses or CIDRs, IPv4 or IPv6); from anyone
+    # else it is replaced, never trusted. The client is then the first hop, from the right,
+    # that is not one of them.
     trusted_proxies: tuple[str, ...] = ()
     # Longest request line (method, path, query). The Iceberg spec sets no limit; a namespace
     # of 34 levels of 251 characters, valid in SeaweedFS, needs more than 8 KiB.

@@ -6,6 +6,7 @@ import math
 import re
 from urllib.parse import urlsplit
 
+from ..networks import network_problem
 from ..routing import RESERVED_CATALOG_NAMES
 from ..signing_keys import parse_signing_key
 from .models import (
@@ -53,6 +54,9 @@ def validate(settings: Settings) -> list[str]:
         problems.append("server.max_body_bytes: must be positive")
     if server.max_form_bytes < 1024:
         problems.append("server.max_form_bytes: must be at least 1024")
+    for entry in server.trusted_proxies:
+        if problem := network_problem(entry):
+            problems.append(f"server.trusted_proxies: {problem}")
     if not 8190 <= server.max_request_line_bytes <= 1024 * 1024:
         problems.append("server.max_request_line_bytes: must be from 8190 to 1048576")
     if not 8190 <= server.max_header_bytes <= 1024 * 1024:
