@@ -70,7 +70,7 @@ class LoginThrottle:
       check, so a correct login is never slowed by it.
 
     The address is the client's (behind a trusted proxy, the one it forwarded). The counts
-    are the store's (``login_failures``), so every worker and replica shares them."""
+    are the store's (``failure_counts``), so every worker and replica shares them."""
 
     WINDOW: Final = 900.0
     BASE_DELAY: Final = 0.25
@@ -103,24 +103,25 @@ class LoginThrottle:
     async def delay(self, username: str, address: str) -> float:
         """How long an attempt waits before its password is checked."""
         pair, addr, _ = self._keys(username, address)
-        counts = await self._store.login_failures([pair, addr], self._clock() - self.WINDOW)
+        counts = await self._store.failure_counts([pair, addr], self._clock() - self.WINDOW)
         return self._delay(max(counts[pair], counts[addr] - self.ADDRESS_FREE))
 
     async def failure_delay(self, username: str) -> float:
         """How long the answer to a failed attempt for ``username`` is held back."""
         user = self._keys(username, "")[2]
-        counts = await self._store.login_failures([user], self._clock() - self.WINDOW)
+        counts = await self._store.failure_counts([user], self._clock() - self.WINDOW)
         return self._delay(counts[user] - self.USERNAME_FREE)
 
     async def failed(self, username: str, address: str) -> None:
         now = self._clock()
-        await self._store.add_login_failure(self._keys(username, address), now, now - self.WINDOW)
+        counts = dict.fromkeys(self._keys(username, address), 1)
+        await self._store.add_failures(counts, now, now - self.WINDOW)
 
     async def succeeded(self, username: str, address: str) -> None:
         # Not the address's count: clearing it would let anyone holding one valid account
         # reset the spraying budget between guesses at others.
         pair, _, user = self._keys(username, address)
-        await self._store.clear_login_failures([pair, user])
+        await self._store.clear_failures([pair, user])
 
 
 class UserAdmin:

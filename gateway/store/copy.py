@@ -48,7 +48,7 @@ TABLES: Final = (
     "role_members",
     "grants",
     "audit_log",
-    "login_failures",  # the login throttle's counts: a copy keeps the brakes on
+    "failure_counts",  # the login throttle's and auth backoff's: a copy keeps the brakes on
 )
 _META: Final = "meta"
 # The target's own bookkeeping (SQLite keeps its version in PRAGMA user_version).

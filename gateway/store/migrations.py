@@ -197,6 +197,13 @@ _SCRIPTS: Final[tuple[str, ...]] = (
     );
     CREATE INDEX login_failures_last ON login_failures (last_at);
     """,
+    # 6: the same counts now also hold failed authentications with API keys and tokens (the
+    # backoff of ``auth.backoff``), merged from every process in batches: named for both.
+    """
+    ALTER TABLE login_failures RENAME TO failure_counts;
+    DROP INDEX login_failures_last;
+    CREATE INDEX failure_counts_last ON failure_counts (last_at);
+    """,
 )
 
 MIGRATIONS: Final[tuple[Migration, ...]] = tuple(Migration(script) for script in _SCRIPTS)

@@ -17,18 +17,19 @@ KEYS = [b"a" * 32, b"b" * 32]
 async def test_failures_add_up_per_key_and_start_again_after_the_window(
     store: StoreTables,
 ) -> None:
-    assert await store.login_failures(KEYS, since=0.0) == dict.fromkeys(KEYS, 0)
-    await store.add_login_failure(KEYS, at=1000.0, since=1000.0 - WINDOW)
-    await store.add_login_failure(KEYS[:1], at=1001.0, since=1001.0 - WINDOW)
-    assert await store.login_failures(KEYS, since=1001.0 - WINDOW) == {KEYS[0]: 2, KEYS[1]: 1}
+    assert await store.failure_counts(KEYS, since=0.0) == dict.fromkeys(KEYS, 0)
+    await store.add_failures(dict.fromkeys(KEYS, 1), at=1000.0, since=1000.0 - WINDOW)
+    totals = await store.add_failures({KEYS[0]: 3}, at=1001.0, since=1001.0 - WINDOW)
+    assert totals == {KEYS[0]: 4}
+    assert await store.failure_counts(KEYS, since=1001.0 - WINDOW) == {KEYS[0]: 4, KEYS[1]: 1}
 
     later = 1001.0 + WINDOW + 1
-    assert await store.login_failures(KEYS, since=later - WINDOW) == dict.fromkeys(KEYS, 0)
-    await store.add_login_failure(KEYS[:1], at=later, since=later - WINDOW)
-    assert (await store.login_failures(KEYS[:1], since=later - WINDOW))[KEYS[0]] == 1
+    assert await store.failure_counts(KEYS, since=later - WINDOW) == dict.fromkeys(KEYS, 0)
+    assert await store.add_failures({KEYS[0]: 2}, at=later, since=later - WINDOW) == {KEYS[0]: 2}
+    assert (await store.failure_counts(KEYS[:1], since=later - WINDOW))[KEYS[0]] == 2
 
-    await store.clear_login_failures(KEYS)
-    assert await store.login_failures(KEYS, since=0.0) == dict.fromkeys(KEYS, 0)
+    await store.clear_failures(KEYS)
+    assert await store.failure_counts(KEYS, since=0.0) == dict.fromkeys(KEYS, 0)
 
 
 async def test_failures_through_one_replica_slow_the_next_guess_through_another(
@@ -57,7 +58,7 @@ async def test_the_store_keeps_no_username_or_address_of_a_failed_login(
 ) -> None:
     admin = UserAdmin(store, AuditQueue(store))
     await admin.throttle.failed("mallory-target", "203.0.113.7")
-    rows = await store._fetchall("SELECT key FROM login_failures")
+    rows = await store._fetchall("SELECT key FROM failure_counts")
     stored = b"".join(bytes(row[0]) for row in rows)
     assert len(rows) == 3
     assert b"mallory" not in stored and b"203.0.113" not in stored
