@@ -31,8 +31,10 @@ _BENCH_PRINCIPAL = AuthOutcome(
 
 
 class BenchAuthenticator(Authenticator):
-    async def authenticate(self, headers: CIMultiDictProxy[str]) -> AuthOutcome:
-        outcome = await super().authenticate(headers)
+    async def authenticate(
+        self, headers: CIMultiDictProxy[str], *, may_read: bool = True
+    ) -> AuthOutcome:
+        outcome = await super().authenticate(headers, may_read=may_read)
         return _BENCH_PRINCIPAL if outcome is ANONYMOUS else outcome
 
 

@@ -25,6 +25,7 @@ from . import catalog, discovery, health, management
 from .audit.clients import ClientAddresses
 from .audit.queue import AuditQueue
 from .auth.authenticator import Authenticator
+from .auth.backoff import AuthBackoff
 from .auth.tokens import TokenService
 from .connection import handler_args
 from .identity.grant_admin import GrantAdmin
@@ -47,6 +48,7 @@ from .settings import CatalogSettings, Settings
 from .state import (
     AUDIT,
     AUTHENTICATOR,
+    BACKOFF,
     CLIENTS,
     CLOCK,
     FORWARDERS,
@@ -147,6 +149,7 @@ def _store_context(
             app[SESSIONS] = sessions
             app[TENANTS] = TenantDirectory(store, clock=clock)
             app[GRANTS] = GrantAdmin(store, clock=clock)
+            backoff = app[BACKOFF] = AuthBackoff(store, settings.limits, clock)
             app[METRICS].watch(authenticator, audit)
             background = [
                 asyncio.create_task(
@@ -160,6 +163,9 @@ def _store_context(
                 asyncio.create_task(
                     audit.run(settings.store.audit_flush_seconds), name="pangolin-audit-writer"
                 ),
+                asyncio.create_task(
+                    backoff.run(settings.store.audit_flush_seconds), name="pangolin-backoff"
+                ),
             ]
             try:
                 yield
@@ -171,6 +177,7 @@ def _store_context(
                 # Nothing recorded in memory is lost on a clean shutdown.
                 await authenticator.flush_last_used()
                 await audit.flush()
+                await backoff.flush()
         finally:
             if given is None:
                 await store.close()

@@ -15,6 +15,7 @@ Tree of what the gateway raises on catalog routes::
     ├── MethodNotAllowed     405  MethodNotAllowedException  (adds Allow)
     ├── PayloadTooLarge      413  BadRequestException
     ├── UnsupportedMediaType 415  UnsupportedMediaTypeException
+    ├── TooManyRequests      429  TooManyRequestsException  (adds Retry-After)
     ├── ClientClosedRequest  499  (nginx's code: the client went away; nothing can be sent)
     ├── UpstreamUnavailable  503  ServiceUnavailableException
     ├── UpstreamTimeout      504  GatewayTimeoutException
@@ -45,6 +46,7 @@ __all__ = (
     "MethodNotAllowed",
     "NotFound",
     "PayloadTooLarge",
+    "TooManyRequests",
     "Unauthenticated",
     "UpstreamError",
     "UpstreamTimeout",
@@ -151,6 +153,21 @@ class ClientClosedRequest(GatewayError):
     status = 499
     type = "ClientClosedRequest"
     message = "Client closed request"
+
+
+class TooManyRequests(GatewayError):
+    """A limit or a backoff: try again after ``retry_after`` seconds (sent as Retry-After)."""
+
+    status = 429
+    type = "TooManyRequestsException"
+    message = "Too many failed authentications from this address; retry later"
+
+    def __init__(self, retry_after: int, message: str | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, retry_after)
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 class UpstreamUnavailable(GatewayError):

@@ -30,7 +30,7 @@ from .errors import (
 )
 from .observability.metrics import NO_CATALOG, GatewayMetrics
 from .routing import ICEBERG_METHODS
-from .state import AUTH, AUTHENTICATOR, CATALOG, METRICS, REQUEST_ID, ROUTE
+from .state import AUTH, AUTHENTICATOR, BACKOFF, CATALOG, CLIENTS, METRICS, REQUEST_ID, ROUTE
 
 __all__ = ("gateway_middleware",)
 
@@ -88,8 +88,15 @@ def gateway_middleware(metrics: GatewayMetrics) -> Middleware:
                 headers = request.headers
                 _check_body_framing(headers)
                 # Authentication attaches who the caller is (or why not); handlers decide
-                # whether that is enough.
-                request[AUTH] = await request.app[AUTHENTICATOR].authenticate(headers)
+                # whether that is enough. While the backoff holds any address (rarely: its
+                # map is empty otherwise), a held client's credential costs no store read.
+                backoff = request.app[BACKOFF]
+                may_read = not backoff.held or backoff.may_read(
+                    request.app[CLIENTS].address(request)
+                )
+                request[AUTH] = await request.app[AUTHENTICATOR].authenticate(
+                    headers, may_read=may_read
+                )
                 response = await handler(request)
             except Exception as exc:
                 # Errors: inside metrics, so metrics count the answer the client got.

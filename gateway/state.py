@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from .audit.clients import ClientAddresses
     from .audit.queue import AuditQueue
     from .auth.authenticator import Authenticator, AuthOutcome
+    from .auth.backoff import AuthBackoff
     from .auth.tokens import TokenService
     from .identity.grant_admin import GrantAdmin
     from .identity.service_users import ServiceUserAdmin
@@ -32,6 +33,7 @@ __all__ = (
     "AUDIT",
     "AUTH",
     "AUTHENTICATOR",
+    "BACKOFF",
     "CATALOG",
     "CLIENTS",
     "CLOCK",
@@ -55,6 +57,7 @@ CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("pangolin.clock")
 STORE: web.AppKey[Store] = web.AppKey("pangolin.store")
 TOKENS: web.AppKey[TokenService] = web.AppKey("pangolin.tokens")
 AUTHENTICATOR: web.AppKey[Authenticator] = web.AppKey("pangolin.authenticator")
+BACKOFF: web.AppKey[AuthBackoff] = web.AppKey("pangolin.backoff")
 SERVICE_USERS: web.AppKey[ServiceUserAdmin] = web.AppKey("pangolin.service_users")
 USERS: web.AppKey[UserAdmin] = web.AppKey("pangolin.users")
 GRANTS: web.AppKey[GrantAdmin] = web.AppKey("pangolin.grants")

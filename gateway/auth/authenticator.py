@@ -61,7 +61,15 @@ from ..store import Store, StoreUnavailable
 from .credentials import AMBIGUOUS, Credential, parse_credentials
 from .tokens import MAX_TOKEN_BYTES, TokenClaims, TokenService
 
-__all__ = ("ANONYMOUS", "USAGE_DAYS_KEPT", "AuthOutcome", "Authenticator", "day_number", "utc_day")
+__all__ = (
+    "ANONYMOUS",
+    "HELD",
+    "USAGE_DAYS_KEPT",
+    "AuthOutcome",
+    "Authenticator",
+    "day_number",
+    "utc_day",
+)
 
 _LOGGER = logging.getLogger(__name__)
 _MAX_CACHE: Final = 200_000
@@ -89,6 +97,8 @@ class AuthOutcome:
 
 
 ANONYMOUS: Final = AuthOutcome(None, "missing")
+# Not looked up: the client's address is held by the failed-authentication backoff.
+HELD: Final = AuthOutcome(None, "held")
 
 
 def day_number(at: float) -> int:
@@ -148,17 +158,22 @@ class Authenticator:
 
     # -- authentication ----------------------------------------------------------------------
 
-    async def authenticate(self, headers: CIMultiDictProxy[str]) -> AuthOutcome:
+    async def authenticate(
+        self, headers: CIMultiDictProxy[str], *, may_read: bool = True
+    ) -> AuthOutcome:
+        """``may_read`` False (the client's address is held by the backoff): a credential
+        that would need a store read (an API key not in the cache, a session) is not looked
+        up but refused as "held"; cached keys and valid tokens work as ever."""
         if "X-API-Key" not in headers and "Authorization" not in headers:
             return ANONYMOUS  # the common check first: most anonymous requests stop here
         credentials = parse_credentials(headers)
         if not credentials:
             return ANONYMOUS
-        outcome = await self._authenticate_one(credentials[0])
+        outcome = await self._authenticate_one(credentials[0], may_read)
         if len(credentials) > 1 and outcome.principal is not None:
             # An X-API-Key with a bearer credential: accepted only when both authenticate, and
             # as the same principal (the upstream and the audit log must not disagree on who).
-            other = await self._authenticate_one(credentials[1])
+            other = await self._authenticate_one(credentials[1], may_read)
             if other.principal is None:
                 return other
             if other.principal.id != outcome.principal.id:
@@ -176,15 +191,17 @@ class Authenticator:
         today = self._today
         today[user_id] = today.get(user_id, 0) + 1
 
-    async def _authenticate_one(self, credential: Credential) -> AuthOutcome:
+    async def _authenticate_one(self, credential: Credential, may_read: bool) -> AuthOutcome:
         if credential.kind == "api_key":
             key = parse_key(credential.value)
             if key is None:
                 return AuthOutcome(None, "malformed")
-            return await self.authenticate_key(key)
+            return await self.authenticate_key(key, may_read=may_read)
         if credential.kind == "token":
             return await self.authenticate_token(credential.value)
         if credential.kind == "session":
+            if not may_read:
+                return HELD
             return await self.authenticate_session(credential.value)
         return AuthOutcome(None, credential.kind)  # malformed, ambiguous
 
@@ -196,7 +213,9 @@ class Authenticator:
         session, human = resolved
         return AuthOutcome(human.principal(), session=session)
 
-    async def authenticate_key(self, key: ApiKey) -> AuthOutcome:
+    async def authenticate_key(self, key: ApiKey, *, may_read: bool = True) -> AuthOutcome:
+        if not may_read and key.key_id not in self._by_key_id:
+            return HELD
         user = await self._cached(self._by_key_id, key.key_id, self._store.service_user_by_key_id)
         if user is not None:
             # The key this cached user last presented, as a keyed BLAKE2b (see __init__):

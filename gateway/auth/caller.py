@@ -4,29 +4,60 @@ The middleware only annotates a request with its authentication outcome; handler
 caller ask here, so catalog routes and the management API refuse in one way: 400 for an
 ambiguous request (a credential header repeated, or two credentials naming different
 principals: which one a server acts on is exactly what a smuggler exploits), 401 otherwise,
-each failure counted and audited.
+each failure counted and audited. A failed credential also counts towards the backoff
+(``backoff``): past its budget the answer is 429 with Retry-After, and the backoff's start is
+audited once instead of each failure.
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from ..audit.events import record_auth_failure
-from ..errors import BadRequest, Unauthenticated
+from ..audit.events import KEY_TARGET, record_auth_failure, record_event
+from ..errors import BadRequest, TooManyRequests, Unauthenticated
 from ..identity.models import Principal
-from ..state import AUTH
+from ..state import AUTH, BACKOFF, CLIENTS, METRICS
+from .authenticator import ANONYMOUS, HELD
 from .credentials import AMBIGUOUS
 
-__all__ = ("require_principal",)
+__all__ = ("check_backoff", "require_principal")
 
 
 def require_principal(request: web.Request, target_type: str, target_id: str | None) -> Principal:
     outcome = request[AUTH]
     if outcome.principal is not None:
         return outcome.principal
+    if outcome.reason not in (ANONYMOUS.reason, AMBIGUOUS.kind):  # a credential failed
+        check_backoff(request, outcome.reason, outcome.key_id)
     record_auth_failure(request, target_type, target_id)
     if outcome.reason == AMBIGUOUS.kind:
         raise BadRequest(
             "Malformed request: give one credential (one X-API-Key or one Authorization header)"
         )
     raise Unauthenticated()
+
+
+def check_backoff(request: web.Request, reason: str | None, key_id: str | None) -> None:
+    """Count a failed credential; raise TooManyRequests if its answer is to be 429. A held
+    client's credential (``HELD``: not looked up) is not counted again."""
+    backoff = request.app[BACKOFF]
+    address = request.app[CLIENTS].address(request)
+    metrics = request.app[METRICS]
+    if reason == HELD.reason:
+        metrics.throttled("held")
+        raise TooManyRequests(backoff.retry_after(address))
+    verdict = backoff.failed(address, key_id)
+    if not verdict.retry_after:
+        return
+    metrics.throttled(verdict.scope)
+    if verdict.started:
+        record_event(
+            request,
+            action="auth.backoff",
+            outcome="failure",
+            target_type=KEY_TARGET if verdict.scope == "key" else None,
+            target_id=key_id if verdict.scope == "key" else None,
+            detail=f"{verdict.scope} past its budget of failed authentications; "
+            "further failures are answered 429 and not audited one by one",
+        )
+    raise TooManyRequests(verdict.retry_after)

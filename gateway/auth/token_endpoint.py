@@ -40,9 +40,11 @@ from authlib.oauth2.rfc6749.errors import (
 )
 
 from ..audit.events import KEY_TARGET, record_event
+from ..errors import TooManyRequests
 from ..identity.models import Principal, parse_key
-from ..state import AUTH, AUTHENTICATOR, METRICS, SETTINGS, TOKENS
+from ..state import AUTH, AUTHENTICATOR, BACKOFF, CLIENTS, METRICS, SETTINGS, TOKENS
 from .authenticator import Authenticator, AuthOutcome
+from .caller import check_backoff
 from .tokens import ACCESS_TOKEN_TYPE, MAX_TOKEN_BYTES, IssuedToken
 
 __all__ = ("token_endpoint",)
@@ -62,10 +64,15 @@ _BAD_ESCAPE: Final = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 
 
 class _Refused(Exception):
-    def __init__(self, error: OAuth2Error, key_id: str | None = None) -> None:
+    def __init__(
+        self, error: OAuth2Error, key_id: str | None = None, reason: str | None = None
+    ) -> None:
         super().__init__(error.error)
         self.error = error
         self.key_id = key_id  # the public part of a refused key, for the audit log
+        # Why a credential failed (the authenticator's reason): set only for credentials,
+        # which count towards the backoff; a malformed request does not.
+        self.reason = reason
 
 
 def _error_response(error: OAuth2Error) -> web.Response:
@@ -73,11 +80,20 @@ def _error_response(error: OAuth2Error) -> web.Response:
     return web.Response(status=status, text=json.dumps(body), headers=dict(headers))
 
 
-def _invalid_client(key_id: str | None = None) -> _Refused:
+def _invalid_client(key_id: str | None = None, reason: str | None = "malformed") -> _Refused:
     # One message for unknown ids, wrong secrets, inactive or expired identities alike.
     return _Refused(
-        InvalidClientError(description="Client authentication failed", status_code=401), key_id
+        InvalidClientError(description="Client authentication failed", status_code=401),
+        key_id,
+        reason,
     )
+
+
+def _slowed(slow: TooManyRequests) -> web.Response:
+    # The OAuth2 error shape (Java parses it for any status); RFC 6749 has no code for a
+    # backoff, and temporarily_unavailable says "later" rather than "wrong credentials".
+    body = {"error": "temporarily_unavailable", "error_description": slow.detail}
+    return web.json_response(body, status=429, headers=slow.headers())
 
 
 def _invalid_request(description: str) -> _Refused:
@@ -97,6 +113,11 @@ async def token_endpoint(request: web.Request) -> web.Response:
         principal, issued = await _grant(request, form)
     except _Refused as refused:
         metrics.token_refused(refused.error.error)
+        if refused.reason is not None:
+            try:
+                check_backoff(request, refused.reason, refused.key_id)
+            except TooManyRequests as slow:
+                return _slowed(slow)  # counted and, where it started, audited there
         _audit(request, form, None, f"refused: {refused.error.error}", refused.key_id)
         return _error_response(refused.error)
     metrics.token_issued(_GRANT_LABELS[form["grant_type"]])
@@ -231,16 +252,20 @@ async def _client(
     elif "client_secret" in form:
         client_id, secret = form.get("client_id") or None, form["client_secret"]
     elif required:
-        raise _invalid_client()
+        raise _invalid_client(reason=None)  # no credential at all: nothing failed
     else:
         return None
     key = parse_key(secret)
     if key is None:
         raise _invalid_client()
-    outcome = await authenticator.authenticate_key(key)
+    backoff = request.app[BACKOFF]
+    may_read = not backoff.held or backoff.may_read(request.app[CLIENTS].address(request))
+    outcome = await authenticator.authenticate_key(key, may_read=may_read)
     principal = outcome.principal
-    if principal is None or (client_id is not None and client_id.strip() != principal.id):
-        raise _invalid_client(outcome.key_id)
+    if principal is None:
+        raise _invalid_client(outcome.key_id, outcome.reason or "unknown_key")
+    if client_id is not None and client_id.strip() != principal.id:
+        raise _invalid_client(outcome.key_id, "wrong_client")
     return principal
 
 
@@ -261,8 +286,9 @@ async def _exchange(
     # are opaque store rows, which verify_token refuses), and the check stays so that no
     # future token type could stretch a session by being exchanged again and again.
     if claims is None or claims.principal_type != "service_user":
-        raise _Refused(InvalidGrantError(description="Invalid subject_token"))
+        raise _Refused(InvalidGrantError(description="Invalid subject_token"), reason="bad_token")
     outcome: AuthOutcome = await authenticator.principal_for_claims(claims)
     if outcome.principal is None or (client is not None and client.id != outcome.principal.id):
-        raise _Refused(InvalidGrantError(description="Invalid subject_token"))
+        reason = outcome.reason or "wrong_client"
+        raise _Refused(InvalidGrantError(description="Invalid subject_token"), reason=reason)
     return outcome.principal

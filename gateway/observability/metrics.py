@@ -65,6 +65,9 @@ AUTH_FAILURE_REASONS: Final = (
     "unknown_session", "idle",
 )  # fmt: skip
 GRANT_TYPES: Final = ("client_credentials", "token_exchange")
+# Why a request was answered 429: a failure past the address's or the (address, key id)'s
+# budget, or a credential from a held address that would have needed a store read.
+THROTTLE_SCOPES: Final = ("address", "key", "held")
 TOKEN_ERRORS: Final = (
     "invalid_request", "invalid_client", "invalid_grant", "unsupported_grant_type",
 )  # fmt: skip
@@ -92,6 +95,7 @@ class Snapshot(TypedDict):
     auth_failures: dict[str, int]  # reason ->
     tokens_issued: dict[str, int]  # grant type ->
     tokens_refused: dict[str, int]  # error code ->
+    throttled: dict[str, int]  # scope ->
     # last_used_pending, store_reachable, audit_pending, audit_dropped: read once watched.
     queues: dict[str, int]
 
@@ -112,7 +116,7 @@ def merge(snapshots: Iterable[Snapshot]) -> Snapshot:
     the sum, in the order first seen); the inputs are left untouched."""
     total = Snapshot(
         requests={}, latency={}, upstreams={}, auth_failures={}, tokens_issued={},
-        tokens_refused={}, queues={},
+        tokens_refused={}, throttled={}, queues={},
     )  # fmt: skip
     for snapshot in snapshots:
         for catalog, routes in snapshot["requests"].items():
@@ -130,6 +134,7 @@ def merge(snapshots: Iterable[Snapshot]) -> Snapshot:
         _add_counts(total["auth_failures"], snapshot["auth_failures"])
         _add_counts(total["tokens_issued"], snapshot["tokens_issued"])
         _add_counts(total["tokens_refused"], snapshot["tokens_refused"])
+        _add_counts(total["throttled"], snapshot["throttled"])
         _add_counts(total["queues"], snapshot["queues"])
     return total
 
@@ -217,6 +222,7 @@ class GatewayMetrics:
         self._auth_failures = dict.fromkeys(AUTH_FAILURE_REASONS, 0)
         self._tokens_issued = dict.fromkeys(GRANT_TYPES, 0)
         self._tokens_refused = dict.fromkeys(TOKEN_ERRORS, 0)
+        self._throttled = dict.fromkeys(THROTTLE_SCOPES, 0)
         self._identities: _Pending | None = None
         self._audit: _Audit | None = None
         self._peers: Peers | None = None
@@ -241,6 +247,9 @@ class GatewayMetrics:
 
     def token_refused(self, error: str) -> None:
         self._tokens_refused[error] = self._tokens_refused.get(error, 0) + 1
+
+    def throttled(self, scope: str) -> None:
+        self._throttled[scope] = self._throttled.get(scope, 0) + 1
 
     def watch(self, identities: _Pending, audit: _Audit) -> None:
         """Report these queues' sizes at scrape time (from the app's start-up)."""
@@ -278,6 +287,7 @@ class GatewayMetrics:
             auth_failures=self._auth_failures,
             tokens_issued=self._tokens_issued,
             tokens_refused=self._tokens_refused,
+            throttled=self._throttled,
             queues=queues,
         )
 
@@ -340,6 +350,11 @@ def _families(counts: Snapshot) -> Iterator[Metric]:
         "pangolin_token_requests_refused",
         "Token endpoint requests refused, by OAuth2 error code.", "error",
         counts["tokens_refused"],
+    )  # fmt: skip
+    yield _counter(
+        "pangolin_throttled_requests",
+        "Requests answered 429 by the failed-authentication backoff, by scope.", "scope",
+        counts["throttled"],
     )  # fmt: skip
     queues = counts["queues"]
     if "last_used_pending" in queues:

@@ -117,7 +117,7 @@ def parse(text: str) -> Snapshot:
         )
         and all(
             _is_counts(counts[name])
-            for name in ("auth_failures", "tokens_issued", "tokens_refused", "queues")
+            for name in ("auth_failures", "tokens_issued", "tokens_refused", "throttled", "queues")
         )
     ):
         raise ValueError("malformed snapshot")

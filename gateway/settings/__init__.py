@@ -21,6 +21,7 @@ from .models import UPSTREAM_AUTH_TYPES as UPSTREAM_AUTH_TYPES
 from .models import UPSTREAM_CLIENTS as UPSTREAM_CLIENTS
 from .models import (
     CatalogSettings,
+    LimitSettings,
     RoleHeaderSettings,
     ServerSettings,
     Settings,
@@ -33,6 +34,7 @@ from .validation import validate, warnings
 
 __all__ = (
     "CatalogSettings",
+    "LimitSettings",
     "RoleHeaderSettings",
     "ServerSettings",
     "Settings",

@@ -182,6 +182,21 @@ class CatalogSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class LimitSettings:
+    # Backoff after failed authentications (a wrong or unknown API key, a bad token, a client
+    # refused at the token endpoint), counted per client address and per (address, key id).
+    # Past a budget, a failure is answered 429 with a Retry-After that doubles with each
+    # further one (from 1 s, at most the window); past the address's budget, credentials
+    # from that address that would need a store read wait for the Retry-After too. A correct
+    # credential already in use is never slowed by any of it, and nothing is counted per key
+    # id alone: knowing a victim's key id (its public part) gains an attacker nothing. A
+    # count ends once failed_auth_window_seconds pass without a failure.
+    failed_auth_per_key: int = 10
+    failed_auth_per_address: int = 50
+    failed_auth_window_seconds: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
 class UiSettings:
     # The admin UI at /ui/ on the gateway's own listener (human administrators log in there).
     enabled: bool = True
@@ -195,6 +210,7 @@ class Settings:
     tokens: TokenSettings = field(default_factory=TokenSettings)
     role_headers: RoleHeaderSettings = field(default_factory=RoleHeaderSettings)
     ui: UiSettings = field(default_factory=UiSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
     catalogs: Mapping[str, CatalogSettings] = field(default_factory=dict)
 
     @property

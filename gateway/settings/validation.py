@@ -117,6 +117,12 @@ def validate(settings: Settings) -> list[str]:
     elif store.outage_grace_seconds < 2 * store.change_poll_seconds:
         # Shorter, and one slow poll would turn a healthy store's traffic into 503s.
         problems.append("store.outage_grace_seconds: must be at least twice change_poll_seconds")
+    limits = settings.limits
+    for name in ("failed_auth_per_key", "failed_auth_per_address"):
+        if not 1 <= getattr(limits, name) <= 1_000_000:
+            problems.append(f"limits.{name}: must be between 1 and 1000000")
+    if not 1.0 <= limits.failed_auth_window_seconds <= 86400.0:  # NaN fails too
+        problems.append("limits.failed_auth_window_seconds: must be between 1 and 86400")
     if settings.default_catalog and settings.default_catalog not in settings.catalogs:
         problems.append(f"default_catalog: {settings.default_catalog!r} is not one of the catalogs")
     return problems

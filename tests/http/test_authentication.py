@@ -484,9 +484,9 @@ async def test_create_app_authenticates_with_the_authenticator_it_is_given(
     seen: list[str] = []
 
     class Recording(authn.Authenticator):
-        async def authenticate(self, headers: Any) -> authn.AuthOutcome:
+        async def authenticate(self, headers: Any, *, may_read: bool = True) -> authn.AuthOutcome:
             seen.append(headers.get("X-API-Key", "-"))
-            return await super().authenticate(headers)
+            return await super().authenticate(headers, may_read=may_read)
 
     gateway = await make_gateway(authenticator=Recording)
     assert await status(gateway, {}) == 401

@@ -347,7 +347,7 @@ def test_merge_sums_every_count_label_by_label_and_leaves_its_inputs_alone() -> 
     assert merge([snapshots[0]]) == snapshots[0]
     assert merge([]) == Snapshot(
         requests={}, latency={}, upstreams={}, auth_failures={}, tokens_issued={},
-        tokens_refused={}, queues={},
+        tokens_refused={}, throttled={}, queues={},
     )  # fmt: skip
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ import pytest
 
 from gateway.settings import (
     CatalogSettings,
+    LimitSettings,
     Settings,
     SettingsError,
     StoreSettings,
@@ -295,3 +297,15 @@ def test_there_is_no_setting_that_turns_authentication_off(tmp_path: Path) -> No
         "bench: unknown setting",  # PANGOLIN_BENCH is no switch either, just an unknown name
         "catalogs.default.require_auth: unknown setting",
     ]
+
+
+def test_limits_out_of_range_are_refused_by_check_config() -> None:
+    base = Settings(catalogs={})
+    for limits, problem in (
+        (LimitSettings(failed_auth_per_key=0), "limits.failed_auth_per_key"),
+        (LimitSettings(failed_auth_per_address=-1), "limits.failed_auth_per_address"),
+        (LimitSettings(failed_auth_window_seconds=float("nan")), "limits.failed_auth_window"),
+        (LimitSettings(failed_auth_window_seconds=0.5), "limits.failed_auth_window"),
+    ):
+        problems = validate(dataclasses.replace(base, limits=limits))
+        assert any(p.startswith(problem) for p in problems), problems
