@@ -63,10 +63,13 @@ def page_options(func: F) -> F:
     )
 
 
-def parse_duration(value: str) -> int:
+def parse_duration(value: str, option: str) -> int:
+    """``value`` (``90d``, ``12h``) in seconds; a usage error naming ``option`` otherwise."""
     match = _DURATION.fullmatch(value.strip().lower())
     if match is None or int(match.group(1)) == 0:
-        raise click.BadParameter("use a number with s, m, h, d or w, e.g. 90d or 12h")
+        raise click.BadParameter(
+            "use a number with s, m, h, d or w, e.g. 90d or 12h", param_hint=option
+        )
     return int(match.group(1)) * _UNITS[match.group(2)]
 
 

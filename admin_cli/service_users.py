@@ -33,7 +33,7 @@ def _expiry(expires_in: str | None, expires_at: str | None) -> dict[str, Any]:
     if expires_in and expires_at:
         raise click.UsageError("give either --expires-in or --expires-at, not both")
     if expires_in:
-        return {"expires_in": parse_duration(expires_in)}
+        return {"expires_in": parse_duration(expires_in, "--expires-in")}
     if expires_at:
         return {"expires_at": expires_at}
     return {}
@@ -183,11 +183,18 @@ def activate_service_user(ctx: Context, id_: str, as_json: bool) -> None:
 
 @click.command("rotate-service-user-key")
 @id_option
+@click.option(
+    "--grace",
+    help="Keep the old key and its tokens working this long (e.g. 1h, 2d; at most 7d), for "
+    "clients still to be given the new key. Default: the old key stops working now.",
+)
 @json_option
 @pass_context
-def rotate_service_user_key(ctx: Context, id_: str, as_json: bool) -> None:
-    """Issue a new key (printed once); the old key and its tokens stop working now."""
-    show_key(ctx.client().call("POST", f"{BASE}/{quote_id(id_)}/rotate"), as_json)
+def rotate_service_user_key(ctx: Context, id_: str, grace: str | None, as_json: bool) -> None:
+    """Issue a new key (printed once); the old key and its tokens stop working now, or at
+    the end of --grace. Rotating again ends an earlier grace at once."""
+    body = {"grace_seconds": parse_duration(grace, "--grace")} if grace else None
+    show_key(ctx.client().call("POST", f"{BASE}/{quote_id(id_)}/rotate", body=body), as_json)
 
 
 @click.command("delete-service-user")

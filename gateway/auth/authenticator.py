@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import functools
 import hashlib
@@ -226,9 +227,11 @@ class Authenticator:
                 and seen[0] is user
                 and hmac.compare_digest(seen[1], self._seen(key))
             ):
+                if key.key_id != user.key_id:
+                    return await self._accept_previous(user, key.key_id)
                 return await self._accept(user, key.key_id)
         # Always compare, even when the key id is unknown, so both paths cost the same.
-        if not verify_key(key, user.key_digest if user is not None else None):
+        if not verify_key(key, user.digest_for(key.key_id) if user is not None else None):
             if user is None:
                 return AuthOutcome(None, "unknown_key")  # names nobody to tell: no key id
             return AuthOutcome(None, "wrong_secret", key_id=key.key_id)
@@ -236,7 +239,17 @@ class Authenticator:
         if len(self._verified) >= _MAX_CACHE:
             self._verified.clear()
         self._verified[key.key_id] = (user, self._seen(key))
+        if key.key_id != user.key_id:
+            return await self._accept_previous(user, key.key_id)
         return await self._accept(user, key.key_id)
+
+    async def _accept_previous(self, user: ServiceUser, key_id: str) -> AuthOutcome:
+        # The key a rotation replaced: only until its overlap ends (on the clock, per
+        # request: it dies on time with no store change), and as its own generation, so the
+        # tokens it buys die with it.
+        if not user.overlap_open(self._clock()):
+            return AuthOutcome(None, "rotated", key_id=key_id)
+        return await self._accept(user, key_id, previous=True)
 
     def _seen(self, key: ApiKey) -> bytes:
         return hashlib.blake2b(
@@ -271,13 +284,23 @@ class Authenticator:
         user = await self._cached(self._by_id, claims.subject, self._store.service_user)
         if user is None:
             return AuthOutcome(None, "deleted")
-        # Rotation bumps the key generation: tokens minted from an older key are dead.
-        if user.key_generation != claims.key_generation or user.tenant_id != claims.tenant_id:
+        # Rotation bumps the key generation: tokens minted from an older key are dead, but
+        # for those of the key an overlap keeps alive, until it ends.
+        if user.tenant_id != claims.tenant_id:
             return AuthOutcome(None, "rotated")
+        if user.key_generation != claims.key_generation:
+            if claims.key_generation != user.key_generation - 1 or not user.overlap_open(
+                self._clock()
+            ):
+                return AuthOutcome(None, "rotated")
+            return await self._accept(user, previous=True)
         return await self._accept(user)
 
-    async def _accept(self, user: ServiceUser, key_id: str | None = None) -> AuthOutcome:
-        """``key_id``: the key it authenticated with, named in a refusal (for the audit)."""
+    async def _accept(
+        self, user: ServiceUser, key_id: str | None = None, *, previous: bool = False
+    ) -> AuthOutcome:
+        """``key_id``: the key it authenticated with, named in a refusal (for the audit);
+        ``previous``: with the key an overlap keeps alive (or a token of its generation)."""
         if _monotonic() > self._trusted_until:
             # What is cached may have been revoked meanwhile (every way in passes here: keys,
             # tokens, the token endpoint's own checks).
@@ -291,6 +314,10 @@ class Authenticator:
         made = self._principals.get(user.id)
         if made is None or made[0] is not user:
             made = await self._make_principal(user)
+        if previous:
+            # Tokens it buys carry the old generation, and die when the overlap ends.
+            old = dataclasses.replace(made[1], key_generation=user.key_generation - 1)
+            return AuthOutcome(old)
         return AuthOutcome(made[1])
 
     async def _make_principal(self, user: ServiceUser) -> tuple[ServiceUser, Principal]:

@@ -79,10 +79,26 @@ class ServiceUser:
     last_used_at: float | None
     key_rotated_at: float | None
     key_generation: int
+    # The key a rotation with an overlap replaced (generation key_generation - 1): it and
+    # its tokens keep working until previous_key_until. None when there is no such key.
+    previous_key_id: str | None = None
+    previous_key_digest: bytes | None = None
+    previous_key_until: float | None = None
 
     def usable_at(self, now: float) -> bool:
         """Whether this identity may authenticate at ``now`` (active and not expired)."""
         return self.active and (self.expires_at is None or now < self.expires_at)
+
+    def digest_for(self, key_id: str) -> bytes | None:
+        """The stored digest of the key named ``key_id``: the current one or, even past its
+        overlap (the caller then refuses it as rotated), the previous one."""
+        if key_id == self.key_id:
+            return self.key_digest
+        return self.previous_key_digest if key_id == self.previous_key_id else None
+
+    def overlap_open(self, now: float) -> bool:
+        """Whether the previous key (and the tokens of its generation) still works."""
+        return self.previous_key_until is not None and now < self.previous_key_until
 
     def principal(self, grants: GrantIndex = NO_GRANTS) -> Principal:
         return Principal(

@@ -25,6 +25,7 @@ from .models import ApiKey, Role, ServiceUser, digest_key, generate_key
 
 __all__ = (
     "MAX_DESCRIPTION",
+    "MAX_GRACE",
     "MAX_NAME",
     "CreatedKey",
     "ServiceUserAdmin",
@@ -32,6 +33,9 @@ __all__ = (
 
 MAX_NAME: Final = 128
 MAX_DESCRIPTION: Final = 1024
+# Longest overlap a rotation may give the old key: a week covers a release cycle, and an old
+# key alive for longer is a second key, not a transition.
+MAX_GRACE: Final = 7 * 86400
 
 Clock = Callable[[], float]
 # A grant a new service user starts with: (catalog, resource levels, action).
@@ -247,18 +251,34 @@ class ServiceUserAdmin:
             id_, columns, actor=actor, action=action, client=client, detail=detail
         )
 
-    async def rotate(self, id_: str, *, actor: str, client: ClientInfo | None = None) -> CreatedKey:
-        """New key, shown once; the old key and every token minted from it die now."""
+    async def rotate(
+        self,
+        id_: str,
+        *,
+        actor: str,
+        client: ClientInfo | None = None,
+        grace_seconds: float = 0.0,
+    ) -> CreatedKey:
+        """New key, shown once. The old key and every token minted from it die now or, with
+        ``grace_seconds``, at the end of that overlap (for clients still to be given the new
+        key). A key an earlier overlap kept alive dies now either way: one old key at most."""
+        if not (isinstance(grace_seconds, int | float) and 0 <= grace_seconds <= MAX_GRACE):
+            raise InvalidInput("grace_seconds", f"must be between 0 and {MAX_GRACE} seconds")
         user = await self.get(id_)
         key = generate_key()
-        columns = {
+        now = self._clock()
+        columns: dict[str, Any] = {
             "key_id": key.key_id,
             "key_digest": digest_key(key),
-            "key_rotated_at": self._clock(),
+            "key_rotated_at": now,
             "key_generation": user.key_generation + 1,
+            "previous_key_id": user.key_id if grace_seconds else None,
+            "previous_key_digest": user.key_digest if grace_seconds else None,
+            "previous_key_until": now + grace_seconds if grace_seconds else None,
         }
+        detail = f"old key works for {grace_seconds:g} s more" if grace_seconds else None
         updated = await self._write(
-            id_, columns, actor=actor, action="service_user.rotate", client=client
+            id_, columns, actor=actor, action="service_user.rotate", client=client, detail=detail
         )
         return CreatedKey(updated, key)
 

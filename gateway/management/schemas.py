@@ -27,7 +27,7 @@ from ..identity.grant_admin import MAX_LEVEL_NAME, MAX_LEVELS
 from ..identity.grants import AccessRole, Grant, SubjectType
 from ..identity.models import Role, ServiceUser, Tenant, User
 from ..identity.passwords import MAX_PASSWORD, MIN_PASSWORD
-from ..identity.service_users import MAX_DESCRIPTION, MAX_NAME
+from ..identity.service_users import MAX_DESCRIPTION, MAX_GRACE, MAX_NAME
 from ..identity.tenants import TENANT_NAME_PATTERN, TENANT_NAME_RULE
 from ..identity.users import USERNAME_PATTERN, USERNAME_RULE
 from ..routing import Action
@@ -188,6 +188,20 @@ class UpdateServiceUser(_Body):
     expires_in: ExpiresIn = None
 
 
+class RotateKey(_Body):
+    """An empty body (or none) rotates with no overlap: the old key dies at once."""
+
+    grace_seconds: Annotated[
+        float,
+        Field(
+            ge=0,
+            le=MAX_GRACE,
+            allow_inf_nan=False,
+            description="how long the old key (and its tokens) keep working; 0: not at all",
+        ),
+    ] = 0
+
+
 class CreateUser(_Body):
     username: Annotated[str, Field(pattern=USERNAME_PATTERN, description=USERNAME_RULE)]
     password: Annotated[str, Field(min_length=MIN_PASSWORD, max_length=MAX_PASSWORD)]
@@ -301,17 +315,24 @@ class ServiceUserView(_Answer):
     last_used_at: Time
     key_rotated_at: Time
     key_generation: int
+    # The key the last rotation replaced, while its overlap is open: it (and its tokens)
+    # stop working at previous_key_expires_at. Both null otherwise.
+    previous_key_id: str | None
+    previous_key_expires_at: Time
 
     @classmethod
-    def of(cls, user: ServiceUser, last_used_at: float | None = None) -> ServiceUserView:
+    def of(cls, user: ServiceUser, now: float, last_used_at: float | None) -> ServiceUserView:
         """``last_used_at``: a newer use still waiting in memory to be written."""
         last_used = max(filter(None, (user.last_used_at, last_used_at)), default=None)
+        overlap = user.overlap_open(now)
         return cls(
             id=user.id, name=user.name, description=user.description,
             tenant=user.tenant_name, role=user.role, key_id=user.key_id, active=user.active,
             created_at=iso(user.created_at), created_by=user.created_by,
             expires_at=iso(user.expires_at), last_used_at=iso(last_used),
             key_rotated_at=iso(user.key_rotated_at), key_generation=user.key_generation,
+            previous_key_id=user.previous_key_id if overlap else None,
+            previous_key_expires_at=iso(user.previous_key_until) if overlap else None,
         )  # fmt: skip
 
 

@@ -24,6 +24,7 @@ from .schemas import (
     NO_STORE,
     CreateServiceUser,
     KeyAnswer,
+    RotateKey,
     ServiceUserPage,
     ServiceUserQuery,
     ServiceUserView,
@@ -39,7 +40,7 @@ __all__ = ("OPERATIONS", "expiry", "requests_per_day")
 
 def _view(request: web.Request, user: ServiceUser) -> ServiceUserView:
     pending = request.app[AUTHENTICATOR].pending_last_used_of(user.id)
-    return ServiceUserView.of(user, pending)
+    return ServiceUserView.of(user, request.app[CLOCK](), pending)
 
 
 def _created(request: web.Request, created: CreatedKey, status: int) -> web.Response:
@@ -155,8 +156,9 @@ async def update(request: web.Request) -> web.Response:
 async def rotate(request: web.Request) -> web.Response:
     caller = manager(request)
     user = await _target(request, mutate=True)
+    body = await read_body(request, RotateKey)
     created = await request.app[SERVICE_USERS].rotate(
-        user.id, actor=caller.id, client=client_details(request)
+        user.id, actor=caller.id, client=client_details(request), grace_seconds=body.grace_seconds
     )
     return _created(request, created, 200)
 
@@ -187,6 +189,7 @@ OPERATIONS = (
     Operation("DELETE", _BASE + "/{id}", delete, "Delete a service user", 204, None,
               errors=_CONFLICTS),
     Operation("POST", _BASE + "/{id}/rotate", rotate,
-              "New key, shown once; the old key and its tokens stop working now", 200,
-              KeyAnswer, no_store=True),
+              "New key, shown once; the old key and its tokens stop working now, or after"
+              " grace_seconds", 200, KeyAnswer, body=RotateKey, errors=_CONFLICTS,
+              no_store=True),
 )  # fmt: skip

@@ -20,7 +20,7 @@ __all__ = ("IdentityTables",)
 _SU_COLUMNS: Final = """
     su.id, su.tenant_id, t.name, su.name, su.description, su.role, su.key_id, su.key_digest,
     su.created_at, su.created_by, su.expires_at, su.active, su.last_used_at, su.key_rotated_at,
-    su.key_generation
+    su.key_generation, su.previous_key_id, su.previous_key_digest, su.previous_key_until
 """
 _WHAT: Final = {"service_users": "service users", "users": "users", "access_roles": "roles"}
 _SU_FROM: Final = "FROM service_users su JOIN tenants t ON t.id = su.tenant_id"
@@ -43,13 +43,18 @@ def _service_user(row: Iterable[Any]) -> ServiceUser:
         last_used_at,
         key_rotated_at,
         key_generation,
+        previous_key_id,
+        previous_key_digest,
+        previous_key_until,
     ) = row
     return ServiceUser(
         id=id_, tenant_id=tenant_id, tenant_name=tenant_name, name=name,
         description=description, role=Role(role), key_id=key_id, key_digest=bytes(key_digest),
         created_at=created_at, created_by=created_by, expires_at=expires_at,
         active=bool(active), last_used_at=last_used_at, key_rotated_at=key_rotated_at,
-        key_generation=key_generation,
+        key_generation=key_generation, previous_key_id=previous_key_id,
+        previous_key_digest=None if previous_key_digest is None else bytes(previous_key_digest),
+        previous_key_until=previous_key_until,
     )  # fmt: skip
 
 
@@ -99,8 +104,10 @@ class IdentityTables(StoreCore):
         return _service_user(row) if row else None
 
     async def service_user_by_key_id(self, key_id: str) -> ServiceUser | None:
+        # The current key's id or, during an overlap, the previous key's.
         row = await self._fetchone(
-            f"SELECT {_SU_COLUMNS} {_SU_FROM} WHERE su.key_id = ?", (key_id,)
+            f"SELECT {_SU_COLUMNS} {_SU_FROM} WHERE su.key_id = ? OR su.previous_key_id = ?",
+            (key_id, key_id),
         )
         return _service_user(row) if row else None
 
@@ -158,7 +165,8 @@ class IdentityTables(StoreCore):
         """Apply column ``changes`` to one service user; False if it does not exist."""
         allowed = {
             "description", "role", "key_id", "key_digest", "expires_at", "active",
-            "key_rotated_at", "key_generation",
+            "key_rotated_at", "key_generation", "previous_key_id", "previous_key_digest",
+            "previous_key_until",
         }  # fmt: skip
         unknown = set(changes) - allowed
         if unknown or not changes:

@@ -204,6 +204,14 @@ _SCRIPTS: Final[tuple[str, ...]] = (
     DROP INDEX login_failures_last;
     CREATE INDEX failure_counts_last ON failure_counts (last_at);
     """,
+    # 7: rotation with an overlap: the key a rotation replaced keeps working until
+    # previous_key_until (its tokens too), then dies. A lookup by key id finds either key.
+    """
+    ALTER TABLE service_users ADD COLUMN previous_key_id TEXT;
+    ALTER TABLE service_users ADD COLUMN previous_key_digest BLOB;
+    ALTER TABLE service_users ADD COLUMN previous_key_until REAL;
+    CREATE UNIQUE INDEX service_users_previous_key ON service_users (previous_key_id);
+    """,
 )
 
 MIGRATIONS: Final[tuple[Migration, ...]] = tuple(Migration(script) for script in _SCRIPTS)

@@ -20,7 +20,15 @@ from aiohttp import web
 
 from ..audit.events import KEY_TARGET, client_details
 from ..auth.authz import may_use_catalog
-from ..errors import BadRequest, Conflicting, DomainError, GatewayError, NotFound, describe
+from ..errors import (
+    BadRequest,
+    Conflicting,
+    DomainError,
+    GatewayError,
+    InvalidInput,
+    NotFound,
+    describe,
+)
 from ..identity.models import Principal, Role, ServiceUser
 from ..identity.service_users import CreatedKey
 from ..management.access import manager, role_and_tenant, target, tenant_scope
@@ -61,6 +69,8 @@ EXPIRY_PRESETS: Final = (("30", "30 days"), ("90", "90 days"), ("365", "1 year")
                          ("never", "Never"), ("date", "On a date"))  # fmt: skip
 STATUSES: Final = ("active", "deactivated", "expired")
 USAGE_DAYS: Final = 14
+# The overlaps the rotate form offers (seconds -> label); the API and CLI take any up to 7 d.
+GRACE_CHOICES: Final = {0: "no: it stops now", 3600: "1 hour", 86400: "1 day", 604800: "7 days"}
 
 
 def _row(request: web.Request, user: ServiceUser) -> ServiceUserRow:
@@ -206,6 +216,7 @@ def _key_page(
     )
     return render(request, "service_users/key.html", {
         "user": user, "key": key, "what": what, "clients": clients, "catalogs": usable,
+        "exact": exact,
     }, caller=caller)  # fmt: skip
 
 
@@ -249,7 +260,11 @@ async def _mutable(request: web.Request) -> ServiceUser:
 async def rotate_form(request: web.Request) -> web.Response:
     caller = manager(request)
     user = await _mutable(request)
-    return render(request, "service_users/rotate.html", {"user": user}, caller=caller)
+    return render(
+        request, "service_users/rotate.html",
+        {"user": user, "graces": GRACE_CHOICES, "exact": exact, "now": now(request)},
+        caller=caller,
+    )  # fmt: skip
 
 
 @audited("service_user.rotate", "service_user")
@@ -260,8 +275,11 @@ async def rotate(request: web.Request) -> web.Response:
     if form_text(form, "generation") != str(user.key_generation):
         raise Conflicting("This key was rotated already: its new key was shown then. Rotate "
                           "again to get another one.")  # fmt: skip
+    grace = form_text(form, "grace") or "0"
+    if not grace.isdigit() or int(grace) not in GRACE_CHOICES:
+        raise InvalidInput("grace", "choose one of the offered overlaps")
     created = await request.app[SERVICE_USERS].rotate(
-        user.id, actor=caller.id, client=client_details(request)
+        user.id, actor=caller.id, client=client_details(request), grace_seconds=int(grace)
     )
     return _key_page(request, caller, created, "rotated")
 

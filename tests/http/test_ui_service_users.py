@@ -452,6 +452,48 @@ async def test_rotating_asks_first_then_shows_the_new_key_and_kills_the_old_one(
     assert len(await audit(gateway, action="service_user.rotate", outcome="success")) == 1
 
 
+async def test_rotating_with_an_overlap_keeps_the_old_key_until_the_page_says(
+    gateway: Gateway,
+) -> None:
+    alice = await admin(gateway)
+    etl = await gateway.user("etl")
+    old_key = etl.api_key.plaintext()
+    confirm = await alice.get(f"/ui/service-users/{etl.user.id}/rotate")
+    assert '<option value="86400">1 day</option>' in confirm.text
+
+    form = {"generation": str(etl.user.key_generation), "grace": "86400", "csrf": confirm.csrf()}
+    page = await alice.post(f"/ui/service-users/{etl.user.id}/rotate", form)
+
+    assert page.status == 200, page.text
+    ends = exact(gateway.clock.now + 86400)
+    assert f"keep working until {ends}, then stop" in page.text
+    assert await catalog_status(gateway, key_auth(old_key)) == 200
+    detail = await alice.get(f"/ui/service-users/{etl.user.id}")
+    assert f"<code>{etl.user.key_id}</code> and its tokens keep working until" in detail.text
+    # Rotating again offers to end it, and does.
+    again = await alice.get(f"/ui/service-users/{etl.user.id}/rotate")
+    assert "stops working now either way" in again.text
+    generation = str(etl.user.key_generation + 1)
+    await alice.post(
+        f"/ui/service-users/{etl.user.id}/rotate", {"generation": generation, "csrf": again.csrf()}
+    )
+    assert await catalog_status(gateway, key_auth(old_key)) == 401
+    gateway.clock.advance(86400)
+    detail = await alice.get(f"/ui/service-users/{etl.user.id}")
+    assert "Old key" not in detail.text
+
+
+@pytest.mark.parametrize("grace", ["60", "-1", "lots", "604801"])
+async def test_an_overlap_the_form_does_not_offer_is_refused(gateway: Gateway, grace: str) -> None:
+    alice = await admin(gateway)
+    etl = await gateway.user("etl")
+    confirm = await alice.get(f"/ui/service-users/{etl.user.id}/rotate")
+    form = {"generation": str(etl.user.key_generation), "grace": grace, "csrf": confirm.csrf()}
+    page = await alice.post(f"/ui/service-users/{etl.user.id}/rotate", form)
+    page.assert_refused(400, "grace")
+    assert (await gateway.admin.get(etl.user.id)).key_generation == etl.user.key_generation
+
+
 async def test_a_rotation_without_the_generation_is_refused(gateway: Gateway) -> None:
     alice = await admin(gateway)
     etl = await gateway.user("etl")

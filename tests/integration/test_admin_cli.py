@@ -5,6 +5,7 @@ tmp_path. The live gateway is shared by the whole session, hence unique names ev
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import re
 import secrets
@@ -37,6 +38,7 @@ COPY_NOW = "Copy this key now: it will not be shown again.\n"
 SERVICE_USER_FIELDS = {
     "id", "name", "description", "tenant", "role", "key_id", "active", "created_at",
     "created_by", "expires_at", "last_used_at", "key_rotated_at", "key_generation",
+    "previous_key_id", "previous_key_expires_at",
 }  # fmt: skip
 USER_FIELDS = {
     "id", "username", "tenant", "role", "active", "created_at", "created_by", "last_login_at",
@@ -292,6 +294,34 @@ def test_rotate_service_user_key_prints_a_new_key_once_and_retires_the_old_key_a
     assert catalog_status(live_gateway, {"Authorization": f"Bearer {old_token}"}) == 401
     assert mint_token(live_gateway, user_id, old_key)[0] == 401
     pyiceberg_creates_and_lists_a_namespace(live_gateway, seaweed, user_id, new_key)
+
+
+def test_rotate_with_grace_keeps_the_old_key_working_and_get_shows_until_when(
+    cli: Cli, live_gateway: LiveGateway
+) -> None:
+    created = new_service_user(cli)
+    user_id, old_key = created["service_user"]["id"], created["api_key"]
+
+    rotated = cli.root_json("rotate-service-user-key", "--id", user_id, "--grace", "1h")
+
+    new_key = rotated["api_key"]
+    assert catalog_status(live_gateway, {"X-API-Key": old_key}) == 200
+    assert catalog_status(live_gateway, {"X-API-Key": new_key}) == 200
+    shown = block(ok(cli.root("get-service-user", "--id", user_id)).stdout)
+    assert shown["previous_key_id"] == created["service_user"]["key_id"]
+    ends = datetime.datetime.fromisoformat(shown["previous_key_expires_at"])
+    left = (ends - datetime.datetime.now(datetime.UTC)).total_seconds()
+    assert 3500 < left <= 3600
+    # Rotating again without --grace ends the overlap at once.
+    ok(cli.root("rotate-service-user-key", "--id", user_id))
+    assert catalog_status(live_gateway, {"X-API-Key": old_key}) == 401
+    assert catalog_status(live_gateway, {"X-API-Key": new_key}) == 401
+
+
+def test_rotate_with_a_grace_that_is_no_duration_is_a_usage_error(cli: Cli) -> None:
+    user_id = new_service_user(cli)["service_user"]["id"]
+    result = cli.root("rotate-service-user-key", "--id", user_id, "--grace", "soon")
+    assert result.exit_code == 2 and "--grace" in result.stderr
 
 
 # -- --json on every command ---------------------------------------------------------------------
