@@ -31,6 +31,11 @@ class AuditQueue:
         self._pending: deque[AuditRecord] = deque()
         self._max_pending = max_pending
         self.dropped = 0
+        # One write at a time: a flush that finds another under way waits for it, so when a
+        # flush returns, every record queued before it was called is stored (the audit API
+        # flushes before it reads: without this it could read before the background
+        # writer's batch committed, and miss it).
+        self._writing = asyncio.Lock()
 
     @property
     def pending(self) -> int:
@@ -44,6 +49,10 @@ class AuditQueue:
         self._pending.append(record)
 
     async def flush(self) -> None:
+        async with self._writing:
+            await self._write_pending()
+
+    async def _write_pending(self) -> None:
         if not self._pending:
             return
         batch = list(self._pending)
