@@ -24,6 +24,7 @@ from gateway.identity.service_users import CreatedKey, ServiceUserAdmin
 from gateway.serve.runner import run_init
 from gateway.settings import (
     CatalogSettings,
+    LimitSettings,
     Settings,
     StoreSettings,
     UpstreamAuthSettings,
@@ -31,7 +32,11 @@ from gateway.settings import (
 from gateway.state import AUTHENTICATOR, SERVICE_USERS, STORE, TENANTS
 from gateway.store import DEFAULT_TENANT, SqliteStore
 
-__all__ = ("LiveGateway", "SeaweedUpstream")
+__all__ = ("NO_BACKOFF", "LiveGateway", "SeaweedUpstream")
+
+# Budgets no test reaches: for gateways whose tests fail credentials on purpose, from one
+# address, and are not about the backoff.
+NO_BACKOFF = LimitSettings(failed_auth_per_key=1_000_000, failed_auth_per_address=1_000_000)
 
 T = TypeVar("T")
 WAREHOUSE = "warehouse"
@@ -138,6 +143,10 @@ class LiveGateway:
         settings = Settings(
             store=StoreSettings(path=str(tmp_path / "pangolin.db")),
             catalogs=dict(catalogs),
+            # One gateway for a whole session of tests, all from 127.0.0.1, many of them
+            # presenting bad credentials on purpose: the backoff (tests/http/test_auth_backoff)
+            # must not hold that address for the tests that follow.
+            limits=NO_BACKOFF,
         )
         asyncio.run(run_init(settings))
         gateway = cls(settings, clock)

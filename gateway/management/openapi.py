@@ -53,6 +53,13 @@ def _operation(op: Operation, schemas: dict[str, Any]) -> dict[str, Any]:
     errors = (*op.errors, *(_BODY_ERRORS if op.body is not None else ()))
     for code in sorted(set(errors)):
         responses[str(code)] = {"description": "Refused", "content": _json(_ref(Error))}
+    if not op.public:
+        # Every operation that needs a caller backs off failed credentials (auth.backoff).
+        responses["429"] = {
+            "description": "Too many failed authentications from this address",
+            "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
+            "content": _json(_ref(Error)),
+        }
     described: dict[str, Any] = {
         "operationId": _operation_id(op),
         "summary": op.summary,

@@ -313,6 +313,9 @@ def replicas(
                 f'[server]\nhost = "127.0.0.1"\nport = {port}\n'
                 # Never used (store.url wins); kept out of the repository's var/ regardless.
                 f'[store]\npath = "{root / "unused.db"}"\n'
+                # These tests poll a revoked key until it is refused, from one address: the
+                # failed-authentication backoff (tested on its own) must not turn 401 into 429.
+                "[limits]\nfailed_auth_per_key = 1000000\nfailed_auth_per_address = 1000000\n"
                 f'[catalogs.default]\nupstream = "{upstream}"\n',
                 encoding="utf-8",
             )

@@ -80,6 +80,8 @@ class Served:
         self.store = tmp_path / "pangolin.db"
         self.config.write_text(
             f'[server]\nport = {self.port}\n[store]\npath = "{self.store}"\n'
+            # They poll revoked keys until refused, from one address: not the backoff's test.
+            "[limits]\nfailed_auth_per_key = 1000000\nfailed_auth_per_address = 1000000\n"
             # Never reached: these tests use only the gateway's own endpoints.
             '[catalogs.default]\nupstream = "http://127.0.0.1:9"\n',
             encoding="utf-8",
