@@ -24,6 +24,8 @@ def _cell(value: Any) -> str:
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
+    if isinstance(value, list):
+        return ", ".join(map(str, value)) or "-"  # an allowlist, say: none is "-"
     return str(value)
 
 

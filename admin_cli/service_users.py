@@ -25,6 +25,10 @@ from .output import echo_block_with_table, echo_json, echo_table, note, show, sh
 __all__ = ("COMMANDS",)
 
 COLUMNS = ("id", "name", "role", "tenant", "active", "expires_at", "last_used_at")
+ALLOW_HELP = (
+    "Where its key and tokens work from: an IP address or CIDR (IPv4 or IPv6), e.g. "
+    "10.0.0.0/8. Repeatable."
+)
 BASE = "/api/v1/service-users"
 USAGE_DAYS = 14
 
@@ -56,12 +60,14 @@ def _expiry(expires_in: str | None, expires_at: str | None) -> dict[str, Any]:
               "the tenant (default: the gateway's default).")  # fmt: skip
 @click.option("--role-name", "role_names", multiple=True, metavar="NAME",
               help="A role of its tenant it holds. Repeatable.")  # fmt: skip
+@click.option("--allow", "networks", multiple=True, metavar="CIDR",
+              help=ALLOW_HELP + " Default: from anywhere.")  # fmt: skip
 @json_option
 @pass_context
 def create_service_user(
     ctx: Context, name: str, role: str, description: str, tenant: str | None,
     expires_in: str | None, expires_at: str | None, grants: list[tuple[str, list[str]]],
-    catalog: str | None, role_names: tuple[str, ...], as_json: bool,
+    catalog: str | None, role_names: tuple[str, ...], networks: tuple[str, ...], as_json: bool,
 ) -> None:  # fmt: skip
     """Create a service user; its API key is printed once. Its grants and roles (TenantUser
     only) are given in the same step: all of them, or no service user."""
@@ -79,6 +85,8 @@ def create_service_user(
         ]
     if role_names:
         body["roles"] = list(role_names)
+    if networks:
+        body["allowed_networks"] = list(networks)
     show_key(client.call("POST", BASE, body=body), as_json)
 
 
@@ -138,13 +146,17 @@ def get_service_user(ctx: Context, id_: str, as_json: bool) -> None:
 @click.option("--expires-in", help="New lifetime from now, e.g. 30d.")
 @click.option("--expires-at", help="New expiry time, ISO 8601 with zone.")
 @click.option("--no-expiry", is_flag=True, help="Remove the expiry.")
+@click.option("--allow", "networks", multiple=True, metavar="CIDR",
+              help=ALLOW_HELP + " Replaces the allowlist it had.")  # fmt: skip
+@click.option("--allow-anywhere", is_flag=True, help="Remove the allowlist.")
 @json_option
 @pass_context
 def update_service_user(
     ctx: Context, id_: str, description: str | None, role: str | None, expires_in: str | None,
-    expires_at: str | None, no_expiry: bool, as_json: bool,
+    expires_at: str | None, no_expiry: bool, networks: tuple[str, ...], allow_anywhere: bool,
+    as_json: bool,
 ) -> None:  # fmt: skip
-    """Change a service user's description, role or expiry."""
+    """Change a service user's description, role, expiry or allowlist."""
     body: dict[str, Any] = _expiry(expires_in, expires_at)
     if no_expiry:
         if body:
@@ -154,8 +166,14 @@ def update_service_user(
         body["description"] = description
     if role is not None:
         body["role"] = role
+    if networks and allow_anywhere:
+        raise click.UsageError("--allow-anywhere cannot be combined with --allow")
+    if networks or allow_anywhere:
+        body["allowed_networks"] = list(networks)
     if not body:
-        raise click.UsageError("nothing to change: give --description, --role or an expiry")
+        raise click.UsageError(
+            "nothing to change: give --description, --role, an expiry or an allowlist"
+        )
     _update(ctx, id_, body, as_json)
 
 

@@ -11,22 +11,33 @@ audited once instead of each failure.
 
 from __future__ import annotations
 
+from typing import Final
+
 from aiohttp import web
 
 from ..audit.events import KEY_TARGET, record_auth_failure, record_event
 from ..errors import BadRequest, TooManyRequests, Unauthenticated
 from ..identity.models import Principal
 from ..state import AUTH, BACKOFF, CLIENTS, METRICS
-from .authenticator import ANONYMOUS, HELD
+from .authenticator import ANONYMOUS, HELD, AuthOutcome
 from .credentials import AMBIGUOUS
 
-__all__ = ("check_backoff", "require_principal")
+__all__ = ("NOT_ALLOWED_HERE", "allowed_here", "check_backoff", "require_principal")
+
+# The reason of a good credential used from outside its service user's allowlist.
+NOT_ALLOWED_HERE: Final = "address_not_allowed"
 
 
 def require_principal(request: web.Request, target_type: str, target_id: str | None) -> Principal:
     outcome = request[AUTH]
-    if outcome.principal is not None:
-        return outcome.principal
+    principal = outcome.principal
+    if principal is not None:
+        if allowed_here(request, principal):
+            return principal
+        # A good credential from outside its allowlist: refused like any failed credential
+        # (the same 401: nothing tells a thief the key is good), audited against its owner.
+        outcome = request[AUTH] = AuthOutcome(None, NOT_ALLOWED_HERE)
+        target_type, target_id = "service_user", principal.id
     if outcome.reason not in (ANONYMOUS.reason, AMBIGUOUS.kind):  # a credential failed
         check_backoff(request, outcome.reason, outcome.key_id)
     record_auth_failure(request, target_type, target_id)
@@ -35,6 +46,11 @@ def require_principal(request: web.Request, target_type: str, target_id: str | N
             "Malformed request: give one credential (one X-API-Key or one Authorization header)"
         )
     raise Unauthenticated()
+
+
+def allowed_here(request: web.Request, principal: Principal) -> bool:
+    """Whether the client's address is in ``principal``'s allowlist (always, without one)."""
+    return not principal.networks or principal.allowed_from(request.app[CLIENTS].address(request))
 
 
 def check_backoff(request: web.Request, reason: str | None, key_id: str | None) -> None:

@@ -16,6 +16,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Final
 
+from ..networks import Network, parse_ip, parse_networks
 from .grants import NO_GRANTS, GrantIndex
 
 __all__ = (
@@ -84,6 +85,8 @@ class ServiceUser:
     previous_key_id: str | None = None
     previous_key_digest: bytes | None = None
     previous_key_until: float | None = None
+    # The networks (canonical CIDRs) its key and tokens work from; empty: from anywhere.
+    allowed_networks: tuple[str, ...] = ()
 
     def usable_at(self, now: float) -> bool:
         """Whether this identity may authenticate at ``now`` (active and not expired)."""
@@ -110,6 +113,7 @@ class ServiceUser:
             tenant_name=self.tenant_name,
             key_generation=self.key_generation,
             grants=grants,
+            networks=parse_networks(self.allowed_networks),
         )
 
 
@@ -176,6 +180,15 @@ class Principal:
     # What a TenantUser service user may do beyond its catalogs' default_access (its own and
     # its roles' grants), loaded with the identity; Root and TenantAdmin need none.
     grants: GrantIndex = field(default=NO_GRANTS, compare=False, repr=False)
+    # Where its credentials work from (a service user's allowlist); empty: anywhere.
+    networks: tuple[Network, ...] = field(default=(), compare=False, repr=False)
+
+    def allowed_from(self, address: str) -> bool:
+        """Whether a request from ``address`` may act as this principal."""
+        if not self.networks:
+            return True
+        ip = parse_ip(address)
+        return ip is not None and any(ip in network for network in self.networks)
 
 
 @dataclass(frozen=True, slots=True)

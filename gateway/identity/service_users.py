@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from ..errors import AlreadyExists, InvalidInput, NoSuchThing
+from ..networks import network_problem, parse_networks
 from ..store import AuditRecord, ClientInfo, MissingReference, Store, UniqueViolation
 from .grant_admin import check_holder, check_room, new_grant
 from .grants import Grant
@@ -26,9 +27,11 @@ from .models import ApiKey, Role, ServiceUser, digest_key, generate_key
 __all__ = (
     "MAX_DESCRIPTION",
     "MAX_GRACE",
+    "MAX_NETWORKS",
     "MAX_NAME",
     "CreatedKey",
     "ServiceUserAdmin",
+    "check_networks",
 )
 
 MAX_NAME: Final = 128
@@ -36,6 +39,7 @@ MAX_DESCRIPTION: Final = 1024
 # Longest overlap a rotation may give the old key: a week covers a release cycle, and an old
 # key alive for longer is a second key, not a transition.
 MAX_GRACE: Final = 7 * 86400
+MAX_NETWORKS: Final = 100  # per allowlist
 
 Clock = Callable[[], float]
 # A grant a new service user starts with: (catalog, resource levels, action).
@@ -51,6 +55,17 @@ class CreatedKey:
 
     def __repr__(self) -> str:
         return f"CreatedKey(user={self.user.id!r}, api_key=<redacted>)"
+
+
+def check_networks(entries: Sequence[str]) -> tuple[str, ...]:
+    """An allowlist as kept: each entry a canonical CIDR (``10.1.2.3/8`` is ``10.0.0.0/8``,
+    an address its /32 or /128), in the order given, without repeats."""
+    if isinstance(entries, str) or len(entries) > MAX_NETWORKS:
+        raise InvalidInput("allowed_networks", f"must be a list of at most {MAX_NETWORKS} CIDRs")
+    for entry in entries:
+        if not isinstance(entry, str) or (problem := network_problem(entry)):
+            raise InvalidInput("allowed_networks", problem or "must be a list of CIDRs")
+    return tuple(dict.fromkeys(str(network) for network in parse_networks(entries)))
 
 
 def _check_text(field: str, value: str, limit: int, *, required: bool) -> str:
@@ -109,15 +124,18 @@ class ServiceUserAdmin:
         expires_at: float | None = None,
         grants: Sequence[GrantRequest] = (),
         roles: Sequence[str] = (),
+        allowed_networks: Sequence[str] = (),
         actor: str,
         client: ClientInfo | None = None,
     ) -> CreatedKey:
         """A new service user with its key and, in the same transaction, its first ``grants``
         ((catalog, resource, action), checked by ``access``) and the ``roles`` (names) of its
-        tenant it holds."""
+        tenant it holds; ``allowed_networks``: where its key and tokens work from (CIDRs;
+        empty: anywhere)."""
         name = _check_text("name", name, MAX_NAME, required=True)
         description = _check_text("description", description, MAX_DESCRIPTION, required=False)
         role = _check_role(role)
+        networks = check_networks(allowed_networks)
         now = self._clock()
         _check_expiry(expires_at)
         if expires_at is not None and expires_at <= now:
@@ -131,6 +149,7 @@ class ServiceUserAdmin:
             description=description, role=role, key_id=key.key_id, key_digest=digest_key(key),
             created_at=now, created_by=actor, expires_at=expires_at, active=True,
             last_used_at=None, key_rotated_at=None, key_generation=1,
+            allowed_networks=networks,
         )  # fmt: skip
         rights, role_ids, detail = await self._first_rights(user, grants, roles, actor)
         record = self._record(actor, "service_user.create", user, client, detail)
@@ -224,8 +243,8 @@ class ServiceUserAdmin:
         actor: str,
         client: ClientInfo | None = None,
     ) -> ServiceUser:
-        """Change any of description, role, expires_at (None: never) and active, in one
-        transaction with one audit record."""
+        """Change any of description, role, expires_at (None: never), active and
+        allowed_networks (empty: anywhere), in one transaction with one audit record."""
         columns: dict[str, Any] = {}
         for field, value in changes.items():
             if field == "description":
@@ -236,6 +255,8 @@ class ServiceUserAdmin:
                 columns[field] = _check_expiry(value)
             elif field == "active":
                 columns[field] = int(bool(value))
+            elif field == "allowed_networks":
+                columns[field] = check_networks(value)
             else:
                 raise InvalidInput(field, "cannot be changed")
         if not columns:

@@ -27,7 +27,7 @@ from ..identity.grant_admin import MAX_LEVEL_NAME, MAX_LEVELS
 from ..identity.grants import AccessRole, Grant, SubjectType
 from ..identity.models import Role, ServiceUser, Tenant, User
 from ..identity.passwords import MAX_PASSWORD, MIN_PASSWORD
-from ..identity.service_users import MAX_DESCRIPTION, MAX_GRACE, MAX_NAME
+from ..identity.service_users import MAX_DESCRIPTION, MAX_GRACE, MAX_NAME, MAX_NETWORKS
 from ..identity.tenants import TENANT_NAME_PATTERN, TENANT_NAME_RULE
 from ..identity.users import USERNAME_PATTERN, USERNAME_RULE
 from ..routing import Action
@@ -129,6 +129,14 @@ ExpiresIn = Annotated[
 ]
 # Epoch seconds once read; ISO 8601 text with a time zone on the wire.
 ExpiresAt = Annotated[float | None, _time("expires_at"), WithJsonSchema(_TIME_TEXT)]
+# A service user's allowlist: where its key and tokens work from (empty: anywhere).
+AllowedNetworks = Annotated[
+    list[Annotated[str, Field(max_length=64)]],
+    Field(
+        max_length=MAX_NETWORKS,
+        description="IP addresses or CIDRs (IPv4, IPv6); empty: from anywhere",
+    ),
+]
 # Optional but never null: SkipJsonSchema keeps null out of the document, _refuse_nulls out
 # of the input.
 _Optional = SkipJsonSchema[None]
@@ -163,6 +171,7 @@ class CreateServiceUser(_Body):
     # Its rights in the same transaction: grants, and the names of roles of its tenant.
     grants: Annotated[list[GrantSpec], Field(max_length=1000)] = []
     roles: Annotated[list[RoleName], Field(max_length=100)] = []
+    allowed_networks: AllowedNetworks = []
 
 
 class CreateGrant(GrantSpec):
@@ -186,6 +195,7 @@ class UpdateServiceUser(_Body):
     active: bool | _Optional = None
     expires_at: ExpiresAt = None
     expires_in: ExpiresIn = None
+    allowed_networks: AllowedNetworks | _Optional = None
 
 
 class RotateKey(_Body):
@@ -319,6 +329,7 @@ class ServiceUserView(_Answer):
     # stop working at previous_key_expires_at. Both null otherwise.
     previous_key_id: str | None
     previous_key_expires_at: Time
+    allowed_networks: list[str]
 
     @classmethod
     def of(cls, user: ServiceUser, now: float, last_used_at: float | None) -> ServiceUserView:
@@ -333,6 +344,7 @@ class ServiceUserView(_Answer):
             key_rotated_at=iso(user.key_rotated_at), key_generation=user.key_generation,
             previous_key_id=user.previous_key_id if overlap else None,
             previous_key_expires_at=iso(user.previous_key_until) if overlap else None,
+            allowed_networks=list(user.allowed_networks),
         )  # fmt: skip
 
 

@@ -78,6 +78,7 @@ async def create(request: web.Request) -> web.Response:
         name=body.name, role=role, tenant=tenant, description=body.description,
         expires_at=expires_at, actor=caller.id, client=client_details(request),
         grants=[(g.catalog, g.resource, g.action) for g in body.grants], roles=body.roles,
+        allowed_networks=body.allowed_networks,
     )  # fmt: skip
     return _created(request, created, 201)
 
@@ -136,7 +137,7 @@ async def update(request: web.Request) -> web.Response:
     body = await read_body(request, UpdateServiceUser)
     given = body.model_fields_set
     changes: dict[str, Any] = {}
-    for field in ("role", "description", "active"):
+    for field in ("role", "description", "active", "allowed_networks"):
         if field in given:  # never null (schemas: _refuse_nulls)
             changes[field] = getattr(body, field)
     if "role" in changes:
@@ -145,7 +146,9 @@ async def update(request: web.Request) -> web.Response:
     if expiry_given:
         changes["expires_at"] = expires_at
     if not changes:
-        raise BadRequest("Nothing to update: give description, role, active or expires_at")
+        raise BadRequest(
+            "Nothing to update: give description, role, active, expires_at or allowed_networks"
+        )
     updated = await request.app[SERVICE_USERS].update(
         user.id, changes, actor=caller.id, client=client_details(request)
     )
@@ -184,7 +187,8 @@ OPERATIONS = (
     Operation("GET", _BASE + "/{id}/usage", usage,
               "Requests per UTC day, oldest first, every day present", 200, Usage,
               query=UsageQuery),
-    Operation("PUT", _BASE + "/{id}", update, "Update description, role, expiry or active",
+    Operation("PUT", _BASE + "/{id}", update,
+              "Update description, role, expiry, active or the allowlist",
               200, ServiceUserView, body=UpdateServiceUser, errors=_CONFLICTS),
     Operation("DELETE", _BASE + "/{id}", delete, "Delete a service user", 204, None,
               errors=_CONFLICTS),

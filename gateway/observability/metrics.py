@@ -62,7 +62,7 @@ UPSTREAM_ERROR_KINDS: Final = ("unavailable", "timeout", "broken")
 AUTH_FAILURE_REASONS: Final = (
     "missing", "malformed", "unknown_key", "wrong_secret", "bad_token",
     "deleted", "rotated", "inactive", "expired", "password", "ambiguous",
-    "unknown_session", "idle",
+    "unknown_session", "idle", "address_not_allowed",
 )  # fmt: skip
 GRANT_TYPES: Final = ("client_credentials", "token_exchange")
 # Why a request was answered 429: a failure past the address's or the (address, key id)'s

@@ -4,6 +4,7 @@ their sessions, grants and the audit log have modules of their own. SQL both eng
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -20,10 +21,16 @@ __all__ = ("IdentityTables",)
 _SU_COLUMNS: Final = """
     su.id, su.tenant_id, t.name, su.name, su.description, su.role, su.key_id, su.key_digest,
     su.created_at, su.created_by, su.expires_at, su.active, su.last_used_at, su.key_rotated_at,
-    su.key_generation, su.previous_key_id, su.previous_key_digest, su.previous_key_until
+    su.key_generation, su.previous_key_id, su.previous_key_digest, su.previous_key_until,
+    su.allowed_networks
 """
 _WHAT: Final = {"service_users": "service users", "users": "users", "access_roles": "roles"}
 _SU_FROM: Final = "FROM service_users su JOIN tenants t ON t.id = su.tenant_id"
+
+
+def networks_column(networks: Sequence[str]) -> str | None:
+    """An allowlist as stored: a JSON list, or NULL for "from anywhere"."""
+    return json.dumps(list(networks)) if networks else None
 
 
 def _service_user(row: Iterable[Any]) -> ServiceUser:
@@ -46,6 +53,7 @@ def _service_user(row: Iterable[Any]) -> ServiceUser:
         previous_key_id,
         previous_key_digest,
         previous_key_until,
+        allowed_networks,
     ) = row
     return ServiceUser(
         id=id_, tenant_id=tenant_id, tenant_name=tenant_name, name=name,
@@ -55,6 +63,7 @@ def _service_user(row: Iterable[Any]) -> ServiceUser:
         key_generation=key_generation, previous_key_id=previous_key_id,
         previous_key_digest=None if previous_key_digest is None else bytes(previous_key_digest),
         previous_key_until=previous_key_until,
+        allowed_networks=tuple(json.loads(allowed_networks)) if allowed_networks else (),
     )  # fmt: skip
 
 
@@ -146,12 +155,12 @@ class IdentityTables(StoreCore):
             await tx.execute(
                 "INSERT INTO service_users (id, tenant_id, name, description, role, key_id,"
                 " key_digest, created_at, created_by, expires_at, active, last_used_at,"
-                " key_rotated_at, key_generation)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " key_rotated_at, key_generation, allowed_networks)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (user.id, user.tenant_id, user.name, user.description, user.role.value,
                  user.key_id, user.key_digest, user.created_at, user.created_by,
                  user.expires_at, int(user.active), user.last_used_at, user.key_rotated_at,
-                 user.key_generation),
+                 user.key_generation, networks_column(user.allowed_networks)),
             )  # fmt: skip
             for grant in grants:
                 await insert_grant_row(tx, grant)
@@ -166,11 +175,13 @@ class IdentityTables(StoreCore):
         allowed = {
             "description", "role", "key_id", "key_digest", "expires_at", "active",
             "key_rotated_at", "key_generation", "previous_key_id", "previous_key_digest",
-            "previous_key_until",
+            "previous_key_until", "allowed_networks",
         }  # fmt: skip
         unknown = set(changes) - allowed
         if unknown or not changes:
             raise ValueError(f"cannot update {sorted(unknown) or 'nothing'}")
+        if "allowed_networks" in changes:  # a sequence of CIDRs, stored as JSON
+            changes = {**changes, "allowed_networks": networks_column(changes["allowed_networks"])}
         # A rotation computes the next generation from a read made before this write, so two
         # concurrent rotations would both write N + 1 and tokens minted from the first new key
         # would survive the second rotation. The generation must strictly grow (the greater

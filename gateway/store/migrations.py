@@ -212,6 +212,11 @@ _SCRIPTS: Final[tuple[str, ...]] = (
     ALTER TABLE service_users ADD COLUMN previous_key_until REAL;
     CREATE UNIQUE INDEX service_users_previous_key ON service_users (previous_key_id);
     """,
+    # 8: a service user's IP allowlist: a JSON list of CIDRs its key and tokens work from
+    # (NULL: from anywhere).
+    """
+    ALTER TABLE service_users ADD COLUMN allowed_networks TEXT;
+    """,
 )
 
 MIGRATIONS: Final[tuple[Migration, ...]] = tuple(Migration(script) for script in _SCRIPTS)

@@ -173,10 +173,12 @@ async def create(request: web.Request) -> web.Response:
     caller = manager(request)
     form = await request.post()
     values = {name: form_text(form, name) for name in
-              ("name", "description", "role", "tenant", "expiry", "expires_on")}  # fmt: skip
+              ("name", "description", "role", "tenant", "expiry", "expires_on",
+               "allowed_networks")}  # fmt: skip
     try:
         fields: dict[str, Any] = {
             "name": values["name"], "description": values["description"],
+            "allowed_networks": values["allowed_networks"].split(),  # one per line
             **_expiry_fields(form),
         }  # fmt: skip
         for name in ("role", "tenant"):
@@ -187,7 +189,8 @@ async def create(request: web.Request) -> web.Response:
         _, expires_at = expiry(body, now(request))  # the API's rule for the two fields
         created = await request.app[SERVICE_USERS].create(
             name=body.name, role=role, tenant=tenant, description=body.description,
-            expires_at=expires_at, actor=caller.id, client=client_details(request),
+            expires_at=expires_at, allowed_networks=body.allowed_networks, actor=caller.id,
+            client=client_details(request),
         )  # fmt: skip
     except (GatewayError, DomainError) as exc:
         status, _, message = describe(exc)

@@ -358,6 +358,30 @@ async def test_the_key_never_appears_on_any_later_page_cookie_location_or_log_li
         assert form not in caplog.text
 
 
+async def test_the_create_form_takes_an_allowlist_one_network_per_line(gateway: Gateway) -> None:
+    alice = await admin(gateway)
+    page = await alice.post(
+        "/ui/service-users",
+        {"name": "etl", "expiry": "30", "allowed_networks": "10.1.2.3/8\r\n2001:db8::/32\n"},
+    )
+    key = page.key()
+    created = await service_user_named(gateway, "etl")
+    assert created is not None
+    assert created.allowed_networks == ("10.0.0.0/8", "2001:db8::/32")
+    assert await catalog_status(gateway, key_auth(key)) == 401  # the test client is 127.0.0.1
+    detail = await alice.get(f"/ui/service-users/{created.id}")
+    assert "<dt>Allowed from</dt><dd><code>10.0.0.0/8</code>, <code>2001:db8::/32</code></dd>" in (
+        detail.text
+    )
+
+    refused = await alice.post(
+        "/ui/service-users", {"name": "other", "expiry": "30", "allowed_networks": "10.0.0.300"}
+    )
+    assert refused.status == 400 and "is not an IP address or CIDR" in refused.text
+    assert "10.0.0.300" in refused.text  # the form keeps what was typed
+    assert await service_user_named(gateway, "other") is None
+
+
 @pytest.mark.parametrize(
     ("name", "status", "words"),
     [("", 400, ("name",)), ("x" * 129, 400, ("name",)), ("taken", 409, ("name", "already exists"))],

@@ -318,6 +318,26 @@ def test_rotate_with_grace_keeps_the_old_key_working_and_get_shows_until_when(
     assert catalog_status(live_gateway, {"X-API-Key": new_key}) == 401
 
 
+def test_allow_limits_where_a_key_works_and_allow_anywhere_lifts_it(
+    cli: Cli, live_gateway: LiveGateway
+) -> None:
+    created = new_service_user(cli, "--allow", "10.0.0.0/8", "--allow", "2001:db8::/32")
+    user_id, key = created["service_user"]["id"], created["api_key"]
+    assert created["service_user"]["allowed_networks"] == ["10.0.0.0/8", "2001:db8::/32"]
+    assert catalog_status(live_gateway, {"X-API-Key": key}) == 401  # the tests are 127.0.0.1
+
+    shown = block(
+        ok(cli.root("update-service-user", "--id", user_id, "--allow", "127.0.0.1")).stdout
+    )
+    assert shown["allowed_networks"] == "127.0.0.1/32"
+    assert catalog_status(live_gateway, {"X-API-Key": key}) == 200
+
+    shown = block(ok(cli.root("update-service-user", "--id", user_id, "--allow-anywhere")).stdout)
+    assert shown["allowed_networks"] == "-"
+    refused_ = cli.root("update-service-user", "--id", user_id, "--allow", "nope")
+    assert refused_.exit_code != 0 and "is not an IP address or CIDR" in refused_.stderr
+
+
 def test_rotate_with_a_grace_that_is_no_duration_is_a_usage_error(cli: Cli) -> None:
     user_id = new_service_user(cli)["service_user"]["id"]
     result = cli.root("rotate-service-user-key", "--id", user_id, "--grace", "soon")
