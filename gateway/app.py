@@ -26,6 +26,7 @@ from .audit.clients import ClientAddresses
 from .audit.queue import AuditQueue
 from .auth.authenticator import Authenticator
 from .auth.backoff import AuthBackoff
+from .auth.key_age import KeyAgePolicy
 from .auth.tokens import TokenService
 from .connection import handler_args
 from .identity.grant_admin import GrantAdmin
@@ -54,6 +55,7 @@ from .state import (
     FORWARDERS,
     GRANTS,
     HTTP_SESSION,
+    KEY_POLICY,
     METRICS,
     METRICS_REGISTRY,
     SERVICE_USERS,
@@ -103,6 +105,9 @@ def create_app(
     app[METRICS_REGISTRY] = registry
     app[METRICS] = metrics
     app[CLIENTS] = ClientAddresses(settings.server.trusted_proxies)
+    key_policy = app[KEY_POLICY] = KeyAgePolicy(settings.keys, clock)
+    app.on_response_prepare.append(key_policy.on_response_prepare)
+    metrics.watch_key_ages(key_policy)
     app.cleanup_ctx.append(_store_context(store, authenticator))
     app.cleanup_ctx.append(_upstream_context)
     app.router.add_get("/healthz", health.healthz)
@@ -166,6 +171,7 @@ def _store_context(
                 asyncio.create_task(
                     backoff.run(settings.store.audit_flush_seconds), name="pangolin-backoff"
                 ),
+                asyncio.create_task(app[KEY_POLICY].run(store), name="pangolin-key-ages"),
             ]
             try:
                 yield

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from .audit.queue import AuditQueue
     from .auth.authenticator import Authenticator, AuthOutcome
     from .auth.backoff import AuthBackoff
+    from .auth.key_age import KeyAgePolicy
     from .auth.tokens import TokenService
     from .identity.grant_admin import GrantAdmin
     from .identity.service_users import ServiceUserAdmin
@@ -39,6 +40,7 @@ __all__ = (
     "CLOCK",
     "FORWARDERS",
     "HTTP_SESSION",
+    "KEY_POLICY",
     "METRICS",
     "METRICS_REGISTRY",
     "REQUEST_ID",
@@ -58,6 +60,7 @@ STORE: web.AppKey[Store] = web.AppKey("pangolin.store")
 TOKENS: web.AppKey[TokenService] = web.AppKey("pangolin.tokens")
 AUTHENTICATOR: web.AppKey[Authenticator] = web.AppKey("pangolin.authenticator")
 BACKOFF: web.AppKey[AuthBackoff] = web.AppKey("pangolin.backoff")
+KEY_POLICY: web.AppKey[KeyAgePolicy] = web.AppKey("pangolin.key_policy")
 SERVICE_USERS: web.AppKey[ServiceUserAdmin] = web.AppKey("pangolin.service_users")
 USERS: web.AppKey[UserAdmin] = web.AppKey("pangolin.users")
 GRANTS: web.AppKey[GrantAdmin] = web.AppKey("pangolin.grants")

@@ -315,8 +315,14 @@ class Authenticator:
         if made is None or made[0] is not user:
             made = await self._make_principal(user)
         if previous:
-            # Tokens it buys carry the old generation, and die when the overlap ends.
-            old = dataclasses.replace(made[1], key_generation=user.key_generation - 1)
+            # Tokens it buys carry the old generation, and die when the overlap ends (which
+            # is when it stops working, as far as its callers are told).
+            ends = user.previous_key_until
+            if user.expires_at is not None and ends is not None:
+                ends = min(ends, user.expires_at)
+            old = dataclasses.replace(
+                made[1], key_generation=user.key_generation - 1, expires_at=ends
+            )
             return AuthOutcome(old)
         return AuthOutcome(made[1])
 

@@ -18,25 +18,29 @@ from aiohttp import web
 from ..audit.events import KEY_TARGET, record_auth_failure, record_event
 from ..errors import BadRequest, TooManyRequests, Unauthenticated
 from ..identity.models import Principal
-from ..state import AUTH, BACKOFF, CLIENTS, METRICS
+from ..state import AUTH, BACKOFF, CLIENTS, KEY_POLICY, METRICS
 from .authenticator import ANONYMOUS, HELD, AuthOutcome
 from .credentials import AMBIGUOUS
 
-__all__ = ("NOT_ALLOWED_HERE", "allowed_here", "check_backoff", "require_principal")
+__all__ = ("KEY_TOO_OLD", "NOT_ALLOWED_HERE", "check_backoff", "refusal", "require_principal")
 
-# The reason of a good credential used from outside its service user's allowlist.
+# The reasons of a good credential refused: used from outside its service user's allowlist,
+# or a key past the maximum age when the policy refuses such keys.
 NOT_ALLOWED_HERE: Final = "address_not_allowed"
+KEY_TOO_OLD: Final = "key_too_old"
 
 
 def require_principal(request: web.Request, target_type: str, target_id: str | None) -> Principal:
     outcome = request[AUTH]
     principal = outcome.principal
     if principal is not None:
-        if allowed_here(request, principal):
+        refused = refusal(request, principal)
+        if refused is None:
             return principal
-        # A good credential from outside its allowlist: refused like any failed credential
-        # (the same 401: nothing tells a thief the key is good), audited against its owner.
-        outcome = request[AUTH] = AuthOutcome(None, NOT_ALLOWED_HERE)
+        # A good credential from outside its allowlist, or a key the policy finds too old:
+        # refused like any failed credential (the same 401: nothing tells a thief the key
+        # is good), audited against its owner.
+        outcome = request[AUTH] = AuthOutcome(None, refused)
         target_type, target_id = "service_user", principal.id
     if outcome.reason not in (ANONYMOUS.reason, AMBIGUOUS.kind):  # a credential failed
         check_backoff(request, outcome.reason, outcome.key_id)
@@ -48,9 +52,14 @@ def require_principal(request: web.Request, target_type: str, target_id: str | N
     raise Unauthenticated()
 
 
-def allowed_here(request: web.Request, principal: Principal) -> bool:
-    """Whether the client's address is in ``principal``'s allowlist (always, without one)."""
-    return not principal.networks or principal.allowed_from(request.app[CLIENTS].address(request))
+def refusal(request: web.Request, principal: Principal) -> str | None:
+    """Why an authenticated ``principal`` may still not act here, or None: a client address
+    outside its allowlist, a key past the maximum age the policy refuses."""
+    if principal.networks and not principal.allowed_from(request.app[CLIENTS].address(request)):
+        return NOT_ALLOWED_HERE
+    if request.app[KEY_POLICY].too_old(principal):
+        return KEY_TOO_OLD
+    return None
 
 
 def check_backoff(request: web.Request, reason: str | None, key_id: str | None) -> None:

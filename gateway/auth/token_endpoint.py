@@ -44,7 +44,7 @@ from ..errors import TooManyRequests
 from ..identity.models import Principal, parse_key
 from ..state import AUTH, AUTHENTICATOR, BACKOFF, CLIENTS, METRICS, SETTINGS, TOKENS
 from .authenticator import Authenticator, AuthOutcome
-from .caller import NOT_ALLOWED_HERE, allowed_here, check_backoff
+from .caller import check_backoff, refusal
 from .tokens import ACCESS_TOKEN_TYPE, MAX_TOKEN_BYTES, IssuedToken
 
 __all__ = ("token_endpoint",)
@@ -211,9 +211,10 @@ async def _grant(request: web.Request, form: Mapping[str, str]) -> tuple[Princip
         principal = await _exchange(authenticator, request, form)
     else:
         raise _Refused(UnsupportedGrantTypeError(grant_type))
-    if not allowed_here(request, principal):
-        # Its allowlist holds at the token endpoint too (the same answer as a wrong secret).
-        raise _invalid_client(reason=NOT_ALLOWED_HERE)
+    refused = refusal(request, principal)
+    if refused is not None:
+        # Its allowlist and the key-age policy hold here too (the answer a wrong secret gets).
+        raise _invalid_client(reason=refused)
     return principal, request.app[TOKENS].issue(principal, scope)
 
 

@@ -114,6 +114,8 @@ class ServiceUser:
             key_generation=self.key_generation,
             grants=grants,
             networks=parse_networks(self.allowed_networks),
+            key_issued_at=self.key_rotated_at or self.created_at,
+            expires_at=self.expires_at,
         )
 
 
@@ -182,6 +184,11 @@ class Principal:
     grants: GrantIndex = field(default=NO_GRANTS, compare=False, repr=False)
     # Where its credentials work from (a service user's allowlist); empty: anywhere.
     networks: tuple[Network, ...] = field(default=(), compare=False, repr=False)
+    # A service user's: when its key was issued (made or last rotated), and when it stops
+    # working (its expiry, or the end of the overlap of a replaced key it used); for the
+    # key-age policy (auth.key_age). None for humans, and for no expiry.
+    key_issued_at: float | None = field(default=None, compare=False, repr=False)
+    expires_at: float | None = field(default=None, compare=False, repr=False)
 
     def allowed_from(self, address: str) -> bool:
         """Whether a request from ``address`` may act as this principal."""

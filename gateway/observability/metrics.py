@@ -62,7 +62,7 @@ UPSTREAM_ERROR_KINDS: Final = ("unavailable", "timeout", "broken")
 AUTH_FAILURE_REASONS: Final = (
     "missing", "malformed", "unknown_key", "wrong_secret", "bad_token",
     "deleted", "rotated", "inactive", "expired", "password", "ambiguous",
-    "unknown_session", "idle", "address_not_allowed",
+    "unknown_session", "idle", "address_not_allowed", "key_too_old",
 )  # fmt: skip
 GRANT_TYPES: Final = ("client_credentials", "token_exchange")
 # Why a request was answered 429: a failure past the address's or the (address, key id)'s
@@ -208,6 +208,10 @@ class _Audit(Protocol):
     def dropped(self) -> int: ...
 
 
+class _KeyAges(Protocol):
+    counts: tuple[int, int] | None  # (past the maximum age, near it); None: not counted
+
+
 class GatewayMetrics:
     """The gateway's metrics, registered in ``registry`` as one collector."""
 
@@ -226,6 +230,7 @@ class GatewayMetrics:
         self._identities: _Pending | None = None
         self._audit: _Audit | None = None
         self._peers: Peers | None = None
+        self._key_ages: _KeyAges | None = None
         registry.register(self)
 
     # -- recording (hot path) ----------------------------------------------------------------
@@ -254,6 +259,11 @@ class GatewayMetrics:
     def watch(self, identities: _Pending, audit: _Audit) -> None:
         """Report these queues' sizes at scrape time (from the app's start-up)."""
         self._identities, self._audit = identities, audit
+
+    def watch_key_ages(self, ages: _KeyAges) -> None:
+        """Report these counts at scrape time: read from the store, the same in every worker,
+        so the answering worker's own, never summed."""
+        self._key_ages = ages
 
     def share(self, peers: Peers) -> None:
         """Answer scrapes for every worker: own counts plus ``peers``' (``--workers N``)."""
@@ -292,6 +302,16 @@ class GatewayMetrics:
         )
 
     def collect(self) -> Iterator[Metric]:
+        counts = self._key_ages.counts if self._key_ages is not None else None
+        if counts is not None:
+            for name, what, value in (
+                ("pangolin_keys_past_max_age", "past", counts[0]),
+                ("pangolin_keys_near_max_age", "within keys.notice_days of", counts[1]),
+            ):
+                yield GaugeMetricFamily(
+                    name, f"Active service users whose key is {what} keys.max_age_days.",
+                    value=value,
+                )  # fmt: skip
         own = self.snapshot()
         if self._peers is None:
             yield from _families(own)

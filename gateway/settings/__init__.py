@@ -16,11 +16,13 @@ from __future__ import annotations
 
 from .loading import ENV_PREFIX as ENV_PREFIX
 from .loading import SettingsError, load_settings, settings_from_dict
+from .models import KEY_AGE_ACTIONS as KEY_AGE_ACTIONS
 from .models import NAME_RE as NAME_RE
 from .models import UPSTREAM_AUTH_TYPES as UPSTREAM_AUTH_TYPES
 from .models import UPSTREAM_CLIENTS as UPSTREAM_CLIENTS
 from .models import (
     CatalogSettings,
+    KeySettings,
     LimitSettings,
     RoleHeaderSettings,
     ServerSettings,
@@ -34,6 +36,7 @@ from .validation import validate, warnings
 
 __all__ = (
     "CatalogSettings",
+    "KeySettings",
     "LimitSettings",
     "RoleHeaderSettings",
     "ServerSettings",

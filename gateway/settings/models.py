@@ -182,6 +182,23 @@ class CatalogSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class KeySettings:
+    # The longest a service user's key may go unrotated (the documented "rotate at least
+    # every 90 days"), in days; 0: no maximum.
+    max_age_days: int = 0
+    # KEY_AGE_ACTIONS: "warn" (answers say when the key should be rotated by) or "refuse"
+    # (a key past the maximum age is refused like an expired one, and so are its tokens).
+    max_age_action: str = "warn"
+    # From this many days before a key passes the maximum age, or before its service user
+    # expires, answers carry X-Pangolin-Key-Expires and X-Pangolin-Key-Notice, and the
+    # access log reminds once a day per key.
+    notice_days: int = 14
+
+
+KEY_AGE_ACTIONS: Final = ("warn", "refuse")
+
+
+@dataclass(frozen=True, slots=True)
 class LimitSettings:
     # Backoff after failed authentications (a wrong or unknown API key, a bad token, a client
     # refused at the token endpoint), counted per client address and per (address, key id).
@@ -211,6 +228,7 @@ class Settings:
     role_headers: RoleHeaderSettings = field(default_factory=RoleHeaderSettings)
     ui: UiSettings = field(default_factory=UiSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
+    keys: KeySettings = field(default_factory=KeySettings)
     catalogs: Mapping[str, CatalogSettings] = field(default_factory=dict)
 
     @property

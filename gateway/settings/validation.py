@@ -11,6 +11,7 @@ from ..routing import RESERVED_CATALOG_NAMES
 from ..signing_keys import parse_signing_key
 from .models import (
     DEFAULT_ACCESS,
+    KEY_AGE_ACTIONS,
     NAME_RE,
     UPSTREAM_AUTH_TYPES,
     UPSTREAM_CLIENTS,
@@ -123,6 +124,13 @@ def validate(settings: Settings) -> list[str]:
             problems.append(f"limits.{name}: must be between 1 and 1000000")
     if not 1.0 <= limits.failed_auth_window_seconds <= 86400.0:  # NaN fails too
         problems.append("limits.failed_auth_window_seconds: must be between 1 and 86400")
+    keys = settings.keys
+    if not 0 <= keys.max_age_days <= 36500:
+        problems.append("keys.max_age_days: must be between 0 (no maximum) and 36500")
+    if keys.max_age_action not in KEY_AGE_ACTIONS:
+        problems.append(f"keys.max_age_action: must be one of {', '.join(KEY_AGE_ACTIONS)}")
+    if not 0 <= keys.notice_days <= 365:
+        problems.append("keys.notice_days: must be between 0 and 365")
     if settings.default_catalog and settings.default_catalog not in settings.catalogs:
         problems.append(f"default_catalog: {settings.default_catalog!r} is not one of the catalogs")
     return problems

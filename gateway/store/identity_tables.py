@@ -127,6 +127,18 @@ class IdentityTables(StoreCore):
         )
         return _service_user(row) if row else None
 
+    async def count_old_keys(self, past: float, near: float) -> tuple[int, int]:
+        """Active service users whose key was issued (made or last rotated) before ``past``,
+        and those issued from ``past`` but before ``near``."""
+        issued = "coalesce(key_rotated_at, created_at)"
+        row = await self._fetchone(
+            f"SELECT coalesce(sum(CASE WHEN {issued} < ? THEN 1 ELSE 0 END), 0),"
+            f" coalesce(sum(CASE WHEN {issued} >= ? AND {issued} < ? THEN 1 ELSE 0 END), 0)"
+            " FROM service_users WHERE active = 1",
+            (past, past, near),
+        )
+        return int(row[0]), int(row[1])
+
     async def count_service_users(self) -> int:
         row = await self._fetchone("SELECT count(*) FROM service_users")
         return int(row[0])
