@@ -94,16 +94,28 @@ def create_service_user(
 @click.option("--active/--inactive", default=None, help="Only active (or inactive) ones.")
 @click.option("--role", type=ROLES)
 @click.option("--tenant")
+@click.option(
+    "--stale",
+    metavar="DURATION",
+    help="Only those not used for this long, e.g. 30d (never used: since made).",
+)
+@click.option(
+    "--expiring",
+    metavar="DURATION",
+    help="Only those whose expiry is within this long from now, e.g. 14d.",
+)
 @page_options
 @json_option
 @pass_context
 def list_service_users(
-    ctx: Context, active: bool | None, role: str | None, tenant: str | None, limit: int,
-    offset: int, as_json: bool,
+    ctx: Context, active: bool | None, role: str | None, tenant: str | None,
+    stale: str | None, expiring: str | None, limit: int, offset: int, as_json: bool,
 ) -> None:  # fmt: skip
     """List service users."""
     query = {"role": role, "tenant": tenant, "limit": limit, "offset": offset,
-             "active": None if active is None else str(active).lower()}  # fmt: skip
+             "active": None if active is None else str(active).lower(),
+             "unused_for": stale and parse_duration(stale, "--stale"),
+             "expiring_within": expiring and parse_duration(expiring, "--expiring")}  # fmt: skip
     page = ctx.client().call("GET", BASE, query=query)
     if as_json:
         echo_json(page)
@@ -226,8 +238,53 @@ def delete_service_user(ctx: Context, id_: str, yes: bool, as_json: bool) -> Non
     ctx.delete(f"{BASE}/{quote_id(id_)}", id_, as_json)
 
 
+@click.command("prune-service-users")
+@click.option(
+    "--unused-for",
+    required=True,
+    metavar="DURATION",
+    help="Deactivate those not used for this long, e.g. 90d (at least 1d).",
+)
+@click.option("--tenant", help="Only this tenant's (Root; default: every tenant).")
+@click.option("--dry-run", is_flag=True, help="List them; change nothing.")
+@yes_option
+@json_option
+@pass_context
+def prune_service_users(
+    ctx: Context, unused_for: str, tenant: str | None, dry_run: bool, yes: bool, as_json: bool
+) -> None:
+    """Deactivate the active service users not used for --unused-for (reversible, audited);
+    asks first, showing them, unless --yes."""
+    body: dict[str, Any] = {"unused_for": parse_duration(unused_for, "--unused-for")}
+    if tenant:
+        body["tenant"] = tenant
+    client = ctx.client()
+    preview = client.call("POST", f"{BASE}/prune", body={**body, "dry_run": True})
+    if dry_run or not preview["deactivated"]:
+        _pruned(preview, as_json)
+        return
+    if not yes:
+        echo_table(preview["deactivated"], COLUMNS)
+        count = len(preview["deactivated"])
+        if not click.confirm(f"Deactivate these {count} service users?", err=True):
+            note("Nothing changed.")
+            raise SystemExit(1)
+    _pruned(client.call("POST", f"{BASE}/prune", body=body), as_json)
+
+
+def _pruned(answer: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        echo_json(answer)
+        return
+    echo_table(answer["deactivated"], COLUMNS)
+    verb = "would be deactivated" if answer["dry_run"] else "deactivated"
+    note(f"{len(answer['deactivated'])} {verb}.")
+    for user in answer["kept"]:
+        note(f"kept {user['name']} ({user['id']}): the last active Root")
+
+
 COMMANDS = (
     create_service_user, list_service_users, get_service_user, update_service_user,
     deactivate_service_user, activate_service_user, rotate_service_user_key,
-    delete_service_user,
+    delete_service_user, prune_service_users,
 )  # fmt: skip

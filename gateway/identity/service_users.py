@@ -9,6 +9,8 @@ request; other processes see it through the store's identity version.
 
 from __future__ import annotations
 
+import builtins
+import dataclasses
 import math
 import time
 import unicodedata
@@ -19,7 +21,14 @@ from typing import Any, Final
 
 from ..errors import AlreadyExists, InvalidInput, NoSuchThing
 from ..networks import network_problem, parse_networks
-from ..store import AuditRecord, ClientInfo, MissingReference, Store, UniqueViolation
+from ..store import (
+    AuditRecord,
+    ClientInfo,
+    LastRoot,
+    MissingReference,
+    Store,
+    UniqueViolation,
+)
 from .grant_admin import check_holder, check_room, new_grant
 from .grants import Grant
 from .models import ApiKey, Role, ServiceUser, digest_key, generate_key
@@ -211,13 +220,68 @@ class ServiceUserAdmin:
         tenant_name: str | None = None,
         active: bool | None = None,
         role: Role | None = None,
+        unused_for: float | None = None,
+        expiring_within: float | None = None,
         limit: int = 100,
         offset: int = 0,
     ) -> tuple[list[ServiceUser], int]:
+        """One page. ``unused_for`` (seconds): stale ones, not used for that long (never
+        used counts from when they were made); ``expiring_within``: those whose expiry falls
+        between now and then."""
+        now = self._clock()
         return await self._store.list_service_users(
             tenant_id=tenant_id, tenant_name=tenant_name, active=active, role=role,
+            unused_before=None if unused_for is None else now - unused_for,
+            expires_from=None if expiring_within is None else now,
+            expires_before=None if expiring_within is None else now + expiring_within,
             limit=limit, offset=offset,
         )  # fmt: skip
+
+    async def prune(
+        self,
+        unused_for: float,
+        *,
+        tenant_id: str | None = None,
+        tenant_name: str | None = None,
+        highest: Role = Role.ROOT,
+        dry_run: bool = False,
+        actor: str,
+        client: ClientInfo | None = None,
+    ) -> tuple[builtins.list[ServiceUser], builtins.list[ServiceUser]]:
+        """Deactivate the active service users not used for ``unused_for`` seconds, each in
+        its own transaction with its audit record: (deactivated, kept). Kept: the last active
+        Root, which the store never lets go. Service users above ``highest`` (the caller's
+        role) are left out. ``dry_run``: say what would go, change nothing."""
+        if not (isinstance(unused_for, int | float) and unused_for >= 86400):
+            raise InvalidInput("unused_for", "must be at least one day (in seconds)")
+        stale: builtins.list[ServiceUser] = []
+        seen = 0
+        while True:  # every page: a prune is not bounded by one
+            page, total = await self.list(
+                tenant_id=tenant_id, tenant_name=tenant_name, active=True,
+                unused_for=unused_for, limit=1000, offset=seen,
+            )  # fmt: skip
+            seen += len(page)
+            stale += [user for user in page if user.role.rank <= highest.rank]
+            if not page or seen >= total:
+                break
+        if dry_run:
+            return stale, []
+        gone: builtins.list[ServiceUser] = []
+        kept: builtins.list[ServiceUser] = []
+        days = f"{unused_for / 86400:g}"
+        for user in stale:
+            record = self._record(
+                actor, "service_user.deactivate", user, client, f"pruned: unused for {days} days"
+            )
+            try:
+                changed = await self._store.update_service_user(user.id, {"active": 0}, record)
+            except LastRoot:
+                kept.append(user)
+                continue
+            if changed:  # not deleted meanwhile
+                gone.append(dataclasses.replace(user, active=False))
+        return gone, kept
 
     async def _write(
         self,

@@ -268,10 +268,30 @@ class Paging(_Body):
     offset: Annotated[int, Field(ge=0, le=2**31), BeforeValidator(_digits)] = 0
 
 
+# Seconds in a query: a whole number of them.
+QuerySeconds = Annotated[
+    int | _Optional, Field(ge=1, le=10 * 365 * 86400), BeforeValidator(_digits)
+]
+
+
 class ServiceUserQuery(Paging):
     active: QueryBool = None
     role: Role | _Optional = None
     tenant: str | _Optional = None
+    # Stale ones: not used for this many seconds (never used: since they were made).
+    unused_for: QuerySeconds = None
+    # Those whose expiry falls within this many seconds from now.
+    expiring_within: QuerySeconds = None
+
+
+class Prune(_Body):
+    """Deactivate the active service users not used for ``unused_for`` seconds."""
+
+    unused_for: Annotated[
+        int, Field(ge=86400, le=10 * 365 * 86400, description="seconds; at least a day")
+    ]
+    dry_run: bool = False
+    tenant: str | _Optional = None  # Root only; a TenantAdmin prunes its own tenant
 
 
 class UsageQuery(_Body):
@@ -346,6 +366,14 @@ class ServiceUserView(_Answer):
             previous_key_expires_at=iso(user.previous_key_until) if overlap else None,
             allowed_networks=list(user.allowed_networks),
         )  # fmt: skip
+
+
+class PruneAnswer(_Answer):
+    """What a prune deactivated (or, with dry_run, would), and the last active Root it kept."""
+
+    dry_run: bool
+    deactivated: list[ServiceUserView]
+    kept: list[ServiceUserView]
 
 
 class UsageDay(_Answer):

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from ..audit.events import client_details
 from ..auth.authenticator import day_number, utc_day
-from ..errors import BadRequest
+from ..errors import BadRequest, NotFound
 from ..identity.models import Role, ServiceUser
 from ..identity.service_users import CreatedKey
 from ..state import AUTHENTICATOR, CLOCK, SERVICE_USERS
@@ -24,6 +24,8 @@ from .schemas import (
     NO_STORE,
     CreateServiceUser,
     KeyAnswer,
+    Prune,
+    PruneAnswer,
     RotateKey,
     ServiceUserPage,
     ServiceUserQuery,
@@ -87,11 +89,16 @@ async def list_(request: web.Request) -> web.Response:
     caller = manager(request)
     query = read_query(request, ServiceUserQuery)
     tenant_id = tenant_scope(caller)
+    if query.unused_for is not None:
+        # Uses counted here and not yet written count: a key in use is not stale.
+        await request.app[AUTHENTICATOR].flush_last_used()
     users, total = await request.app[SERVICE_USERS].list(
         tenant_id=tenant_id,
         tenant_name=query.tenant if tenant_id is None else None,
         active=query.active,
         role=query.role,
+        unused_for=query.unused_for,
+        expiring_within=query.expiring_within,
         limit=query.limit,
         offset=query.offset,
     )
@@ -166,6 +173,29 @@ async def rotate(request: web.Request) -> web.Response:
     return _created(request, created, 200)
 
 
+@audited("service_user.prune", "service_user")
+async def prune(request: web.Request) -> web.Response:
+    caller = manager(request)
+    body = await read_body(request, Prune)
+    tenant_id = tenant_scope(caller)
+    if tenant_id is not None and body.tenant not in (None, caller.tenant_name):
+        raise NotFound("No such tenant")
+    # As for the stale list: this process's uses not yet written count. (Another worker's
+    # are written every store.last_used_flush_seconds.)
+    await request.app[AUTHENTICATOR].flush_last_used()
+    gone, kept = await request.app[SERVICE_USERS].prune(
+        body.unused_for, tenant_id=tenant_id,
+        tenant_name=body.tenant if tenant_id is None else None, highest=caller.role,
+        dry_run=body.dry_run, actor=caller.id, client=client_details(request),
+    )  # fmt: skip
+    answer = PruneAnswer(
+        dry_run=body.dry_run,
+        deactivated=[_view(request, user) for user in gone],
+        kept=[_view(request, user) for user in kept],
+    )
+    return web.json_response(answer.model_dump(mode="json"))
+
+
 @audited("service_user.delete", "service_user")
 async def delete(request: web.Request) -> web.Response:
     caller = manager(request)
@@ -183,6 +213,9 @@ OPERATIONS = (
               201, KeyAnswer, body=CreateServiceUser, errors=_CONFLICTS, no_store=True),
     Operation("GET", _BASE, list_, "List service users", 200, ServiceUserPage,
               query=ServiceUserQuery),
+    Operation("POST", _BASE + "/prune", prune,
+              "Deactivate the service users not used for unused_for seconds (or, with "
+              "dry_run, list them)", 200, PruneAnswer, body=Prune),
     Operation("GET", _BASE + "/{id}", get, "Get a service user", 200, ServiceUserView),
     Operation("GET", _BASE + "/{id}/usage", usage,
               "Requests per UTC day, oldest first, every day present", 200, Usage,

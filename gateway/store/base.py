@@ -151,6 +151,9 @@ class Store(Protocol):
         tenant_name: str | None = None,
         active: bool | None = None,
         role: Role | None = None,
+        unused_before: float | None = None,
+        expires_from: float | None = None,
+        expires_before: float | None = None,
         limit: int = 100,
         offset: int = 0,
     ) -> tuple[list[ServiceUser], int]: ...

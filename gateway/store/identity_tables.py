@@ -89,16 +89,24 @@ class IdentityTables(StoreCore):
         tenant_name: str | None = None,
         active: bool | None = None,
         role: Role | None = None,
+        unused_before: float | None = None,
+        expires_from: float | None = None,
+        expires_before: float | None = None,
         limit: int = 100,
         offset: int = 0,
     ) -> tuple[list[ServiceUser], int]:
-        """One page, ordered by tenant and name, and the total matching count."""
+        """One page, ordered by tenant and name, and the total matching count.
+        ``unused_before``: not used since then (last used before it, or never used and made
+        before it); ``expires_from``/``expires_before``: an expiry in that span."""
         condition, params = self._where(
             (
                 ("su.tenant_id = ?", tenant_id),
                 ("t.name = ?", tenant_name),
                 ("su.active = ?", None if active is None else int(active)),
                 ("su.role = ?", None if role is None else role.value),
+                ("coalesce(su.last_used_at, su.created_at) < ?", unused_before),
+                ("su.expires_at >= ?", expires_from),
+                ("su.expires_at < ?", expires_before),
             )
         )
         total = (await self._fetchone(f"SELECT count(*) {_SU_FROM}{condition}", params))[0]
