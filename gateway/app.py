@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
@@ -107,6 +107,8 @@ def create_app(
     app[CLIENTS] = ClientAddresses(settings.server.trusted_proxies)
     key_policy = app[KEY_POLICY] = KeyAgePolicy(settings.keys, clock)
     app.on_response_prepare.append(key_policy.on_response_prepare)
+    if settings.server.tls_cert_file and settings.server.hsts_seconds:
+        app.on_response_prepare.append(_strict_transport(settings.server.hsts_seconds))
     metrics.watch_key_ages(key_policy)
     app.cleanup_ctx.append(_store_context(store, authenticator))
     app.cleanup_ctx.append(_upstream_context)
@@ -125,6 +127,18 @@ def create_app(
     for method in ICEBERG_METHODS:
         app.router.add_route(method, r"/v1/{tail:[\s\S]*}", catalog.catalog_request)
     return app
+
+
+def _strict_transport(
+    max_age: int,
+) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
+    """Served over TLS: tell browsers (the UI) to come back over HTTPS only."""
+    value = f"max-age={max_age}"
+
+    async def add(_request: web.Request, response: web.StreamResponse) -> None:
+        response.headers["Strict-Transport-Security"] = value
+
+    return add
 
 
 def _store_context(

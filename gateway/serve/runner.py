@@ -14,7 +14,7 @@ from ..identity.service_users import ServiceUserAdmin
 from ..settings import Settings
 from ..store import make_store
 from ..store.migrations import MIGRATIONS
-from .serving import new_event_loop, serving, stop_signal
+from .serving import ignore_reloads, new_event_loop, serving, stop_signal
 from .workers import supervise
 
 __all__ = ("check_initialized", "run_init", "run_migrate", "serve_settings")
@@ -75,6 +75,7 @@ def serve_settings(
         port=port if port is not None else settings.server.port,
     )
     settings = dataclasses.replace(settings, server=server)
+    ignore_reloads()  # until it serves (and for the supervisor of --workers, which passes it on)
     asyncio.run(check_initialized(settings))
     if workers > 1:
         return supervise(settings, workers)
@@ -87,5 +88,5 @@ async def _serve_until_signalled(
     settings: Settings, app_factory: Callable[[Settings], web.Application]
 ) -> None:
     with stop_signal() as stop:
-        async with serving(app_factory(settings), settings.server.host, settings.server.port):
+        async with serving(app_factory(settings), settings.server):
             await stop.wait()

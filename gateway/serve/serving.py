@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
+import ssl
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Final
 
@@ -13,21 +15,28 @@ from aiohttp import web
 
 from ..connection import GatewayRunner
 from ..observability.access_log import AccessLogger
+from ..settings import ServerSettings
+from .tls import reload_certificate, server_context
 
-__all__ = ("STOP_SIGNALS", "new_event_loop", "server_options", "serving", "stop_signal")
+__all__ = (
+    "STOP_SIGNALS", "ignore_reloads", "new_event_loop", "server_options", "serving",
+    "stop_signal",
+)  # fmt: skip
 
 STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
+_LOGGER = logging.getLogger(__name__)
 
 
-def server_options() -> dict[str, Any]:
+def server_options(server: ServerSettings) -> dict[str, Any]:
     """``GatewayRunner`` options shared by the single process and every worker of
     ``--workers N``: change them here, for both."""
     return {
         # One line per request with request id, principal and catalog, never a header (so
         # never a key or a token): see observability.access_log.
         "access_log_class": AccessLogger,
-        # How long a stopping process lets requests in flight finish.
-        "shutdown_timeout": 10.0,
+        # How long a stopping process lets requests in flight finish, once it has stopped
+        # accepting connections (the drain).
+        "shutdown_timeout": server.drain_seconds,
     }
 
 
@@ -42,17 +51,41 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 @contextlib.asynccontextmanager
 async def serving(
-    app: web.Application, host: str, port: int, *, reuse_port: bool = False
+    app: web.Application, server: ServerSettings, *, reuse_port: bool = False
 ) -> AsyncIterator[GatewayRunner]:
-    """``app`` listening on ``host:port`` until the block ends, then a graceful stop: requests
-    in flight finish, then the app's cleanup (``last_used``, the audit queue) runs."""
-    runner = GatewayRunner(app, handle_signals=False, **server_options())
+    """``app`` listening on ``server.host:server.port`` (over TLS when the settings give a
+    certificate, re-read on SIGHUP) until the block ends, then a graceful stop: no new
+    connections, requests in flight finish (for up to ``server.drain_seconds``), then the
+    app's cleanup (``last_used``, the audit queue) runs."""
+    tls = server_context(server)  # TlsError (an OSError) before anything listens
+    runner = GatewayRunner(app, handle_signals=False, **server_options(server))
     await runner.setup()
+    loop = asyncio.get_running_loop()
     try:
-        await web.TCPSite(runner, host, port, reuse_port=reuse_port).start()
+        site = web.TCPSite(runner, server.host, server.port, reuse_port=reuse_port, ssl_context=tls)
+        await site.start()
+        # SIGHUP re-reads what can change under a running listener; never its default
+        # (which ends the process): a reload must not be a crash.
+        loop.add_signal_handler(signal.SIGHUP, _reload, tls, server)
         yield runner
     finally:
+        loop.remove_signal_handler(signal.SIGHUP)  # which restores SIGHUP's default: ...
+        ignore_reloads()  # ... a reload sent while draining must not end the drain
         await runner.cleanup()
+
+
+def ignore_reloads() -> None:
+    """SIGHUP ignored, as it is while a process starts and stops: its default action ends the
+    process, and a reload sent a moment too early or late must not be a crash. (While the
+    listener is up, ``serving`` reloads on it.)"""
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
+def _reload(tls: ssl.SSLContext | None, server: ServerSettings) -> None:
+    if tls is None:
+        _LOGGER.info("SIGHUP: no TLS certificate to reload")
+        return
+    reload_certificate(tls, server)
 
 
 @contextlib.contextmanager

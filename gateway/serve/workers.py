@@ -25,14 +25,14 @@ from ..settings import Settings
 from ..state import METRICS
 from ..store import StoreError
 from . import metrics_share
-from .serving import STOP_SIGNALS, new_event_loop, server_options, serving, stop_signal
+from .serving import STOP_SIGNALS, ignore_reloads, new_event_loop, serving, stop_signal
 
 __all__ = ("supervise",)
 
 _LOGGER = logging.getLogger(__name__)
-# After SIGTERM, how long a worker may take before it is killed: its own shutdown timeout
-# plus time to flush and close the store.
-_STOP_GRACE: Final = float(server_options()["shutdown_timeout"]) + 10.0
+# After SIGTERM, how long a worker may take beyond its drain before it is killed: time to
+# flush and close the store.
+_CLOSE_GRACE: Final = 10.0
 _PARENT_CHECK_SECONDS: Final = 1.0
 
 
@@ -46,10 +46,11 @@ def supervise(settings: Settings, workers: int) -> int:
     wake_r, wake_w = socket.socketpair()
     wake_r.setblocking(False)
     wake_w.setblocking(False)
-    previous_handlers = {
-        sig: signal.signal(sig, lambda signum, _frame: received.append(signum))
-        for sig in STOP_SIGNALS
-    }
+
+    def note(signum: int, _frame: object) -> None:
+        received.append(signum)
+
+    previous_handlers = {sig: signal.signal(sig, note) for sig in STOP_SIGNALS}
     previous_wakeup = signal.set_wakeup_fd(wake_w.fileno())
     processes: list[multiprocessing.process.BaseProcess] = []
     try:
@@ -63,12 +64,15 @@ def supervise(settings: Settings, workers: int) -> int:
             )
             process.start()
             processes.append(process)
+        # Only now: a worker inherits SIGHUP ignored (as serve left it) across its exec, and
+        # keeps it so until it serves, so no reload can end a worker still starting.
+        previous_handlers[signal.SIGHUP] = signal.signal(signal.SIGHUP, note)
         _LOGGER.info(
             "supervisor pid %d started %d worker(s) on %s:%d: %s; metrics shared in %s",
             os.getpid(), len(processes), settings.server.host, settings.server.port,
             ", ".join(str(p.pid) for p in processes), shared,
         )  # fmt: skip
-        return _wait(processes, received, wake_r)
+        return _wait(processes, received, wake_r, settings.server.drain_seconds + _CLOSE_GRACE)
     finally:
         for process in processes:  # only after an unexpected error in the supervisor itself
             if process.exitcode is None:
@@ -86,12 +90,18 @@ def _wait(
     processes: list[multiprocessing.process.BaseProcess],
     received: list[int],
     wake: socket.socket,
+    stop_grace: float,
 ) -> int:
     failed = False
     stopping = False
     kill_at: float | None = None
     while True:
         running = [p for p in processes if p.exitcode is None]
+        while signal.SIGHUP in received:  # a reload, not a stop: each worker does its own
+            received.remove(signal.SIGHUP)
+            _LOGGER.info("SIGHUP: passed on to %d worker(s)", len(running))
+            for process in running:
+                _signal(process, signal.SIGHUP)
         if not stopping:
             gone = [p for p in processes if p.exitcode is not None]
             if received or gone:
@@ -107,7 +117,7 @@ def _wait(
                     )
                 for process in running:
                     _signal(process, signal.SIGTERM)
-                kill_at = time.monotonic() + _STOP_GRACE
+                kill_at = time.monotonic() + stop_grace
         if not running:
             break
         timeout = None if kill_at is None else kill_at - time.monotonic()
@@ -122,7 +132,10 @@ def _wait(
         with contextlib.suppress(BlockingIOError):
             while wake.recv(512):
                 pass
-    unclean = [p for p in processes if p.exitcode != 0]
+    # A worker still starting when asked to stop has no handler yet and ends by the signal
+    # itself (-SIGTERM): it served nothing, so that is a clean stop too.
+    asked = -signal.SIGTERM if received else 0
+    unclean = [p for p in processes if p.exitcode not in (0, asked)]
     for process in unclean:
         _LOGGER.error("worker pid %s exited with code %s", process.pid, process.exitcode)
     return 1 if failed or unclean else 0
@@ -138,6 +151,7 @@ def _signal(process: multiprocessing.process.BaseProcess, sig: int) -> None:
 
 
 def _worker_main(settings: Settings, index: int, workers: int, shared: Path) -> None:
+    ignore_reloads()  # until it serves: a SIGHUP passed on meanwhile must not end it
     configure_logging()
     peers = metrics_share.SnapshotFiles(shared, index, workers)
     try:
@@ -157,7 +171,7 @@ async def _serve(
         metrics = app[METRICS]
         metrics.share(peers)
         host, port = settings.server.host, settings.server.port
-        async with serving(app, host, port, reuse_port=True):
+        async with serving(app, settings.server, reuse_port=True):
             # After the set-up, which has given the metrics the queues to report.
             publisher = asyncio.create_task(
                 peers.publish_every(metrics.snapshot, metrics_share.SNAPSHOT_SECONDS),

@@ -63,6 +63,14 @@ def load_settings(path: Path | str | None, environ: Mapping[str, str]) -> Settin
     if not store_path.is_absolute():
         store = dataclasses.replace(settings.store, path=str(base / store_path))
         settings = dataclasses.replace(settings, store=store)
+    server = settings.server
+    cert, key = (
+        str(base / value) if value and not Path(value).is_absolute() else value
+        for value in (server.tls_cert_file, server.tls_key_file)
+    )
+    if (cert, key) != (server.tls_cert_file, server.tls_key_file):
+        server = dataclasses.replace(server, tls_cert_file=cert, tls_key_file=key)
+        settings = dataclasses.replace(settings, server=server)
     return settings
 
 

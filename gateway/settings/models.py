@@ -59,6 +59,15 @@ class ServerSettings:
     max_request_line_bytes: int = 64 * 1024
     # Longest single header line.
     max_header_bytes: int = 16 * 1024
+    # TLS on the listener: PEM files of the certificate (chain) and its private key, both or
+    # neither; re-read on SIGHUP without dropping a connection. Relative to the config file.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    # With TLS on, answers carry Strict-Transport-Security with this max-age (0: none).
+    hsts_seconds: int = 31536000
+    # How long a stopping process (SIGTERM, SIGINT) lets requests in flight finish after it
+    # stops accepting connections (a rolling deploy's drain); then it exits.
+    drain_seconds: float = 10.0
     # A request head must arrive whole within this many seconds (nginx client_header_timeout).
     header_timeout_seconds: float = 10.0
     # Idle keep-alive connections are closed after this many seconds (nginx: 75).

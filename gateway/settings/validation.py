@@ -55,6 +55,12 @@ def validate(settings: Settings) -> list[str]:
         problems.append("server.max_body_bytes: must be positive")
     if server.max_form_bytes < 1024:
         problems.append("server.max_form_bytes: must be at least 1024")
+    if bool(server.tls_cert_file) != bool(server.tls_key_file):
+        problems.append("server.tls_cert_file, server.tls_key_file: give both, or neither")
+    if not 0 <= server.hsts_seconds <= 2 * 31536000:
+        problems.append("server.hsts_seconds: must be between 0 and 63072000")
+    if not 0 <= server.drain_seconds <= 3600:  # NaN fails too
+        problems.append("server.drain_seconds: must be between 0 and 3600")
     for entry in server.trusted_proxies:
         if problem := network_problem(entry):
             problems.append(f"server.trusted_proxies: {problem}")

@@ -309,3 +309,22 @@ def test_limits_out_of_range_are_refused_by_check_config() -> None:
     ):
         problems = validate(dataclasses.replace(base, limits=limits))
         assert any(p.startswith(problem) for p in problems), problems
+
+
+def test_tls_files_come_in_pairs_and_resolve_against_the_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "conf" / "gateway.toml"
+    config.parent.mkdir()
+    config.write_text(
+        '[server]\ntls_cert_file = "tls/cert.pem"\ntls_key_file = "/etc/key.pem"\n'
+        '[catalogs.default]\nupstream = "http://127.0.0.1:9"\n'
+    )
+    server = load_settings(config, {}).server
+    assert server.tls_cert_file == str(tmp_path / "conf" / "tls" / "cert.pem")
+    assert server.tls_key_file == "/etc/key.pem"
+
+    alone = dataclasses.replace(Settings(catalogs={}).server, tls_cert_file="cert.pem")
+    problems = validate(dataclasses.replace(Settings(catalogs={}), server=alone))
+    assert "server.tls_cert_file, server.tls_key_file: give both, or neither" in problems
+    drain = dataclasses.replace(Settings(catalogs={}).server, drain_seconds=float("nan"))
+    problems = validate(dataclasses.replace(Settings(catalogs={}), server=drain))
+    assert any(p.startswith("server.drain_seconds") for p in problems)
