@@ -25,6 +25,20 @@ from .output import echo_block_with_table, echo_json, echo_table, note, show, sh
 __all__ = ("COMMANDS",)
 
 COLUMNS = ("id", "name", "role", "tenant", "active", "expires_at", "last_used_at")
+
+
+def rate_options(func: Any) -> Any:
+    func = click.option(
+        "--burst", type=click.IntRange(1, 10_000_000),
+        help="How many requests may come at once, above the rate (default: a second's worth).",
+    )(func)  # fmt: skip
+    return click.option(
+        "--rate-limit", type=click.FloatRange(0, 1e6), metavar="PER_SECOND",
+        help="Its own request rate limit, in requests per second (0: none). Default: the "
+        "gateway's limits.requests_per_second.",
+    )(func)  # fmt: skip
+
+
 ALLOW_HELP = (
     "Where its key and tokens work from: an IP address or CIDR (IPv4 or IPv6), e.g. "
     "10.0.0.0/8. Repeatable."
@@ -62,12 +76,14 @@ def _expiry(expires_in: str | None, expires_at: str | None) -> dict[str, Any]:
               help="A role of its tenant it holds. Repeatable.")  # fmt: skip
 @click.option("--allow", "networks", multiple=True, metavar="CIDR",
               help=ALLOW_HELP + " Default: from anywhere.")  # fmt: skip
+@rate_options
 @json_option
 @pass_context
 def create_service_user(
     ctx: Context, name: str, role: str, description: str, tenant: str | None,
     expires_in: str | None, expires_at: str | None, grants: list[tuple[str, list[str]]],
-    catalog: str | None, role_names: tuple[str, ...], networks: tuple[str, ...], as_json: bool,
+    catalog: str | None, role_names: tuple[str, ...], networks: tuple[str, ...],
+    rate_limit: float | None, burst: int | None, as_json: bool,
 ) -> None:  # fmt: skip
     """Create a service user; its API key is printed once. Its grants and roles (TenantUser
     only) are given in the same step: all of them, or no service user."""
@@ -87,6 +103,7 @@ def create_service_user(
         body["roles"] = list(role_names)
     if networks:
         body["allowed_networks"] = list(networks)
+    body.update(_rates(rate_limit, burst, default=False))
     show_key(client.call("POST", BASE, body=body), as_json)
 
 
@@ -161,12 +178,15 @@ def get_service_user(ctx: Context, id_: str, as_json: bool) -> None:
 @click.option("--allow", "networks", multiple=True, metavar="CIDR",
               help=ALLOW_HELP + " Replaces the allowlist it had.")  # fmt: skip
 @click.option("--allow-anywhere", is_flag=True, help="Remove the allowlist.")
+@rate_options
+@click.option("--default-rate-limit", is_flag=True,
+              help="Back to the configured rate limit and burst.")  # fmt: skip
 @json_option
 @pass_context
 def update_service_user(
     ctx: Context, id_: str, description: str | None, role: str | None, expires_in: str | None,
     expires_at: str | None, no_expiry: bool, networks: tuple[str, ...], allow_anywhere: bool,
-    as_json: bool,
+    rate_limit: float | None, burst: int | None, default_rate_limit: bool, as_json: bool,
 ) -> None:  # fmt: skip
     """Change a service user's description, role, expiry or allowlist."""
     body: dict[str, Any] = _expiry(expires_in, expires_at)
@@ -182,11 +202,25 @@ def update_service_user(
         raise click.UsageError("--allow-anywhere cannot be combined with --allow")
     if networks or allow_anywhere:
         body["allowed_networks"] = list(networks)
+    body.update(_rates(rate_limit, burst, default=default_rate_limit))
     if not body:
         raise click.UsageError(
-            "nothing to change: give --description, --role, an expiry or an allowlist"
+            "nothing to change: give --description, --role, an expiry, an allowlist or a rate limit"
         )
     _update(ctx, id_, body, as_json)
+
+
+def _rates(rate_limit: float | None, burst: int | None, *, default: bool) -> dict[str, Any]:
+    if default:
+        if rate_limit is not None or burst is not None:
+            raise click.UsageError("--default-rate-limit cannot be combined with --rate-limit")
+        return {"rate_limit": None, "rate_burst": None}
+    body: dict[str, Any] = {}
+    if rate_limit is not None:
+        body["rate_limit"] = rate_limit
+    if burst is not None:
+        body["rate_burst"] = burst
+    return body
 
 
 def _update(ctx: Context, id_: str, body: dict[str, Any], as_json: bool) -> None:

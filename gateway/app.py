@@ -27,6 +27,7 @@ from .audit.queue import AuditQueue
 from .auth.authenticator import Authenticator
 from .auth.backoff import AuthBackoff
 from .auth.key_age import KeyAgePolicy
+from .auth.rate_limit import LocalRates, RateLimiter, Rates
 from .auth.tokens import TokenService
 from .connection import handler_args
 from .identity.grant_admin import GrantAdmin
@@ -58,6 +59,7 @@ from .state import (
     KEY_POLICY,
     METRICS,
     METRICS_REGISTRY,
+    RATES,
     SERVICE_USERS,
     SESSIONS,
     SETTINGS,
@@ -84,10 +86,12 @@ def create_app(
     store: Store | None = None,
     clock: Callable[[], float] = time.time,
     authenticator: AuthenticatorFactory = Authenticator,
+    rates: Rates | None = None,
 ) -> web.Application:
     """Build the gateway. A ``store`` passed in is used as is (opened, and closed by its owner);
     ``authenticator`` builds what turns a request's credential into a principal (the benchmark
-    passes one that lets anonymous requests through: no such switch exists in the product)."""
+    passes one that lets anonymous requests through: no such switch exists in the product);
+    ``rates`` the rate limits' table (the workers of ``--workers N`` share one)."""
     # One registry per app (not prometheus_client's global one), so that several apps in one
     # process, as in the tests, never clash.
     registry = CollectorRegistry(auto_describe=True)
@@ -105,6 +109,7 @@ def create_app(
     app[METRICS_REGISTRY] = registry
     app[METRICS] = metrics
     app[CLIENTS] = ClientAddresses(settings.server.trusted_proxies)
+    app[RATES] = RateLimiter(rates if rates is not None else LocalRates(), clock)
     key_policy = app[KEY_POLICY] = KeyAgePolicy(settings.keys, clock)
     app.on_response_prepare.append(key_policy.on_response_prepare)
     if settings.server.tls_cert_file and settings.server.hsts_seconds:

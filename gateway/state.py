@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from .auth.authenticator import Authenticator, AuthOutcome
     from .auth.backoff import AuthBackoff
     from .auth.key_age import KeyAgePolicy
+    from .auth.rate_limit import RateLimiter
     from .auth.tokens import TokenService
     from .identity.grant_admin import GrantAdmin
     from .identity.service_users import ServiceUserAdmin
@@ -43,6 +44,7 @@ __all__ = (
     "KEY_POLICY",
     "METRICS",
     "METRICS_REGISTRY",
+    "RATES",
     "REQUEST_ID",
     "ROUTE",
     "SERVICE_USERS",
@@ -61,6 +63,7 @@ TOKENS: web.AppKey[TokenService] = web.AppKey("pangolin.tokens")
 AUTHENTICATOR: web.AppKey[Authenticator] = web.AppKey("pangolin.authenticator")
 BACKOFF: web.AppKey[AuthBackoff] = web.AppKey("pangolin.backoff")
 KEY_POLICY: web.AppKey[KeyAgePolicy] = web.AppKey("pangolin.key_policy")
+RATES: web.AppKey[RateLimiter] = web.AppKey("pangolin.rates")
 SERVICE_USERS: web.AppKey[ServiceUserAdmin] = web.AppKey("pangolin.service_users")
 USERS: web.AppKey[UserAdmin] = web.AppKey("pangolin.users")
 GRANTS: web.AppKey[GrantAdmin] = web.AppKey("pangolin.grants")

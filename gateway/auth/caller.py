@@ -11,6 +11,7 @@ audited once instead of each failure.
 
 from __future__ import annotations
 
+import math
 from typing import Final
 
 from aiohttp import web
@@ -18,11 +19,17 @@ from aiohttp import web
 from ..audit.events import KEY_TARGET, record_auth_failure, record_event
 from ..errors import BadRequest, TooManyRequests, Unauthenticated
 from ..identity.models import Principal
-from ..state import AUTH, BACKOFF, CLIENTS, KEY_POLICY, METRICS
+from ..state import AUTH, BACKOFF, CLIENTS, KEY_POLICY, METRICS, RATES, SETTINGS
 from .authenticator import ANONYMOUS, HELD, AuthOutcome
 from .credentials import AMBIGUOUS
+from .rate_limit import retry_after
 
-__all__ = ("KEY_TOO_OLD", "NOT_ALLOWED_HERE", "check_backoff", "refusal", "require_principal")
+__all__ = (
+    "KEY_TOO_OLD", "NOT_ALLOWED_HERE", "check_backoff", "check_rate_limit", "refusal",
+    "require_principal",
+)  # fmt: skip
+
+RATE_LIMITED: Final = "Rate limit exceeded for this service user; retry later"
 
 # The reasons of a good credential refused: used from outside its service user's allowlist,
 # or a key past the maximum age when the policy refuses such keys.
@@ -36,6 +43,7 @@ def require_principal(request: web.Request, target_type: str, target_id: str | N
     if principal is not None:
         refused = refusal(request, principal)
         if refused is None:
+            check_rate_limit(request, principal)
             return principal
         # A good credential from outside its allowlist, or a key the policy finds too old:
         # refused like any failed credential (the same 401: nothing tells a thief the key
@@ -60,6 +68,32 @@ def refusal(request: web.Request, principal: Principal) -> str | None:
     if request.app[KEY_POLICY].too_old(principal):
         return KEY_TOO_OLD
     return None
+
+
+def check_rate_limit(request: web.Request, principal: Principal) -> None:
+    """Count a request of ``principal`` against its rate limit (its own, or the configured
+    default; none for humans); raise TooManyRequests past it."""
+    if principal.type != "service_user":
+        return
+    limits = request.app[SETTINGS].limits
+    rate = principal.rate_limit if principal.rate_limit is not None else limits.requests_per_second
+    if not rate:
+        return
+    burst = principal.rate_burst or limits.burst or max(1, math.ceil(rate))
+    wait = request.app[RATES].wait(principal.id, rate, burst)
+    if not wait:
+        return
+    request.app[METRICS].throttled("rate")
+    if request.app[RATES].first_refusal_this_minute(principal.id):
+        # One record per service user and minute, however many refusals: a flood of
+        # requests over the limit cannot flood the audit log.
+        record_event(
+            request, action="rate_limit", outcome="failure", principal=principal,
+            target_type="service_user", target_id=principal.id,
+            detail=f"over {rate:g} requests/s (burst {burst}); further refusals this "
+            "minute are not audited one by one",
+        )  # fmt: skip
+    raise TooManyRequests(retry_after(wait), RATE_LIMITED)
 
 
 def check_backoff(request: web.Request, reason: str | None, key_id: str | None) -> None:

@@ -44,7 +44,7 @@ from ..errors import TooManyRequests
 from ..identity.models import Principal, parse_key
 from ..state import AUTH, AUTHENTICATOR, BACKOFF, CLIENTS, METRICS, SETTINGS, TOKENS
 from .authenticator import Authenticator, AuthOutcome
-from .caller import check_backoff, refusal
+from .caller import check_backoff, check_rate_limit, refusal
 from .tokens import ACCESS_TOKEN_TYPE, MAX_TOKEN_BYTES, IssuedToken
 
 __all__ = ("token_endpoint",)
@@ -111,6 +111,9 @@ async def token_endpoint(request: web.Request) -> web.Response:
     try:
         form = await _read_form(request)
         principal, issued = await _grant(request, form)
+    except TooManyRequests as slow:  # over its rate limit (counted and audited there)
+        metrics.token_refused("temporarily_unavailable")
+        return _slowed(slow)
     except _Refused as refused:
         metrics.token_refused(refused.error.error)
         if refused.reason is not None:
@@ -215,6 +218,7 @@ async def _grant(request: web.Request, form: Mapping[str, str]) -> tuple[Princip
     if refused is not None:
         # Its allowlist and the key-age policy hold here too (the answer a wrong secret gets).
         raise _invalid_client(reason=refused)
+    check_rate_limit(request, principal)  # a token request is a request of its own
     return principal, request.app[TOKENS].issue(principal, scope)
 
 

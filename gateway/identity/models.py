@@ -87,6 +87,10 @@ class ServiceUser:
     previous_key_until: float | None = None
     # The networks (canonical CIDRs) its key and tokens work from; empty: from anywhere.
     allowed_networks: tuple[str, ...] = ()
+    # Its own request rate limit (requests per second, 0: none) and burst; None: the
+    # configured default.
+    rate_limit: float | None = None
+    rate_burst: int | None = None
 
     def usable_at(self, now: float) -> bool:
         """Whether this identity may authenticate at ``now`` (active and not expired)."""
@@ -116,6 +120,8 @@ class ServiceUser:
             networks=parse_networks(self.allowed_networks),
             key_issued_at=self.key_rotated_at or self.created_at,
             expires_at=self.expires_at,
+            rate_limit=self.rate_limit,
+            rate_burst=self.rate_burst,
         )
 
 
@@ -189,6 +195,9 @@ class Principal:
     # key-age policy (auth.key_age). None for humans, and for no expiry.
     key_issued_at: float | None = field(default=None, compare=False, repr=False)
     expires_at: float | None = field(default=None, compare=False, repr=False)
+    # A service user's own rate limit and burst (None: the configured default).
+    rate_limit: float | None = field(default=None, compare=False, repr=False)
+    rate_burst: int | None = field(default=None, compare=False, repr=False)
 
     def allowed_from(self, address: str) -> bool:
         """Whether a request from ``address`` may act as this principal."""

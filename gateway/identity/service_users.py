@@ -41,6 +41,7 @@ __all__ = (
     "CreatedKey",
     "ServiceUserAdmin",
     "check_networks",
+    "check_rate",
 )
 
 MAX_NAME: Final = 128
@@ -75,6 +76,20 @@ def check_networks(entries: Sequence[str]) -> tuple[str, ...]:
         if not isinstance(entry, str) or (problem := network_problem(entry)):
             raise InvalidInput("allowed_networks", problem or "must be a list of CIDRs")
     return tuple(dict.fromkeys(str(network) for network in parse_networks(entries)))
+
+
+def check_rate(rate: float | None, burst: int | None) -> tuple[float | None, int | None]:
+    """A service user's own rate limit (requests per second, 0: none; None: the default)
+    and burst (at least 1; None: the default)."""
+    if rate is not None and not (
+        isinstance(rate, int | float) and not isinstance(rate, bool) and 0 <= rate <= 1e6
+    ):
+        raise InvalidInput("rate_limit", "must be between 0 (no limit) and 1000000 per second")
+    if burst is not None and not (
+        isinstance(burst, int) and not isinstance(burst, bool) and 1 <= burst <= 10_000_000
+    ):
+        raise InvalidInput("rate_burst", "must be a whole number between 1 and 10000000")
+    return (None if rate is None else float(rate)), burst
 
 
 def _check_text(field: str, value: str, limit: int, *, required: bool) -> str:
@@ -134,6 +149,8 @@ class ServiceUserAdmin:
         grants: Sequence[GrantRequest] = (),
         roles: Sequence[str] = (),
         allowed_networks: Sequence[str] = (),
+        rate_limit: float | None = None,
+        rate_burst: int | None = None,
         actor: str,
         client: ClientInfo | None = None,
     ) -> CreatedKey:
@@ -145,6 +162,7 @@ class ServiceUserAdmin:
         description = _check_text("description", description, MAX_DESCRIPTION, required=False)
         role = _check_role(role)
         networks = check_networks(allowed_networks)
+        rate_limit, rate_burst = check_rate(rate_limit, rate_burst)
         now = self._clock()
         _check_expiry(expires_at)
         if expires_at is not None and expires_at <= now:
@@ -158,7 +176,7 @@ class ServiceUserAdmin:
             description=description, role=role, key_id=key.key_id, key_digest=digest_key(key),
             created_at=now, created_by=actor, expires_at=expires_at, active=True,
             last_used_at=None, key_rotated_at=None, key_generation=1,
-            allowed_networks=networks,
+            allowed_networks=networks, rate_limit=rate_limit, rate_burst=rate_burst,
         )  # fmt: skip
         rights, role_ids, detail = await self._first_rights(user, grants, roles, actor)
         record = self._record(actor, "service_user.create", user, client, detail)
@@ -321,6 +339,10 @@ class ServiceUserAdmin:
                 columns[field] = int(bool(value))
             elif field == "allowed_networks":
                 columns[field] = check_networks(value)
+            elif field == "rate_limit":
+                columns[field] = check_rate(value, None)[0]
+            elif field == "rate_burst":
+                columns[field] = check_rate(None, value)[1]
             else:
                 raise InvalidInput(field, "cannot be changed")
         if not columns:

@@ -159,8 +159,18 @@ class GrantSpec(_Body):
     action: Action
 
 
+# A service user's own rate limit: requests per second (0: none; null: the default) and its
+# burst (null: the default).
+RateLimit = Annotated[
+    float | None,
+    Field(ge=0, le=1e6, allow_inf_nan=False, description="requests/s; 0: none; null: default"),
+]
+RateBurst = Annotated[int | None, Field(ge=1, le=10_000_000, description="null: default")]
+
+
 class CreateServiceUser(_Body):
-    NULLABLE = frozenset({"expires_at", "expires_in"})  # null: never expires
+    # null: never expires; the default rate limit
+    NULLABLE = frozenset({"expires_at", "expires_in", "rate_limit", "rate_burst"})
 
     name: Annotated[str, Field(min_length=1, max_length=MAX_NAME)]
     role: Role | _Optional = None
@@ -172,6 +182,8 @@ class CreateServiceUser(_Body):
     grants: Annotated[list[GrantSpec], Field(max_length=1000)] = []
     roles: Annotated[list[RoleName], Field(max_length=100)] = []
     allowed_networks: AllowedNetworks = []
+    rate_limit: RateLimit = None
+    rate_burst: RateBurst = None
 
 
 class CreateGrant(GrantSpec):
@@ -188,7 +200,8 @@ class CreateRole(_Body):
 
 
 class UpdateServiceUser(_Body):
-    NULLABLE = frozenset({"expires_at", "expires_in"})  # null: never expires
+    # null: never expires; back to the default rate limit
+    NULLABLE = frozenset({"expires_at", "expires_in", "rate_limit", "rate_burst"})
 
     description: Description | _Optional = None
     role: Role | _Optional = None
@@ -196,6 +209,8 @@ class UpdateServiceUser(_Body):
     expires_at: ExpiresAt = None
     expires_in: ExpiresIn = None
     allowed_networks: AllowedNetworks | _Optional = None
+    rate_limit: RateLimit = None
+    rate_burst: RateBurst = None
 
 
 class RotateKey(_Body):
@@ -350,6 +365,9 @@ class ServiceUserView(_Answer):
     previous_key_id: str | None
     previous_key_expires_at: Time
     allowed_networks: list[str]
+    # Its own rate limit (requests/s, 0: none) and burst; null: the configured default.
+    rate_limit: float | None
+    rate_burst: int | None
 
     @classmethod
     def of(cls, user: ServiceUser, now: float, last_used_at: float | None) -> ServiceUserView:
@@ -364,7 +382,8 @@ class ServiceUserView(_Answer):
             key_rotated_at=iso(user.key_rotated_at), key_generation=user.key_generation,
             previous_key_id=user.previous_key_id if overlap else None,
             previous_key_expires_at=iso(user.previous_key_until) if overlap else None,
-            allowed_networks=list(user.allowed_networks),
+            allowed_networks=list(user.allowed_networks), rate_limit=user.rate_limit,
+            rate_burst=user.rate_burst,
         )  # fmt: skip
 
 

@@ -80,7 +80,8 @@ async def create(request: web.Request) -> web.Response:
         name=body.name, role=role, tenant=tenant, description=body.description,
         expires_at=expires_at, actor=caller.id, client=client_details(request),
         grants=[(g.catalog, g.resource, g.action) for g in body.grants], roles=body.roles,
-        allowed_networks=body.allowed_networks,
+        allowed_networks=body.allowed_networks, rate_limit=body.rate_limit,
+        rate_burst=body.rate_burst,
     )  # fmt: skip
     return _created(request, created, 201)
 
@@ -147,6 +148,9 @@ async def update(request: web.Request) -> web.Response:
     for field in ("role", "description", "active", "allowed_networks"):
         if field in given:  # never null (schemas: _refuse_nulls)
             changes[field] = getattr(body, field)
+    for field in ("rate_limit", "rate_burst"):
+        if field in given:  # null: back to the configured default
+            changes[field] = getattr(body, field)
     if "role" in changes:
         check_role_given(caller, changes["role"])
     expiry_given, expires_at = expiry(body, request.app[CLOCK]())
@@ -154,7 +158,8 @@ async def update(request: web.Request) -> web.Response:
         changes["expires_at"] = expires_at
     if not changes:
         raise BadRequest(
-            "Nothing to update: give description, role, active, expires_at or allowed_networks"
+            "Nothing to update: give description, role, active, expires_at, allowed_networks,"
+            " rate_limit or rate_burst"
         )
     updated = await request.app[SERVICE_USERS].update(
         user.id, changes, actor=caller.id, client=client_details(request)

@@ -66,10 +66,12 @@ AUTH_FAILURE_REASONS: Final = (
 )  # fmt: skip
 GRANT_TYPES: Final = ("client_credentials", "token_exchange")
 # Why a request was answered 429: a failure past the address's or the (address, key id)'s
-# budget, or a credential from a held address that would have needed a store read.
-THROTTLE_SCOPES: Final = ("address", "key", "held")
+# budget, a credential from a held address that would have needed a store read, or a
+# service user over its request rate limit.
+THROTTLE_SCOPES: Final = ("address", "key", "held", "rate")
 TOKEN_ERRORS: Final = (
     "invalid_request", "invalid_client", "invalid_grant", "unsupported_grant_type",
+    "temporarily_unavailable",
 )  # fmt: skip
 
 _LE: Final = (*(repr(b) for b in BUCKETS), "+Inf")  # "0.0005", "1.0": as prometheus_client
@@ -373,7 +375,7 @@ def _families(counts: Snapshot) -> Iterator[Metric]:
     )  # fmt: skip
     yield _counter(
         "pangolin_throttled_requests",
-        "Requests answered 429 by the failed-authentication backoff, by scope.", "scope",
+        "Requests answered 429 by the backoff or a rate limit, by scope.", "scope",
         counts["throttled"],
     )  # fmt: skip
     queues = counts["queues"]

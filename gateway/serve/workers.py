@@ -17,9 +17,10 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from ..app import create_app
+from ..auth.rate_limit import SharedRates
 from ..observability.log_handlers import configure_logging
 from ..settings import Settings
 from ..state import METRICS
@@ -41,6 +42,9 @@ def supervise(settings: Settings, workers: int) -> int:
     stopped cleanly when asked; 1: one exited on its own or failed to stop cleanly)."""
     context = multiprocessing.get_context("spawn")
     shared = metrics_share.create_directory()  # the workers' metrics snapshots
+    # The rate limits' table, one for the whole instance, and its lock.
+    rates_memory = SharedRates.create()
+    rates = (rates_memory.name, context.Lock())
     received: list[int] = []
     # Self-pipe: a signal wakes the wait below (PEP 475 would otherwise resume it silently).
     wake_r, wake_w = socket.socketpair()
@@ -59,7 +63,7 @@ def supervise(settings: Settings, workers: int) -> int:
                 break
             process: multiprocessing.process.BaseProcess = context.Process(
                 target=_worker_main,
-                args=(settings, index, workers, shared),
+                args=(settings, index, workers, shared, rates),
                 name=f"pangolin-worker-{index}",
             )
             process.start()
@@ -79,6 +83,8 @@ def supervise(settings: Settings, workers: int) -> int:
                 process.kill()
                 process.join()
         metrics_share.remove_directory(shared)
+        rates_memory.close()
+        rates_memory.unlink()
         signal.set_wakeup_fd(previous_wakeup)
         for sig, handler in previous_handlers.items():
             signal.signal(sig, handler)
@@ -150,24 +156,33 @@ def _signal(process: multiprocessing.process.BaseProcess, sig: int) -> None:
 # -- in each worker -----------------------------------------------------------------------------
 
 
-def _worker_main(settings: Settings, index: int, workers: int, shared: Path) -> None:
+def _worker_main(
+    settings: Settings, index: int, workers: int, shared: Path, rates: tuple[str, Any]
+) -> None:
     ignore_reloads()  # until it serves: a SIGHUP passed on meanwhile must not end it
     configure_logging()
     peers = metrics_share.SnapshotFiles(shared, index, workers)
+    table = SharedRates(*rates)
     try:
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
-            runner.run(_serve(settings, index, os.getppid(), peers))
+            runner.run(_serve(settings, index, os.getppid(), peers, table))
     except (OSError, LookupError, StoreError) as exc:
         _LOGGER.error("worker %d (pid %d) cannot serve: %s", index, os.getpid(), exc)
         sys.exit(1)
+    finally:
+        table.close()
 
 
 async def _serve(
-    settings: Settings, index: int, parent: int, peers: metrics_share.SnapshotFiles
+    settings: Settings,
+    index: int,
+    parent: int,
+    peers: metrics_share.SnapshotFiles,
+    rates: SharedRates,
 ) -> None:
     loop = asyncio.get_running_loop()
     with stop_signal() as stop:
-        app = create_app(settings)
+        app = create_app(settings, rates=rates)
         metrics = app[METRICS]
         metrics.share(peers)
         host, port = settings.server.host, settings.server.port

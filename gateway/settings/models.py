@@ -220,6 +220,11 @@ class LimitSettings:
     failed_auth_per_key: int = 10
     failed_auth_per_address: int = 50
     failed_auth_window_seconds: float = 300.0
+    # Every service user's request rate limit, unless its own says otherwise: a token bucket
+    # of requests_per_second (0: no limit) holding up to burst requests (0: a second's
+    # worth). Past it: 429 with Retry-After. Per gateway instance (its workers share it).
+    requests_per_second: float = 0.0
+    burst: int = 0
 
 
 @dataclass(frozen=True, slots=True)

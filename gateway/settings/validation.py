@@ -128,6 +128,10 @@ def validate(settings: Settings) -> list[str]:
     for name in ("failed_auth_per_key", "failed_auth_per_address"):
         if not 1 <= getattr(limits, name) <= 1_000_000:
             problems.append(f"limits.{name}: must be between 1 and 1000000")
+    if not 0 <= limits.requests_per_second <= 1_000_000:  # NaN fails too
+        problems.append("limits.requests_per_second: must be between 0 (none) and 1000000")
+    if not 0 <= limits.burst <= 10_000_000:
+        problems.append("limits.burst: must be between 0 and 10000000")
     if not 1.0 <= limits.failed_auth_window_seconds <= 86400.0:  # NaN fails too
         problems.append("limits.failed_auth_window_seconds: must be between 1 and 86400")
     keys = settings.keys

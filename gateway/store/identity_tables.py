@@ -22,7 +22,7 @@ _SU_COLUMNS: Final = """
     su.id, su.tenant_id, t.name, su.name, su.description, su.role, su.key_id, su.key_digest,
     su.created_at, su.created_by, su.expires_at, su.active, su.last_used_at, su.key_rotated_at,
     su.key_generation, su.previous_key_id, su.previous_key_digest, su.previous_key_until,
-    su.allowed_networks
+    su.allowed_networks, su.rate_limit, su.rate_burst
 """
 _WHAT: Final = {"service_users": "service users", "users": "users", "access_roles": "roles"}
 _SU_FROM: Final = "FROM service_users su JOIN tenants t ON t.id = su.tenant_id"
@@ -54,6 +54,8 @@ def _service_user(row: Iterable[Any]) -> ServiceUser:
         previous_key_digest,
         previous_key_until,
         allowed_networks,
+        rate_limit,
+        rate_burst,
     ) = row
     return ServiceUser(
         id=id_, tenant_id=tenant_id, tenant_name=tenant_name, name=name,
@@ -64,6 +66,7 @@ def _service_user(row: Iterable[Any]) -> ServiceUser:
         previous_key_digest=None if previous_key_digest is None else bytes(previous_key_digest),
         previous_key_until=previous_key_until,
         allowed_networks=tuple(json.loads(allowed_networks)) if allowed_networks else (),
+        rate_limit=rate_limit, rate_burst=rate_burst,
     )  # fmt: skip
 
 
@@ -175,12 +178,13 @@ class IdentityTables(StoreCore):
             await tx.execute(
                 "INSERT INTO service_users (id, tenant_id, name, description, role, key_id,"
                 " key_digest, created_at, created_by, expires_at, active, last_used_at,"
-                " key_rotated_at, key_generation, allowed_networks)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " key_rotated_at, key_generation, allowed_networks, rate_limit, rate_burst)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (user.id, user.tenant_id, user.name, user.description, user.role.value,
                  user.key_id, user.key_digest, user.created_at, user.created_by,
                  user.expires_at, int(user.active), user.last_used_at, user.key_rotated_at,
-                 user.key_generation, networks_column(user.allowed_networks)),
+                 user.key_generation, networks_column(user.allowed_networks),
+                 user.rate_limit, user.rate_burst),
             )  # fmt: skip
             for grant in grants:
                 await insert_grant_row(tx, grant)
@@ -195,7 +199,7 @@ class IdentityTables(StoreCore):
         allowed = {
             "description", "role", "key_id", "key_digest", "expires_at", "active",
             "key_rotated_at", "key_generation", "previous_key_id", "previous_key_digest",
-            "previous_key_until", "allowed_networks",
+            "previous_key_until", "allowed_networks", "rate_limit", "rate_burst",
         }  # fmt: skip
         unknown = set(changes) - allowed
         if unknown or not changes:

@@ -217,6 +217,12 @@ _SCRIPTS: Final[tuple[str, ...]] = (
     """
     ALTER TABLE service_users ADD COLUMN allowed_networks TEXT;
     """,
+    # 9: a service user's own request rate limit (requests per second, 0: none) and burst;
+    # NULL: the configured default (limits.requests_per_second, limits.burst).
+    """
+    ALTER TABLE service_users ADD COLUMN rate_limit REAL;
+    ALTER TABLE service_users ADD COLUMN rate_burst INTEGER;
+    """,
 )
 
 MIGRATIONS: Final[tuple[Migration, ...]] = tuple(Migration(script) for script in _SCRIPTS)

@@ -174,12 +174,12 @@ async def create(request: web.Request) -> web.Response:
     form = await request.post()
     values = {name: form_text(form, name) for name in
               ("name", "description", "role", "tenant", "expiry", "expires_on",
-               "allowed_networks")}  # fmt: skip
+               "allowed_networks", "rate_limit")}  # fmt: skip
     try:
         fields: dict[str, Any] = {
             "name": values["name"], "description": values["description"],
             "allowed_networks": values["allowed_networks"].split(),  # one per line
-            **_expiry_fields(form),
+            **_expiry_fields(form), **_rate_field(values["rate_limit"]),
         }  # fmt: skip
         for name in ("role", "tenant"):
             if values[name]:  # left out: the caller's own tenant, TenantUser
@@ -189,8 +189,8 @@ async def create(request: web.Request) -> web.Response:
         _, expires_at = expiry(body, now(request))  # the API's rule for the two fields
         created = await request.app[SERVICE_USERS].create(
             name=body.name, role=role, tenant=tenant, description=body.description,
-            expires_at=expires_at, allowed_networks=body.allowed_networks, actor=caller.id,
-            client=client_details(request),
+            expires_at=expires_at, allowed_networks=body.allowed_networks,
+            rate_limit=body.rate_limit, actor=caller.id, client=client_details(request),
         )  # fmt: skip
     except (GatewayError, DomainError) as exc:
         status, _, message = describe(exc)
@@ -200,6 +200,18 @@ async def create(request: web.Request) -> web.Response:
         record_refusal(request, "service_user.create", "service_user", exc)
         return await _form(request, caller, values, error=message, status=status)
     return _key_page(request, caller, created, "created")
+
+
+def _rate_field(text: str) -> dict[str, Any]:
+    """The form's rate limit as the API's field (empty: left out, the default); text that is
+    no number goes on as text, for the API's own message."""
+    text = text.strip()
+    if not text:
+        return {}
+    try:
+        return {"rate_limit": float(text)}
+    except ValueError:
+        return {"rate_limit": text}
 
 
 def _key_page(
@@ -252,6 +264,7 @@ async def _detail_page(
     return render(request, "service_users/detail.html", {
         "row": _row(request, user), "trail": trail, "failures": failures, "ago": ago,
         "exact": exact, "now": now(request), "usage": usage, "access": access,
+        "limits": request.app[SETTINGS].limits,
         "notice": ACCESS_NOTICES.get(request.query.get("done", "")),
     }, status=status, caller=caller)  # fmt: skip
 

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import http.client
 import json
+import math
 import os
 import re
 import signal
@@ -74,7 +75,7 @@ class Answer:
 class Served:
     """The gateway's process tree, started like an operator would, on its own port."""
 
-    def __init__(self, tmp_path: Path, workers: int) -> None:
+    def __init__(self, tmp_path: Path, workers: int, limits: str = "") -> None:
         self.port = free_port()
         self.config = tmp_path / "gateway.toml"
         self.store = tmp_path / "pangolin.db"
@@ -82,6 +83,7 @@ class Served:
             f'[server]\nport = {self.port}\n[store]\npath = "{self.store}"\n'
             # They poll revoked keys until refused, from one address: not the backoff's test.
             "[limits]\nfailed_auth_per_key = 1000000\nfailed_auth_per_address = 1000000\n"
+            f"{limits}"
             # Never reached: these tests use only the gateway's own endpoints.
             '[catalogs.default]\nupstream = "http://127.0.0.1:9"\n',
             encoding="utf-8",
@@ -245,8 +247,8 @@ class Served:
 
 
 @contextlib.contextmanager
-def served(tmp_path: Path, workers: int) -> Iterator[Served]:
-    gateway = Served(tmp_path, workers)
+def served(tmp_path: Path, workers: int, limits: str = "") -> Iterator[Served]:
+    gateway = Served(tmp_path, workers, limits)
     try:
         yield gateway
     finally:
@@ -264,6 +266,25 @@ def test_every_worker_answers_and_is_a_child_of_the_supervisor(tmp_path: Path) -
         assert gateway.stop() == 0
         assert gateway.wait_all_gone() == set()
     assert "uvloop.Loop" in gateway.output()
+
+
+def test_a_rate_limit_is_the_instances_whichever_workers_the_connections_reach(
+    tmp_path: Path,
+) -> None:
+    # 1 request/s with bursts of 5, for every service user (Root too): one table in shared
+    # memory for both workers, so they share each bucket.
+    with served(tmp_path, 2, "requests_per_second = 1\nburst = 5\n") as gateway:
+        pids = gateway.wait_for_workers()
+        began = time.monotonic()
+        answers = [gateway.answer(gateway.root_key) for _ in range(20)]
+        elapsed = time.monotonic() - began
+        assert {a.pid for a in answers} == set(pids)  # both workers took some
+        accepted = sum(a.statuses.count(200) for a in answers)
+        refused = sum(a.statuses.count(429) for a in answers)
+        assert accepted + refused == 20
+        # The burst, and what one per second adds meanwhile; per worker it would be twice.
+        assert 5 <= accepted <= 5 + math.ceil(elapsed) + 1, (accepted, elapsed)
+        assert gateway.stop() == 0
 
 
 @pytest.mark.parametrize("change", ["rotate", "deactivate"])
