@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
-__all__ = ("clean_env", "free_port")
+__all__ = ("REPO", "clean_env", "free_port", "init_store")
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
@@ -19,3 +25,13 @@ def free_port() -> int:
 def clean_env() -> dict[str, str]:
     """This environment without any PANGOLIN_* variable of the machine running the tests."""
     return {k: v for k, v in os.environ.items() if not k.startswith("PANGOLIN_")}
+
+
+def init_store(config: Path) -> tuple[str, str]:
+    """``pangolin-gateway init --config config --json`` as a process: (Root id, Root key)."""
+    init = subprocess.run(
+        [sys.executable, "-m", "gateway", "init", "--config", str(config), "--json"],
+        cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    printed = json.loads(init.stdout)
+    return printed["id"], printed["api_key"]

@@ -46,14 +46,15 @@ def tls_server(ca: trustme.CA) -> Iterator[PostgresServer]:
         f"host all {SUPERUSER} 127.0.0.1/32 trust",  # the fixtures' own administration
     )
     with PostgresServer.start(tls=(chain, cert.private_key_pem.bytes()), hba=hba) as server:
-        server.sync(_create_role(server))
+        server.sync(_administer(server, f"CREATE ROLE {APP_USER} LOGIN PASSWORD '{PASSWORD}'"))
         yield server
 
 
-async def _create_role(server: PostgresServer) -> None:
+async def _administer(server: PostgresServer, sql: str) -> None:
+    """``sql`` as the superuser, on a connection of its own."""
     connection = await server.connect()
     try:
-        await connection.execute(f"CREATE ROLE {APP_USER} LOGIN PASSWORD '{PASSWORD}'")
+        await connection.execute(sql)
     finally:
         await connection.close()
 
@@ -62,19 +63,11 @@ async def _create_role(server: PostgresServer) -> None:
 def database(tls_server: PostgresServer) -> Iterator[str]:
     """A fresh database the application role owns; yields its name."""
     name = tls_server.sync(tls_server.create_database())
-    tls_server.sync(_own(tls_server, name))
+    tls_server.sync(_administer(tls_server, f'ALTER DATABASE "{name}" OWNER TO {APP_USER}'))
     try:
         yield name
     finally:
         tls_server.sync(tls_server.drop_database(name))
-
-
-async def _own(server: PostgresServer, name: str) -> None:
-    connection = await server.connect()
-    try:
-        await connection.execute(f'ALTER DATABASE "{name}" OWNER TO {APP_USER}')
-    finally:
-        await connection.close()
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import http.client
 import http.server
-import json
 import signal
 import socket
 import socketserver
@@ -29,7 +28,7 @@ from cryptography import x509
 from pyiceberg.catalog.rest import RestCatalog
 
 from ..live import SeaweedUpstream
-from ..processes import clean_env, free_port
+from ..processes import clean_env, free_port, init_store
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 30.0
@@ -61,12 +60,7 @@ class TlsGateway:
             f'[catalogs.default]\nupstream = "{upstream}"\n{catalog}',
             encoding="utf-8",
         )
-        init = subprocess.run(
-            [sys.executable, "-m", "gateway", "init", "--config", str(self.config), "--json"],
-            cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=60, check=True,
-        )  # fmt: skip
-        printed = json.loads(init.stdout)
-        self.root_id, self.root_key = printed["id"], printed["api_key"]
+        self.root_id, self.root_key = init_store(self.config)
         self.log = root / "gateway.log"
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
@@ -163,10 +157,12 @@ def test_the_gateway_serves_tls_with_hsts_and_pyiceberg_verifies_it(
             plain.request("GET", "/healthz")
             plain.getresponse().read()
 
-    catalog = RestCatalog(
-        "tls", uri=f"https://127.0.0.1:{gateway.port}",
-        **{"header.X-API-Key": gateway.root_key, "ssl": {"cabundle": str(gateway.ca_file)}},
-    )  # fmt: skip
+    # PyIceberg reads "ssl" as a nested mapping, which its signature types as text.
+    properties: dict[str, Any] = {
+        "header.X-API-Key": gateway.root_key,
+        "ssl": {"cabundle": str(gateway.ca_file)},
+    }
+    catalog = RestCatalog("tls", uri=f"https://127.0.0.1:{gateway.port}", **properties)
     namespace = f"tls_{int(time.time() * 1000)}"
     catalog.create_namespace(namespace)
     assert (namespace,) in catalog.list_namespaces()

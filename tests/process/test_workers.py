@@ -36,7 +36,7 @@ from gateway.cli import main
 from gateway.serve.metrics_share import SNAPSHOT_SECONDS, parse
 from gateway.store import SqliteStore
 
-from ..processes import clean_env, free_port
+from ..processes import clean_env, free_port, init_store
 
 REPO = Path(__file__).resolve().parents[2]
 # The bound the README states: store.change_poll_seconds (0.5 s) plus one request.
@@ -88,13 +88,7 @@ class Served:
             '[catalogs.default]\nupstream = "http://127.0.0.1:9"\n',
             encoding="utf-8",
         )
-        init = subprocess.run(
-            [sys.executable, "-m", "gateway", "init", "--config", str(self.config), "--json"],
-            cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=60, check=True,
-        )  # fmt: skip
-        printed = json.loads(init.stdout)
-        self.root_id: str = printed["id"]
-        self.root_key: str = printed["api_key"]
+        self.root_id, self.root_key = init_store(self.config)
         self.workers = workers
         self.log = tmp_path / "gateway.log"
         with self.log.open("wb") as log:
