@@ -98,7 +98,7 @@ def create_app(
     ProcessCollector(registry=registry)
     metrics = GatewayMetrics(registry, settings.catalogs)
     app = web.Application(
-        middlewares=[gateway_middleware(metrics)],
+        middlewares=[gateway_middleware(metrics, settings)],
         # Only bodies we read whole (the token form) are bound by this; proxied bodies stream
         # and are bound by server.max_body_bytes instead.
         client_max_size=settings.server.max_form_bytes,

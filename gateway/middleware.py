@@ -16,6 +16,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from multidict import CIMultiDictProxy
 
+from .auth.authenticator import ANONYMOUS
+from .auth.caller import check_anonymous_rate
 from .errors import (
     BadRequest,
     ClientClosedRequest,
@@ -30,6 +32,7 @@ from .errors import (
 )
 from .observability.metrics import NO_CATALOG, GatewayMetrics
 from .routing import ICEBERG_METHODS
+from .settings import Settings
 from .state import AUTH, AUTHENTICATOR, BACKOFF, CATALOG, CLIENTS, METRICS, REQUEST_ID, ROUTE
 
 __all__ = ("gateway_middleware",)
@@ -56,11 +59,12 @@ def _failure_reason(request: web.Request, exc: Unauthenticated) -> str:
     return (outcome.reason if outcome is not None else None) or "missing"
 
 
-def gateway_middleware(metrics: GatewayMetrics) -> Middleware:
+def gateway_middleware(metrics: GatewayMetrics, settings: Settings) -> Middleware:
     """The four layers in one: request id, metrics, errors, authentication (in that order,
     outermost first). One coroutine per request instead of four: each aiohttp middleware
     layer costs a call and a coroutine on every request."""
     clock = time.perf_counter
+    anonymous_limit = settings.limits.anonymous_per_second > 0
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -94,9 +98,10 @@ def gateway_middleware(metrics: GatewayMetrics) -> Middleware:
                 may_read = not backoff.held or backoff.may_read(
                     request.app[CLIENTS].address(request)
                 )
-                request[AUTH] = await request.app[AUTHENTICATOR].authenticate(
-                    headers, may_read=may_read
-                )
+                outcome = await request.app[AUTHENTICATOR].authenticate(headers, may_read=may_read)
+                request[AUTH] = outcome
+                if outcome is ANONYMOUS and anonymous_limit:
+                    check_anonymous_rate(request)
                 response = await handler(request)
             except Exception as exc:
                 # Errors: inside metrics, so metrics count the answer the client got.

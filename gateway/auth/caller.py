@@ -21,15 +21,17 @@ from ..errors import BadRequest, TooManyRequests, Unauthenticated
 from ..identity.models import Principal
 from ..state import AUTH, BACKOFF, CLIENTS, KEY_POLICY, METRICS, RATES, SETTINGS
 from .authenticator import ANONYMOUS, HELD, AuthOutcome
+from .backoff import counted_address
 from .credentials import AMBIGUOUS
 from .rate_limit import retry_after
 
 __all__ = (
-    "KEY_TOO_OLD", "NOT_ALLOWED_HERE", "check_backoff", "check_rate_limit", "refusal",
-    "require_principal",
+    "KEY_TOO_OLD", "NOT_ALLOWED_HERE", "check_anonymous_rate", "check_backoff",
+    "check_rate_limit", "refusal", "require_principal",
 )  # fmt: skip
 
 RATE_LIMITED: Final = "Rate limit exceeded for this service user; retry later"
+ANONYMOUS_LIMITED: Final = "Too many requests without credentials from this address; retry later"
 
 # The reasons of a good credential refused: used from outside its service user's allowlist,
 # or a key past the maximum age when the policy refuses such keys.
@@ -94,6 +96,21 @@ def check_rate_limit(request: web.Request, principal: Principal) -> None:
             "minute are not audited one by one",
         )  # fmt: skip
     raise TooManyRequests(retry_after(wait), RATE_LIMITED)
+
+
+def check_anonymous_rate(request: web.Request) -> None:
+    """Count a request that presented no credential against its client address's limit
+    (``limits.anonymous_per_second``; IPv6 by /64); raise TooManyRequests past it. What
+    it protects: the answers anyone may ask for (/readyz, which asks the store and every
+    upstream; discovery; the UI's login page; the 401s)."""
+    limits = request.app[SETTINGS].limits
+    rate = limits.anonymous_per_second
+    burst = limits.anonymous_burst or max(1, math.ceil(rate))
+    unit = counted_address(request.app[CLIENTS].address(request))
+    wait = request.app[RATES].wait(f"addr:{unit}", rate, burst)
+    if wait:
+        request.app[METRICS].throttled("anonymous")
+        raise TooManyRequests(retry_after(wait), ANONYMOUS_LIMITED)
 
 
 def check_backoff(request: web.Request, reason: str | None, key_id: str | None) -> None:

@@ -66,9 +66,9 @@ AUTH_FAILURE_REASONS: Final = (
 )  # fmt: skip
 GRANT_TYPES: Final = ("client_credentials", "token_exchange")
 # Why a request was answered 429: a failure past the address's or the (address, key id)'s
-# budget, a credential from a held address that would have needed a store read, or a
-# service user over its request rate limit.
-THROTTLE_SCOPES: Final = ("address", "key", "held", "rate")
+# budget, a credential from a held address that would have needed a store read, a service
+# user over its request rate limit, or an address over its limit of requests without one.
+THROTTLE_SCOPES: Final = ("address", "key", "held", "rate", "anonymous")
 TOKEN_ERRORS: Final = (
     "invalid_request", "invalid_client", "invalid_grant", "unsupported_grant_type",
     "temporarily_unavailable",

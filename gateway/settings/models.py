@@ -225,6 +225,12 @@ class LimitSettings:
     # worth). Past it: 429 with Retry-After. Per gateway instance (its workers share it).
     requests_per_second: float = 0.0
     burst: int = 0
+    # Requests with no credential at all (health checks, discovery, the UI's login page,
+    # 401s), per client address (IPv6: per /64): a token bucket as above; 0: no limit. Off by
+    # default: behind a load balancer without server.trusted_proxies every client shares
+    # its address.
+    anonymous_per_second: float = 0.0
+    anonymous_burst: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -132,6 +132,10 @@ def validate(settings: Settings) -> list[str]:
         problems.append("limits.requests_per_second: must be between 0 (none) and 1000000")
     if not 0 <= limits.burst <= 10_000_000:
         problems.append("limits.burst: must be between 0 and 10000000")
+    if not 0 <= limits.anonymous_per_second <= 1_000_000:  # NaN fails too
+        problems.append("limits.anonymous_per_second: must be between 0 (none) and 1000000")
+    if not 0 <= limits.anonymous_burst <= 10_000_000:
+        problems.append("limits.anonymous_burst: must be between 0 and 10000000")
     if not 1.0 <= limits.failed_auth_window_seconds <= 86400.0:  # NaN fails too
         problems.append("limits.failed_auth_window_seconds: must be between 1 and 86400")
     keys = settings.keys

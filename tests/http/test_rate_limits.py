@@ -12,7 +12,7 @@ import pytest
 
 from gateway.auth.rate_limit import RateLimiter, SharedRates
 from gateway.identity.service_users import CreatedKey
-from gateway.settings import LimitSettings
+from gateway.settings import LimitSettings, ServerSettings
 
 from ..conftest import Gateway, MakeGateway
 from ..fakes import FakeClock
@@ -148,3 +148,31 @@ def test_workers_share_one_table_so_a_limit_is_the_instances() -> None:
     finally:
         memory.close()
         memory.unlink()
+
+
+async def test_requests_without_a_credential_are_limited_per_address_when_asked(
+    make_gateway: MakeGateway,
+) -> None:
+    gw = await make_gateway(
+        server=ServerSettings(trusted_proxies=("127.0.0.1",)),
+        limits=LimitSettings(anonymous_per_second=1, anonymous_burst=2),
+    )
+
+    async def anonymous(address: str, path: str = "/healthz") -> int:
+        async with gw.client.get(path, headers={"X-Forwarded-For": address}) as resp:
+            await resp.read()
+            return resp.status
+
+    assert [await anonymous("198.51.100.7") for _ in range(3)] == [200, 200, 429]
+    assert await anonymous("198.51.100.8") == 200  # another address, another bucket
+    # A /64 is one host: its other addresses share the bucket.
+    assert [await anonymous(f"2001:db8::{n}") for n in (1, 2, 3)] == [200, 200, 429]
+    # Requests with a credential are not counted there.
+    async with gw.client.get(
+        CATALOG, headers={**key_header(gw.root), "X-Forwarded-For": "198.51.100.7"}
+    ) as resp:
+        assert resp.status == 200
+    gw.clock.advance(1)
+    assert await anonymous("198.51.100.7") == 200
+    metrics = await (await gw.client.get("/metrics", headers=key_header(gw.root))).text()
+    assert 'pangolin_throttled_requests_total{scope="anonymous"} 2.0' in metrics
