@@ -6,7 +6,10 @@ ambiguous request (a credential header repeated, or two credentials naming diffe
 principals: which one a server acts on is exactly what a smuggler exploits), 401 otherwise,
 each failure counted and audited. A failed credential also counts towards the backoff
 (``backoff``): past its budget the answer is 429 with Retry-After, and the backoff's start is
-audited once instead of each failure.
+audited once instead of each failure. A good credential may still be refused here: from
+outside its allowlist, or past the maximum key age the policy refuses (``refusal``); and a
+service user over its rate limit gets 429 (``check_rate_limit``, once per request however
+many times a handler asks for its caller).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ ANONYMOUS_LIMITED: Final = "Too many requests without credentials from this addr
 # or a key past the maximum age when the policy refuses such keys.
 NOT_ALLOWED_HERE: Final = "address_not_allowed"
 KEY_TOO_OLD: Final = "key_too_old"
+_RATE_COUNTED: Final[web.RequestKey[bool]] = web.RequestKey("pangolin.rate_counted")
 
 
 def require_principal(request: web.Request, target_type: str, target_id: str | None) -> Principal:
@@ -75,8 +79,9 @@ def refusal(request: web.Request, principal: Principal) -> str | None:
 def check_rate_limit(request: web.Request, principal: Principal) -> None:
     """Count a request of ``principal`` against its rate limit (its own, or the configured
     default; none for humans); raise TooManyRequests past it."""
-    if principal.type != "service_user":
+    if principal.type != "service_user" or _RATE_COUNTED in request:
         return
+    request[_RATE_COUNTED] = True  # a handler may ask for its caller more than once
     limits = request.app[SETTINGS].limits
     rate = principal.rate_limit if principal.rate_limit is not None else limits.requests_per_second
     if not rate:

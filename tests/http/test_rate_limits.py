@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from gateway.auth.rate_limit import RateLimiter, SharedRates
+from gateway.identity.models import Role
 from gateway.identity.service_users import CreatedKey
 from gateway.settings import LimitSettings, ServerSettings
 
@@ -176,3 +177,17 @@ async def test_requests_without_a_credential_are_limited_per_address_when_asked(
     assert await anonymous("198.51.100.7") == 200
     metrics = await (await gw.client.get("/metrics", headers=key_header(gw.root))).text()
     assert 'pangolin_throttled_requests_total{scope="anonymous"} 2.0' in metrics
+
+
+async def test_a_management_request_counts_once_however_often_it_asks_for_its_caller(
+    gw: Gateway,
+) -> None:
+    admin = await gw.user("admin", role=Role.TENANT_ADMIN)
+    target = await gw.user("target")
+    path = f"/api/v1/service-users/{target.user.id}"
+    # PUT asks for its caller twice (manager, then the target's check): one request.
+    answers = [
+        (await call(gw, "PUT", path, key_header(admin), body={"description": str(n)})).status
+        for n in range(4)
+    ]
+    assert answers == [200, 200, 200, 429]
