@@ -137,7 +137,7 @@ def run_demo(settings: Settings, data_dir: Path) -> None:
             f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{settings.server.port}"
         )
         _print_welcome(base_url, provisioned, ui=settings.ui.enabled)
-        serve_settings(settings)
+        serve_settings(settings, reload_on_hangup=False)  # SIGHUP: the terminal went away
     finally:
         # Already stopping: a repeated Ctrl-C or SIGTERM (the server's own handlers are gone
         # by now) must not kill us before SeaweedFS is stopped, or it would be orphaned.

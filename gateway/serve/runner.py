@@ -64,29 +64,35 @@ def serve_settings(
     port: int | None = None,
     workers: int = 1,
     app_factory: Callable[[Settings], web.Application] = create_app,
+    reload_on_hangup: bool = True,
 ) -> int:
     """Serve until SIGINT or SIGTERM; the exit status. ``workers`` > 1: that many processes
     share the port (SO_REUSEPORT) and the store, under a supervisor (see ``workers``).
     ``app_factory`` builds the single process's app (the benchmark's seam; workers always
-    build ``create_app``'s)."""
+    build ``create_app``'s). SIGHUP reloads, unless ``reload_on_hangup`` is False (``make
+    run``, whose own SIGHUP handler stops it: closing the terminal ends it)."""
     server = dataclasses.replace(
         settings.server,
         host=host if host is not None else settings.server.host,
         port=port if port is not None else settings.server.port,
     )
     settings = dataclasses.replace(settings, server=server)
-    ignore_reloads()  # until it serves (and for the supervisor of --workers, which passes it on)
+    if reload_on_hangup:
+        ignore_reloads()  # until it serves (and for --workers' supervisor, which passes it on)
     asyncio.run(check_initialized(settings))
     if workers > 1:
         return supervise(settings, workers)
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
-        runner.run(_serve_until_signalled(settings, app_factory))
+        runner.run(_serve_until_signalled(settings, app_factory, reload_on_hangup))
     return 0
 
 
 async def _serve_until_signalled(
-    settings: Settings, app_factory: Callable[[Settings], web.Application]
+    settings: Settings,
+    app_factory: Callable[[Settings], web.Application],
+    reload_on_hangup: bool,
 ) -> None:
     with stop_signal() as stop:
-        async with serving(app_factory(settings), settings.server):
+        app = app_factory(settings)
+        async with serving(app, settings.server, reload_on_hangup=reload_on_hangup):
             await stop.wait()

@@ -51,12 +51,17 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 @contextlib.asynccontextmanager
 async def serving(
-    app: web.Application, server: ServerSettings, *, reuse_port: bool = False
+    app: web.Application,
+    server: ServerSettings,
+    *,
+    reuse_port: bool = False,
+    reload_on_hangup: bool = True,
 ) -> AsyncIterator[GatewayRunner]:
     """``app`` listening on ``server.host:server.port`` (over TLS when the settings give a
     certificate, re-read on SIGHUP) until the block ends, then a graceful stop: no new
     connections, requests in flight finish (for up to ``server.drain_seconds``), then the
-    app's cleanup (``last_used``, the audit queue) runs."""
+    app's cleanup (``last_used``, the audit queue) runs. Without ``reload_on_hangup``
+    (``make run``, where closing the terminal must stop it) SIGHUP is left to the caller."""
     tls = server_context(server)  # TlsError (an OSError) before anything listens
     runner = GatewayRunner(app, handle_signals=False, **server_options(server))
     await runner.setup()
@@ -64,13 +69,15 @@ async def serving(
     try:
         site = web.TCPSite(runner, server.host, server.port, reuse_port=reuse_port, ssl_context=tls)
         await site.start()
-        # SIGHUP re-reads what can change under a running listener; never its default
-        # (which ends the process): a reload must not be a crash.
-        loop.add_signal_handler(signal.SIGHUP, _reload, tls, server)
+        if reload_on_hangup:
+            # SIGHUP re-reads what can change under a running listener; never its default
+            # (which ends the process): a reload must not be a crash.
+            loop.add_signal_handler(signal.SIGHUP, _reload, tls, server)
         yield runner
     finally:
-        loop.remove_signal_handler(signal.SIGHUP)  # which restores SIGHUP's default: ...
-        ignore_reloads()  # ... a reload sent while draining must not end the drain
+        if reload_on_hangup:
+            loop.remove_signal_handler(signal.SIGHUP)  # which restores SIGHUP's default: ...
+            ignore_reloads()  # ... a reload sent while draining must not end the drain
         await runner.cleanup()
 
 
