@@ -19,13 +19,14 @@ import math
 import struct
 from collections.abc import Callable
 from multiprocessing import shared_memory
-from typing import Any, Final, Protocol
+from typing import Final, Protocol
 
 __all__ = ("SLOTS", "LocalRates", "RateLimiter", "Rates", "SharedRates", "retry_after")
 
 SLOTS: Final = 1 << 16  # service users with a limit one instance tracks at once
 _SLOT: Final = struct.Struct("<Qd")  # key (0: free), theoretical arrival time
 _PROBES: Final = 64
+_LOCK_WAIT: Final = 0.05  # seconds; the lock is held for a few microseconds
 
 Clock = Callable[[], float]
 
@@ -72,7 +73,11 @@ class SharedRates:
         buffer = self._memory.buf
         assert buffer is not None
         start = key % SLOTS
-        with self._lock:
+        # Bounded: a worker killed while holding the lock (SIGKILL mid-update) must not stall
+        # the others' event loops for good; past the wait, the request passes uncounted.
+        if not self._lock.acquire(timeout=_LOCK_WAIT):
+            return
+        try:
             reusable = None
             for probe in range(_PROBES):
                 offset = ((start + probe) % SLOTS) * _SLOT.size
@@ -90,11 +95,13 @@ class SharedRates:
             if new is not None and reusable is not None:
                 _SLOT.pack_into(buffer, reusable, key, new)
             # No room within the probes: this request passes unrecorded (errs open).
+        finally:
+            self._lock.release()
 
 
 class _Lock(Protocol):
-    def __enter__(self) -> bool: ...
-    def __exit__(self, *exc: Any) -> None: ...
+    def acquire(self, block: bool = ..., timeout: float | None = ...) -> bool: ...
+    def release(self) -> None: ...
 
 
 class RateLimiter:

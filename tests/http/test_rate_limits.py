@@ -191,3 +191,16 @@ async def test_a_management_request_counts_once_however_often_it_asks_for_its_ca
         for n in range(4)
     ]
     assert answers == [200, 200, 200, 429]
+
+
+def test_a_lock_left_held_by_a_killed_worker_never_stalls_the_others() -> None:
+    memory = SharedRates.create()
+    lock = multiprocessing.get_context("spawn").Lock()
+    try:
+        limiter = RateLimiter(SharedRates(memory.name, lock), FakeClock())
+        lock.acquire()  # as a worker SIGKILLed inside its update would leave it
+        # The request passes uncounted after a bounded wait, rather than hang the loop.
+        assert [limiter.wait("etl", 1.0, 1) for _ in range(3)] == [0.0, 0.0, 0.0]
+    finally:
+        memory.close()
+        memory.unlink()
