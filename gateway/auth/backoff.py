@@ -27,8 +27,10 @@ failure (what ``failure_counts`` does too).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import ipaddress
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +42,7 @@ from ..store import Store, StoreError
 
 __all__ = ("AuthBackoff", "Backoff")
 
+_LOGGER = logging.getLogger(__name__)
 _MAX_TRACKED: Final = 100_000  # counts kept in memory: a scanner must not grow it unbounded
 
 Clock = Callable[[], float]
@@ -145,10 +148,18 @@ class AuthBackoff:
     # -- merging through the store ---------------------------------------------------------------
 
     async def run(self, every: float) -> None:
-        """Flush every ``every`` seconds, until cancelled."""
+        """Flush every ``every`` seconds, until cancelled. A cancellation (the app's shutdown)
+        that arrives during a write waits for it: cut off mid-transaction, the connection
+        would be handed back with the write still on it (as for the audit queue)."""
         while True:
             await asyncio.sleep(every)
-            await self.flush()
+            write = asyncio.ensure_future(self.flush())
+            try:
+                await asyncio.shield(write)
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await write
+                raise
 
     async def flush(self) -> None:
         """Add this process's new failures to the store's counts and learn the totals (so the
@@ -160,9 +171,11 @@ class AuthBackoff:
         now = self._clock()
         try:
             totals = await self._store.add_failures(sent, now, now - self._window)
-        except StoreError:
+        except Exception as exc:
             for key, count in sent.items():  # counted again next time, nothing lost
                 self._pending[key] = self._pending.get(key, 0) + count
+            if not isinstance(exc, StoreError):  # an outage is the authenticator's to say
+                _LOGGER.warning("failure counts not written (%s); will retry", type(exc).__name__)
             return
         for key, total in totals.items():
             entry = self._counts.get(key)

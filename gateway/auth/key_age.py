@@ -23,7 +23,6 @@ carries: no store access, no date arithmetic until a notice is due.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import logging
 from collections.abc import Callable
@@ -42,7 +41,8 @@ __all__ = ("EXPIRES_HEADER", "NOTICE_HEADER", "KeyAgePolicy")
 EXPIRES_HEADER: Final = "X-Pangolin-Key-Expires"
 NOTICE_HEADER: Final = "X-Pangolin-Key-Notice"
 _DAY: Final = 86400.0
-_LOGGER = logging.getLogger(ACCESS_LOGGER)
+_LOGGER = logging.getLogger(__name__)
+_REMINDERS = logging.getLogger(ACCESS_LOGGER)  # the reminders go with the requests
 
 Clock = Callable[[], float]
 
@@ -67,8 +67,12 @@ class KeyAgePolicy:
         if self.max_age is None:
             return
         while True:
-            with contextlib.suppress(StoreError):  # the outage is the authenticator's to say
+            try:
                 await self.count(store)
+            except StoreError:
+                pass  # an outage is the authenticator's to say; counted again next time
+            except Exception as exc:  # a gauge is no reason to stop the app at shutdown
+                _LOGGER.warning("key ages not counted (%s)", type(exc).__name__)
             await asyncio.sleep(every)
 
     async def count(self, store: Store) -> None:
@@ -129,6 +133,6 @@ class KeyAgePolicy:
         if len(self._reminded) > 100_000:
             self._reminded.clear()
         self._reminded[principal.id] = today
-        _LOGGER.warning(
+        _REMINDERS.warning(
             "key notice: service user %s (%s): %s", principal.id, principal.name, notice
         )

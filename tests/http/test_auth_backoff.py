@@ -8,6 +8,7 @@ address), as a load balancer in front of the gateway makes them.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -239,3 +240,30 @@ async def test_missing_credentials_are_not_failures(gw: Gateway) -> None:
         async with gw.client.get(CATALOG, headers={"X-Forwarded-For": ATTACKER}) as resp:
             assert resp.status == 401
     assert not gw.app[BACKOFF].held
+
+
+async def test_a_shutdown_during_a_flush_waits_for_it_and_loses_nothing(
+    gw: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    victim = await gw.user("victim")
+    await statuses(gw, wrong_secret(victim), ATTACKER, 2)
+    backoff = gw.app[BACKOFF]
+    store = backoff._store
+    real = store.add_failures
+    writing, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(*args: Any) -> dict[bytes, int]:
+        writing.set()
+        await release.wait()
+        return await real(*args)
+
+    monkeypatch.setattr(store, "add_failures", slow)
+    task = asyncio.create_task(backoff.run(0))
+    await writing.wait()
+    task.cancel()  # the app's shutdown, mid-write
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    rows = await gw.committed_rows("SELECT failures FROM failure_counts")
+    assert sorted(count for (count,) in rows) == [2, 2]

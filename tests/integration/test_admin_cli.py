@@ -38,7 +38,7 @@ COPY_NOW = "Copy this key now: it will not be shown again.\n"
 SERVICE_USER_FIELDS = {
     "id", "name", "description", "tenant", "role", "key_id", "active", "created_at",
     "created_by", "expires_at", "last_used_at", "key_rotated_at", "key_generation",
-    "previous_key_id", "previous_key_expires_at", "allowed_networks",
+    "previous_key_id", "previous_key_expires_at", "allowed_networks", "rate_limit", "rate_burst",
 }  # fmt: skip
 USER_FIELDS = {
     "id", "username", "tenant", "role", "active", "created_at", "created_by", "last_login_at",
