@@ -12,12 +12,11 @@ credentials exhaust memory or stall requests.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 from typing import Final
 
-from ..store import AuditRecord, Store, StoreUnavailable
+from ..store import AuditRecord, Store, StoreUnavailable, uninterrupted
 
 __all__ = ("MAX_USER_AGENT", "AuditQueue")
 
@@ -77,13 +76,8 @@ class AuditQueue:
             await asyncio.sleep(flush_seconds)
             if not self._pending:
                 continue
-            write = asyncio.ensure_future(self.flush())
             try:
-                await asyncio.shield(write)
-            except asyncio.CancelledError:
-                with contextlib.suppress(Exception):
-                    await write  # its failure is put back and counted by flush() itself
-                raise
+                await uninterrupted(self.flush())  # a failure is put back and counted there
             except StoreUnavailable:
                 # Kept (within the bound) and written when the store answers again; the
                 # outage itself is logged once by the authenticator.

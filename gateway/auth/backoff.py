@@ -27,7 +27,6 @@ failure (what ``failure_counts`` does too).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import ipaddress
 import logging
@@ -38,7 +37,7 @@ from typing import Final
 
 from ..networks import parse_ip
 from ..settings import LimitSettings
-from ..store import Store, StoreError
+from ..store import Store, StoreError, uninterrupted
 
 __all__ = ("AuthBackoff", "Backoff")
 
@@ -153,13 +152,7 @@ class AuthBackoff:
         would be handed back with the write still on it (as for the audit queue)."""
         while True:
             await asyncio.sleep(every)
-            write = asyncio.ensure_future(self.flush())
-            try:
-                await asyncio.shield(write)
-            except asyncio.CancelledError:
-                with contextlib.suppress(Exception):
-                    await write
-                raise
+            await uninterrupted(self.flush())
 
     async def flush(self) -> None:
         """Add this process's new failures to the store's counts and learn the totals (so the

@@ -34,7 +34,7 @@ from ..identity.models import Principal
 from ..observability.access_log import ACCESS_LOGGER
 from ..settings import KeySettings
 from ..state import AUTH
-from ..store import Store, StoreError
+from ..store import Store, StoreError, uninterrupted
 
 __all__ = ("EXPIRES_HEADER", "NOTICE_HEADER", "KeyAgePolicy")
 
@@ -68,7 +68,7 @@ class KeyAgePolicy:
             return
         while True:
             try:
-                await self.count(store)
+                await uninterrupted(self.count(store))
             except StoreError:
                 pass  # an outage is the authenticator's to say; counted again next time
             except Exception as exc:  # a gauge is no reason to stop the app at shutdown

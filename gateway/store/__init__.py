@@ -15,6 +15,7 @@ from .base import (
     StoreError,
     StoreUnavailable,
     UniqueViolation,
+    uninterrupted,
 )
 from .postgres import PostgresStore
 from .sqlite import DEFAULT_TENANT, SqliteStore
@@ -34,6 +35,7 @@ __all__ = (
     "StoreError",
     "StoreUnavailable",
     "UniqueViolation",
+    "uninterrupted",
 )
 
 

@@ -6,14 +6,18 @@ replicas on several hosts must share state.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import asyncio
+import contextlib
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from ..errors import Conflicting, GatewayError
 from ..identity.grants import AccessRole, Grant
 from ..identity.models import Role, ServiceUser, Session, Tenant, User
+
+_T = TypeVar("_T")
 
 __all__ = (
     "AuditQuery",
@@ -26,6 +30,7 @@ __all__ = (
     "StoreError",
     "StoreUnavailable",
     "UniqueViolation",
+    "uninterrupted",
 )
 
 
@@ -237,3 +242,18 @@ class Store(Protocol):
     async def query_audit(
         self, query: AuditQuery, *, limit: int, offset: int
     ) -> tuple[list[AuditRecord], int]: ...
+
+
+async def uninterrupted(write: Coroutine[Any, Any, _T]) -> _T:
+    """Await a store ``write`` that a cancellation (the app's shutdown cancelling a
+    background task) must not cut off: it waits for the write to finish, then the
+    cancellation goes on. Cut off mid-transaction, the write's data was lost and its
+    connection handed back still busy (SQLite: inside BEGIN; PostgreSQL: "another operation
+    is in progress"), so the shutdown's own last writes failed."""
+    task = asyncio.ensure_future(write)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await task
+        raise
