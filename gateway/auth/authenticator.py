@@ -282,6 +282,12 @@ class Authenticator:
         if claims.principal_type != "service_user":
             return AuthOutcome(None, "bad_token")
         user = await self._cached(self._by_id, claims.subject, self._store.service_user)
+        if user is not None and claims.key_generation > user.key_generation:
+            # A token we signed for a newer key than the one cached: another process rotated
+            # it and this one has not polled yet. Our own signature proves the rotation, so
+            # the caches are stale now: read again rather than refuse a fresh token.
+            self.invalidate()
+            user = await self._cached(self._by_id, claims.subject, self._store.service_user)
         if user is None:
             return AuthOutcome(None, "deleted")
         # Rotation bumps the key generation: tokens minted from an older key are dead, but

@@ -158,3 +158,21 @@ async def test_a_bad_grace_is_400_and_rotates_nothing(gateway: Gateway, grace: A
     assert_error(reply, 400, "grace_seconds")
     assert await stored_state(gateway) == before
     assert await catalog_status(gateway, key_auth(key)) == 200
+
+
+async def test_a_token_of_the_new_key_works_at_once_on_a_worker_that_has_not_polled(
+    gateway: Gateway, other_worker: Callable[[Gateway], Awaitable[Worker]]
+) -> None:
+    # Found by the soak: a client rotates through one worker, buys a token with the new key
+    # there and uses it on another worker, whose cache still holds the old generation.
+    created, old_key = await create_service_user(gateway, root(gateway), "etl")
+    worker = await other_worker(gateway)  # polls an hour away: only the token can tell it
+    old_token = await token_for(gateway, created["id"], old_key)
+    assert await status_on(worker, old_token) == 200  # the old generation cached there
+
+    _, new_key = await rotate(gateway, created["id"])
+    fresh = await token_for(gateway, created["id"], new_key)
+
+    assert await status_on(worker, fresh) == 200
+    # What the fresh token taught it holds for the old one too, poll or no poll.
+    assert await status_on(worker, old_token) == 401
