@@ -1409,7 +1409,13 @@ def main() -> None:
             report = run_all(bench)
         finally:
             bench.procs.stop_all()  # before the server stops: no gateway outlives its store
-    args.out.write_text("\n".join(report) + "\n")
+    text = "\n".join(report) + "\n"
+    # The soak's section (bench/soak.py writes it, at its own pace) survives a new run.
+    if args.out.exists():
+        old = args.out.read_text()
+        if "\n## Soak\n" in old:
+            text += "\n## Soak\n" + old.split("\n## Soak\n", 1)[1]
+    args.out.write_text(text)
     print("\n".join(report))
     print(f"\nwritten to {args.out}; logs in {tmp}")
 
