@@ -74,6 +74,11 @@ __all__ = (
 
 _LOGGER = logging.getLogger(__name__)
 _MAX_CACHE: Final = 200_000
+# Verified token signatures kept: each entry holds the token text (about 1 KB with its
+# claims), so 200,000 would be some 200 MB per worker before the cap; the soak showed RSS
+# climbing with every distinct token. Past this, expired ones go, then all (a miss costs one
+# ES256 verification, not a store read).
+_MAX_TOKENS: Final = 20_000
 _DAY: Final = 86400.0  # Unix time has no leap seconds: day N of the epoch is a UTC day
 USAGE_DAYS_KEPT: Final = 90  # request counts older than this many days are pruned
 _PRUNE_EVERY: Final = 3600.0
@@ -272,7 +277,7 @@ class Authenticator:
             return claims
         claims = self._tokens.verify(token, allow_expired=allow_expired)
         if claims is not None and claims.expires_at > now:
-            if len(self._token_claims) >= _MAX_CACHE:
+            if len(self._token_claims) >= _MAX_TOKENS:
                 self._prune_tokens(now)
             self._token_claims[token] = claims
         return claims
@@ -386,7 +391,7 @@ class Authenticator:
 
     def _prune_tokens(self, now: float) -> None:
         self._token_claims = {t: c for t, c in self._token_claims.items() if c.expires_at > now}
-        if len(self._token_claims) >= _MAX_CACHE:
+        if len(self._token_claims) >= _MAX_TOKENS:
             self._token_claims.clear()
 
     # -- freshness ---------------------------------------------------------------------------
