@@ -596,8 +596,10 @@ class Load:
 
     async def schedule(self, until: float) -> None:
         t0, sent, last_sweep = self.stats.t0, 0, 0.0
+        total = int((until - t0) * self.rate)  # request i is due at t0 + i / rate
         while (now := time.monotonic()) < until:
-            due = min(int((now - t0) * self.rate), int((until - t0) * self.rate))
+            # Every request due by now (i / rate <= now - t0): i from 0 to floor(...).
+            due = min(int((now - t0) * self.rate) + 1, total)
             while sent < due:
                 kind = self.cycle[sent % len(self.cycle)]
                 self.dispatch(kind, t0 + sent / self.rate)
@@ -606,7 +608,7 @@ class Load:
             if now - last_sweep >= 1.0:
                 self.sweep(now)
                 last_sweep = now
-            await asyncio.sleep(0.002)
+            await asyncio.sleep(0.001)  # the tick: requests leave at most about this late
         self.stats.sent = sent
 
     async def drain(self) -> None:
@@ -757,16 +759,42 @@ class Rotator:
 class Sampler:
     """/proc figures of the gateway's processes every SAMPLE_EVERY seconds."""
 
-    def __init__(self, supervisor: int) -> None:
-        self.supervisor = supervisor
+    def __init__(self, supervisor: int, also: Sequence[int] = ()) -> None:
+        self.supervisor, self.also = supervisor, tuple(also)
+        self.generator: dict[float, int] = {}  # when -> this script's CPU ticks
         self.samples: list[tuple[float, dict[int, Usage]]] = []
         self.commands: dict[int, str] = {}  # pid -> its command line, when first seen
+        # (when, busy ticks, all ticks, our ticks): the machine's, and those of everything
+        # this run started (the gateway, the upstream, this script): whether a slow window
+        # was the gateway's doing or a machine out of cores, and whose.
+        self.machine: list[tuple[float, int, int, int]] = []
 
     def sample(self) -> None:
-        got = {pid: u for pid in descendants(self.supervisor) if (u := usage(pid)) is not None}
+        tree = descendants(self.supervisor)
+        got = {pid: u for pid in tree if (u := usage(pid)) is not None}
         for pid in got.keys() - self.commands.keys():
             self.commands[pid] = command(pid)
-        self.samples.append((time.monotonic(), got))
+        now = time.monotonic()
+        self.samples.append((now, got))
+        others = [u for pid in self.also if (u := usage(pid)) is not None]
+        mine = usage(os.getpid())
+        self.generator[now] = mine.cpu_ticks if mine is not None else 0
+        ours = sum(u.cpu_ticks for u in got.values()) + sum(u.cpu_ticks for u in others)
+        ours += self.generator[now]
+        self.machine.append((now, *machine_ticks(), ours))
+
+    def busy(self, start: float, stop: float) -> tuple[float, float, float]:
+        """Between the samples nearest ``start`` and ``stop``: the share of all cores busy,
+        the share busy with what this run did not start, and this script's CPU in cores."""
+        first = min(self.machine, key=lambda m: abs(m[0] - start))
+        last = min(self.machine, key=lambda m: abs(m[0] - stop))
+        total = last[2] - first[2]
+        if not total:
+            return 0.0, 0.0, 0.0
+        busy, ours = last[1] - first[1], last[3] - first[3]
+        mine0, mine1 = (self.generator.get(m[0], 0) for m in (first, last))
+        span = (last[0] - first[0]) * os.sysconf("SC_CLK_TCK")
+        return busy / total, max(0, busy - ours) / total, (mine1 - mine0) / span
 
     async def run(self, until: float) -> None:
         while time.monotonic() < until:
@@ -792,6 +820,12 @@ class Sampler:
                 max(u.cpu_ticks for u in seen),
             )
         return out
+
+
+def machine_ticks() -> tuple[int, int]:
+    """Busy and all CPU ticks of the machine so far (/proc/stat; idle and iowait are idle)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(fields) - fields[3] - fields[4], sum(fields)
 
 
 def command(pid: int) -> str:
@@ -974,6 +1008,8 @@ def latency_rows(soak: Soak) -> list[str]:
             got = stats.latency.get((w, group))
             cells.append(f"{pct(got, 0.99):.2f}" if got else "–")
         cells.append(f"{pct(stats.lag[w], 0.99):.2f}" if w in stats.lag else "–")
+        busy, foreign, mine = soak.sampler.busy(soak.t0 + start * 60, soak.t0 + stop_ * 60)
+        cells += [f"{busy:.0%}", f"{foreign:.0%}", f"{mine:.2f}"]
         rows.append("| " + " | ".join(cells) + " |")
     return rows
 
@@ -1083,11 +1119,13 @@ def count_lines(soak: Soak) -> list[str]:
 def latency_lines(soak: Soak) -> list[str]:
     return [
         f"Latency (ms, from when due) per {soak.plan.window / 60:g}-minute window; lag: how "
-        "late the generator sent (its own share of the figures):",
+        "late the generator sent (its own share of the figures); machine busy: the share of "
+        f"all {os.cpu_count()} cores in use, of which 'not ours' by processes this run did not "
+        "start (another job on the machine); generator cores: this script's own CPU:",
         "",
         "| minutes | answered | /s | p50 all | p99 all | p99 X-API-Key | p99 bearer "
-        "| p99 token | p99 lag |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| p99 token | p99 lag | machine busy | not ours | generator cores |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         *latency_rows(soak),
     ]
 
@@ -1180,7 +1218,9 @@ def write_results(path: Path, section: Sequence[str]) -> None:
 # -- the run -----------------------------------------------------------------------------------
 
 
-async def soak(port: int, proc: subprocess.Popen[bytes], root_key: str, args: Args) -> Soak:
+async def soak(
+    port: int, proc: subprocess.Popen[bytes], root_key: str, upstream: int, args: Args
+) -> Soak:
     workers = await wait_workers(port, proc)
     steady = await create_user(port, root_key, "soak-steady")
     rotated_id, rotated_key = await create_user(port, root_key, "soak-rotated")
@@ -1200,7 +1240,7 @@ async def soak(port: int, proc: subprocess.Popen[bytes], root_key: str, args: Ar
     t0 = time.monotonic()
     until = t0 + plan.seconds
     stats, probes = Stats(t0, plan.window), Probes()
-    sampler = Sampler(proc.pid)
+    sampler = Sampler(proc.pid, [upstream])
     load = Load(port, rate, requests, stats, rot)
     progress = asyncio.create_task(show_progress(stats, probes, t0, until))
     await asyncio.gather(
@@ -1246,8 +1286,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Args:
 
 
 @contextlib.contextmanager
-def processes(home: Path) -> Iterator[tuple[int, subprocess.Popen[bytes], str, Path]]:
-    """The upstream and the gateway (port, process, Root key, log), stopped on the way out."""
+def processes(home: Path) -> Iterator[tuple[int, subprocess.Popen[bytes], str, Path, int]]:
+    """The upstream and the gateway (port, process, Root key, log, the upstream's pid),
+    stopped on the way out."""
     up_port, port = free_port(), free_port()
     upstream = start([PY, str(BENCH / "upstream_fast.py"), str(up_port)], home / "upstream.log")
     gateway: subprocess.Popen[bytes] | None = None
@@ -1257,7 +1298,7 @@ def processes(home: Path) -> Iterator[tuple[int, subprocess.Popen[bytes], str, P
         log = home / "gateway.log"
         cmd = [PY, "-m", "gateway", "serve", "--config", str(config), "--port", str(port)]
         gateway = start([*cmd, "--workers", str(WORKERS)], log)
-        yield port, gateway, root_key, log
+        yield port, gateway, root_key, log, upstream.pid
     finally:
         if gateway is not None:
             stop(gateway)
@@ -1271,8 +1312,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         uvloop.install()
     with tempfile.TemporaryDirectory(prefix="pangolin-soak-") as tmp:
-        with processes(Path(tmp)) as (port, proc, root_key, log):
-            result = asyncio.run(soak(port, proc, root_key, args))
+        with processes(Path(tmp)) as (port, proc, root_key, log, upstream):
+            result = asyncio.run(soak(port, proc, root_key, upstream, args))
             result.exit_status = stop(proc)
         result.access_lines, result.log = read_log(log)
     lines, ok = report(result)
