@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
-__all__ = ("IP", "Network", "network_problem", "parse_ip", "parse_networks")
+__all__ = ("IP", "Network", "counted_address", "network_problem", "parse_ip", "parse_networks")
 
 IP = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -41,3 +41,12 @@ def parse_networks(entries: Iterable[str]) -> tuple[Network, ...]:
     """``entries`` as networks (host bits allowed: ``10.1.2.3/8`` is ``10.0.0.0/8``); raises
     ValueError for a malformed one (``network_problem`` says which, for messages)."""
     return tuple(ipaddress.ip_network(entry.strip(), strict=False) for entry in entries)
+
+
+def counted_address(address: str) -> str:
+    """The unit a limit or a backoff counts ``address`` as: itself, or for IPv6 its /64
+    (what one host is usually given: each of its 2^64 addresses must not get a budget)."""
+    ip = parse_ip(address)
+    if isinstance(ip, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return address

@@ -28,14 +28,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import ipaddress
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from ..networks import parse_ip
+from ..networks import counted_address
 from ..settings import LimitSettings
 from ..store import Store, StoreError, uninterrupted
 
@@ -61,14 +60,6 @@ class Backoff:
 NO_BACKOFF: Final = Backoff(0, "", started=False)
 
 
-def counted_address(address: str) -> str:
-    """The unit counted for ``address``: itself, or for IPv6 its /64."""
-    ip = parse_ip(address)
-    if isinstance(ip, ipaddress.IPv6Address):
-        return str(ipaddress.IPv6Network((ip, 64), strict=False))
-    return address
-
-
 class AuthBackoff:
     def __init__(self, store: Store, limits: LimitSettings, clock: Clock = time.time) -> None:
         self._store = store
@@ -88,11 +79,12 @@ class AuthBackoff:
 
     def may_read(self, address: str) -> bool:
         """Whether a credential from ``address`` may cost a store read now."""
-        until = self.held.get(counted_address(address))
+        unit = counted_address(address)
+        until = self.held.get(unit)
         if until is None:
             return True
         if self._clock() >= until:
-            del self.held[counted_address(address)]
+            del self.held[unit]
             return True
         return False
 

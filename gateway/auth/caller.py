@@ -22,9 +22,9 @@ from aiohttp import web
 from ..audit.events import KEY_TARGET, record_auth_failure, record_event
 from ..errors import BadRequest, TooManyRequests, Unauthenticated
 from ..identity.models import Principal
+from ..networks import counted_address
 from ..state import AUTH, BACKOFF, CLIENTS, KEY_POLICY, METRICS, RATES, SETTINGS
 from .authenticator import ANONYMOUS, HELD, AuthOutcome
-from .backoff import counted_address
 from .credentials import AMBIGUOUS
 from .rate_limit import retry_after
 
