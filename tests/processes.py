@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ("REPO", "clean_env", "free_port", "init_store")
+__all__ = ("REPO", "clean_env", "free_port", "init_store", "start_serve")
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,3 +35,14 @@ def init_store(config: Path) -> tuple[str, str]:
     )  # fmt: skip
     printed = json.loads(init.stdout)
     return printed["id"], printed["api_key"]
+
+
+def start_serve(config: Path, log: Path, workers: int = 1) -> subprocess.Popen[bytes]:
+    """``pangolin-gateway serve --config config --workers N`` as a process, its output (both
+    streams) in ``log``."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve", "--config", str(config),
+             "--workers", str(workers)],
+            cwd=REPO, env=clean_env(), stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip

@@ -15,11 +15,12 @@ from typing import Any
 
 import pytest
 
+from gateway.auth.backoff import AuthBackoff
 from gateway.identity.models import ApiKey, generate_key
 from gateway.identity.service_users import CreatedKey
 from gateway.settings import LimitSettings, ServerSettings
 from gateway.state import AUDIT, BACKOFF
-from gateway.store import StoreUnavailable
+from gateway.store import Store, StoreUnavailable
 
 from ..conftest import ENGINES, Gateway, MakeGateway
 from .conftest import Worker
@@ -202,13 +203,23 @@ async def test_failures_spread_over_two_processes_add_up_through_the_store(
     assert (await get(worker, bad, ATTACKER))[0] == 429
 
 
-async def test_a_refused_flush_keeps_the_failures_for_the_next(
-    gw: Gateway, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def two_failures_pending(gw: Gateway) -> tuple[AuthBackoff, Store]:
+    """Two failures counted and not yet flushed; the backoff and its store."""
     victim = await gw.user("victim")
     await statuses(gw, wrong_secret(victim), ATTACKER, 2)
     backoff = gw.app[BACKOFF]
-    store = backoff._store
+    return backoff, backoff._store
+
+
+async def assert_two_failures_stored(gw: Gateway) -> None:
+    rows = await gw.committed_rows("SELECT failures FROM failure_counts")
+    assert sorted(count for (count,) in rows) == [2, 2]  # the address's and the pair's
+
+
+async def test_a_refused_flush_keeps_the_failures_for_the_next(
+    gw: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backoff, store = await two_failures_pending(gw)
     real = store.add_failures
 
     async def down(*_: Any) -> dict[bytes, int]:
@@ -219,8 +230,7 @@ async def test_a_refused_flush_keeps_the_failures_for_the_next(
     monkeypatch.setattr(store, "add_failures", real)
     await backoff.flush()
 
-    rows = await gw.committed_rows("SELECT failures FROM failure_counts")
-    assert sorted(count for (count,) in rows) == [2, 2]  # the address's and the pair's
+    await assert_two_failures_stored(gw)
 
 
 async def test_the_store_keeps_no_address_or_key_id_of_a_failure_in_clear(gw: Gateway) -> None:
@@ -245,10 +255,7 @@ async def test_missing_credentials_are_not_failures(gw: Gateway) -> None:
 async def test_a_shutdown_during_a_flush_waits_for_it_and_loses_nothing(
     gw: Gateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    victim = await gw.user("victim")
-    await statuses(gw, wrong_secret(victim), ATTACKER, 2)
-    backoff = gw.app[BACKOFF]
-    store = backoff._store
+    backoff, store = await two_failures_pending(gw)
     real = store.add_failures
     writing, release = asyncio.Event(), asyncio.Event()
 
@@ -265,5 +272,4 @@ async def test_a_shutdown_during_a_flush_waits_for_it_and_loses_nothing(
     with pytest.raises(asyncio.CancelledError):
         await task
 
-    rows = await gw.committed_rows("SELECT failures FROM failure_counts")
-    assert sorted(count for (count,) in rows) == [2, 2]
+    await assert_two_failures_stored(gw)

@@ -13,8 +13,6 @@ import signal
 import socket
 import socketserver
 import ssl
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,7 +26,7 @@ from cryptography import x509
 from pyiceberg.catalog.rest import RestCatalog
 
 from ..live import SeaweedUpstream
-from ..processes import clean_env, free_port, init_store
+from ..processes import free_port, init_store, start_serve
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 30.0
@@ -62,12 +60,7 @@ class TlsGateway:
         )
         self.root_id, self.root_key = init_store(self.config)
         self.log = root / "gateway.log"
-        with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway", "serve", "--config", str(self.config),
-                 "--workers", str(workers)],
-                cwd=REPO, env=clean_env(), stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+        self.proc = start_serve(self.config, self.log, workers)
         until(self._answers, "the gateway to answer over TLS")
 
     def issue(self) -> str:

@@ -19,7 +19,6 @@ import re
 import signal
 import stat
 import subprocess
-import sys
 import time
 import urllib.parse
 from collections import Counter
@@ -36,7 +35,7 @@ from gateway.cli import main
 from gateway.serve.metrics_share import SNAPSHOT_SECONDS, parse
 from gateway.store import SqliteStore
 
-from ..processes import clean_env, free_port, init_store
+from ..processes import free_port, init_store, start_serve
 
 REPO = Path(__file__).resolve().parents[2]
 # The bound the README states: store.change_poll_seconds (0.5 s) plus one request.
@@ -91,12 +90,7 @@ class Served:
         self.root_id, self.root_key = init_store(self.config)
         self.workers = workers
         self.log = tmp_path / "gateway.log"
-        with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway", "serve", "--config", str(self.config),
-                 "--workers", str(workers)],
-                cwd=REPO, env=clean_env(), stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+        self.proc = start_serve(self.config, self.log, workers)
         self.started: set[int] = set()  # every process of the tree seen: all must end
 
     # -- HTTP ---------------------------------------------------------------------------------
