@@ -10,6 +10,7 @@ import pytest
 
 from gateway.settings import (
     CatalogSettings,
+    KeySettings,
     LimitSettings,
     Settings,
     SettingsError,
@@ -306,9 +307,27 @@ def test_limits_out_of_range_are_refused_by_check_config() -> None:
         (LimitSettings(failed_auth_per_address=-1), "limits.failed_auth_per_address"),
         (LimitSettings(failed_auth_window_seconds=float("nan")), "limits.failed_auth_window"),
         (LimitSettings(failed_auth_window_seconds=0.5), "limits.failed_auth_window"),
+        (LimitSettings(requests_per_second=-1), "limits.requests_per_second"),
+        (LimitSettings(requests_per_second=float("nan")), "limits.requests_per_second"),
+        (LimitSettings(burst=-1), "limits.burst"),
+        (LimitSettings(anonymous_per_second=float("inf")), "limits.anonymous_per_second"),
+        (LimitSettings(anonymous_burst=-1), "limits.anonymous_burst"),
     ):
         problems = validate(dataclasses.replace(base, limits=limits))
         assert any(p.startswith(problem) for p in problems), problems
+
+
+def test_key_age_settings_out_of_range_are_refused_by_check_config() -> None:
+    base = Settings(catalogs={})
+    for keys, problem in (
+        (KeySettings(max_age_days=-1), "keys.max_age_days"),
+        (KeySettings(max_age_action="delete"), "keys.max_age_action"),
+        (KeySettings(notice_days=400), "keys.notice_days"),
+    ):
+        problems = validate(dataclasses.replace(base, keys=keys))
+        assert any(p.startswith(problem) for p in problems), problems
+    valid = validate(dataclasses.replace(base, keys=KeySettings(90, "refuse", 14)))
+    assert not [p for p in valid if p.startswith("keys.")]
 
 
 def test_tls_files_come_in_pairs_and_resolve_against_the_config_file(tmp_path: Path) -> None:
