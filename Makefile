@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 CONFIG ?= config/gateway.toml
 
-.PHONY: run shell test test-fast lint pytest chromium postgres bench bench-quick soak soak-quick clean
+.PHONY: run shell test test-fast lint pytest chromium postgres nginx bench bench-quick soak soak-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,7 +47,11 @@ chromium:
 postgres:
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql)
 
-pytest: $(VENV)/.installed-test tests/js/node_modules/.package-lock.json chromium postgres
+# Debian's nginx for the forward-auth tests (the shipped template, with auth_request).
+nginx:
+	command -v nginx >/dev/null || test -x /usr/sbin/nginx || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx)
+
+pytest: $(VENV)/.installed-test tests/js/node_modules/.package-lock.json chromium postgres nginx
 	$(BIN)/pytest
 
 # The fast layers alone (unit tests and the app in front of a fake upstream, about a minute):

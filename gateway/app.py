@@ -21,7 +21,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from . import catalog, discovery, health, management
+from . import catalog, discovery, forward_auth, health, management
 from .audit.clients import ClientAddresses
 from .audit.queue import AuditQueue
 from .auth.authenticator import Authenticator
@@ -45,6 +45,7 @@ from .proxy import (
     UpstreamTransport,
     make_upstream_auth,
 )
+from .proxy.configured import Configured
 from .routing import ICEBERG_METHODS
 from .settings import CatalogSettings, Settings
 from .state import (
@@ -53,7 +54,7 @@ from .state import (
     BACKOFF,
     CLIENTS,
     CLOCK,
-    FORWARDERS,
+    CONFIGURED,
     GRANTS,
     HTTP_SESSION,
     KEY_POLICY,
@@ -62,7 +63,6 @@ from .state import (
     RATES,
     SERVICE_USERS,
     SESSIONS,
-    SETTINGS,
     STORE,
     TENANTS,
     TOKENS,
@@ -104,7 +104,7 @@ def create_app(
         client_max_size=settings.server.max_form_bytes,
         handler_args=handler_args(settings),
     )
-    app[SETTINGS] = settings
+    app[CONFIGURED] = Configured(settings)
     app[CLOCK] = clock
     app[METRICS_REGISTRY] = registry
     app[METRICS] = metrics
@@ -126,6 +126,13 @@ def create_app(
     app.router.add_routes(management.routes())
     if settings.ui.enabled:
         setup_ui(app)
+    if settings.forward_auth.secret:
+        app.router.add_get("/forward-auth/nginx", forward_auth.nginx)
+        app.router.add_get("/forward-auth/traefik", forward_auth.traefik)
+        for method in ICEBERG_METHODS:  # Envoy asks with the client's method and path
+            app.router.add_route(
+                method, forward_auth.ENVOY_PREFIX + r"/{tail:[\s\S]*}", forward_auth.envoy
+            )
     # Only the methods Iceberg uses reach a handler: the router answers any other (TRACE,
     # PROPFIND, ...) with 405 and Allow, which the middleware sends before authenticating.
     # [\s\S]: any path reaches the grammar, a decoded newline included ("." stops at one).
@@ -151,7 +158,7 @@ def _store_context(
 ) -> Callable[[web.Application], contextlib.AbstractAsyncContextManager[None]]:
     @contextlib.asynccontextmanager
     async def context(app: web.Application) -> AsyncIterator[None]:
-        settings = app[SETTINGS]
+        settings = app[CONFIGURED].settings  # what it reads is fixed at start
         store = given if given is not None else make_store(settings.store)
         if given is None:
             await store.open()
@@ -211,42 +218,42 @@ def _store_context(
 
 
 async def _upstream_context(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
+    configured = app[CONFIGURED]
+    max_body_bytes = configured.settings.server.max_body_bytes
     session = aiohttp.ClientSession(
         auto_decompress=False,  # pass bodies through byte for byte, Content-Encoding intact
         cookie_jar=aiohttp.DummyCookieJar(),
         connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
         skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
     )
-    headers = HeaderPolicy(settings.role_headers)
     app[HTTP_SESSION] = session
+    metrics = app[METRICS]
+
     # One keep-alive pool per catalog (see proxy.transport); the shared aiohttp session serves
-    # the upstream token requests, whose token_url may be another origin.
-    clients = {name: _transport(catalog) for name, catalog in settings.catalogs.items()}
-    app[FORWARDERS] = {
-        name: Forwarder(
-            clients[name],
+    # the upstream token requests, whose token_url may be another origin. A reload builds
+    # forwarders the same way (proxy.configured).
+    def forwarder(name: str, catalog: CatalogSettings, headers: HeaderPolicy) -> Forwarder:
+        metrics.add_catalog(name)
+        return Forwarder(
+            _transport(catalog),
             catalog,
             make_upstream_auth(catalog, session, catalog.upstream_auth),
             headers,
-            max_body_bytes=settings.server.max_body_bytes,
+            max_body_bytes=max_body_bytes,
             clients=app[CLIENTS],
-            stats=app[METRICS].upstream(name),
+            stats=metrics.upstream(name),
             read_auth=(
                 make_upstream_auth(catalog, session, catalog.upstream_auth_read)
                 if catalog.upstream_auth_read.is_set
                 else None
             ),
         )  # fmt: skip
-        for name, catalog in settings.catalogs.items()
-    }
+
+    configured.start(forwarder)
     try:
         yield
     finally:
-        for client in clients.values():
-            client.close()
-        for client in clients.values():
-            await client.wait_closed()
+        await configured.close()
         await session.close()
 
 

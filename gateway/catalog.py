@@ -28,13 +28,13 @@ from .auth.token_endpoint import token_endpoint
 from .errors import BadRequest, Forbidden, MethodNotAllowed, NotFound
 from .identifiers import NAMED_IN_BODY, NOT_A_JSON_OBJECT, json_object, names_refusal
 from .identity.models import Principal
-from .proxy import ForwardRequest
+from .proxy import Forwarder, ForwardRequest
 from .proxy.rewrite import filter_list
-from .routing import Decision, decide, parse_request_path, query_refusal
+from .routing import CatalogPath, Decision, decide, parse_request_path, query_refusal
 from .settings import CatalogSettings
-from .state import CATALOG, FORWARDERS, REQUEST_ID, ROUTE, SETTINGS
+from .state import CATALOG, CONFIGURED, REQUEST_ID, ROUTE
 
-__all__ = ("catalog_request",)
+__all__ = ("Admitted", "admit", "catalog_request", "confine")
 
 
 async def catalog_request(request: web.Request) -> web.StreamResponse:
@@ -45,11 +45,53 @@ async def catalog_request(request: web.Request) -> web.StreamResponse:
         raise BadRequest(path.refusal)
     if path.is_token_endpoint:
         return await token_endpoint(request)
-    if request.method not in path.route.operations:
+    admitted = admit(request, request.method, path, query)
+    forwarder = admitted.forwarder
+    body = None
+    doc = None
+    if request.body_exists and admitted.reads_body:
+        body = await forwarder.read_body(request)
+        doc = json_object(body)
+        if doc is None:
+            raise BadRequest(NOT_A_JSON_OBJECT)
+        operation = path.route.operations[request.method]
+        if operation in NAMED_IN_BODY and (refusal := names_refusal(operation, doc)):
+            raise BadRequest(refusal)
+    fwd = ForwardRequest(
+        request, request.method, path, query, admitted.principal, request[REQUEST_ID], body
+    )
+    if admitted.confined:
+        confine(fwd, admitted, doc)
+    return await forwarder.forward(fwd)
+
+
+@dataclass(slots=True)  # not frozen: built once per request, and frozen builds slower
+class Admitted:
+    """A catalog request whose caller may use the catalog, before its body and needs are
+    judged."""
+
+    name: str
+    catalog: CatalogSettings
+    forwarder: Forwarder
+    principal: Principal
+    confined: bool  # grants decide for this caller (authz.is_confined)
+    # The body must be read whole and judged: it names what it creates, renames or commits,
+    # or grants decide and what it does depends on it.
+    reads_body: bool
+    body_aware: bool
+
+
+def admit(request: web.Request, method: str, path: CatalogPath, query: str) -> Admitted:
+    """Everything decided before a body is read, for the gateway's proxy and forward-auth
+    alike: 405, a bad ``parent`` query (400), the caller (401), the catalog (404) and whether
+    the caller's tenant may use it (403). ``path`` is neither refused nor the token endpoint."""
+    if method not in path.route.operations:
         raise MethodNotAllowed(allow=path.route.methods)
-    if (refusal := query_refusal(path, request.method, query)) is not None:
+    if (refusal := query_refusal(path, method, query)) is not None:
         raise BadRequest(refusal)
-    settings = request.app[SETTINGS]
+    # Both at once: a reload replaces them together (proxy.configured).
+    configured = request.app[CONFIGURED]
+    settings, forwarders = configured.settings, configured.forwarders
     name = path.mount if path.mount is not None else settings.default_catalog
     catalog = settings.catalogs.get(name) if name else None
     if catalog is not None and name:
@@ -66,24 +108,14 @@ async def catalog_request(request: web.Request) -> web.StreamResponse:
         )
     if not may_use_catalog(principal, catalog):
         raise Forbidden()
-    forwarder = request.app[FORWARDERS][name]
     confined = is_confined(principal, catalog)
-    operation = path.route.operations[request.method]
-    privilege = path.route.privileges[request.method]
+    privilege = path.route.privileges[method]
     body_aware = confined and privilege is not None and privilege.body_aware
-    body = None
-    doc = None
-    if request.body_exists and (operation in NAMED_IN_BODY or body_aware):
-        body = await forwarder.read_body(request)
-        doc = json_object(body)
-        if doc is None:
-            raise BadRequest(NOT_A_JSON_OBJECT)
-        if operation in NAMED_IN_BODY and (refusal := names_refusal(operation, doc)):
-            raise BadRequest(refusal)
-    fwd = ForwardRequest(request, path, query, principal, request[REQUEST_ID], body)
-    if confined:
-        _confine(fwd, name, catalog, doc, body_aware=body_aware)
-    return await forwarder.forward(fwd)
+    return Admitted(
+        name, catalog, forwarders[name], principal, confined,
+        reads_body=path.route.operations[method] in NAMED_IN_BODY or body_aware,
+        body_aware=body_aware,
+    )  # fmt: skip
 
 
 def _refusal(need: Need) -> str:
@@ -117,20 +149,14 @@ class _Verdict:
 MEMO_SIZE: Final = 4096  # verdicts remembered per grant index (then forgotten at once)
 
 
-def _confine(
-    fwd: ForwardRequest,
-    name: str,
-    catalog: CatalogSettings,
-    doc: dict[str, Any] | None,
-    *,
-    body_aware: bool,
-) -> None:
+def confine(fwd: ForwardRequest, admitted: Admitted, doc: dict[str, Any] | None) -> None:
     """Judge a confined caller's request and tell the forwarder the outcome. Without a body
     to judge, the verdict depends only on the caller's grant index, the catalog's default
     and the request line: remembered on the index, so a repeated request costs one lookup."""
-    method = fwd.request.method
+    method = fwd.method
+    name, catalog = admitted.name, admitted.catalog
     memo = fwd.principal.grants.memo
-    key = None if body_aware else (name, catalog.default_access, fwd.path, method,
+    key = None if admitted.body_aware else (name, catalog.default_access, fwd.path, method,
                                               fwd.query)  # fmt: skip
     verdict = memo.get(key) if key is not None else None
     if verdict is None:

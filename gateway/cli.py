@@ -195,7 +195,10 @@ def serve(config_path: Path, host: str | None, port: int | None, workers: int) -
     for warning in warnings(settings):
         logging.getLogger(__name__).warning("%s", warning)
     try:
-        status = serve_settings(settings, host=host, port=port, workers=workers)
+        status = serve_settings(
+            settings, host=host, port=port, workers=workers,
+            reread=lambda: load_settings(config_path, os.environ),
+        )  # fmt: skip
     except (LookupError, OSError, StoreError) as exc:  # StoreError: e.g. a newer schema
         raise CommandError(f"cannot serve: {exc}") from None
     if status:

@@ -34,7 +34,7 @@ from aiohttp.web_request import BaseRequest
 
 from .routing import ICEBERG_METHODS
 from .settings import Settings
-from .state import SETTINGS
+from .state import CONFIGURED
 
 __all__ = ("GatewayRunner", "handler_args")
 
@@ -183,6 +183,6 @@ class GatewayRunner(web.AppRunner):
             request_factory=server.request_factory,
             handler_cancellation=server.handler_cancellation,
             loop=asyncio.get_running_loop(),
-            header_timeout=self.app[SETTINGS].server.header_timeout_seconds,
+            header_timeout=self.app[CONFIGURED].settings.server.header_timeout_seconds,
             **server._kwargs,
         )

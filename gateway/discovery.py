@@ -8,7 +8,7 @@ from aiohttp import web
 
 from .management.catalogs import public_base_url
 from .management.schemas import NO_STORE
-from .state import SETTINGS, TOKENS
+from .state import CONFIGURED, TOKENS
 
 __all__ = ("jwks", "oauth_metadata")
 
@@ -24,7 +24,7 @@ async def oauth_metadata(request: web.Request) -> web.Response:
     base = public_base_url(request)
     return web.json_response(
         {
-            "issuer": request.app[SETTINGS].tokens.issuer,
+            "issuer": request.app[CONFIGURED].settings.tokens.issuer,
             "token_endpoint": f"{base}/v1/oauth/tokens",
             "jwks_uri": f"{base}/.well-known/jwks.json",
             "grant_types_supported": [

@@ -46,6 +46,7 @@ __all__ = (
     "MethodNotAllowed",
     "NotFound",
     "PayloadTooLarge",
+    "ProxyRequired",
     "TooManyRequests",
     "Unauthenticated",
     "UpstreamError",
@@ -108,6 +109,17 @@ class Forbidden(GatewayError):
     status = 403
     type = "ForbiddenException"
     message = "Forbidden: this principal may not use this catalog"
+
+
+class ProxyRequired(Forbidden):
+    """Forward-auth: a request only the gateway's own proxy may carry (fail closed: a proxy
+    configured to send it elsewhere gets a refusal, never an allow)."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(
+            f"Forbidden: send this request to the gateway's own proxy, not through "
+            f"forward-auth ({why})"
+        )
 
 
 class BadRequest(GatewayError):

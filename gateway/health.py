@@ -18,7 +18,7 @@ from .proxy.transport import (
     UpstreamReadTimeout,
     UpstreamTransport,
 )
-from .state import FORWARDERS, STORE
+from .state import CONFIGURED, STORE
 
 __all__ = ("healthz", "readyz")
 
@@ -51,7 +51,7 @@ async def readyz(request: web.Request) -> web.Response:
     except Exception:
         _LOGGER.exception("store is not reachable")
         checks["store"] = "unavailable"
-    forwarders = request.app[FORWARDERS]
+    forwarders = request.app[CONFIGURED].forwarders
     results = await asyncio.gather(*(_probe(f.transport) for f in forwarders.values()))
     for name, ok in zip(forwarders, results, strict=True):
         checks[f"catalog:{name}"] = "ok" if ok else "unavailable"

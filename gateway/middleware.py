@@ -35,7 +35,7 @@ from .routing import ICEBERG_METHODS
 from .settings import Settings
 from .state import AUTH, AUTHENTICATOR, BACKOFF, CATALOG, CLIENTS, METRICS, REQUEST_ID, ROUTE
 
-__all__ = ("gateway_middleware",)
+__all__ = ("error_answer", "gateway_middleware")
 
 _LOGGER = logging.getLogger(__name__)
 _SAFE_REQUEST_ID: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -105,7 +105,7 @@ def gateway_middleware(metrics: GatewayMetrics, settings: Settings) -> Middlewar
                 response = await handler(request)
             except Exception as exc:
                 # Errors: inside metrics, so metrics count the answer the client got.
-                response = _error_response(request, _client_gone(request, exc))
+                response = error_answer(request, _client_gone(request, exc))
         except web.HTTPException as exc:  # what the error handling lets through (3xx)
             metrics.request_done(request[CATALOG], request[ROUTE], exc.status, clock() - start)
             raise
@@ -141,7 +141,7 @@ def _client_gone(request: web.Request, exc: Exception) -> Exception:
     return exc
 
 
-def _error_response(request: web.Request, exc: Exception) -> web.StreamResponse:
+def error_answer(request: web.Request, exc: Exception) -> web.StreamResponse:
     """Every error leaves as JSON; nothing internal (exception text, stack) reaches the client.
     A 3xx ``HTTPException`` is re-raised for aiohttp to send."""
     if isinstance(exc, GatewayError | DomainError):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -26,8 +26,7 @@ if TYPE_CHECKING:
     from .identity.tenants import TenantDirectory
     from .identity.users import UserAdmin
     from .observability.metrics import GatewayMetrics
-    from .proxy import Forwarder
-    from .settings import Settings
+    from .proxy.configured import Configured
     from .store import Store
 
 __all__ = (
@@ -39,7 +38,7 @@ __all__ = (
     "CATALOG",
     "CLIENTS",
     "CLOCK",
-    "FORWARDERS",
+    "CONFIGURED",
     "HTTP_SESSION",
     "KEY_POLICY",
     "METRICS",
@@ -49,14 +48,14 @@ __all__ = (
     "ROUTE",
     "SERVICE_USERS",
     "SESSIONS",
-    "SETTINGS",
     "STORE",
     "TENANTS",
     "TOKENS",
     "USERS",
 )
 
-SETTINGS: web.AppKey[Settings] = web.AppKey("pangolin.settings")
+# The settings in force and the catalogs' forwarders, which a reload replaces (see there).
+CONFIGURED: web.AppKey[Configured] = web.AppKey("pangolin.configured")
 CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("pangolin.clock")
 STORE: web.AppKey[Store] = web.AppKey("pangolin.store")
 TOKENS: web.AppKey[TokenService] = web.AppKey("pangolin.tokens")
@@ -72,7 +71,6 @@ TENANTS: web.AppKey[TenantDirectory] = web.AppKey("pangolin.tenants")
 AUDIT: web.AppKey[AuditQueue] = web.AppKey("pangolin.audit")
 CLIENTS: web.AppKey[ClientAddresses] = web.AppKey("pangolin.clients")
 HTTP_SESSION: web.AppKey[aiohttp.ClientSession] = web.AppKey("pangolin.http_session")
-FORWARDERS: web.AppKey[Mapping[str, Forwarder]] = web.AppKey("pangolin.forwarders")
 METRICS_REGISTRY: web.AppKey[CollectorRegistry] = web.AppKey("pangolin.metrics_registry")
 METRICS: web.AppKey[GatewayMetrics] = web.AppKey("pangolin.metrics")
 

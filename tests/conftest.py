@@ -35,7 +35,7 @@ from gateway.identity.bootstrap import initialize
 from gateway.identity.models import Role
 from gateway.identity.service_users import CreatedKey, ServiceUserAdmin
 from gateway.settings import CatalogSettings, Settings, StoreSettings, UpstreamAuthSettings
-from gateway.state import AUTHENTICATOR, SERVICE_USERS, SETTINGS
+from gateway.state import AUTHENTICATOR, CONFIGURED, SERVICE_USERS
 from gateway.store import PostgresStore, SqliteStore, make_store
 from gateway.store.tables import StoreTables
 
@@ -128,12 +128,12 @@ class Gateway:
     def another_store(self) -> SqliteStore | PostgresStore:
         """Another (unopened) store object on this gateway's database, with connections of
         its own: what another worker or another replica holds."""
-        return make_store(self.app[SETTINGS].store)
+        return make_store(self.app[CONFIGURED].settings.store)
 
     async def committed_rows(self, sql: str) -> list[tuple[Any, ...]]:
         """``sql``'s rows as committed, read over a connection of the test's own (sqlite3 or
         asyncpg), never through the store under test."""
-        settings = self.app[SETTINGS].store
+        settings = self.app[CONFIGURED].settings.store
         if not settings.url:
             with contextlib.closing(sqlite3.connect(settings.path)) as file:
                 return file.execute(sql).fetchall()

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
-__all__ = ("REPO", "clean_env", "free_port", "init_store", "start_serve")
+__all__ = ("REPO", "HttpUpstream", "clean_env", "free_port", "init_store", "start_serve")
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,3 +50,59 @@ def start_serve(config: Path, log: Path, workers: int = 1) -> subprocess.Popen[b
              "--workers", str(workers)],
             cwd=REPO, env=clean_env(), stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
+
+
+class HttpUpstream:
+    """A catalog stand-in in a thread, for gateway processes: it says its name in every
+    answer and records the path and headers of every request; a path ending in ``/slow``
+    streams 20 lines, one every 100 ms."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.headers: list[dict[str, str]] = []
+        self.paths: list[str] = []
+        upstream = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:  # noqa: N802 (http.server's names)
+                upstream.paths.append(self.path)
+                upstream.headers.append(dict(self.headers.items()))
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.path.endswith("/slow"):
+                    self._stream()
+                    return
+                body = json.dumps({"namespaces": [], "served_by": upstream.name}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            do_HEAD = do_POST = do_DELETE = do_GET  # noqa: N815
+
+            def _stream(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                for n in range(20):
+                    chunk = f'{{"n": {n}}}\n'.encode()
+                    self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                    self.wfile.flush()
+                    time.sleep(0.1)
+                self.wfile.write(b"0\r\n\r\n")
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

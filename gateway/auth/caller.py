@@ -23,7 +23,7 @@ from ..audit.events import KEY_TARGET, record_auth_failure, record_event
 from ..errors import BadRequest, TooManyRequests, Unauthenticated
 from ..identity.models import Principal
 from ..networks import counted_address
-from ..state import AUTH, BACKOFF, CLIENTS, KEY_POLICY, METRICS, RATES, SETTINGS
+from ..state import AUTH, BACKOFF, CLIENTS, CONFIGURED, KEY_POLICY, METRICS, RATES
 from .authenticator import ANONYMOUS, HELD, AuthOutcome
 from .credentials import AMBIGUOUS
 from .rate_limit import retry_after
@@ -82,7 +82,7 @@ def check_rate_limit(request: web.Request, principal: Principal) -> None:
     if principal.type != "service_user" or _RATE_COUNTED in request:
         return
     request[_RATE_COUNTED] = True  # a handler may ask for its caller more than once
-    limits = request.app[SETTINGS].limits
+    limits = request.app[CONFIGURED].settings.limits
     rate = principal.rate_limit if principal.rate_limit is not None else limits.requests_per_second
     if not rate:
         return
@@ -108,7 +108,7 @@ def check_anonymous_rate(request: web.Request) -> None:
     (``limits.anonymous_per_second``; IPv6 by /64); raise TooManyRequests past it. What
     it protects: the answers anyone may ask for (/readyz, which asks the store and every
     upstream; discovery; the UI's login page; the 401s)."""
-    limits = request.app[SETTINGS].limits
+    limits = request.app[CONFIGURED].settings.limits
     rate = limits.anonymous_per_second
     burst = limits.anonymous_burst or max(1, math.ceil(rate))
     unit = counted_address(request.app[CLIENTS].address(request))

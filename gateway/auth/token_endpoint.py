@@ -42,7 +42,7 @@ from authlib.oauth2.rfc6749.errors import (
 from ..audit.events import KEY_TARGET, record_event
 from ..errors import TooManyRequests
 from ..identity.models import Principal, parse_key
-from ..state import AUTH, AUTHENTICATOR, BACKOFF, CLIENTS, METRICS, SETTINGS, TOKENS
+from ..state import AUTH, AUTHENTICATOR, BACKOFF, CLIENTS, CONFIGURED, METRICS, TOKENS
 from .authenticator import Authenticator, AuthOutcome
 from .caller import check_backoff, check_rate_limit, refusal
 from .tokens import ACCESS_TOKEN_TYPE, MAX_TOKEN_BYTES, IssuedToken
@@ -141,7 +141,7 @@ async def token_endpoint(request: web.Request) -> web.Response:
 
 
 async def _read_form(request: web.Request) -> Mapping[str, str]:
-    limit = request.app[SETTINGS].server.max_form_bytes
+    limit = request.app[CONFIGURED].settings.server.max_form_bytes
     if (request.content_length or 0) > limit:
         raise _Refused(InvalidRequestError(description="Request body too large", status_code=413))
     if request.content_type != "application/x-www-form-urlencoded":

@@ -6,7 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..auth.authz import catalog_access
-from ..state import AUDIT, SETTINGS, STORE
+from ..state import AUDIT, CONFIGURED, STORE
 from ..store import AuditQuery as StoreAuditQuery
 from .access import manager, principal, tenant_scope
 from .operations import Operation
@@ -24,7 +24,7 @@ async def me(request: web.Request) -> web.Response:
         type=caller.type,
         role=caller.role,
         tenant=caller.tenant_name,
-        access=catalog_access(caller, request.app[SETTINGS].catalogs),
+        access=catalog_access(caller, request.app[CONFIGURED].settings.catalogs),
         # The grants the caller's requests are judged by (its principal's index): what is
         # enforced now, not a second reading of the store.
         grants=[GrantView.of(grant) for grant in caller.grants.grants],

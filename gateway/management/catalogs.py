@@ -7,7 +7,7 @@ from aiohttp import web
 
 from ..auth.authz import may_use_catalog
 from ..auth.caller import require_principal
-from ..state import SETTINGS
+from ..state import CONFIGURED
 from .operations import Operation
 from .schemas import NO_STORE, Catalog, CatalogList
 
@@ -15,13 +15,13 @@ __all__ = ("OPERATIONS", "public_base_url")
 
 
 def public_base_url(request: web.Request) -> str:
-    configured = request.app[SETTINGS].server.public_url
+    configured = request.app[CONFIGURED].settings.server.public_url
     return configured.rstrip("/") if configured else f"{request.scheme}://{request.host}"
 
 
 async def list_catalogs(request: web.Request) -> web.Response:
     principal = require_principal(request, "catalog", None)
-    settings = request.app[SETTINGS]
+    settings = request.app[CONFIGURED].settings
     base = public_base_url(request)
     answer = CatalogList(
         catalogs=[

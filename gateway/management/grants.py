@@ -15,7 +15,7 @@ from ..audit.events import client_details
 from ..errors import BadRequest
 from ..identity.grants import ANY_CATALOG, AccessRole
 from ..identity.models import Principal, ServiceUser
-from ..state import GRANTS, SERVICE_USERS, SETTINGS
+from ..state import CONFIGURED, GRANTS, SERVICE_USERS
 from .access import check_target, check_visible, manager, new_in_tenant, target, tenant_scope
 from .operations import Operation
 from .parsing import read_body, read_query
@@ -38,7 +38,7 @@ __all__ = ("OPERATIONS", "check_catalog", "scoped_role")
 
 def check_catalog(request: web.Request, spec: GrantSpec, tenant: str) -> None:
     """A grant's catalog must be ``*`` or configured for ``tenant`` (400 otherwise)."""
-    catalog = request.app[SETTINGS].catalogs.get(spec.catalog)
+    catalog = request.app[CONFIGURED].settings.catalogs.get(spec.catalog)
     if spec.catalog != ANY_CATALOG and (catalog is None or catalog.tenant != tenant):
         raise BadRequest(f"catalog: no catalog {spec.catalog!r} belongs to tenant {tenant!r}")
 

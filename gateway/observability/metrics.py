@@ -53,7 +53,7 @@ __all__ = (
 )
 
 NO_CATALOG: Final = "-"
-ROUTES: Final = (*ROUTE_CLASSES, "management")
+ROUTES: Final = (*ROUTE_CLASSES, "management", "forward_auth")
 # Seconds. The gateway's own cost is well under a millisecond, so the low end is fine-grained.
 BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 UPSTREAM_ERROR_KINDS: Final = ("unavailable", "timeout", "broken")
@@ -241,6 +241,12 @@ class GatewayMetrics:
         counts = self._requests[catalog][route]
         counts[status] = counts.get(status, 0) + 1
         self._latency[route].observe(seconds)
+
+    def add_catalog(self, name: str) -> None:
+        """Count for ``name`` too (a catalog a reload added; one known already keeps its
+        counts, and so does one a reload removed: counters never go back)."""
+        self._requests.setdefault(name, {route: {} for route in ROUTES})
+        self._upstreams.setdefault(name, UpstreamStats())
 
     def upstream(self, catalog: str) -> UpstreamStats:
         """The pre-bound upstream stats of ``catalog`` (for its forwarder)."""

@@ -18,6 +18,7 @@ headers arrived, is counted in the catalog's ``UpstreamStats`` (``metrics``).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
@@ -36,6 +37,7 @@ from ..errors import (
     ClientClosedRequest,
     GatewayError,
     PayloadTooLarge,
+    ProxyRequired,
     UpstreamError,
     UpstreamTimeout,
     UpstreamUnavailable,
@@ -44,7 +46,7 @@ from ..identity.models import Principal
 from ..observability.metrics import UpstreamStats
 from ..routing import ROUTES, CatalogPath, Route
 from ..settings import CatalogSettings
-from .headers import HeaderPolicy
+from .headers import HeaderPolicy, Headers
 from .rewrite import rewrite_config, strip_storage_credentials, strip_table_credentials
 from .scope import WarehouseScope
 from .transport import (
@@ -80,6 +82,7 @@ class ForwardRequest:
     """A catalog request after routing: ``path`` is what the grammar read after ``/v1/``."""
 
     request: web.Request
+    method: str  # the request's, or for a forward-auth decision the one the proxy reports
     path: CatalogPath
     query: str
     principal: Principal
@@ -122,16 +125,41 @@ class Forwarder:
         # of the path, cached (bounded) since clients repeat the same few paths; a path outside
         # the catalog's warehouse raises NotFound, which is not cached.
         self._route = functools.lru_cache(maxsize=4096)(self._route_for)
+        # Requests being forwarded, answers streaming included: a forwarder a reload replaced
+        # closes its transport only once they are done (``retire``).
+        self._in_flight = 0
+        self._idle: asyncio.Event | None = None
 
     @property
     def transport(self) -> UpstreamTransport:
         """The catalog's upstream client (``/readyz`` probes through it)."""
         return self._client
 
+    async def retire(self) -> None:
+        """Close the transport once the requests in flight are done (a reload replaced this
+        forwarder: new requests go to its successor)."""
+        while self._in_flight:
+            self._idle = asyncio.Event()
+            await self._idle.wait()
+        await self.close()
+
+    async def close(self) -> None:
+        self._client.close()
+        await self._client.wait_closed()
+
+    async def forward(self, fwd: ForwardRequest) -> web.StreamResponse:
+        self._in_flight += 1
+        try:
+            return await self._forward(fwd)
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight and self._idle is not None:
+                self._idle.set()
+
     def _route_for(self, path: CatalogPath) -> tuple[str, _Rewrite | None]:
         return self._scope.upstream_tail(path), _rewrite_for(path.route, self._scope.prefix)
 
-    async def forward(self, fwd: ForwardRequest) -> web.StreamResponse:
+    async def _forward(self, fwd: ForwardRequest) -> web.StreamResponse:
         request = fwd.request
         length = request.content_length
         if length is not None and length > self._max_body:
@@ -198,6 +226,29 @@ class Forwarder:
             return await self._respond(fwd, upstream, rewrite)
         finally:
             upstream.release()
+
+    async def decision(self, fwd: ForwardRequest, target: str) -> Headers:
+        """Forward-auth: the headers a proxy must add to send ``fwd`` upstream itself, as
+        ``target`` (the raw path and query it received). Raises ``ProxyRequired`` unless the
+        proxy's request would be this forwarder's: the same target upstream (no mounted
+        catalog, nothing the warehouse fence adds) and an answer the gateway would pass on
+        unread (no credentials to strip, no list to filter)."""
+        tail, rewrite = self._route(fwd.path)  # NotFound outside the warehouse
+        if fwd.method != "HEAD" and (
+            rewrite is not None or fwd.answer_filter is not None or fwd.no_storage_writes
+        ):
+            raise ProxyRequired("the gateway filters this answer")
+        query = f"?{fwd.query}" if fwd.query else ""
+        if fwd.path.mount is not None or f"/v1/{tail}{query}" != target:
+            raise ProxyRequired("the gateway sends it upstream under another path")
+        auth = self._auth
+        if fwd.read_only and self._read_auth is not None:
+            auth = self._read_auth
+        headers = self._headers.identity(fwd.principal)
+        authorization = await auth.authorization()
+        if authorization is not None:
+            headers.append(("Authorization", authorization))
+        return headers
 
     async def read_body(self, request: web.Request) -> bytes:
         """The client's whole body, within ``MAX_JUDGED_BODY`` (413 past it, as soon as the

@@ -78,9 +78,13 @@ Headers = list[tuple[str, str]]
 
 
 class HeaderPolicy:
-    def __init__(self, role_headers: RoleHeaderSettings) -> None:
+    def __init__(self, role_headers: RoleHeaderSettings, *, formerly: Iterable[str] = ()) -> None:
+        """``formerly``: role header names a reload has replaced. A client's copy of them is
+        still dropped: an upstream not yet told of the new names trusts the old ones."""
         self._role_headers = role_headers
-        self._identity = frozenset(normalize_header_name(n) for n in role_headers.names())
+        self._identity = frozenset(
+            normalize_header_name(n) for n in (*role_headers.names(), *formerly)
+        )
         self._drop = HOP_BY_HOP | _GATEWAY_OWNED | self._identity
         # The verdict on a name is cached like the normalized names.
         self._passes = functools.lru_cache(maxsize=1024)(self._name_passes)
@@ -120,23 +124,29 @@ class HeaderPolicy:
         if trusted_forwarded_for and "X-Forwarded-For" in inbound:
             # Append, never replace, when the peer is a proxy we trust.
             forwarded_for = f"{', '.join(inbound.getall('X-Forwarded-For'))}, {client_addr}"
-        role = self._role_headers
         out += (
             ("X-Forwarded-For", forwarded_for),
             ("X-Forwarded-Proto", proto),
             ("X-Forwarded-Host", host),
             ("X-Request-Id", request_id),
-            (role.principal_id, principal.id),
-            (role.principal_name, principal.name),
-            (role.principal_type, principal.type),
-            (role.role, principal.role.value),
-            (role.tenant, principal.tenant_name),
         )
+        out += self.identity(principal)
         if authorization is not None:
             out.append(("Authorization", authorization))
         if identity_encoding:
             out.append(("Accept-Encoding", "identity"))
         return out
+
+    def identity(self, principal: Principal) -> Headers:
+        """The role headers that tell the upstream who is calling."""
+        role = self._role_headers
+        return [
+            (role.principal_id, principal.id),
+            (role.principal_name, principal.name),
+            (role.principal_type, principal.type),
+            (role.role, principal.role.value),
+            (role.tenant, principal.tenant_name),
+        ]
 
     @staticmethod
     def downstream_response(upstream: Headers, *, drop: Iterable[str] = ()) -> CIMultiDict[str]:

@@ -65,25 +65,32 @@ def serve_settings(
     workers: int = 1,
     app_factory: Callable[[Settings], web.Application] = create_app,
     reload_on_hangup: bool = True,
+    reread: Callable[[], Settings] | None = None,
 ) -> int:
     """Serve until SIGINT or SIGTERM; the exit status. ``workers`` > 1: that many processes
     share the port (SO_REUSEPORT) and the store, under a supervisor (see ``workers``).
     ``app_factory`` builds the single process's app (the benchmark's seam; workers always
-    build ``create_app``'s). SIGHUP reloads, unless ``reload_on_hangup`` is False (``make
-    run``, whose own SIGHUP handler stops it: closing the terminal ends it)."""
-    server = dataclasses.replace(
-        settings.server,
-        host=host if host is not None else settings.server.host,
-        port=port if port is not None else settings.server.port,
-    )
-    settings = dataclasses.replace(settings, server=server)
+    build ``create_app``'s). SIGHUP reloads (the TLS certificate, and the configuration
+    ``reread`` reads, with the same ``host``/``port``), unless ``reload_on_hangup`` is False
+    (``make run``, whose own SIGHUP handler stops it: closing the terminal ends it)."""
+
+    def overridden(loaded: Settings) -> Settings:
+        server = dataclasses.replace(
+            loaded.server,
+            host=host if host is not None else loaded.server.host,
+            port=port if port is not None else loaded.server.port,
+        )
+        return dataclasses.replace(loaded, server=server)
+
+    settings = overridden(settings)
+    again = (lambda: overridden(reread())) if reread is not None else None
     if reload_on_hangup:
         ignore_reloads()  # until it serves (and for --workers' supervisor, which passes it on)
     asyncio.run(check_initialized(settings))
     if workers > 1:
-        return supervise(settings, workers)
+        return supervise(settings, workers, again)
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
-        runner.run(_serve_until_signalled(settings, app_factory, reload_on_hangup))
+        runner.run(_serve_until_signalled(settings, app_factory, reload_on_hangup, again))
     return 0
 
 
@@ -91,8 +98,9 @@ async def _serve_until_signalled(
     settings: Settings,
     app_factory: Callable[[Settings], web.Application],
     reload_on_hangup: bool,
+    reread: Callable[[], Settings] | None,
 ) -> None:
     with stop_signal() as stop:
         app = app_factory(settings)
-        async with serving(app, settings.server, reload_on_hangup=reload_on_hangup):
+        async with serving(app, settings.server, reload_on_hangup=reload_on_hangup, reread=reread):
             await stop.wait()

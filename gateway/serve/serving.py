@@ -7,21 +7,25 @@ import asyncio
 import contextlib
 import logging
 import signal
-import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, Final
 
 from aiohttp import web
 
 from ..connection import GatewayRunner
 from ..observability.access_log import AccessLogger
-from ..settings import ServerSettings
+from ..settings import ServerSettings, Settings
+from . import reload
 from .tls import reload_certificate, server_context
 
 __all__ = (
-    "STOP_SIGNALS", "ignore_reloads", "new_event_loop", "server_options", "serving",
+    "STOP_SIGNALS", "Reload", "ignore_reloads", "new_event_loop", "server_options", "serving",
     "stop_signal",
 )  # fmt: skip
+
+# What a reload does in a serving process: the TLS certificate read again, and the settings
+# (if any: None when the configuration was refused) put in force.
+Reload = Callable[[Settings | None], None]
 
 STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
 _LOGGER = logging.getLogger(__name__)
@@ -56,12 +60,15 @@ async def serving(
     *,
     reuse_port: bool = False,
     reload_on_hangup: bool = True,
-) -> AsyncIterator[GatewayRunner]:
+    reread: Callable[[], Settings] | None = None,
+) -> AsyncIterator[Reload]:
     """``app`` listening on ``server.host:server.port`` (over TLS when the settings give a
-    certificate, re-read on SIGHUP) until the block ends, then a graceful stop: no new
-    connections, requests in flight finish (for up to ``server.drain_seconds``), then the
-    app's cleanup (``last_used``, the audit queue) runs. Without ``reload_on_hangup``
-    (``make run``, where closing the terminal must stop it) SIGHUP is left to the caller."""
+    certificate) until the block ends, then a graceful stop: no new connections, requests in
+    flight finish (for up to ``server.drain_seconds``), then the app's cleanup (``last_used``,
+    the audit queue) runs. SIGHUP reloads: the certificate, and the configuration ``reread``
+    reads (see ``reload``). Without ``reload_on_hangup`` SIGHUP is left to the caller (``make
+    run``, where closing the terminal must stop it; a worker, whose supervisor reloads it
+    with what it yields)."""
     tls = server_context(server)  # TlsError (an OSError) before anything listens
     runner = GatewayRunner(app, handle_signals=False, **server_options(server))
     await runner.setup()
@@ -69,11 +76,21 @@ async def serving(
     try:
         site = web.TCPSite(runner, server.host, server.port, reuse_port=reuse_port, ssl_context=tls)
         await site.start()
+
+        def reload_with(settings: Settings | None) -> None:
+            if tls is not None:
+                reload_certificate(tls, server)
+            if settings is not None:
+                reload.apply(app, settings)
+
+        def on_hangup() -> None:
+            reload_with(reload.reread(reread) if reread is not None else None)
+
         if reload_on_hangup:
             # SIGHUP re-reads what can change under a running listener; never its default
             # (which ends the process): a reload must not be a crash.
-            loop.add_signal_handler(signal.SIGHUP, _reload, tls, server)
-        yield runner
+            loop.add_signal_handler(signal.SIGHUP, on_hangup)
+        yield reload_with
     finally:
         if reload_on_hangup:
             loop.remove_signal_handler(signal.SIGHUP)  # which restores SIGHUP's default: ...
@@ -86,13 +103,6 @@ def ignore_reloads() -> None:
     process, and a reload sent a moment too early or late must not be a crash. (While the
     listener is up, ``serving`` reloads on it.)"""
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-
-
-def _reload(tls: ssl.SSLContext | None, server: ServerSettings) -> None:
-    if tls is None:
-        _LOGGER.info("SIGHUP: no TLS certificate to reload")
-        return
-    reload_certificate(tls, server)
 
 
 @contextlib.contextmanager

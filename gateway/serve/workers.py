@@ -1,8 +1,10 @@
 """``serve --workers N``: N worker processes (``spawn``: fresh interpreters, settings passed
 pickled, never on a command line) sharing one port (``SO_REUSEPORT``) and one store. The
 supervisor forwards SIGINT/SIGTERM and, when a worker exits unasked, stops the others and
-exits 1 so the process manager restarts the whole gateway. Design: docs/architecture.md,
-"Several workers"."""
+exits 1 so the process manager restarts the whole gateway. On SIGHUP it reads and checks the
+configuration once and hands it to one worker after another over a pipe, each confirming
+before the next is asked (workers ignore SIGHUP themselves: every one gets the same settings,
+even if the file changes meanwhile). Design: docs/architecture.md, "Several workers"."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -25,8 +28,8 @@ from ..observability.log_handlers import configure_logging
 from ..settings import Settings
 from ..state import METRICS
 from ..store import StoreError
-from . import metrics_share
-from .serving import STOP_SIGNALS, ignore_reloads, new_event_loop, serving, stop_signal
+from . import metrics_share, reload
+from .serving import STOP_SIGNALS, Reload, ignore_reloads, new_event_loop, serving, stop_signal
 
 __all__ = ("supervise",)
 
@@ -35,11 +38,18 @@ _LOGGER = logging.getLogger(__name__)
 # flush and close the store.
 _CLOSE_GRACE: Final = 10.0
 _PARENT_CHECK_SECONDS: Final = 1.0
+# How long the supervisor waits for a worker to confirm a reload before it asks the next one
+# (a worker still starting confirms once it serves).
+_RELOAD_SECONDS: Final = 10.0
+Connection = multiprocessing.connection.Connection
 
 
-def supervise(settings: Settings, workers: int) -> int:
+def supervise(
+    settings: Settings, workers: int, reread: Callable[[], Settings] | None = None
+) -> int:
     """Run ``workers`` worker processes until SIGINT/SIGTERM; the exit status (0: all of them
-    stopped cleanly when asked; 1: one exited on its own or failed to stop cleanly)."""
+    stopped cleanly when asked; 1: one exited on its own or failed to stop cleanly). SIGHUP
+    reloads them (the configuration ``reread`` reads)."""
     context = multiprocessing.get_context("spawn")
     shared = metrics_share.create_directory()  # the workers' metrics snapshots
     # The rate limits' table, one for the whole instance, and its lock.
@@ -57,17 +67,21 @@ def supervise(settings: Settings, workers: int) -> int:
     previous_handlers = {sig: signal.signal(sig, note) for sig in STOP_SIGNALS}
     previous_wakeup = signal.set_wakeup_fd(wake_w.fileno())
     processes: list[multiprocessing.process.BaseProcess] = []
+    controls: list[Connection] = []  # the supervisor's end of each worker's pipe
     try:
         for index in range(workers):
             if received:
                 break
+            ours, theirs = context.Pipe()
             process: multiprocessing.process.BaseProcess = context.Process(
                 target=_worker_main,
-                args=(settings, index, workers, shared, rates),
+                args=(settings, index, workers, shared, rates, theirs),
                 name=f"pangolin-worker-{index}",
             )
             process.start()
+            theirs.close()
             processes.append(process)
+            controls.append(ours)
         # Only now: a worker inherits SIGHUP ignored (as serve left it) across its exec, and
         # keeps it so until it serves, so no reload can end a worker still starting.
         previous_handlers[signal.SIGHUP] = signal.signal(signal.SIGHUP, note)
@@ -76,8 +90,13 @@ def supervise(settings: Settings, workers: int) -> int:
             os.getpid(), len(processes), settings.server.host, settings.server.port,
             ", ".join(str(p.pid) for p in processes), shared,
         )  # fmt: skip
-        return _wait(processes, received, wake_r, settings.server.drain_seconds + _CLOSE_GRACE)
+        reloads = _Reloads(processes, controls, reread)
+        return _wait(
+            processes, received, wake_r, settings.server.drain_seconds + _CLOSE_GRACE, reloads
+        )
     finally:
+        for control in controls:
+            control.close()
         for process in processes:  # only after an unexpected error in the supervisor itself
             if process.exitcode is None:
                 process.kill()
@@ -97,17 +116,17 @@ def _wait(
     received: list[int],
     wake: socket.socket,
     stop_grace: float,
+    reloads: _Reloads,
 ) -> int:
     failed = False
     stopping = False
     kill_at: float | None = None
     while True:
         running = [p for p in processes if p.exitcode is None]
-        while signal.SIGHUP in received:  # a reload, not a stop: each worker does its own
+        while signal.SIGHUP in received:  # a reload, not a stop
             received.remove(signal.SIGHUP)
-            _LOGGER.info("SIGHUP: passed on to %d worker(s)", len(running))
-            for process in running:
-                _signal(process, signal.SIGHUP)
+            if not stopping:
+                reloads.roll()
         if not stopping:
             gone = [p for p in processes if p.exitcode is not None]
             if received or gone:
@@ -147,6 +166,52 @@ def _wait(
     return 1 if failed or unclean else 0
 
 
+class _Reloads:
+    """Rolling reloads: the configuration read and checked once, then each worker in turn."""
+
+    def __init__(
+        self,
+        processes: list[multiprocessing.process.BaseProcess],
+        controls: list[Connection],
+        reread: Callable[[], Settings] | None,
+    ) -> None:
+        self._workers = list(zip(processes, controls, strict=True))
+        self._reread = reread
+        self._generation = 0
+
+    def roll(self) -> None:
+        # None: refused (its problems logged) or nothing to read; the workers still re-read
+        # their TLS certificate.
+        settings = reload.reread(self._reread) if self._reread is not None else None
+        self._generation += 1
+        running = [(p, c) for p, c in self._workers if p.exitcode is None]
+        if settings is not None:
+            _LOGGER.info("SIGHUP: reloading %d worker(s) one after another", len(running))
+        for process, control in running:
+            self._one(process, control, settings)
+
+    def _one(
+        self, process: multiprocessing.process.BaseProcess, control: Connection,
+        settings: Settings | None,
+    ) -> None:  # fmt: skip
+        try:
+            control.send((self._generation, settings))
+            deadline = time.monotonic() + _RELOAD_SECONDS
+            while (left := deadline - time.monotonic()) > 0:
+                if not multiprocessing.connection.wait([control, process.sentinel], left):
+                    break
+                if not control.poll():  # the worker is gone: the supervisor's loop sees it
+                    return
+                if control.recv() == self._generation:  # (an older one confirmed late)
+                    return
+        except (OSError, EOFError):  # its end closed: it is exiting
+            return
+        _LOGGER.warning(
+            "worker pid %s did not confirm the reload within %.0f s; it applies it when it "
+            "can", process.pid, _RELOAD_SECONDS,
+        )  # fmt: skip
+
+
 def _signal(process: multiprocessing.process.BaseProcess, sig: int) -> None:
     if process.pid is not None and process.exitcode is None:  # not reaped: the pid is ours
         with contextlib.suppress(ProcessLookupError):
@@ -157,15 +222,18 @@ def _signal(process: multiprocessing.process.BaseProcess, sig: int) -> None:
 
 
 def _worker_main(
-    settings: Settings, index: int, workers: int, shared: Path, rates: tuple[str, Any]
-) -> None:
-    ignore_reloads()  # until it serves: a SIGHUP passed on meanwhile must not end it
+    settings: Settings, index: int, workers: int, shared: Path, rates: tuple[str, Any],
+    control: Connection,
+) -> None:  # fmt: skip
+    # Always: a SIGHUP (a terminal closing signals the whole group) must not end it, and
+    # reloads come from the supervisor, over ``control``.
+    ignore_reloads()
     configure_logging()
     peers = metrics_share.SnapshotFiles(shared, index, workers)
     table = SharedRates(*rates)
     try:
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
-            runner.run(_serve(settings, index, os.getppid(), peers, table))
+            runner.run(_serve(settings, index, os.getppid(), peers, table, control))
     except (OSError, LookupError, StoreError) as exc:
         _LOGGER.error("worker %d (pid %d) cannot serve: %s", index, os.getpid(), exc)
         sys.exit(1)
@@ -179,6 +247,7 @@ async def _serve(
     parent: int,
     peers: metrics_share.SnapshotFiles,
     rates: SharedRates,
+    control: Connection,
 ) -> None:
     loop = asyncio.get_running_loop()
     with stop_signal() as stop:
@@ -186,7 +255,10 @@ async def _serve(
         metrics = app[METRICS]
         metrics.share(peers)
         host, port = settings.server.host, settings.server.port
-        async with serving(app, settings.server, reuse_port=True):
+        async with (
+            serving(app, settings.server, reuse_port=True, reload_on_hangup=False) as reload_with,
+            _reloads_from(control, reload_with),
+        ):
             # After the set-up, which has given the metrics the queues to report.
             publisher = asyncio.create_task(
                 peers.publish_every(metrics.snapshot, metrics_share.SNAPSHOT_SECONDS),
@@ -212,6 +284,28 @@ async def _serve(
         # serving.
         peers.publish(metrics.snapshot())
     _LOGGER.info("worker %d (pid %d) stopped", index, os.getpid())
+
+
+@contextlib.asynccontextmanager
+async def _reloads_from(control: Connection, reload_with: Reload) -> AsyncIterator[None]:
+    """Apply each reload the supervisor sends, and confirm it, while the block runs."""
+    loop = asyncio.get_running_loop()
+
+    def received() -> None:
+        try:
+            generation, settings = control.recv()
+        except (OSError, EOFError):  # the supervisor is gone: _watch_parent stops this worker
+            loop.remove_reader(control.fileno())
+            return
+        reload_with(settings)
+        with contextlib.suppress(OSError):
+            control.send(generation)
+
+    loop.add_reader(control.fileno(), received)
+    try:
+        yield
+    finally:
+        loop.remove_reader(control.fileno())
 
 
 async def _watch_parent(parent: int, stop: asyncio.Event) -> None:

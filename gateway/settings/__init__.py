@@ -22,6 +22,7 @@ from .models import UPSTREAM_AUTH_TYPES as UPSTREAM_AUTH_TYPES
 from .models import UPSTREAM_CLIENTS as UPSTREAM_CLIENTS
 from .models import (
     CatalogSettings,
+    ForwardAuthSettings,
     KeySettings,
     LimitSettings,
     RoleHeaderSettings,
@@ -36,6 +37,7 @@ from .validation import validate, warnings
 
 __all__ = (
     "CatalogSettings",
+    "ForwardAuthSettings",
     "KeySettings",
     "LimitSettings",
     "RoleHeaderSettings",

@@ -234,6 +234,25 @@ class LimitSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ForwardAuthSettings:
+    # The forward-auth endpoints (/forward-auth/nginx, /traefik, /envoy/...), on only when
+    # this is set: the shared secret the proxy sends in X-Pangolin-Forward-Auth. Their
+    # answers hold the upstream credential the proxy must add, so nothing else may ask.
+    # Meant for PANGOLIN_FORWARD_AUTH__SECRET_FILE; at least 32 characters.
+    secret: str = ""
+    # Lets the proxy cache an allow decision this long (Cache-Control: private, max-age);
+    # 0: never. A revocation then reaches requests the proxy decides from its cache only
+    # after this many seconds.
+    cache_seconds: int = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"ForwardAuthSettings(secret={'<set>' if self.secret else '<off>'}, "
+            f"cache_seconds={self.cache_seconds})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class UiSettings:
     # The admin UI at /ui/ on the gateway's own listener (human administrators log in there).
     enabled: bool = True
@@ -249,6 +268,7 @@ class Settings:
     ui: UiSettings = field(default_factory=UiSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
     keys: KeySettings = field(default_factory=KeySettings)
+    forward_auth: ForwardAuthSettings = field(default_factory=ForwardAuthSettings)
     catalogs: Mapping[str, CatalogSettings] = field(default_factory=dict)
 
     @property

@@ -145,6 +145,11 @@ def validate(settings: Settings) -> list[str]:
         problems.append(f"keys.max_age_action: must be one of {', '.join(KEY_AGE_ACTIONS)}")
     if not 0 <= keys.notice_days <= 365:
         problems.append("keys.notice_days: must be between 0 and 365")
+    forward_auth = settings.forward_auth
+    if forward_auth.secret and len(forward_auth.secret) < 32:
+        problems.append("forward_auth.secret: must be at least 32 characters (or empty: off)")
+    if not 0 <= forward_auth.cache_seconds <= 300:
+        problems.append("forward_auth.cache_seconds: must be between 0 (none) and 300")
     if settings.default_catalog and settings.default_catalog not in settings.catalogs:
         problems.append(f"default_catalog: {settings.default_catalog!r} is not one of the catalogs")
     return problems

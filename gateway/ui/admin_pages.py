@@ -14,7 +14,7 @@ from ..management.catalogs import public_base_url
 from ..management.parsing import read_fields, read_parameters
 from ..management.schemas import AuditQuery, CreateTenant
 from ..management.trail import audited, record_refusal
-from ..state import AUDIT, SETTINGS, STORE, TENANTS
+from ..state import AUDIT, CONFIGURED, STORE, TENANTS
 from ..store import AuditQuery as StoreAuditQuery
 from .guard import guarded, redirect
 from .snippets import snippets
@@ -85,7 +85,7 @@ async def audit_page(request: web.Request) -> web.Response:
 
 async def catalogs_page(request: web.Request) -> web.Response:
     caller = principal(request)
-    settings = request.app[SETTINGS]
+    settings = request.app[CONFIGURED].settings
     base = public_base_url(request)
     usable = [
         (name, catalog.tenant, snippets(base, name, "<service-user-id>", "<api-key>"))

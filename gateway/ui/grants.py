@@ -27,7 +27,7 @@ from ..management.parsing import read_fields
 from ..management.schemas import CreateRole, GrantSpec
 from ..management.trail import audited, record_refusal
 from ..routing import ACTIONS
-from ..state import GRANTS, SETTINGS
+from ..state import CONFIGURED, GRANTS
 from .guard import guarded, redirect
 from .views import form_text, render, tenant_choices
 
@@ -100,7 +100,9 @@ async def access_section(
     principal = user.principal()
     catalogs = [
         CatalogAccess(name, level)
-        for name, level in catalog_access(principal, request.app[SETTINGS].catalogs).items()
+        for name, level in catalog_access(
+            principal, request.app[CONFIGURED].settings.catalogs
+        ).items()
     ]
     roles = await access.roles_of(user.id)
     held = {role.id: role.name for role in roles}

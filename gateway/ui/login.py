@@ -10,7 +10,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..audit.events import client_details
-from ..state import AUTH, SESSIONS, SETTINGS, USERS
+from ..state import AUTH, CONFIGURED, SESSIONS, USERS
 from .guard import guarded, redirect
 from .security import clear_session_cookie, set_session_cookie
 from .state import UI_SESSION
@@ -42,7 +42,7 @@ async def login(request: web.Request) -> web.Response:
                       status=401)  # fmt: skip
     token, _ = started
     response = redirect("/ui/service-users")
-    lifetime = request.app[SETTINGS].tokens.session_lifetime_seconds
+    lifetime = request.app[CONFIGURED].settings.tokens.session_lifetime_seconds
     set_session_cookie(request, response, token, lifetime)
     return response
 

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from ..errors import Forbidden
-from ..state import SETTINGS
+from ..state import CONFIGURED
 
 __all__ = (
     "PAGE_HEADERS",
@@ -55,7 +55,7 @@ _COOKIE: Final = "pangolin_session"
 
 
 def is_https(request: web.Request) -> bool:
-    public = request.app[SETTINGS].server.public_url
+    public = request.app[CONFIGURED].settings.server.public_url
     if public:
         return urlsplit(public).scheme == "https"
     return request.secure
@@ -125,5 +125,5 @@ def _origin(url: str) -> tuple[str, str, int | None] | None:
 
 
 def _own_origin(request: web.Request) -> tuple[str, str, int | None] | None:
-    public = request.app[SETTINGS].server.public_url
+    public = request.app[CONFIGURED].settings.server.public_url
     return _origin(public if public else f"{request.scheme}://{request.host}")

@@ -38,7 +38,7 @@ from ..management.parsing import read_fields
 from ..management.schemas import CreateServiceUser
 from ..management.service_users import expiry, requests_per_day
 from ..management.trail import audited, record_refusal
-from ..state import AUDIT, AUTHENTICATOR, GRANTS, SERVICE_USERS, SETTINGS, STORE
+from ..state import AUDIT, AUTHENTICATOR, CONFIGURED, GRANTS, SERVICE_USERS, STORE
 from ..store import AuditQuery
 from .grants import (
     ACCESS_NOTICES,
@@ -220,7 +220,7 @@ def _key_page(
     """The one page that ever shows the key: a dialog that only "I have copied the key"
     closes (no Escape, no click outside), with ready-to-paste client settings."""
     user = created.user
-    settings = request.app[SETTINGS]
+    settings = request.app[CONFIGURED].settings
     usable = [name for name, catalog in sorted(settings.catalogs.items())
               if may_use_catalog(user.principal(), catalog)]  # fmt: skip
     catalog = settings.default_catalog if settings.default_catalog in usable else (
@@ -264,7 +264,7 @@ async def _detail_page(
     return render(request, "service_users/detail.html", {
         "row": _row(request, user), "trail": trail, "failures": failures, "ago": ago,
         "exact": exact, "now": now(request), "usage": usage, "access": access,
-        "limits": request.app[SETTINGS].limits,
+        "limits": request.app[CONFIGURED].settings.limits,
         "notice": ACCESS_NOTICES.get(request.query.get("done", "")),
     }, status=status, caller=caller)  # fmt: skip
 

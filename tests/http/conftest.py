@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient
 import gateway.identity.users as users_module
 from gateway.app import create_app
 from gateway.identity.service_users import CreatedKey
-from gateway.state import AUTHENTICATOR, SETTINGS
+from gateway.state import AUTHENTICATOR, CONFIGURED
 from gateway.store import PostgresStore, SqliteStore
 
 from ..conftest import Gateway, GatewayTestServer
@@ -54,7 +54,7 @@ async def other_worker(
     clients: list[Worker] = []
 
     async def start(gateway: Gateway) -> Worker:
-        settings = gateway.app[SETTINGS]
+        settings = gateway.app[CONFIGURED].settings
         settings = dataclasses.replace(
             settings, store=dataclasses.replace(settings.store, change_poll_seconds=3600)
         )

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from gateway.settings import StoreSettings
-from gateway.state import SETTINGS
+from gateway.state import CONFIGURED
 
 from ..conftest import ENGINES, Gateway, MakeGateway
 from ..helpers import bearer
@@ -51,7 +51,7 @@ async def session_rows(gateway: Gateway) -> list[tuple[Any, ...]]:
 
 async def every_row(gateway: Gateway) -> str:
     """Every row of every table, as text (bytes as their repr), to search for a secret."""
-    sqlite = not gateway.app[SETTINGS].store.url
+    sqlite = not gateway.app[CONFIGURED].settings.store.url
     tables = await gateway.committed_rows(
         "SELECT name FROM sqlite_master WHERE type = 'table'"
         if sqlite
@@ -78,7 +78,7 @@ async def test_login_answers_an_opaque_session_token_that_is_not_stored(gateway:
     assert user_id == alice["id"]
     secret = token.removeprefix("pgs_")
     assert secret not in await every_row(gateway)
-    if not gateway.app[SETTINGS].store.url:  # the files too: freed pages, the WAL
+    if not gateway.app[CONFIGURED].settings.store.url:  # the files too: freed pages, the WAL
         for file in Path(gateway.store.path).parent.iterdir():
             assert secret.encode() not in file.read_bytes(), file.name
 
@@ -162,7 +162,7 @@ async def test_a_session_ended_on_one_worker_is_refused_on_the_other(
 async def test_an_idle_session_ends_and_a_refusal_changes_nothing(gateway: Gateway) -> None:
     await create_human(gateway, root(gateway), "alice")
     auth = await session(gateway, "alice")
-    idle = gateway.app[SETTINGS].tokens.session_idle_seconds
+    idle = gateway.app[CONFIGURED].settings.tokens.session_idle_seconds
     assert idle == 30 * 60
     for _ in range(3):  # used every 20 minutes: alive for an hour
         gateway.clock.advance(20 * 60)

@@ -22,7 +22,7 @@ from aiohttp import web
 
 from gateway.proxy import AiohttpTransport, UpstreamClient, UpstreamTransport
 from gateway.settings import CatalogSettings, Settings, UpstreamAuthSettings, validate
-from gateway.state import FORWARDERS
+from gateway.state import CONFIGURED
 
 from ..conftest import Gateway, MakeGateway
 from ..fakes import Recorded, RecordingUpstream
@@ -92,7 +92,9 @@ async def gateway_for(
     fixture's recording upstream)."""
     settings = CatalogSettings(upstream=upstream, client=client, **catalog)
     gateway = await make_gateway(catalogs={"default": settings})
-    assert isinstance(gateway.app[FORWARDERS]["default"].transport, TRANSPORT_TYPES[client])
+    assert isinstance(
+        gateway.app[CONFIGURED].forwarders["default"].transport, TRANSPORT_TYPES[client]
+    )
     return gateway
 
 

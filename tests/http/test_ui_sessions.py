@@ -14,7 +14,7 @@ import pytest
 from gateway.app import create_app
 from gateway.identity.models import Role
 from gateway.settings import ServerSettings, TokenSettings
-from gateway.state import SETTINGS
+from gateway.state import CONFIGURED
 from gateway.store import AuditRecord, SqliteStore
 
 from ..conftest import Gateway, GatewayTestServer, MakeGateway
@@ -66,7 +66,7 @@ async def assert_sent_to_login(session: UiSession, path: str = "/ui/service-user
 @pytest.fixture
 async def second_worker(gateway: Gateway, aiohttp_client: Any) -> AsyncIterator[Gateway]:
     """A second gateway app over the same store file (as a second worker would be)."""
-    settings = gateway.app[SETTINGS]
+    settings = gateway.app[CONFIGURED].settings
     store = SqliteStore(settings.store.path)
     await store.open()
     app = create_app(settings, store=store, clock=gateway.clock)

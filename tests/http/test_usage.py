@@ -11,7 +11,7 @@ import pytest
 
 from gateway.app import create_app
 from gateway.settings import StoreSettings
-from gateway.state import AUTHENTICATOR, SETTINGS
+from gateway.state import AUTHENTICATOR, CONFIGURED
 
 from ..conftest import ENGINES, Gateway, GatewayTestServer, MakeGateway
 from ..helpers import bearer, key_header
@@ -152,7 +152,7 @@ async def test_workers_counts_add_up_in_the_store(
     other_store = gateway.another_store()
     await other_store.open()
     try:
-        settings = gateway.app[SETTINGS]
+        settings = gateway.app[CONFIGURED].settings
         app = create_app(settings, store=other_store, clock=gateway.clock)
         worker = await aiohttp_client(GatewayTestServer(app))  # type: ignore[operator]
         try:

@@ -46,7 +46,7 @@ from gateway.identity.models import Role
 from gateway.identity.service_users import CreatedKey
 from gateway.proxy.upstream_auth import OAuth2ClientCredentials
 from gateway.settings import UpstreamAuthSettings
-from gateway.state import FORWARDERS, USERS
+from gateway.state import CONFIGURED, USERS
 
 from ..fakes import FakeClock
 from ..helpers import bearer, key_header
@@ -99,7 +99,7 @@ class Deployment:
         self.clock.advance(self.gateway.settings.tokens.lifetime_seconds + 10)
 
     def upstream_oauth2(self) -> OAuth2ClientCredentials:
-        auth = self.gateway.app[FORWARDERS]["default"]._auth
+        auth = self.gateway.app[CONFIGURED].forwarders["default"]._auth
         assert isinstance(auth, OAuth2ClientCredentials)
         return auth
 

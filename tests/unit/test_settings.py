@@ -10,6 +10,7 @@ import pytest
 
 from gateway.settings import (
     CatalogSettings,
+    ForwardAuthSettings,
     KeySettings,
     LimitSettings,
     Settings,
@@ -328,6 +329,21 @@ def test_key_age_settings_out_of_range_are_refused_by_check_config() -> None:
         assert any(p.startswith(problem) for p in problems), problems
     valid = validate(dataclasses.replace(base, keys=KeySettings(90, "refuse", 14)))
     assert not [p for p in valid if p.startswith("keys.")]
+
+
+def test_a_short_forward_auth_secret_and_a_long_decision_cache_are_refused() -> None:
+    base = Settings(catalogs={})
+    for forward_auth, problem in (
+        (ForwardAuthSettings(secret="short"), "forward_auth.secret"),
+        (ForwardAuthSettings(secret="s" * 32, cache_seconds=301), "forward_auth.cache_seconds"),
+        (ForwardAuthSettings(cache_seconds=-1), "forward_auth.cache_seconds"),
+    ):
+        problems = validate(dataclasses.replace(base, forward_auth=forward_auth))
+        assert any(p.startswith(problem) for p in problems), problems
+    secret = ForwardAuthSettings(secret="s" * 32, cache_seconds=5)
+    assert "s" * 32 not in repr(secret)
+    valid = validate(dataclasses.replace(base, forward_auth=secret))
+    assert not [p for p in valid if p.startswith("forward_auth.")]
 
 
 def test_tls_files_come_in_pairs_and_resolve_against_the_config_file(tmp_path: Path) -> None:
