@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -24,6 +25,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from . import catalog, discovery, forward_auth, health, management
 from .audit.clients import ClientAddresses
 from .audit.queue import AuditQueue
+from .auth.assertions import IdentityAssertions
 from .auth.authenticator import Authenticator
 from .auth.backoff import AuthBackoff
 from .auth.key_age import KeyAgePolicy
@@ -228,6 +230,7 @@ async def _upstream_context(app: web.Application) -> AsyncIterator[None]:
     )
     app[HTTP_SESSION] = session
     metrics = app[METRICS]
+    assertions = IdentityAssertions(app[TOKENS], configured.settings.tokens.issuer, app[CLOCK])
 
     # One keep-alive pool per catalog (see proxy.transport); the shared aiohttp session serves
     # the upstream token requests, whose token_url may be another origin. A reload builds
@@ -245,6 +248,12 @@ async def _upstream_context(app: web.Application) -> AsyncIterator[None]:
             read_auth=(
                 make_upstream_auth(catalog, session, catalog.upstream_auth_read)
                 if catalog.upstream_auth_read.is_set
+                else None
+            ),
+            assertion=(
+                functools.partial(assertions.for_principal, catalog=name,
+                                  audience=catalog.assertion_audience or name)
+                if catalog.identity_assertion
                 else None
             ),
         )  # fmt: skip

@@ -49,6 +49,8 @@ from multidict import CIMultiDictProxy
 
 from ..identity.grants import NO_GRANTS, GrantIndex
 from ..identity.models import (
+    KEY_ID_CHARS,
+    KEY_PREFIX,
     ApiKey,
     Principal,
     Role,
@@ -103,6 +105,10 @@ class AuthOutcome:
 
 
 ANONYMOUS: Final = AuthOutcome(None, "missing")
+# A cached service user, its principal, and the outcome that accepts it.
+_Made = tuple[ServiceUser, Principal, AuthOutcome]
+# Where the key id sits in a well-formed key: pgl_<key id>_<secret>.
+_KEY_ID_AT: Final = slice(len(KEY_PREFIX), len(KEY_PREFIX) + KEY_ID_CHARS)
 # Not looked up: the client's address is held by the failed-authentication backoff.
 HELD: Final = AuthOutcome(None, "held")
 
@@ -157,7 +163,8 @@ class Authenticator:
         self.store_reachable = True
         # The Principal of each cached service user, made once rather than per request; valid
         # only for that very user object (a reloaded or changed user is a new object).
-        self._principals: dict[str, tuple[ServiceUser, Principal]] = {}
+        # With the outcome that accepts it, shared by its requests (AuthOutcome is frozen).
+        self._principals: dict[str, _Made] = {}
         # The grant index of each cached TenantUser service user (its own grants and its
         # roles'), read from the store with the identity and dropped with it.
         self._grants: dict[str, GrantIndex | None] = {}
@@ -170,8 +177,14 @@ class Authenticator:
         """``may_read`` False (the client's address is held by the backoff): a credential
         that would need a store read (an API key not in the cache, a session) is not looked
         up but refused as "held"; cached keys and valid tokens work as ever."""
-        if "X-API-Key" not in headers and "Authorization" not in headers:
-            return ANONYMOUS  # the common check first: most anonymous requests stop here
+        if "Authorization" not in headers:
+            if "X-API-Key" not in headers:
+                return ANONYMOUS  # the common check first: most anonymous requests stop here
+            repeated = self._repeated_key(headers)
+            if repeated is not None:
+                if repeated.principal is not None:
+                    self.count_request(repeated.principal.id)
+                return repeated
         credentials = parse_credentials(headers)
         if not credentials:
             return ANONYMOUS
@@ -187,6 +200,31 @@ class Authenticator:
         if outcome.principal is not None and outcome.principal.type == "service_user":
             self.count_request(outcome.principal.id)
         return outcome
+
+    def _repeated_key(self, headers: CIMultiDictProxy[str]) -> AuthOutcome | None:
+        """The hot path: one X-API-Key, the very key this process verified last for its key
+        id, whose user and principal are cached: accepted without parsing it or building a
+        credential, on the same constant-time compare of its keyed BLAKE2b as the full path
+        (``authenticate_key``). None: take the full path (anything else, refusals included)."""
+        values = headers.getall("X-API-Key")
+        if len(values) != 1:
+            return None
+        value = values[0]
+        # The key id sits at a fixed place in a well-formed key; a slice of anything else
+        # finds nothing, or finds an entry whose digest it cannot match (the digest covers the
+        # whole text, so equal digests mean the text is a key that was verified).
+        key_id = value[_KEY_ID_AT]
+        seen = self._verified.get(key_id)
+        if seen is None or not value.isascii():
+            return None
+        user = seen[0]
+        if (
+            key_id != user.key_id  # the previous key of an overlap: the full path
+            or self._by_key_id.get(key_id) is not user  # no longer the cached user
+            or not hmac.compare_digest(seen[1], self._seen(value))
+        ):
+            return None
+        return self._accept_now(user, user.key_id)
 
     def count_request(self, user_id: str) -> None:
         """One request by a service user, counted once it is accepted (not per credential:
@@ -230,7 +268,7 @@ class Authenticator:
             if (
                 seen is not None
                 and seen[0] is user
-                and hmac.compare_digest(seen[1], self._seen(key))
+                and hmac.compare_digest(seen[1], self._seen(key.plaintext()))
             ):
                 if key.key_id != user.key_id:
                     return await self._accept_previous(user, key.key_id)
@@ -243,7 +281,7 @@ class Authenticator:
         assert user is not None
         if len(self._verified) >= _MAX_CACHE:
             self._verified.clear()
-        self._verified[key.key_id] = (user, self._seen(key))
+        self._verified[key.key_id] = (user, self._seen(key.plaintext()))
         if key.key_id != user.key_id:
             return await self._accept_previous(user, key.key_id)
         return await self._accept(user, key.key_id)
@@ -256,9 +294,9 @@ class Authenticator:
             return AuthOutcome(None, "rotated", key_id=key_id)
         return await self._accept(user, key_id, previous=True)
 
-    def _seen(self, key: ApiKey) -> bytes:
+    def _seen(self, plaintext: str) -> bytes:
         return hashlib.blake2b(
-            key.plaintext().encode("ascii"), key=self._seen_key, digest_size=32
+            plaintext.encode("ascii"), key=self._seen_key, digest_size=32
         ).digest()
 
     async def authenticate_token(self, token: str) -> AuthOutcome:
@@ -312,6 +350,19 @@ class Authenticator:
     ) -> AuthOutcome:
         """``key_id``: the key it authenticated with, named in a refusal (for the audit);
         ``previous``: with the key an overlap keeps alive (or a token of its generation)."""
+        accepted = self._accept_now(user, key_id, previous=previous)
+        if accepted is None:
+            made = await self._make_principal(user)
+            accepted = self._accept_now(user, key_id, previous=previous, made=made)
+        assert accepted is not None  # given ``made``, it always decides
+        return accepted
+
+    def _accept_now(
+        self, user: ServiceUser, key_id: str | None, *, previous: bool = False,
+        made: _Made | None = None,
+    ) -> AuthOutcome | None:  # fmt: skip
+        """``_accept`` without a store read: None when the principal is still to be made
+        (and ``made`` not given)."""
         if _monotonic() > self._trusted_until:
             # What is cached may have been revoked meanwhile (every way in passes here: keys,
             # tokens, the token endpoint's own checks).
@@ -321,10 +372,11 @@ class Authenticator:
             return AuthOutcome(None, "inactive", key_id=key_id)
         if not user.usable_at(now):
             return AuthOutcome(None, "expired", key_id=key_id)
+        if made is None:
+            made = self._principals.get(user.id)
+            if made is None or made[0] is not user:
+                return None
         self._last_used[user.id] = now
-        made = self._principals.get(user.id)
-        if made is None or made[0] is not user:
-            made = await self._make_principal(user)
         if previous:
             # Tokens it buys carry the old generation, and die when the overlap ends (which
             # is when it stops working, as far as its callers are told).
@@ -335,9 +387,9 @@ class Authenticator:
                 made[1], key_generation=user.key_generation - 1, expires_at=ends
             )
             return AuthOutcome(old)
-        return AuthOutcome(made[1])
+        return made[2]
 
-    async def _make_principal(self, user: ServiceUser) -> tuple[ServiceUser, Principal]:
+    async def _make_principal(self, user: ServiceUser) -> _Made:
         """The principal of ``user`` with its grants (TenantUsers only: the other roles have
         full access in their scope), cached unless an invalidation came in meanwhile."""
         epoch = self._epoch
@@ -345,7 +397,8 @@ class Authenticator:
         if user.role is Role.TENANT_USER:
             found = await self._cached(self._grants, user.id, self._load_grants)
             grants = NO_GRANTS if found is None else found
-        made = (user, user.principal(grants))
+        principal = user.principal(grants)
+        made = (user, principal, AuthOutcome(principal))
         if epoch == self._epoch:
             if len(self._principals) >= _MAX_CACHE:
                 self._principals.clear()

@@ -103,9 +103,12 @@ class TokenService:
             "kgen": principal.key_generation,
             "scope": scope,
         }
+        return IssuedToken(self.sign(claims), lifetime, scope)
+
+    def sign(self, claims: dict[str, object]) -> str:
+        """``claims`` as a JWT signed with the current key (identity assertions)."""
         header = {"alg": ALGORITHM, "kid": self._signing_key.kid}
-        token = jwt.encode(header, claims, self._signing_key, algorithms=[ALGORITHM])
-        return IssuedToken(token, lifetime, scope)
+        return jwt.encode(header, claims, self._signing_key, algorithms=[ALGORITHM])
 
     def verify(self, token: str, *, allow_expired: bool = False) -> TokenClaims | None:
         """Signature, issuer, audience, expiry and shape; None for anything wrong.

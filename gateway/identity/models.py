@@ -20,6 +20,7 @@ from ..networks import Network, parse_ip, parse_networks
 from .grants import NO_GRANTS, GrantIndex
 
 __all__ = (
+    "KEY_ID_CHARS",
     "KEY_PREFIX",
     "ApiKey",
     "Principal",
@@ -36,6 +37,7 @@ __all__ = (
 
 KEY_PREFIX: Final = "pgl_"
 _KEY_ID_BYTES: Final = 8  # 16 hex characters: public, only needs to be unique
+KEY_ID_CHARS: Final = 2 * _KEY_ID_BYTES
 _SECRET_BYTES: Final = 32  # 256 bits
 _KEY_RE: Final = re.compile(r"pgl_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
 # Compared against when the key id is unknown, so that path costs the same as a wrong secret.

@@ -32,6 +32,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
 from ..audit.clients import ClientAddresses
+from ..auth.assertions import ASSERTION_HEADER
 from ..errors import (
     BadRequest,
     ClientClosedRequest,
@@ -112,11 +113,14 @@ class Forwarder:
         clients: ClientAddresses,
         stats: UpstreamStats | None = None,
         read_auth: UpstreamAuth | None = None,
+        assertion: Callable[[Principal], str] | None = None,
     ) -> None:
         self._client = client
         self._scope = WarehouseScope(catalog)
         self._auth = auth
         self._read_auth = read_auth  # the catalog's upstream_auth_read, if it has one
+        # The catalog's signed identity assertion of a principal (auth.assertions), if on.
+        self._assertion = assertion
         self._headers = headers
         self._max_body = max_body_bytes
         self._clients = clients
@@ -203,6 +207,8 @@ class Forwarder:
                 identity_encoding=rewrite is not None,
                 drop_delegation=holds_back,
             )
+            if self._assertion is not None:
+                headers.append((ASSERTION_HEADER, self._assertion(fwd.principal)))
             start = time.perf_counter()
             try:
                 upstream = await self._client.request(
@@ -245,6 +251,8 @@ class Forwarder:
         if fwd.read_only and self._read_auth is not None:
             auth = self._read_auth
         headers = self._headers.identity(fwd.principal)
+        if self._assertion is not None:
+            headers.append((ASSERTION_HEADER, self._assertion(fwd.principal)))
         authorization = await auth.authorization()
         if authorization is not None:
             headers.append(("Authorization", authorization))

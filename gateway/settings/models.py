@@ -188,6 +188,11 @@ class CatalogSettings:
     )
     # DEFAULT_ACCESS: what the tenant's TenantUsers may do here without a grant.
     default_access: str = "write"
+    # Send the upstream a signed identity assertion (X-Pangolin-Assertion: an ES256 JWT of at
+    # most 60 s, verifiable with /.well-known/jwks.json), so it can verify who calls without
+    # trusting the network; its audience is assertion_audience, or else the catalog's name.
+    identity_assertion: bool = False
+    assertion_audience: str = ""
 
 
 @dataclass(frozen=True, slots=True)

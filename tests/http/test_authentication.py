@@ -359,6 +359,19 @@ async def test_a_wrong_secret_for_a_recently_verified_key_id_is_refused(gateway:
     assert await status(gateway, key_header(etl)) == 200  # the real key still works
 
 
+async def test_text_around_a_recently_verified_key_id_never_passes_for_the_key(
+    gateway: Gateway,
+) -> None:
+    # The hot path finds the last verified key by the key id's place in the text; only the
+    # whole key's digest accepts it, whatever else the text holds.
+    etl = await gateway.user()
+    key = etl.api_key.plaintext()
+    assert await status(gateway, key_header(etl)) == 200
+    for text in (key + "x", key[:-1], key[:20] + "_" + "ü" * 43, key.upper()):
+        await assert_refused(gateway, {"X-API-Key": text})
+    assert await status(gateway, {"X-API-Key": f"  {key} "}) == 200  # trimmed, as ever
+
+
 async def test_concurrent_requests_for_a_cold_key_share_one_store_read(
     gateway: Gateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:

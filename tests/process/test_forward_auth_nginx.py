@@ -46,7 +46,7 @@ def test_spoofed_identity_headers_and_client_credentials_never_reach_the_upstrea
     spoofed = {
         "X-Pangolin-Role": "Root", "x-pangolin-principal-id": "someone-else",
         "X_Pangolin_Tenant": "other", "X-Pangolin-Principal-Name": "admin",
-        SECRET_HEADER_NAME: "guess",
+        SECRET_HEADER_NAME: "guess", "X-Pangolin-Assertion": "forged",
     }  # fmt: skip
     status, _, body = call(f"{url}/v1/namespaces/sales", headers={
         "X-API-Key": stack.root_key, **spoofed})  # fmt: skip
@@ -62,6 +62,7 @@ def test_spoofed_identity_headers_and_client_credentials_never_reach_the_upstrea
     assert got["authorization"] == f"Bearer {UPSTREAM_TOKEN}"  # the gateway's, not the client's
     assert "x-api-key" not in got
     assert SECRET_HEADER_NAME.lower() not in got
+    assert "x-pangolin-assertion" not in got  # the catalog asks for none; never the client's
     until(lambda: bool(stack.decisions()), "the decision in the access log")
 
     # A bearer token from the token endpoint (the gateway's own, through nginx) does not
