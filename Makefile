@@ -47,9 +47,11 @@ chromium:
 postgres:
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql)
 
-# Debian's nginx for the forward-auth tests (the shipped template, with auth_request).
+# Debian's nginx for the forward-auth tests (the shipped templates: auth_request, and njs for
+# the decision cache's credential digest).
+NGINX_JS := /usr/lib/nginx/modules/ngx_http_js_module.so
 nginx:
-	command -v nginx >/dev/null || test -x /usr/sbin/nginx || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx)
+	test -x /usr/sbin/nginx -a -f $(NGINX_JS) || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx libnginx-mod-http-js)
 
 pytest: $(VENV)/.installed-test tests/js/node_modules/.package-lock.json chromium postgres nginx
 	$(BIN)/pytest
@@ -67,12 +69,12 @@ $(VENV)/.installed-bench: $(BIN)/python setup.cfg pyproject.toml constraints.txt
 	$(PIP) -e '.[local,fast,test,bench]'
 	touch $@
 
-bench: $(VENV)/.installed-bench
-	command -v wrk >/dev/null && command -v nginx >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk nginx)
+bench: $(VENV)/.installed-bench nginx
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	PYSPY=$(BIN)/py-spy $(BIN)/python bench/run.py
 
-bench-quick: $(VENV)/.installed-bench
-	command -v wrk >/dev/null && command -v nginx >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk nginx)
+bench-quick: $(VENV)/.installed-bench nginx
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	mkdir -p var
 	$(BIN)/python bench/run.py --quick --out var/bench-quick.md
 

@@ -94,6 +94,12 @@ CONFINED = "confined"  # the catalog with default_access "none": only grants cou
 GRANTS = 50  # held by the confined row's service user, one of them on TABLE
 GRANTS_ROW = f"gateway, X-API-Key, {GRANTS} grants, default_access none"
 PG_ROW = "gateway, X-API-Key, PostgreSQL store"
+FA_ROW = "nginx + forward-auth (gateway decides)"
+FA_CACHED_ROW = "nginx + forward-auth, decision cache"
+ASSERTED_ROW = "gateway, X-API-Key, identity assertion"
+# A route forward-auth decides (loadNamespace; the fast upstream answers every GET alike).
+NAMESPACE_PATH = "/v1/warehouse/namespaces/bench"
+FORWARD_AUTH_SECRET = "bench-forward-auth-secret-of-forty-chars!"
 ROTATIONS = 20  # of one service user's key, through one replica (issue 13)
 # What the README states for a change made through another replica: store.change_poll_seconds
 # (0.5 s, the guarantee; NOTIFY is the fast path) plus one request.
@@ -397,17 +403,47 @@ class Bench:
         wait_ready(url + "/v1/config", proc)
         return url
 
-    def start_nginx(self, upstream: str, label: str) -> tuple[str, subprocess.Popen[bytes]]:
+    def start_nginx(
+        self, upstream: str, label: str, gateway: str = "", *, decision_cache: bool = False
+    ) -> tuple[str, subprocess.Popen[bytes]]:
+        """nginx, 1 worker: ``proxy_pass`` to ``upstream``; with ``gateway``, the shipped
+        forward-auth template instead (deploy/nginx), deciding with that gateway, with its
+        decision cache if asked."""
         port = free_port()
         prefix = self.tmp / f"nginx-{label}"
         prefix.mkdir()
         up = upstream.removeprefix("http://")
+        site = f"""  upstream catalog {{ server {up}; keepalive 64; }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass http://catalog;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }}
+  }}"""
+        main = ""
+        if gateway:
+            from tests import nginx as shipped
+
+            values = {
+                "PANGOLIN_LISTEN": f"127.0.0.1:{port}", "PANGOLIN_CATALOG": up,
+                "PANGOLIN_GATEWAY": gateway.removeprefix("http://"),
+                "PANGOLIN_FORWARD_AUTH_SECRET": FORWARD_AUTH_SECRET,
+                "PANGOLIN_DECISION_CACHE": "pangolin_decisions" if decision_cache else "off",
+                "PANGOLIN_NGINX_JS": str(shipped.CREDENTIAL_JS),
+                "PANGOLIN_DECISION_CACHE_DIR": str(prefix / "decisions"),
+            }  # fmt: skip
+            site = shipped.render(shipped.FORWARD_AUTH_TEMPLATE, values)
+            if decision_cache:
+                site = shipped.render(shipped.DECISION_CACHE_TEMPLATE, values) + "\n" + site
+                main = f"load_module {shipped.NJS_MODULE};\n"
         temps = "\n".join(
             f"  {kind}_temp_path {prefix}/{kind};"
             for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
         )
         conf = prefix / "nginx.conf"
-        conf.write_text(f"""daemon off;
+        conf.write_text(f"""{main}daemon off;
 worker_processes 1;
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;
@@ -416,15 +452,7 @@ events {{ worker_connections 4096; }}
 http {{
   access_log off;
 {temps}
-  upstream catalog {{ server {up}; keepalive 64; }}
-  server {{
-    listen 127.0.0.1:{port};
-    location / {{
-      proxy_pass http://catalog;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-    }}
-  }}
+{site}
 }}
 """)
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -434,7 +462,7 @@ http {{
             core=PROXY_CORE,
         )
         url = f"http://127.0.0.1:{port}"
-        wait_ready(url + TABLE_PATH, proc)
+        wait_ready(url + "/v1/config" if gateway else url + TABLE_PATH, proc)
         return url, proc
 
     def start_minimal(self, upstream: str, label: str) -> tuple[str, subprocess.Popen[bytes]]:
@@ -701,7 +729,7 @@ def proxy_suite(
     the token runs and the gateway details."""
     nginx, nginx_proc = bench.start_nginx(upstream, label)
     minimal, minimal_proc = bench.start_minimal(upstream, label)
-    catalogs = {"default": upstream, "open": upstream}
+    catalogs = {"default": upstream, "open": upstream, "asserted": upstream}
     if grants:
         catalogs[CONFINED] = upstream
     # Only grants count there. The read-only upstream credential is the setup for callers
@@ -710,9 +738,15 @@ def proxy_suite(
     # storage configuration out of every loadTable answer: another answer, another cost).
     extra = {
         CONFINED: f'default_access = "none"\n\n[catalogs.{CONFINED}.upstream_auth_read]\n'
-        'type = "bearer"\ntoken = "bench-read-only"\n'
+        'type = "bearer"\ntoken = "bench-read-only"\n',
+        "asserted": "identity_assertion = true\n",
     }
     config = bench.gateway_config(label, catalogs, extra)
+    # (A table after the catalogs': TOML allows it anywhere at the top level.)
+    config.write_text(
+        config.read_text()
+        + f'\n[forward_auth]\nsecret = "{FORWARD_AUTH_SECRET}"\ncache_seconds = 5\n'
+    )
     pg_config: Path | None = None
     if postgres is not None:
         pg_url = new_database(postgres, f"bench_{label}")
@@ -740,6 +774,10 @@ def proxy_suite(
         pg_gw, pg_proc, _ = bench.start_gateway(pg_config, f"{label}-pg", noauth=True)
     client_id, key = create_client(gw, config)
     token = get_token(gw, "default", client_id, key)
+    fa_nginx, fa_nginx_proc = bench.start_nginx(upstream, f"{label}-fa", gateway=gw)
+    cached_nginx, cached_nginx_proc = bench.start_nginx(
+        upstream, f"{label}-fa-cached", gateway=gw, decision_cache=True
+    )
     configurations: list[tuple[str, str, list[str], int | None]] = [
         ("upstream direct", upstream + TABLE_PATH, [], None),
         ("nginx proxy_pass (1 worker)", nginx + TABLE_PATH, [], nginx_proc.pid),
@@ -774,6 +812,13 @@ def proxy_suite(
         configurations.append(
             (PG_ROW, pg_gw + "/v1/default" + TABLE_PATH, [f"X-API-Key: {pg_key}"], pg_proc.pid)
         )
+    # The gateway's CPU per request of this row is its CPU per forward-auth decision.
+    configurations.append((FA_ROW, fa_nginx + NAMESPACE_PATH, [f"X-API-Key: {key}"], proc.pid))
+    configurations.append((FA_CACHED_ROW, cached_nginx + NAMESPACE_PATH, [f"X-API-Key: {key}"],
+                           cached_nginx_proc.pid))  # fmt: skip
+    configurations.append(
+        (ASSERTED_ROW, gw + "/v1/asserted" + TABLE_PATH, [f"X-API-Key: {key}"], proc.pid)
+    )
     rows = [Row(name) for name, _, _, _ in configurations]
     token_runs: list[Run] = []
     for round_index in range(bench.args.rounds):
@@ -799,10 +844,16 @@ def proxy_suite(
             pairings.append(("grants/key", by_name[GRANTS_ROW], keyed))
         if PG_ROW in by_name:
             pairings.append(("pg/key", by_name[PG_ROW], keyed))
+        plain_nginx = by_name["nginx proxy_pass (1 worker)"]
+        pairings.append(("fa/nginx", by_name[FA_ROW], plain_nginx))
+        pairings.append(("fa-cached/nginx", by_name[FA_CACHED_ROW], plain_nginx))
+        pairings.append(("assert/key", by_name[ASSERTED_ROW], keyed))
         for label_, a, b in pairings:
             ab[label_] = ab_ratios(bench, a, b, pairs)
             print(f"  A/B {label_}: median {statistics.median(ab[label_]):.2f}", flush=True)
     bench.procs.stop(nginx_proc)
+    bench.procs.stop(fa_nginx_proc)
+    bench.procs.stop(cached_nginx_proc)
     bench.procs.stop(minimal_proc)
     bench.procs.stop(aio_proc)
     if pg_proc is not None:
@@ -1524,6 +1575,9 @@ def run_all(bench: Bench) -> list[str]:
     rows = fast["rows"]
     direct, nginx, minimal, noauth, keyed, bearer, keyed_aiohttp, granted = rows[:8]
     pg_row: Row | None = next((r for r in rows if r.name == PG_ROW), None)
+    fa_row = next(r for r in rows if r.name == FA_ROW)
+    fa_cached = next(r for r in rows if r.name == FA_CACHED_ROW)
+    asserted = next(r for r in rows if r.name == ASSERTED_ROW)
 
     def ab(name: str, a: Row, b: Row) -> tuple[float, str]:
         """A target ratio: the A/B pairs' median and quartiles, or the rounds' if none ran."""
@@ -1662,6 +1716,16 @@ def run_all(bench: Bench) -> list[str]:
             0.9,
         ),
         target("X-API-Key ÷ no-auth, by CPU time per request", cpu_ratio(noauth, keyed), 0.95),
+        target(
+            "nginx + forward-auth, decision cache (5 s) ÷ nginx proxy_pass (issue 15)",
+            *ab("fa-cached/nginx", fa_cached, nginx),
+            0.5,
+        ),
+        f"| nginx + forward-auth, no decision cache ÷ nginx proxy_pass "
+        f"| {ab('fa/nginx', fa_row, nginx)[0]:.2f} | (report) | |",
+        f"| gateway CPU per forward-auth decision (µs) | {fa_row.cpu or 0:.0f} "
+        f"| (report; per forwarded request: {keyed.cpu or 0:.0f}) | |",
+        target("identity assertion on ÷ off (X-API-Key)", *ab("assert/key", asserted, keyed), 0.95),
         target(
             f"{GRANTS} grants, default_access none ÷ X-API-Key (issue 12)",
             *ab("grants/key", granted, keyed),

@@ -108,5 +108,9 @@ async def _decide(request: web.Request, method: str | None, uri: str | None) -> 
     headers = await admitted.forwarder.decision(fwd, uri)
     answer = web.Response(status=200, headers=headers)
     cache = settings.cache_seconds
+    if cache:
+        # For nginx's proxy_cache, which obeys this over Cache-Control's "private" only when
+        # it comes first: the decision cache's TTL is the gateway's setting alone.
+        answer.headers["X-Accel-Expires"] = str(cache)
     answer.headers["Cache-Control"] = f"private, max-age={cache}" if cache else "no-store"
     return answer

@@ -36,13 +36,13 @@ def until(condition: Callable[[], bool], what: str) -> None:
 class Stack:
     """A gateway process with forward-auth on, and nginx in front of it and of its catalog."""
 
-    def __init__(self, root: Path, catalog: str) -> None:
+    def __init__(self, root: Path, catalog: str, *, cache_seconds: int = 0) -> None:
         self.root, self.port = root, free_port()
         self.config = root / "gateway.toml"
         self.config.write_text(
             f'[server]\nport = {self.port}\ntrusted_proxies = ["127.0.0.1"]\n'
             f'[store]\npath = "{root / "pangolin.db"}"\n'
-            f'[forward_auth]\nsecret = "{SECRET}"\n{catalog}',
+            f'[forward_auth]\nsecret = "{SECRET}"\ncache_seconds = {cache_seconds}\n{catalog}',
             encoding="utf-8",
         )
         self.root_id, self.root_key = init_store(self.config)
@@ -59,12 +59,13 @@ class Stack:
             return False
         return True
 
-    def nginx(self, upstream: str) -> AbstractContextManager[str]:
+    def nginx(self, upstream: str, *, decision_cache: bool = False) -> AbstractContextManager[str]:
         return running_nginx(
             self.root / "nginx", FORWARD_AUTH_TEMPLATE,
             {"PANGOLIN_GATEWAY": f"127.0.0.1:{self.port}",
              "PANGOLIN_CATALOG": urlsplit(upstream).netloc,
              "PANGOLIN_FORWARD_AUTH_SECRET": SECRET},
+            decision_cache=decision_cache,
         )  # fmt: skip
 
     def decisions(self) -> list[str]:

@@ -16,9 +16,16 @@ from pathlib import Path
 
 from .processes import REPO, free_port
 
-__all__ = ("FORWARD_AUTH_TEMPLATE", "render", "running_nginx")
+__all__ = (
+    "DECISION_CACHE_TEMPLATE", "FORWARD_AUTH_TEMPLATE", "NJS_MODULE", "render", "running_nginx"
+)  # fmt: skip
 
-FORWARD_AUTH_TEMPLATE = REPO / "deploy" / "nginx" / "pangolin-forward-auth.conf.template"
+DEPLOY = REPO / "deploy" / "nginx"
+FORWARD_AUTH_TEMPLATE = DEPLOY / "pangolin-forward-auth.conf.template"
+DECISION_CACHE_TEMPLATE = DEPLOY / "pangolin-decision-cache.conf.template"
+CREDENTIAL_JS = DEPLOY / "pangolin-credential.js"
+# Debian's njs (libnginx-mod-http-js), for the decision cache's credential digest.
+NJS_MODULE = Path("/usr/lib/nginx/modules/ngx_http_js_module.so")
 
 
 def render(template: Path, values: Mapping[str, str]) -> str:
@@ -28,14 +35,27 @@ def render(template: Path, values: Mapping[str, str]) -> str:
 
 
 @contextmanager
-def running_nginx(root: Path, template: Path, values: Mapping[str, str]) -> Iterator[str]:
+def running_nginx(
+    root: Path, template: Path, values: Mapping[str, str], *, decision_cache: bool = False
+) -> Iterator[str]:
     """nginx in the foreground with ``template`` rendered inside its ``http`` block, listening
-    on a free loopback port; its base URL. ``values`` fill the template (PANGOLIN_LISTEN is
-    given here)."""
+    on a free loopback port; its base URL. ``values`` fill the template (PANGOLIN_LISTEN and
+    PANGOLIN_DECISION_CACHE are given here); with ``decision_cache``, the decision cache's
+    template too, with njs loaded."""
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    site = render(template, {**values, "PANGOLIN_LISTEN": f"127.0.0.1:{port}"})
+    given = {
+        **values, "PANGOLIN_LISTEN": f"127.0.0.1:{port}",
+        "PANGOLIN_DECISION_CACHE": "pangolin_decisions" if decision_cache else "off",
+        "PANGOLIN_NGINX_JS": str(CREDENTIAL_JS),
+        "PANGOLIN_DECISION_CACHE_DIR": str(root / "decisions"),
+    }  # fmt: skip
+    site = render(template, given)
+    main = ""
+    if decision_cache:
+        site = render(DECISION_CACHE_TEMPLATE, given) + "\n" + site
+        main = f"load_module {NJS_MODULE};\n"
     temps = "\n".join(
         f"    {kind}_temp_path {root}/{kind};"
         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
@@ -44,7 +64,7 @@ def running_nginx(root: Path, template: Path, values: Mapping[str, str]) -> Iter
     user = "user root;" if os.geteuid() == 0 else ""
     conf = root / "nginx.conf"
     conf.write_text(
-        f"daemon off;\nworker_processes 1;\npid {root}/nginx.pid;\n{user}\n"
+        f"{main}daemon off;\nworker_processes 1;\npid {root}/nginx.pid;\n{user}\n"
         f"error_log {root}/error.log warn;\nevents {{ worker_connections 1024; }}\n"
         f"http {{\n    access_log {root}/access.log;\n{temps}\n{site}\n}}\n",
         encoding="utf-8",

@@ -201,5 +201,7 @@ async def test_allow_decisions_may_be_cached_by_the_proxy_when_configured(
     gateway = await make_gateway(forward_auth=ForwardAuthSettings(secret=SECRET, cache_seconds=5))
     resp = await nginx(gateway, "GET", "/v1/namespaces/sales", key_header(gateway.root))
     assert resp.headers["Cache-Control"] == "private, max-age=5"
+    assert resp.headers["X-Accel-Expires"] == "5"
     refused = await nginx(gateway, "GET", "/v1/namespaces/sales")
     assert "max-age" not in refused.headers.get("Cache-Control", "")
+    assert "X-Accel-Expires" not in refused.headers

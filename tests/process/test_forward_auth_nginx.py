@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -127,6 +128,51 @@ def test_refusals_arrive_as_iceberg_json_and_a_rotated_key_dies_at_once(
     assert json.loads(body)["error"]["code"] == 401
     new_key = json.loads(body_of_rotation)["api_key"]
     assert call(f"{url}/v1/namespaces/a", headers={"X-API-Key": new_key})[0] == 200
+
+
+CACHE_SECONDS = 2
+
+
+def test_with_the_decision_cache_repeats_cost_no_decision_and_a_rotation_wins_within_its_ttl(
+    tmp_path: Path,
+) -> None:
+    upstream = HttpUpstream("catalog")
+    stack = Stack(tmp_path, f'[catalogs.default]\nupstream = "{upstream.url}"\n',
+                  cache_seconds=CACHE_SECONDS)  # fmt: skip
+    try:
+        with stack.nginx(upstream.url, decision_cache=True) as url:
+            status, _, body = call(
+                f"{url}/api/v1/service-users", "POST",
+                {"X-API-Key": stack.root_key, "Content-Type": "application/json"},
+                json.dumps({"name": "etl", "role": "TenantUser"}).encode(),
+            )  # fmt: skip
+            assert status == 201, body
+            created = json.loads(body)
+            key, user_id = created["api_key"], created["service_user"]["id"]
+            for _ in range(5):
+                assert call(f"{url}/v1/namespaces/a", headers={"X-API-Key": key})[0] == 200
+            until(lambda: len(stack.decisions()) >= 1, "the decision in the access log")
+            assert len(stack.decisions()) == 1  # four answered from nginx's cache
+            assert len(upstream.paths) == 5
+            # Other credentials never share a cached decision: the same key id with another
+            # secret, or the key beside a second copy.
+            forged = key[:-1] + ("A" if key[-1] != "A" else "B")
+            assert call(f"{url}/v1/namespaces/a", headers={"X-API-Key": forged})[0] == 401
+            status, _, body = call(
+                f"{url}/api/v1/service-users/{user_id}/rotate", "POST",
+                {"X-API-Key": stack.root_key, "Content-Type": "application/json"}, b"{}",
+            )  # fmt: skip
+            assert status == 200, body
+            rotated = time.monotonic()
+            until(lambda: call(f"{url}/v1/namespaces/a", headers={"X-API-Key": key})[0] == 401,
+                  "the cached decision to expire")  # fmt: skip
+            assert time.monotonic() - rotated <= CACHE_SECONDS + 1.5
+    finally:
+        stack.stop()
+        upstream.close()
+    cache = tmp_path / "nginx" / "decisions"
+    stored = b"".join(f.read_bytes() for f in cache.rglob("*") if f.is_file())
+    assert stored and key.encode() not in stored  # keyed by a digest, never the key
 
 
 @pytest.mark.seaweedfs
