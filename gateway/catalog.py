@@ -47,22 +47,24 @@ async def catalog_request(request: web.Request) -> web.StreamResponse:
         return await token_endpoint(request)
     admitted = admit(request, request.method, path, query)
     forwarder = admitted.forwarder
-    body = None
-    doc = None
-    if request.body_exists and admitted.reads_body:
-        body = await forwarder.read_body(request)
-        doc = json_object(body)
-        if doc is None:
-            raise BadRequest(NOT_A_JSON_OBJECT)
-        operation = path.route.operations[request.method]
-        if operation in NAMED_IN_BODY and (refusal := names_refusal(operation, doc)):
-            raise BadRequest(refusal)
-    fwd = ForwardRequest(
-        request, request.method, path, query, admitted.principal, request[REQUEST_ID], body
-    )
-    if admitted.confined:
-        confine(fwd, admitted, doc)
-    return await forwarder.forward(fwd)
+    # From here to the end of the answer: a reload meanwhile must not close its transport.
+    with forwarder.in_flight:
+        body = None
+        doc = None
+        if request.body_exists and admitted.reads_body:
+            body = await forwarder.read_body(request)
+            doc = json_object(body)
+            if doc is None:
+                raise BadRequest(NOT_A_JSON_OBJECT)
+            operation = path.route.operations[request.method]
+            if operation in NAMED_IN_BODY and (refusal := names_refusal(operation, doc)):
+                raise BadRequest(refusal)
+        fwd = ForwardRequest(
+            request, request.method, path, query, admitted.principal, request[REQUEST_ID], body
+        )
+        if admitted.confined:
+            confine(fwd, admitted, doc)
+        return await forwarder.forward(fwd)
 
 
 @dataclass(slots=True)  # not frozen: built once per request, and frozen builds slower

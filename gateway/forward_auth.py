@@ -30,6 +30,7 @@ from typing import Final
 
 from aiohttp import web
 
+from .auth.assertions import ASSERTION_HEADER
 from .catalog import admit, confine
 from .errors import BadRequest, Forbidden, MethodNotAllowed, ProxyRequired
 from .middleware import error_answer
@@ -42,8 +43,9 @@ __all__ = ("ENVOY_PREFIX", "SECRET_HEADER", "envoy", "nginx", "traefik")
 SECRET_HEADER: Final = "X-Pangolin-Forward-Auth"
 ENVOY_PREFIX: Final = "/forward-auth/envoy"
 # Headers the client sent that never reach the upstream through the proxy, for Envoy, which
-# otherwise keeps whatever the decision does not replace.
-_CREDENTIALS: Final = ("x-api-key", "authorization")
+# otherwise keeps whatever the decision does not replace: its credentials, and an identity
+# assertion of its own when the catalog asks for none.
+_CREDENTIALS: Final = ("x-api-key", "authorization", ASSERTION_HEADER.lower())
 
 
 async def nginx(request: web.Request) -> web.StreamResponse:

@@ -12,11 +12,11 @@ from typing import Final
 
 from aiohttp import web
 
+from .proxy import Forwarder
 from .proxy.transport import (
     UpstreamConnectError,
     UpstreamProtocolError,
     UpstreamReadTimeout,
-    UpstreamTransport,
 )
 from .state import CONFIGURED, STORE
 
@@ -30,12 +30,14 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "pid": os.getpid()})
 
 
-async def _probe(transport: UpstreamTransport) -> bool:
+async def _probe(forwarder: Forwarder) -> bool:
     try:
-        async with asyncio.timeout(_PROBE_SECONDS):
-            # No credential: any HTTP answer below 500 means the catalog is up (it may want
-            # one). Redirects are never followed by a transport.
-            response = await transport.request("GET", "/v1/config", ())
+        # In flight like a request: a reload meanwhile waits for it before closing.
+        with forwarder.in_flight:
+            async with asyncio.timeout(_PROBE_SECONDS):
+                # No credential: any HTTP answer below 500 means the catalog is up (it may
+                # want one). Redirects are never followed by a transport.
+                response = await forwarder.transport.request("GET", "/v1/config", ())
     except (UpstreamConnectError, UpstreamProtocolError, UpstreamReadTimeout, TimeoutError):
         return False
     # Released unread: the connection goes back to the pool if the (small) answer is complete.
@@ -52,7 +54,7 @@ async def readyz(request: web.Request) -> web.Response:
         _LOGGER.exception("store is not reachable")
         checks["store"] = "unavailable"
     forwarders = request.app[CONFIGURED].forwarders
-    results = await asyncio.gather(*(_probe(f.transport) for f in forwarders.values()))
+    results = await asyncio.gather(*(_probe(f) for f in forwarders.values()))
     for name, ok in zip(forwarders, results, strict=True):
         checks[f"catalog:{name}"] = "ok" if ok else "unavailable"
     ready = all(value == "ok" for value in checks.values())

@@ -33,12 +33,13 @@ class IdentityAssertions:
         self._tokens = tokens
         self._issuer = issuer
         self._clock = clock
-        # (principal id, audience) -> (the principal it was made for, assertion, reuse until)
-        self._made: dict[tuple[str, str], tuple[Principal, str, float]] = {}
+        # (principal id, catalog, audience) -> (the principal it was made for, assertion,
+        # reuse until)
+        self._made: dict[tuple[str, str, str], tuple[Principal, str, float]] = {}
 
     def for_principal(self, principal: Principal, catalog: str, audience: str) -> str:
         now = self._clock()
-        key = (principal.id, audience)
+        key = (principal.id, catalog, audience)  # the grants claim is the catalog's
         made = self._made.get(key)
         # Only for that very principal object: any change to the identity or its grants
         # makes a new one, and with it a new assertion.

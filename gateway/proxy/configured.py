@@ -24,7 +24,7 @@ from ..settings import CatalogSettings, Settings
 from .forwarder import Forwarder
 from .headers import HeaderPolicy
 
-__all__ = ("RELOADABLE", "Configured", "ForwarderFactory", "Reloaded")
+__all__ = ("Configured", "ForwarderFactory", "Reloaded")
 
 RELOADABLE: Final = ("catalogs", "default_catalog", "role_headers")
 
@@ -82,35 +82,45 @@ class Configured:
             role_headers=new.role_headers,
         )  # fmt: skip
         role_headers = settings.role_headers != old.role_headers
+        formerly, headers = self._formerly, self._headers
         if role_headers:
-            self._formerly |= set(old.role_headers.names()) - set(settings.role_headers.names())
-            self._headers = HeaderPolicy(settings.role_headers, formerly=self._formerly)
-        forwarders: dict[str, Forwarder] = {}
+            formerly |= set(old.role_headers.names()) - set(settings.role_headers.names())
+            headers = HeaderPolicy(settings.role_headers, formerly=formerly)
         kept = {n for n, c in settings.catalogs.items() if old.catalogs.get(n) == c}
-        for name, catalog in settings.catalogs.items():
-            if name in kept and not role_headers:
-                forwarders[name] = self.forwarders[name]
-            else:
-                forwarders[name] = self._build(name, catalog, self._headers)
+        forwarders: dict[str, Forwarder] = {}
+        built: list[Forwarder] = []
+        try:
+            for name, catalog in settings.catalogs.items():
+                if name in kept and not role_headers:
+                    forwarders[name] = self.forwarders[name]
+                else:
+                    built.append(forwarder := self._build(name, catalog, headers))
+                    forwarders[name] = forwarder
+        except BaseException:
+            # Nothing changes: what was built for the new configuration goes again.
+            for forwarder in built:
+                self._retire(forwarder)
+            raise
         replaced = [f for name, f in self.forwarders.items() if forwarders.get(name) is not f]
         # One step: no request sees the new settings with the old forwarders.
         self.settings, self.forwarders = settings, forwarders
+        self._formerly, self._headers = formerly, headers
         for forwarder in replaced:
-            task = asyncio.get_running_loop().create_task(forwarder.retire())
-            self._retiring[task] = forwarder
-            task.add_done_callback(self._retiring.pop)
+            self._retire(forwarder)
         return Reloaded(
             added=tuple(n for n in settings.catalogs if n not in old.catalogs),
             removed=tuple(n for n in old.catalogs if n not in settings.catalogs),
-            changed=tuple(
-                n
-                for n, c in settings.catalogs.items()
-                if n in old.catalogs and old.catalogs[n] != c
-            ),
+            changed=tuple(n for n in settings.catalogs if n in old.catalogs and n not in kept),
             default_catalog=settings.default_catalog != old.default_catalog,
             role_headers=role_headers,
             on_restart=_differences(old, new),
         )
+
+    def _retire(self, forwarder: Forwarder) -> None:
+        """Close ``forwarder``'s transport once its requests are done."""
+        task = asyncio.get_running_loop().create_task(forwarder.retire())
+        self._retiring[task] = forwarder
+        task.add_done_callback(self._retiring.pop)
 
     async def close(self) -> None:
         """Close every forwarder's transport (the app's cleanup: no request is in flight)."""

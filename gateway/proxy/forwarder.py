@@ -129,10 +129,10 @@ class Forwarder:
         # of the path, cached (bounded) since clients repeat the same few paths; a path outside
         # the catalog's warehouse raises NotFound, which is not cached.
         self._route = functools.lru_cache(maxsize=4096)(self._route_for)
-        # Requests being forwarded, answers streaming included: a forwarder a reload replaced
-        # closes its transport only once they are done (``retire``).
-        self._in_flight = 0
-        self._idle: asyncio.Event | None = None
+        # Requests using this forwarder, from their admission (bodies being read included) to
+        # the end of their answer (streams included): a forwarder a reload replaced closes its
+        # transport only once they are done (``retire``). ``with forwarder.in_flight:``.
+        self.in_flight = _InFlight()
 
     @property
     def transport(self) -> UpstreamTransport:
@@ -142,28 +142,18 @@ class Forwarder:
     async def retire(self) -> None:
         """Close the transport once the requests in flight are done (a reload replaced this
         forwarder: new requests go to its successor)."""
-        while self._in_flight:
-            self._idle = asyncio.Event()
-            await self._idle.wait()
+        await self.in_flight.none()
         await self.close()
 
     async def close(self) -> None:
         self._client.close()
         await self._client.wait_closed()
 
-    async def forward(self, fwd: ForwardRequest) -> web.StreamResponse:
-        self._in_flight += 1
-        try:
-            return await self._forward(fwd)
-        finally:
-            self._in_flight -= 1
-            if not self._in_flight and self._idle is not None:
-                self._idle.set()
-
     def _route_for(self, path: CatalogPath) -> tuple[str, _Rewrite | None]:
         return self._scope.upstream_tail(path), _rewrite_for(path.route, self._scope.prefix)
 
-    async def _forward(self, fwd: ForwardRequest) -> web.StreamResponse:
+    async def forward(self, fwd: ForwardRequest) -> web.StreamResponse:
+        """Forward ``fwd`` (inside ``with self.in_flight:``, entered when it was admitted)."""
         request = fwd.request
         length = request.content_length
         if length is not None and length > self._max_body:
@@ -322,6 +312,29 @@ class Forwarder:
             return response
         await response.write_eof()
         return response
+
+
+class _InFlight:
+    """A count of the requests inside ``with`` blocks, and a wait for it to reach zero."""
+
+    __slots__ = ("_count", "_idle")
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._idle: asyncio.Event | None = None
+
+    def __enter__(self) -> None:
+        self._count += 1
+
+    def __exit__(self, *_: object) -> None:
+        self._count -= 1
+        if not self._count and self._idle is not None:
+            self._idle.set()
+
+    async def none(self) -> None:
+        while self._count:
+            self._idle = asyncio.Event()
+            await self._idle.wait()
 
 
 class _ClientErrors(contextlib.AbstractContextManager[None]):

@@ -32,6 +32,9 @@ def reread(read: Callable[[], Settings]) -> Settings | None:
         for problem in exc.problems:
             _LOGGER.error("  - %s", problem)
         return None
+    except Exception:  # a reload must never end a serving process (a deleted cwd, say)
+        _LOGGER.exception("SIGHUP: the configuration could not be read; the one in force stays")
+        return None
     for warning in warnings(settings):
         _LOGGER.warning("%s", warning)
     return settings

@@ -90,7 +90,7 @@ def supervise(
             os.getpid(), len(processes), settings.server.host, settings.server.port,
             ", ".join(str(p.pid) for p in processes), shared,
         )  # fmt: skip
-        reloads = _Reloads(processes, controls, reread)
+        reloads = _Reloads(processes, controls, reread, received, wake_r)
         return _wait(
             processes, received, wake_r, settings.server.drain_seconds + _CLOSE_GRACE, reloads
         )
@@ -174,10 +174,22 @@ class _Reloads:
         processes: list[multiprocessing.process.BaseProcess],
         controls: list[Connection],
         reread: Callable[[], Settings] | None,
+        received: list[int],
+        wake: socket.socket,
     ) -> None:
         self._workers = list(zip(processes, controls, strict=True))
         self._reread = reread
         self._generation = 0
+        # The signals the supervisor noted, and the self-pipe that tells of one: a stop
+        # asked for during a reload ends the reload, it never waits for it.
+        self._received = received
+        self._wake = wake
+
+    def _stopping(self) -> bool:
+        with contextlib.suppress(BlockingIOError):
+            while self._wake.recv(512):
+                pass
+        return any(sig in STOP_SIGNALS for sig in self._received)
 
     def roll(self) -> None:
         # None: refused (its problems logged) or nothing to read; the workers still re-read
@@ -188,6 +200,9 @@ class _Reloads:
         if settings is not None:
             _LOGGER.info("SIGHUP: reloading %d worker(s) one after another", len(running))
         for process, control in running:
+            if self._stopping():
+                _LOGGER.info("SIGHUP: reload left unfinished: the gateway is stopping")
+                return
             self._one(process, control, settings)
 
     def _one(
@@ -198,9 +213,18 @@ class _Reloads:
             control.send((self._generation, settings))
             deadline = time.monotonic() + _RELOAD_SECONDS
             while (left := deadline - time.monotonic()) > 0:
-                if not multiprocessing.connection.wait([control, process.sentinel], left):
+                ready = multiprocessing.connection.wait(
+                    [control, process.sentinel, self._wake], left
+                )
+                if not ready:
                     break
-                if not control.poll():  # the worker is gone: the supervisor's loop sees it
+                if self._wake in ready and self._stopping():
+                    return
+                if control not in ready:
+                    if process.sentinel in ready:  # gone: the supervisor's loop sees it
+                        return
+                    continue
+                if not control.poll():
                     return
                 if control.recv() == self._generation:  # (an older one confirmed late)
                     return

@@ -16,6 +16,7 @@ from .models import (
     UPSTREAM_AUTH_TYPES,
     UPSTREAM_CLIENTS,
     CatalogSettings,
+    RoleHeaderSettings,
     Settings,
     UpstreamAuthSettings,
 )
@@ -146,6 +147,13 @@ def validate(settings: Settings) -> list[str]:
     if not 0 <= keys.notice_days <= 365:
         problems.append("keys.notice_days: must be between 0 and 365")
     forward_auth = settings.forward_auth
+    if forward_auth.secret and settings.role_headers != RoleHeaderSettings():
+        # The shipped proxy templates set (and so replace a client's copy of) the default
+        # names only: with others, a client's own copy would reach the catalog.
+        problems.append(
+            "role_headers: forward-auth (forward_auth.secret) needs the default role header "
+            "names, the ones the shipped proxy templates set"
+        )
     if forward_auth.secret and len(forward_auth.secret) < 32:
         problems.append("forward_auth.secret: must be at least 32 characters (or empty: off)")
     if not 0 <= forward_auth.cache_seconds <= 300:

@@ -159,7 +159,10 @@ async def test_envoy_asks_with_the_original_method_and_path_and_is_told_what_to_
     assert resp.status == 200, await resp.text()
     # No upstream credential configured: the client's own must not reach the upstream.
     assert "Authorization" not in resp.headers
-    assert resp.headers["X-Envoy-Auth-Headers-To-Remove"] == "x-api-key,authorization"
+    # Nor its own identity assertion (the catalog asks for none).
+    assert resp.headers["X-Envoy-Auth-Headers-To-Remove"] == (
+        "x-api-key,authorization,x-pangolin-assertion"
+    )
     resp = await gateway.client.get(
         "/forward-auth/envoy/v1/namespaces/sales/tables/t",
         headers={**PROXY, **key_header(gateway.root)},

@@ -117,3 +117,25 @@ async def test_forward_auth_decisions_carry_the_assertion_too(gateway: Gateway) 
     assert resp.status == 200, await resp.text()
     claims = await verified(gateway, resp.headers[ASSERTION_HEADER], audience="default")
     assert claims["sub"] == gateway.root.user.id
+
+
+async def test_each_catalog_gets_its_own_grants_even_with_a_shared_audience(
+    make_gateway: MakeGateway,
+) -> None:
+    shared = CatalogSettings(
+        identity_assertion=True, assertion_audience="urn:lake", default_access="none"
+    )
+    gateway = await make_gateway(catalogs={"default": shared, "other": shared})
+    gateway.clock.now = time.time()
+    etl = await gateway.user("etl", role=Role.TENANT_USER)
+    for catalog in ("default", "other"):
+        await gateway.app[GRANTS].grant(
+            etl.user, catalog=catalog, resource=("sales",), action="read", actor="test"
+        )
+    for path, on in (("/v1/namespaces/sales", "default:sales"),
+                     ("/v1/other/v1/namespaces/sales", "other:sales")):  # fmt: skip
+        assert (await gateway.client.get(path, headers=key_header(etl))).status == 200
+        claims = await verified(
+            gateway, gateway.upstream.last.headers[ASSERTION_HEADER], "urn:lake"
+        )
+        assert claims["grants"] == [{"action": "read", "on": on}]

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 from aiohttp import web
 
-from gateway.proxy import UpstreamClient
+from gateway.proxy import Forwarder, HeaderPolicy, UpstreamClient
 from gateway.serve import reload
 from gateway.settings import CatalogSettings, RoleHeaderSettings, Settings, load_settings
 from gateway.state import CONFIGURED
@@ -211,3 +212,72 @@ async def test_a_configuration_with_a_problem_is_refused_whole(
     assert "configuration refused (1 problem(s)); the one in force stays" in caplog.text
     assert "catalogs.extra.upstream" in caplog.text
     assert list(gateway.app[CONFIGURED].settings.catalogs) == ["default"]
+
+
+async def test_a_request_whose_body_is_arriving_during_a_reload_still_goes_through(
+    make_gateway: MakeGateway, aiohttp_server: object
+) -> None:
+    gateway = await make_gateway()
+    arrived = asyncio.Event()
+    rest = asyncio.Event()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b'{"namespace": ["sa'
+        arrived.set()
+        await rest.wait()
+        yield b'les"]}'
+
+    posting = asyncio.create_task(gateway.client.post(
+        "/v1/namespaces", data=body(), headers=key_header(gateway.root)))  # fmt: skip
+    await arrived.wait()
+    old = gateway.app[CONFIGURED].forwarders["default"]
+    await until(lambda: old.in_flight._count == 1, "the gateway to be reading the body")
+    _, url = await second_upstream(aiohttp_server)
+    reload.apply(gateway.app, with_catalogs(gateway, default=CatalogSettings(upstream=url)))
+    rest.set()
+    resp = await posting
+    assert resp.status == 200, await resp.text()
+    assert json.loads(gateway.upstream.last.body) == {"namespace": ["sales"]}  # the old one
+
+
+async def test_a_reload_that_fails_halfway_changes_nothing(
+    make_gateway: MakeGateway, aiohttp_server: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    gateway = await make_gateway()
+    configured = gateway.app[CONFIGURED]
+    before, forwarders = configured.settings, dict(configured.forwarders)
+    _, url = await second_upstream(aiohttp_server)
+    build = configured._build
+    assert build is not None
+    built: list[Forwarder] = []
+
+    def failing(name: str, catalog: CatalogSettings, headers: HeaderPolicy) -> Forwarder:
+        if name == "b":
+            raise RuntimeError("cannot build")
+        built.append(forwarder := build(name, catalog, headers))
+        return forwarder
+
+    configured._build = failing
+    new = with_catalogs(gateway, a=CatalogSettings(upstream=url), b=CatalogSettings(upstream=url))
+    with caplog.at_level(logging.ERROR, logger="gateway.serve.reload"):
+        reload.apply(gateway.app, dataclasses.replace(
+            new, default_catalog="a", role_headers=RoleHeaderSettings(role="X-R")))  # fmt: skip
+    assert "configuration not applied; the one in force stays" in caplog.text
+    assert configured.settings is before
+    assert configured.forwarders == forwarders
+    assert len(built) == 1
+    await until(lambda: not configured._retiring, "what was built to be closed")
+    headers = key_header(gateway.root)
+    assert (await gateway.client.get("/v1/namespaces", headers=headers)).status == 200
+    assert "X-Pangolin-Role" in gateway.upstream.last.headers  # the old names, still
+
+
+async def test_an_error_reading_the_configuration_is_logged_and_changes_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def unreadable() -> Settings:
+        raise FileNotFoundError("the working directory is gone")
+
+    with caplog.at_level(logging.ERROR, logger="gateway.serve.reload"):
+        assert reload.reread(unreadable) is None
+    assert "the configuration could not be read; the one in force stays" in caplog.text

@@ -13,6 +13,7 @@ from gateway.settings import (
     ForwardAuthSettings,
     KeySettings,
     LimitSettings,
+    RoleHeaderSettings,
     Settings,
     SettingsError,
     StoreSettings,
@@ -340,6 +341,12 @@ def test_a_short_forward_auth_secret_and_a_long_decision_cache_are_refused() -> 
     ):
         problems = validate(dataclasses.replace(base, forward_auth=forward_auth))
         assert any(p.startswith(problem) for p in problems), problems
+    # The shipped proxy templates set the default role header names only.
+    renamed = dataclasses.replace(
+        base, forward_auth=ForwardAuthSettings(secret="s" * 32),
+        role_headers=RoleHeaderSettings(role="X-Catalog-Role"),
+    )  # fmt: skip
+    assert any(p.startswith("role_headers: forward-auth") for p in validate(renamed))
     secret = ForwardAuthSettings(secret="s" * 32, cache_seconds=5)
     assert "s" * 32 not in repr(secret)
     valid = validate(dataclasses.replace(base, forward_auth=secret))
