@@ -34,6 +34,26 @@ _config_option = click.option(
 )
 
 
+class _WorkersType(click.ParamType[int]):
+    """A number of workers (at least 1), or "auto": the cores this process may use."""
+
+    name = "N|auto"
+
+    def convert(self, value: object, param: click.Parameter | None,
+                ctx: click.Context | None) -> int:  # fmt: skip
+        if isinstance(value, int):
+            return value
+        if str(value).strip().lower() == "auto":
+            return max(1, len(os.sched_getaffinity(0)))
+        try:
+            number = int(str(value))
+        except ValueError:
+            self.fail(f"{value!r} is neither a number nor 'auto'", param, ctx)
+        if number < 1:
+            self.fail(f"{number} is not at least 1", param, ctx)
+        return number
+
+
 def _load(config_path: Path) -> Settings:
     try:
         return load_settings(config_path, os.environ)
@@ -176,11 +196,12 @@ def keygen() -> None:
 @click.option("--port", type=int, help="Override server.port.")
 @click.option(
     "--workers",
-    type=click.IntRange(min=1),
-    default=1,
+    type=_WorkersType(),
+    default="1",
     show_default=True,
     envvar="PANGOLIN_WORKERS",
-    help="Worker processes sharing the port (SO_REUSEPORT) and the store. Env: PANGOLIN_WORKERS.",
+    help="Worker processes sharing the port (SO_REUSEPORT) and the store, or 'auto': one per "
+    "core this process may run on. Env: PANGOLIN_WORKERS.",
 )
 def serve(config_path: Path, host: str | None, port: int | None, workers: int) -> None:
     """Run the gateway."""

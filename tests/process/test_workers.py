@@ -391,7 +391,9 @@ def test_workers_option_and_environment_variable(
     assert result.exit_code == 0, result.output
     checked = runner.invoke(main, ["check-config", "-c", str(config)], env=env)
     assert checked.exit_code == 0, checked.output
-    assert [call["workers"] for call in calls] == [1, 3, 4]
+    auto = runner.invoke(main, ["serve", "-c", str(config), "--workers", "auto"])
+    assert auto.exit_code == 0, auto.output
+    assert [call["workers"] for call in calls] == [1, 3, 4, len(os.sched_getaffinity(0))]
 
     refused = runner.invoke(main, ["serve", "-c", str(config), "--workers", "0"])
     assert refused.exit_code == 2 and "--workers" in refused.stderr
