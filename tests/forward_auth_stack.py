@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import signal
 import subprocess
@@ -14,10 +15,18 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from pyiceberg.catalog import load_catalog
+
+from .live import SeaweedUpstream
 from .nginx import FORWARD_AUTH_TEMPLATE, running_nginx
 from .processes import free_port, init_store, start_serve
+from .roundtrip import roundtrip
 
-__all__ = ("SECRET", "SECRET_HEADER_NAME", "UPSTREAM_TOKEN", "Stack", "call", "until")
+__all__ = (
+    "SECRET", "SECRET_HEADER_NAME", "UPSTREAM_TOKEN", "Stack", "assert_a_rotated_key_dies_at_once",
+    "assert_decided", "call", "create_tenant_user", "pyiceberg_through", "rotate",
+    "seaweed_stack", "until",
+)  # fmt: skip
 
 SECRET = secrets.token_urlsafe(32)
 UPSTREAM_TOKEN = "the-gateways-own-catalog-token"
@@ -87,3 +96,75 @@ def call(url: str, method: str = "GET", headers: dict[str, str] | None = None,
     except urllib.error.HTTPError as err:
         with err:
             return err.code, dict(err.headers.items()), err.read()
+
+
+def create_tenant_user(url: str, stack: Stack) -> tuple[str, str]:
+    """A TenantUser made through the management API at ``url``: (id, key)."""
+    status, _, body = call(
+        f"{url}/api/v1/service-users", "POST",
+        {"X-API-Key": stack.root_key, "Content-Type": "application/json"},
+        json.dumps({"name": "etl", "role": "TenantUser"}).encode(),
+    )  # fmt: skip
+    assert status == 201, body
+    created = json.loads(body)
+    return created["service_user"]["id"], created["api_key"]
+
+
+def rotate(url: str, stack: Stack, user_id: str) -> str:
+    """Rotate ``user_id``'s key through the management API at ``url``: the new key."""
+    status, _, body = call(
+        f"{url}/api/v1/service-users/{user_id}/rotate", "POST",
+        {"X-API-Key": stack.root_key, "Content-Type": "application/json"}, b"{}",
+    )  # fmt: skip
+    assert status == 200, body
+    return str(json.loads(body)["api_key"])
+
+
+def assert_a_rotated_key_dies_at_once(url: str, stack: Stack) -> None:
+    """Without a decision cache, the very next request with the old key is refused."""
+    user_id, old_key = create_tenant_user(url, stack)
+    assert call(f"{url}/v1/namespaces/a", headers={"X-API-Key": old_key})[0] == 200
+    new_key = rotate(url, stack, user_id)
+    status, _, body = call(f"{url}/v1/namespaces/a", headers={"X-API-Key": old_key})
+    assert status == 401
+    assert json.loads(body)["error"]["code"] == 401
+    assert call(f"{url}/v1/namespaces/a", headers={"X-API-Key": new_key})[0] == 200
+
+
+def seaweed_stack(root: Path, seaweed: SeaweedUpstream) -> Stack:
+    """A stack in front of the real SeaweedFS, with its credential (``seaweed.catalog()``)."""
+    catalog = seaweed.catalog()
+    auth = catalog.upstream_auth
+    return Stack(
+        root,
+        f'[catalogs.default]\nupstream = "{catalog.upstream}"\n'
+        f'warehouse = "{catalog.warehouse}"\n[catalogs.default.upstream_auth]\n'
+        f'type = "oauth2"\nclient_id = "{auth.client_id}"\n'
+        f'client_secret = "{auth.client_secret}"\n',
+    )
+
+
+def pyiceberg_through(url: str, stack: Stack, seaweed: SeaweedUpstream) -> None:
+    """The PyIceberg round trip through the proxy at ``url``, then the namespace operations
+    forward-auth decides (load, probe, drop)."""
+    properties = {
+        "type": "rest", "uri": f"{url}/", "credential": f"{stack.root_id}:{stack.root_key}",
+        "oauth2-server-uri": f"{url}/v1/oauth/tokens", **seaweed.s3_properties(),
+    }  # fmt: skip
+    roundtrip(properties)
+    client = load_catalog("through-the-proxy", **properties)
+    namespace = f"fa_{secrets.token_hex(4)}"
+    client.create_namespace(namespace, {"owner": "etl"})
+    assert client.load_namespace_properties(namespace)["owner"] == "etl"
+    assert client.namespace_exists(namespace)
+    assert not client.table_exists(f"{namespace}.missing")
+    client.drop_namespace(namespace)
+    assert not client.namespace_exists(namespace)
+
+
+def assert_decided(stack: Stack, dialect: str, at_least: int = 5) -> None:
+    """The gateway's access log holds ``at_least`` allow decisions in ``dialect``: requests
+    the gateway decided and the proxy carried."""
+    allowed = [line for line in stack.decisions()
+               if f"/forward-auth/{dialect}" in line and "status=200" in line]  # fmt: skip
+    assert len(allowed) >= at_least, stack.log.read_text()

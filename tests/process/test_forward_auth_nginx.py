@@ -9,18 +9,27 @@ Iceberg error JSON."""
 from __future__ import annotations
 
 import json
-import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pyiceberg.catalog import load_catalog
 
-from ..forward_auth_stack import SECRET_HEADER_NAME, UPSTREAM_TOKEN, Stack, call, until
+from ..forward_auth_stack import (
+    SECRET_HEADER_NAME,
+    UPSTREAM_TOKEN,
+    Stack,
+    assert_a_rotated_key_dies_at_once,
+    assert_decided,
+    call,
+    create_tenant_user,
+    pyiceberg_through,
+    rotate,
+    seaweed_stack,
+    until,
+)
 from ..live import SeaweedUpstream
 from ..processes import HttpUpstream
-from ..roundtrip import roundtrip
 
 
 @pytest.fixture
@@ -110,24 +119,7 @@ def test_refusals_arrive_as_iceberg_json_and_a_rotated_key_dies_at_once(
     assert headers["WWW-Authenticate"].startswith("Bearer")
     assert json.loads(body)["error"]["type"] == "NotAuthorizedException"
 
-    status, _, body = call(f"{url}/api/v1/service-users", "POST",
-                           {"X-API-Key": stack.root_key, "Content-Type": "application/json"},
-                           json.dumps({"name": "etl", "role": "TenantUser"}).encode())  # fmt: skip
-    assert status == 201, body
-    created = json.loads(body)
-    old_key = created["api_key"]
-    assert call(f"{url}/v1/namespaces/a", headers={"X-API-Key": old_key})[0] == 200
-    status, _, body_of_rotation = call(
-        f"{url}/api/v1/service-users/{created['service_user']['id']}/rotate", "POST",
-        {"X-API-Key": stack.root_key, "Content-Type": "application/json"}, b"{}",
-    )  # fmt: skip
-    assert status == 200, body_of_rotation
-    # The very next request: no decision cache in the shipped template, nothing to wait for.
-    status, _, body = call(f"{url}/v1/namespaces/a", headers={"X-API-Key": old_key})
-    assert status == 401
-    assert json.loads(body)["error"]["code"] == 401
-    new_key = json.loads(body_of_rotation)["api_key"]
-    assert call(f"{url}/v1/namespaces/a", headers={"X-API-Key": new_key})[0] == 200
+    assert_a_rotated_key_dies_at_once(url, stack)
 
 
 CACHE_SECONDS = 2
@@ -141,14 +133,7 @@ def test_with_the_decision_cache_repeats_cost_no_decision_and_a_rotation_wins_wi
                   cache_seconds=CACHE_SECONDS)  # fmt: skip
     try:
         with stack.nginx(upstream.url, decision_cache=True) as url:
-            status, _, body = call(
-                f"{url}/api/v1/service-users", "POST",
-                {"X-API-Key": stack.root_key, "Content-Type": "application/json"},
-                json.dumps({"name": "etl", "role": "TenantUser"}).encode(),
-            )  # fmt: skip
-            assert status == 201, body
-            created = json.loads(body)
-            key, user_id = created["api_key"], created["service_user"]["id"]
+            user_id, key = create_tenant_user(url, stack)
             for _ in range(5):
                 assert call(f"{url}/v1/namespaces/a", headers={"X-API-Key": key})[0] == 200
             until(lambda: len(stack.decisions()) >= 1, "the decision in the access log")
@@ -158,11 +143,7 @@ def test_with_the_decision_cache_repeats_cost_no_decision_and_a_rotation_wins_wi
             # secret, or the key beside a second copy.
             forged = key[:-1] + ("A" if key[-1] != "A" else "B")
             assert call(f"{url}/v1/namespaces/a", headers={"X-API-Key": forged})[0] == 401
-            status, _, body = call(
-                f"{url}/api/v1/service-users/{user_id}/rotate", "POST",
-                {"X-API-Key": stack.root_key, "Content-Type": "application/json"}, b"{}",
-            )  # fmt: skip
-            assert status == 200, body
+            rotate(url, stack, user_id)
             rotated = time.monotonic()
             until(lambda: call(f"{url}/v1/namespaces/a", headers={"X-API-Key": key})[0] == 401,
                   "the cached decision to expire")  # fmt: skip
@@ -179,34 +160,12 @@ def test_with_the_decision_cache_repeats_cost_no_decision_and_a_rotation_wins_wi
 def test_a_pyiceberg_round_trip_through_nginx_to_seaweedfs(
     tmp_path: Path, seaweed: SeaweedUpstream
 ) -> None:
-    catalog = seaweed.catalog()
-    auth = catalog.upstream_auth
-    stack = Stack(
-        tmp_path,
-        f'[catalogs.default]\nupstream = "{catalog.upstream}"\n'
-        f'warehouse = "{catalog.warehouse}"\n[catalogs.default.upstream_auth]\n'
-        f'type = "oauth2"\nclient_id = "{auth.client_id}"\n'
-        f'client_secret = "{auth.client_secret}"\n',
-    )
+    stack = seaweed_stack(tmp_path, seaweed)
     try:
-        with stack.nginx(catalog.upstream) as url:
-            properties = {
-                "type": "rest", "uri": f"{url}/", "credential": f"{stack.root_id}:{stack.root_key}",
-                "oauth2-server-uri": f"{url}/v1/oauth/tokens",
-                **seaweed.s3_properties(),
-            }  # fmt: skip
-            roundtrip(properties)
-            client = load_catalog("through-nginx", **properties)
-            namespace = f"fa_{secrets.token_hex(4)}"
-            client.create_namespace(namespace, {"owner": "etl"})
-            assert client.load_namespace_properties(namespace)["owner"] == "etl"
-            assert client.namespace_exists(namespace)
-            assert not client.table_exists(f"{namespace}.missing")
-            client.drop_namespace(namespace)
-            assert not client.namespace_exists(namespace)
+        with stack.nginx(seaweed.catalog().upstream) as url:
+            pyiceberg_through(url, stack, seaweed)
     finally:
         stack.stop()
-    # Loading, probing and dropping namespaces: decided by the gateway,
-    # carried by nginx (the rest of the round trip went through the gateway's proxy).
-    allowed = [line for line in stack.decisions() if "status=200" in line]
-    assert len(allowed) >= 5, stack.log.read_text()
+    # Loading, probing and dropping namespaces: decided by the gateway, carried by the proxy
+    # (the rest of the round trip went through the gateway's own proxy).
+    assert_decided(stack, "nginx")

@@ -9,19 +9,27 @@ SeaweedFS."""
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from pyiceberg.catalog import load_catalog
 
-from ..forward_auth_stack import SECRET, SECRET_HEADER_NAME, UPSTREAM_TOKEN, Stack, call, until
+from ..forward_auth_stack import (
+    SECRET,
+    SECRET_HEADER_NAME,
+    UPSTREAM_TOKEN,
+    Stack,
+    assert_a_rotated_key_dies_at_once,
+    assert_decided,
+    call,
+    pyiceberg_through,
+    seaweed_stack,
+    until,
+)
 from ..live import SeaweedUpstream
 from ..processes import HttpUpstream
-from ..roundtrip import roundtrip
 from ..traefik import running_traefik
 
 Recorded = tuple[Stack, HttpUpstream, str]
@@ -170,24 +178,7 @@ def test_refusals_arrive_with_their_status_as_iceberg_json_and_a_rotated_key_die
     assert upstream.paths == []  # nothing refused reached the catalog
     until(lambda: len(stack.decisions()) == 3, "the three decisions in the access log")
 
-    status, _, body = call(f"{url}/api/v1/service-users", "POST",
-                           {"X-API-Key": stack.root_key, "Content-Type": "application/json"},
-                           json.dumps({"name": "etl", "role": "TenantUser"}).encode())  # fmt: skip
-    assert status == 201, body
-    created = json.loads(body)
-    old_key = created["api_key"]
-    assert call(f"{url}/v1/namespaces/a", headers={"X-API-Key": old_key})[0] == 200
-    status, _, body_of_rotation = call(
-        f"{url}/api/v1/service-users/{created['service_user']['id']}/rotate", "POST",
-        {"X-API-Key": stack.root_key, "Content-Type": "application/json"}, b"{}",
-    )  # fmt: skip
-    assert status == 200, body_of_rotation
-    # The very next request: Traefik's ForwardAuth caches no decision, nothing to wait for.
-    status, _, body = call(f"{url}/v1/namespaces/a", headers={"X-API-Key": old_key})
-    assert status == 401
-    assert json.loads(body)["error"]["code"] == 401
-    new_key = json.loads(body_of_rotation)["api_key"]
-    assert call(f"{url}/v1/namespaces/a", headers={"X-API-Key": new_key})[0] == 200
+    assert_a_rotated_key_dies_at_once(url, stack)
     assert upstream.paths == ["/v1/namespaces/a", "/v1/namespaces/a"]
 
 
@@ -203,35 +194,12 @@ def test_a_gateway_that_is_down_lets_nothing_through(recorded: Recorded) -> None
 def test_a_pyiceberg_round_trip_through_traefik_to_seaweedfs(
     tmp_path: Path, seaweed: SeaweedUpstream
 ) -> None:
-    catalog = seaweed.catalog()
-    auth = catalog.upstream_auth
-    stack = Stack(
-        tmp_path,
-        f'[catalogs.default]\nupstream = "{catalog.upstream}"\n'
-        f'warehouse = "{catalog.warehouse}"\n[catalogs.default.upstream_auth]\n'
-        f'type = "oauth2"\nclient_id = "{auth.client_id}"\n'
-        f'client_secret = "{auth.client_secret}"\n',
-    )
+    stack = seaweed_stack(tmp_path, seaweed)
     try:
-        with traefik(stack, catalog.upstream) as url:
-            properties = {
-                "type": "rest", "uri": f"{url}/", "credential": f"{stack.root_id}:{stack.root_key}",
-                "oauth2-server-uri": f"{url}/v1/oauth/tokens",
-                **seaweed.s3_properties(),
-            }  # fmt: skip
-            roundtrip(properties)
-            client = load_catalog("through-traefik", **properties)
-            namespace = f"fa_{secrets.token_hex(4)}"
-            client.create_namespace(namespace, {"owner": "etl"})
-            assert client.load_namespace_properties(namespace)["owner"] == "etl"
-            assert client.namespace_exists(namespace)
-            assert not client.table_exists(f"{namespace}.missing")
-            client.drop_namespace(namespace)
-            assert not client.namespace_exists(namespace)
+        with traefik(stack, seaweed.catalog().upstream) as url:
+            pyiceberg_through(url, stack, seaweed)
     finally:
         stack.stop()
-    # Loading, probing and dropping namespaces: decided by the gateway, carried by Traefik
-    # (the rest of the round trip went through the gateway's proxy).
-    allowed = [line for line in stack.decisions() if "/forward-auth/traefik" in line
-               and "status=200" in line]  # fmt: skip
-    assert len(allowed) >= 5, stack.log.read_text()
+    # Loading, probing and dropping namespaces: decided by the gateway, carried by the proxy
+    # (the rest of the round trip went through the gateway's own proxy).
+    assert_decided(stack, "traefik")
