@@ -26,8 +26,6 @@ from ..fakes import Recorded, RecordingUpstream
 from ..helpers import key_header
 from .test_metrics import scrape
 
-pytestmark = pytest.mark.filterwarnings("error")
-
 
 async def until(condition: Callable[[], bool], what: str) -> None:
     for _ in range(2000):
