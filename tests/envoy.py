@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
 from .forward_auth_stack import until
 from .nginx import render
-from .processes import REPO, free_port
+from .processes import REPO, free_port, http_answers
 
 __all__ = ("FORWARD_AUTH_TEMPLATE", "running_envoy")
 
@@ -46,7 +44,7 @@ def running_envoy(root: Path, template: Path, values: Mapping[str, str]) -> Iter
     def answers() -> bool:
         if proc.poll() is not None:
             raise AssertionError(f"envoy exited:\n{log.read_text() if log.exists() else ''}")
-        return _answers(url)
+        return http_answers(url + "/healthz")
 
     try:
         until(answers, "envoy to listen")
@@ -54,13 +52,3 @@ def running_envoy(root: Path, template: Path, values: Mapping[str, str]) -> Iter
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-
-
-def _answers(url: str) -> bool:
-    try:
-        urllib.request.urlopen(f"{url}/healthz", timeout=2)  # noqa: S310 (loopback)
-    except urllib.error.HTTPError:
-        return True  # any HTTP answer: Envoy is listening
-    except OSError:
-        return False
-    return True

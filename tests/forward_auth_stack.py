@@ -24,8 +24,8 @@ from .roundtrip import roundtrip
 
 __all__ = (
     "SECRET", "SECRET_HEADER_NAME", "UPSTREAM_TOKEN", "Stack", "assert_a_rotated_key_dies_at_once",
-    "assert_decided", "call", "create_tenant_user", "pyiceberg_through", "rotate",
-    "seaweed_stack", "until",
+    "assert_decided", "call", "create_tenant_user", "pyiceberg_through", "recording_catalog",
+    "rotate", "seaweed_stack", "until",
 )  # fmt: skip
 
 SECRET = secrets.token_urlsafe(32)
@@ -96,6 +96,15 @@ def call(url: str, method: str = "GET", headers: dict[str, str] | None = None,
     except urllib.error.HTTPError as err:
         with err:
             return err.code, dict(err.headers.items()), err.read()
+
+
+def recording_catalog(upstream: str) -> str:
+    """The config of a catalog in front of a recording upstream, with a static upstream
+    credential (``UPSTREAM_TOKEN``): what the proxies' header tests check."""
+    return (
+        f'[catalogs.default]\nupstream = "{upstream}"\n'
+        f'[catalogs.default.upstream_auth]\ntype = "bearer"\ntoken = "{UPSTREAM_TOKEN}"\n'
+    )
 
 
 def create_tenant_user(url: str, stack: Stack) -> tuple[str, str]:

@@ -8,13 +8,11 @@ import shutil
 import string
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from .processes import REPO, free_port
+from .processes import REPO, free_port, http_answers
 
 __all__ = (
     "DECISION_CACHE_TEMPLATE", "FORWARD_AUTH_TEMPLATE", "NJS_MODULE", "render", "running_nginx"
@@ -76,7 +74,7 @@ def running_nginx(
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
-        while not _answers(url):
+        while not http_answers(url + "/v1/oauth/tokens"):
             if proc.poll() is not None:
                 raise AssertionError(f"nginx exited:\n{(root / 'error.log').read_text()}")
             if time.monotonic() > deadline:
@@ -86,13 +84,3 @@ def running_nginx(
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-
-
-def _answers(url: str) -> bool:
-    try:
-        urllib.request.urlopen(f"{url}/v1/oauth/tokens", timeout=2)  # noqa: S310 (loopback)
-    except urllib.error.HTTPError:
-        return True  # any HTTP answer: nginx is listening
-    except OSError:
-        return False
-    return True

@@ -10,10 +10,14 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
-__all__ = ("REPO", "HttpUpstream", "clean_env", "free_port", "init_store", "start_serve")
+__all__ = (
+    "REPO", "HttpUpstream", "clean_env", "free_port", "http_answers", "init_store", "start_serve"
+)  # fmt: skip
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -24,6 +28,17 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def http_answers(url: str) -> bool:
+    """Whether anything answers HTTP at ``url`` (any status: the server listens)."""
+    try:
+        urllib.request.urlopen(url, timeout=2)  # noqa: S310 (loopback)
+    except urllib.error.HTTPError:
+        return True
+    except OSError:
+        return False
+    return True
 
 
 def clean_env() -> dict[str, str]:

@@ -27,6 +27,7 @@ from ..forward_auth_stack import (
     assert_decided,
     call,
     pyiceberg_through,
+    recording_catalog,
     seaweed_stack,
     until,
 )
@@ -60,11 +61,7 @@ def lower(headers: dict[str, str]) -> dict[str, str]:
 def recorded(tmp_path: Path) -> Iterator[Recorded]:
     """The stack in front of a recording upstream, with a static upstream credential."""
     upstream = HttpUpstream("catalog")
-    stack = Stack(
-        tmp_path,
-        f'[catalogs.default]\nupstream = "{upstream.url}"\n'
-        f'[catalogs.default.upstream_auth]\ntype = "bearer"\ntoken = "{UPSTREAM_TOKEN}"\n',
-    )
+    stack = Stack(tmp_path, recording_catalog(upstream.url))
     try:
         with envoy(stack, upstream.url) as url:
             yield stack, upstream, url

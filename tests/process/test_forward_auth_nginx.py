@@ -24,6 +24,7 @@ from ..forward_auth_stack import (
     call,
     create_tenant_user,
     pyiceberg_through,
+    recording_catalog,
     rotate,
     seaweed_stack,
     until,
@@ -36,11 +37,7 @@ from ..processes import HttpUpstream
 def recorded(tmp_path: Path) -> Iterator[tuple[Stack, HttpUpstream, str]]:
     """The stack in front of a recording upstream, with a static upstream credential."""
     upstream = HttpUpstream("catalog")
-    stack = Stack(
-        tmp_path,
-        f'[catalogs.default]\nupstream = "{upstream.url}"\n'
-        f'[catalogs.default.upstream_auth]\ntype = "bearer"\ntoken = "{UPSTREAM_TOKEN}"\n',
-    )
+    stack = Stack(tmp_path, recording_catalog(upstream.url))
     try:
         with stack.nginx(upstream.url) as url:
             yield stack, upstream, url
