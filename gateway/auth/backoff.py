@@ -27,13 +27,13 @@ failure (what ``failure_counts`` does too).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
+from ..digests import text_digest
 from ..networks import counted_address
 from ..settings import LimitSettings
 from ..store import Store, StoreError, uninterrupted
@@ -98,12 +98,12 @@ class AuthBackoff:
         named one) and say how to answer it."""
         now = self._clock()
         unit = counted_address(address)
-        addr_key = _digest(f"auth-addr:{unit}")
+        addr_key = text_digest(f"auth-addr:{unit}")
         self._addresses[addr_key] = unit
         over_address = self._add(addr_key, now) - self._per_address
         over_key = 0.0
         if key_id is not None:
-            over_key = self._add(_digest(f"auth-pair:{unit}|{key_id}"), now) - self._per_key
+            over_key = self._add(text_digest(f"auth-pair:{unit}|{key_id}"), now) - self._per_key
         if len(self._counts) > _MAX_TRACKED:
             self._prune(now)
         if over_address <= 0 and over_key <= 0:
@@ -172,7 +172,3 @@ class AuthBackoff:
             if unit is not None and entry[0] > self._per_address:
                 until = now + self._wait(entry[0] - self._per_address)
                 self.held[unit] = max(self.held.get(unit, 0.0), until)
-
-
-def _digest(text: str) -> bytes:
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()

@@ -14,13 +14,13 @@ login (see ``LoginThrottle``).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import re
 import time
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
+from ..digests import text_digest
 from ..errors import AlreadyExists, InvalidInput, NoSuchThing
 from ..store import AuditRecord, ClientInfo, Store, UniqueViolation
 from .models import Role, User
@@ -90,7 +90,7 @@ class LoginThrottle:
         or address of a failed login in clear."""
         name = username.lower()
         return tuple(  # type: ignore[return-value]  # three, as written
-            hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+            text_digest(text)
             for text in (f"pair:{name}|{address}", f"addr:{address}", f"user:{name}")
         )
 
