@@ -47,6 +47,7 @@ from typing import Any, Final, TypeVar
 
 from multidict import CIMultiDictProxy
 
+from ..digests import text_digest
 from ..identity.grants import NO_GRANTS, GrantIndex
 from ..identity.models import (
     KEY_ID_CHARS,
@@ -133,7 +134,7 @@ class Authenticator:
         self._sessions = sessions
         self._by_key_id: dict[str, ServiceUser | None] = {}
         self._by_id: dict[str, ServiceUser | None] = {}
-        self._token_claims: dict[str, TokenClaims] = {}
+        self._token_claims: dict[bytes, TokenClaims] = {}
         # Bumped by every invalidation. A store read that started before an invalidation must
         # not fill the cache afterwards with what may be the pre-change row.
         self._epoch = 0
@@ -306,18 +307,21 @@ class Authenticator:
         return await self.principal_for_claims(claims)
 
     def verify_token(self, token: str, *, allow_expired: bool = False) -> TokenClaims | None:
-        """Signature and claims, cached per token until it expires."""
+        """Signature and claims, cached per token until it expires. The cache is keyed by
+        the token's SHA-256, unkeyed on purpose: a hit needs a text with the digest of a
+        token this process verified, which is a second preimage or that very token."""
         if len(token) > MAX_TOKEN_BYTES:
             return None
         now = self._clock()
-        claims = self._token_claims.get(token)
+        digest = text_digest(token)
+        claims = self._token_claims.get(digest)
         if claims is not None and (allow_expired or claims.expires_at > now):
             return claims
         claims = self._tokens.verify(token, allow_expired=allow_expired)
         if claims is not None and claims.expires_at > now:
             if len(self._token_claims) >= _MAX_TOKENS:
                 self._prune_tokens(now)
-            self._token_claims[token] = claims
+            self._token_claims[digest] = claims
         return claims
 
     async def principal_for_claims(self, claims: TokenClaims) -> AuthOutcome:

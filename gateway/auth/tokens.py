@@ -9,6 +9,7 @@ current state (that check lives in ``authn``; this module checks only the token 
 from __future__ import annotations
 
 import json
+import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -134,13 +135,15 @@ class TokenService:
                 claims = {**claims, "exp": int(self._clock()) + 60}
             registry.validate(claims)
             real = decoded.claims
+            # Interned (the signature is ours, so these are our own ids and names): the
+            # authenticator keeps thousands of claims, most of them of a few service users.
             return TokenClaims(
-                subject=_str(real["sub"]),
-                principal_type=_str(real[PRINCIPAL_TYPE_CLAIM]),
-                tenant_id=_str(real["tenant"]),
+                subject=sys.intern(_str(real["sub"])),
+                principal_type=sys.intern(_str(real[PRINCIPAL_TYPE_CLAIM])),
+                tenant_id=sys.intern(_str(real["tenant"])),
                 key_generation=_int(real["kgen"]),
                 expires_at=float(_int(real["exp"])),
-                scope=_str(real.get("scope", "")),
+                scope=sys.intern(_str(real.get("scope", ""))),
             )
         except (JoseError, KeyError, TypeError, ValueError):
             # joserfc raises JoseError subclasses for bad signatures, unknown kid, bad claims;

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import tracemalloc
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from gateway.identity import models as identity
 from gateway.identity.models import ApiKey, generate_key
 from gateway.identity.service_users import CreatedKey, ServiceUserAdmin
 from gateway.settings import StoreSettings
-from gateway.state import AUTHENTICATOR
+from gateway.state import AUTHENTICATOR, TOKENS
 from gateway.store.tables import StoreTables
 
 from ..conftest import ENGINES, Gateway, MakeGateway
@@ -370,6 +372,43 @@ async def test_text_around_a_recently_verified_key_id_never_passes_for_the_key(
     for text in (key + "x", key[:-1], key[:20] + "_" + "ü" * 43, key.upper()):
         await assert_refused(gateway, {"X-API-Key": text})
     assert await status(gateway, {"X-API-Key": f"  {key} "}) == 200  # trimmed, as ever
+
+
+async def test_text_around_a_recently_used_token_never_passes_for_the_token(
+    gateway: Gateway,
+) -> None:
+    # The bearer hot path looks the token up by the digest of what follows "Bearer ": any
+    # other text misses it and is judged by the full path.
+    token = await gateway.token(await gateway.user())
+    assert await status(gateway, bearer(token)) == 200
+    flipped = token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1]
+    for text in (token + "x", token[:-1], flipped, token + " x"):
+        await assert_refused(gateway, bearer(text))
+    for value in (f"bearer {token}", f"Bearer   {token} ", f"BEARER {token}"):
+        assert await status(gateway, {"Authorization": value}) == 200  # as ever
+
+
+async def test_a_cached_token_costs_the_authenticator_a_few_hundred_bytes(
+    gateway: Gateway,
+) -> None:
+    # The soak mints a token a few dozen times a second, each then used, and the cache keeps
+    # each until it expires: entries must not hold the token text (580 bytes alone).
+    etl = await gateway.user()
+    principal = (await gateway.app[AUTHENTICATOR].authenticate_key(etl.api_key)).principal
+    assert principal is not None
+    tokens = [gateway.app[TOKENS].issue(principal, "catalog").access_token for _ in range(2000)]
+    authenticator = gateway.app[AUTHENTICATOR]
+    gc.collect()
+    tracemalloc.start()
+    try:
+        for token in tokens:
+            # A copy made here, as a request's header is: what the cache keeps of it counts.
+            assert authenticator.verify_token(token.encode().decode()) is not None
+        gc.collect()
+        kept, _peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert kept / len(tokens) < 400
 
 
 async def test_concurrent_requests_for_a_cold_key_share_one_store_read(
