@@ -77,11 +77,13 @@ __all__ = (
 
 _LOGGER = logging.getLogger(__name__)
 _MAX_CACHE: Final = 200_000
-# Verified token signatures kept: each entry holds the token text (about 1 KB with its
-# claims), so 200,000 would be some 200 MB per worker before the cap; the soak showed RSS
-# climbing with every distinct token. Past this, expired ones go, then all (a miss costs one
-# ES256 verification, not a store read).
+# Verified token signatures kept, each under the SHA-256 of the token rather than its text:
+# about 300 bytes an entry (the claims' strings are interned by ``TokenService.verify``)
+# where the text alone took 580. The soak, which mints some 14 tokens a second, each then
+# used, grew every worker by 19 MB with the text. Past the cap, expired ones go, then all
+# (a miss costs one ES256 verification, not a store read).
 _MAX_TOKENS: Final = 20_000
+_BEARER: Final = "Bearer "
 _DAY: Final = 86400.0  # Unix time has no leap seconds: day N of the epoch is a UTC day
 USAGE_DAYS_KEPT: Final = 90  # request counts older than this many days are pruned
 _PRUNE_EVERY: Final = 3600.0
@@ -182,10 +184,14 @@ class Authenticator:
             if "X-API-Key" not in headers:
                 return ANONYMOUS  # the common check first: most anonymous requests stop here
             repeated = self._repeated_key(headers)
-            if repeated is not None:
-                if repeated.principal is not None:
-                    self.count_request(repeated.principal.id)
-                return repeated
+        elif "X-API-Key" not in headers:
+            repeated = self._repeated_token(headers)
+        else:
+            repeated = None
+        if repeated is not None:
+            if repeated.principal is not None:
+                self.count_request(repeated.principal.id)
+            return repeated
         credentials = parse_credentials(headers)
         if not credentials:
             return ANONYMOUS
@@ -226,6 +232,29 @@ class Authenticator:
         ):
             return None
         return self._accept_now(user, user.key_id)
+
+    def _repeated_token(self, headers: CIMultiDictProxy[str]) -> AuthOutcome | None:
+        """The hot path for bearers: one ``Authorization: Bearer`` whose token's signature is
+        cached, of the current key generation of a cached service user: accepted without
+        parsing the header into a credential. None: take the full path (``authenticate_token``,
+        then ``principal_for_claims``), refusals and overlaps included."""
+        values = headers.getall("Authorization")
+        if len(values) != 1 or not values[0].startswith(_BEARER):
+            return None
+        # Keys and session tokens are never in the token cache; any other text around the
+        # token gives another digest, so it misses and the full path judges it.
+        claims = self._token_claims.get(text_digest(values[0][len(_BEARER) :]))
+        if claims is None or claims.expires_at <= self._clock():
+            return None
+        user = self._by_id.get(claims.subject)
+        if (
+            user is None
+            or claims.principal_type != "service_user"
+            or claims.key_generation != user.key_generation
+            or claims.tenant_id != user.tenant_id
+        ):
+            return None
+        return self._accept_now(user, None)
 
     def count_request(self, user_id: str) -> None:
         """One request by a service user, counted once it is accepted (not per credential:
