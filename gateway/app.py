@@ -199,6 +199,10 @@ def _store_context(
                 asyncio.create_task(
                     backoff.run(settings.store.audit_flush_seconds), name="pangolin-backoff"
                 ),
+                asyncio.create_task(
+                    app[RATES].run(store, settings.store.audit_flush_seconds),
+                    name="pangolin-rate-counts",
+                ),
                 asyncio.create_task(app[KEY_POLICY].run(store), name="pangolin-key-ages"),
             ]
             try:
@@ -212,6 +216,7 @@ def _store_context(
                 await authenticator.flush_last_used()
                 await audit.flush()
                 await backoff.flush()
+                await app[RATES].flush(store)
         finally:
             if given is None:
                 await store.close()

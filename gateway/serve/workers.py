@@ -18,6 +18,7 @@ import signal
 import socket
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Final
@@ -54,7 +55,7 @@ def supervise(
     shared = metrics_share.create_directory()  # the workers' metrics snapshots
     # The rate limits' table, one for the whole instance, and its lock.
     rates_memory = SharedRates.create()
-    rates = (rates_memory.name, context.Lock())
+    rates = (rates_memory.name, context.Lock(), uuid.uuid4().hex)
     received: list[int] = []
     # Self-pipe: a signal wakes the wait below (PEP 475 would otherwise resume it silently).
     wake_r, wake_w = socket.socketpair()
@@ -246,7 +247,7 @@ def _signal(process: multiprocessing.process.BaseProcess, sig: int) -> None:
 
 
 def _worker_main(
-    settings: Settings, index: int, workers: int, shared: Path, rates: tuple[str, Any],
+    settings: Settings, index: int, workers: int, shared: Path, rates: tuple[str, Any, str],
     control: Connection,
 ) -> None:  # fmt: skip
     # Always: a SIGHUP (a terminal closing signals the whole group) must not end it, and
@@ -254,7 +255,7 @@ def _worker_main(
     ignore_reloads()
     configure_logging()
     peers = metrics_share.SnapshotFiles(shared, index, workers)
-    table = SharedRates(*rates)
+    table = SharedRates(*rates, merges_others=index == 0)
     try:
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
             runner.run(_serve(settings, index, os.getppid(), peers, table, control))

@@ -227,7 +227,8 @@ class LimitSettings:
     failed_auth_window_seconds: float = 300.0
     # Every service user's request rate limit, unless its own says otherwise: a token bucket
     # of requests_per_second (0: no limit) holding up to burst requests (0: a second's
-    # worth). Past it: 429 with Retry-After. Per gateway instance (its workers share it).
+    # worth). Past it: 429 with Retry-After. Shared by the workers of an instance at once,
+    # and by replicas on one store within a flush or two (store.audit_flush_seconds).
     requests_per_second: float = 0.0
     burst: int = 0
     # Requests with no credential at all (health checks, discovery, the UI's login page,

@@ -49,6 +49,7 @@ TABLES: Final = (
     "grants",
     "audit_log",
     "failure_counts",  # the login throttle's and auth backoff's: a copy keeps the brakes on
+    "request_counts",  # replicas' shared rate limits: a minute's worth, harmless to carry
 )
 _META: Final = "meta"
 # The target's own bookkeeping (SQLite keeps its version in PRAGMA user_version).

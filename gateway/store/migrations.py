@@ -223,6 +223,21 @@ _SCRIPTS: Final[tuple[str, ...]] = (
     ALTER TABLE service_users ADD COLUMN rate_limit REAL;
     ALTER TABLE service_users ADD COLUMN rate_burst INTEGER;
     """,
+    # 10: rate limits shared by replicas: what each gateway instance (a host's workers
+    # together) has let through per limited key, as seconds of its bucket (the requests'
+    # intervals added up), so every instance can charge its own table with the others'.
+    # Kept for a minute past an instance's last request of the key; no user ids or addresses
+    # in clear (the key is a 64-bit digest).
+    """
+    CREATE TABLE request_counts (
+        key      BLOB NOT NULL,
+        instance TEXT NOT NULL,
+        cost     REAL NOT NULL,
+        last_at  REAL NOT NULL,
+        PRIMARY KEY (key, instance)
+    );
+    CREATE INDEX request_counts_last ON request_counts (last_at);
+    """,
 )
 
 MIGRATIONS: Final[tuple[Migration, ...]] = tuple(Migration(script) for script in _SCRIPTS)

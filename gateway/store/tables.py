@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from .audit_table import AuditTable
+from .counts_table import CountTables
 from .grants_table import GrantTables
 from .identity_tables import IdentityTables
 from .sessions_table import SessionTables
@@ -11,6 +12,6 @@ from .sessions_table import SessionTables
 __all__ = ("StoreTables",)
 
 
-class StoreTables(IdentityTables, SessionTables, AuditTable, GrantTables):
+class StoreTables(IdentityTables, SessionTables, AuditTable, GrantTables, CountTables):
     """Tenants, service users, usage, signing keys, human users and their sessions, the audit
-    log, roles and grants."""
+    log, roles and grants, and the counts every process shares."""

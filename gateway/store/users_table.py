@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from ..identity.models import Role, User
@@ -107,42 +107,3 @@ class UserTables(StoreCore):
             await tx.execute(
                 "UPDATE users SET failed_logins = failed_logins + 1 WHERE id = ?", (id_,)
             )
-
-    # -- failure counts (the login throttle's and the auth backoff's, shared by every process) -
-
-    async def failure_counts(self, keys: Sequence[bytes], since: float) -> dict[bytes, int]:
-        """Failures counted under each key whose last one is not older than ``since``."""
-        found: dict[bytes, int] = {}
-        for key in keys:
-            row = await self._fetchone(
-                "SELECT failures FROM failure_counts WHERE key = ? AND last_at >= ?", (key, since)
-            )
-            found[bytes(key)] = int(row[0]) if row else 0
-        return found
-
-    async def add_failures(
-        self, counts: Mapping[bytes, int], at: float, since: float
-    ) -> dict[bytes, int]:
-        """Add ``counts`` (key -> failures, each at least one) to the stored ones, a key whose
-        last failure is older than ``since`` starting again from zero; rows older than that
-        are pruned on the way. Returns each key's total now, every process's failures
-        included."""
-        async with self.transaction() as tx:
-            await tx.executemany(
-                "INSERT INTO failure_counts (key, failures, last_at) VALUES (?, ?, ?)"
-                " ON CONFLICT (key) DO UPDATE SET failures = CASE"
-                " WHEN failure_counts.last_at < ? THEN excluded.failures"
-                " ELSE failure_counts.failures + excluded.failures END,"
-                " last_at = excluded.last_at",
-                [(key, count, at, since) for key, count in counts.items()],
-            )
-            await tx.execute("DELETE FROM failure_counts WHERE last_at < ?", (since,))
-            totals: dict[bytes, int] = {}
-            for key in counts:
-                row = await tx.fetchone("SELECT failures FROM failure_counts WHERE key = ?", (key,))
-                totals[key] = int(row[0])
-        return totals
-
-    async def clear_failures(self, keys: Sequence[bytes]) -> None:
-        async with self.transaction() as tx:
-            await tx.executemany("DELETE FROM failure_counts WHERE key = ?", [(k,) for k in keys])

@@ -140,7 +140,10 @@ def test_workers_share_one_table_so_a_limit_is_the_instances() -> None:
     lock = multiprocessing.get_context("spawn").Lock()
     clock = FakeClock()
     try:
-        a, b = (RateLimiter(SharedRates(memory.name, lock), clock) for _ in range(2))
+        a, b = (
+            RateLimiter(SharedRates(memory.name, lock, "host", merges_others=False), clock)
+            for _ in range(2)
+        )
         waits = [limiter.wait("etl", 2.0, 3) for limiter in (a, b, a, b)]
         assert waits[:3] == [0.0, 0.0, 0.0] and waits[3] == pytest.approx(0.5)
         clock.advance(0.5)
@@ -197,7 +200,8 @@ def test_a_lock_left_held_by_a_killed_worker_never_stalls_the_others() -> None:
     memory = SharedRates.create()
     lock = multiprocessing.get_context("spawn").Lock()
     try:
-        limiter = RateLimiter(SharedRates(memory.name, lock), FakeClock())
+        table = SharedRates(memory.name, lock, "host", merges_others=False)
+        limiter = RateLimiter(table, FakeClock())
         lock.acquire()  # as a worker SIGKILLed inside its update would leave it
         # The request passes uncounted after a bounded wait, rather than hang the loop.
         assert [limiter.wait("etl", 1.0, 1) for _ in range(3)] == [0.0, 0.0, 0.0]

@@ -97,6 +97,8 @@ async def build_deployment(path: Path) -> Deployment:
     started = await sessions.start(alice, CLIENT)
     assert started is not None
     await users.throttle.failed("alice", "192.0.2.7")  # the throttle's counts travel too
+    # ... and the rate limits' shared counts.
+    await store.add_request_costs({b"r" * 8: 1.5}, "instance-1", time.time(), 0.0)
     await store.record_last_used(
         {etl.user.id: time.time()},
         requests={(etl.user.id, DAY): 7, (reporter.user.id, DAY): 2},

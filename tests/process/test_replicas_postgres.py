@@ -46,6 +46,7 @@ GIVE_UP_AFTER = 10 * PROPAGATION_BOUND
 ROTATIONS = 10
 KILL_ROUNDS = 3
 START_TIMEOUT = 60.0
+FLUSH = 0.25  # store.audit_flush_seconds of the replicas
 # A catalog request the fake upstream answers 200; without a valid credential the gateway
 # answers 401 and forwards nothing.
 CATALOG_PATH = "/v1/default/v1/namespaces"
@@ -313,6 +314,9 @@ def replicas(
                 f'[server]\nhost = "127.0.0.1"\nport = {port}\n'
                 # Never used (store.url wins); kept out of the repository's var/ regardless.
                 f'[store]\npath = "{root / "unused.db"}"\n'
+                # How often the shared counts are merged (rate limits): faster than the
+                # default 1 s, so a short run tells a shared limit from K apart.
+                f"audit_flush_seconds = {FLUSH}\n"
                 # These tests poll a revoked key until it is refused, from one address: the
                 # failed-authentication backoff (tested on its own) must not turn 401 into 429.
                 "[limits]\nfailed_auth_per_key = 1000000\nfailed_auth_per_address = 1000000\n"
@@ -434,3 +438,34 @@ def test_a_deactivation_through_one_replica_is_enforced_by_the_other_two_within_
     summary = ", ".join(f"{name}: {lag * 1000:.0f} ms" for name, lag in sorted(refused.items()))
     print(f"\ndeactivation through B, its key and token refused by {summary}")
     assert max(refused.values()) < PROPAGATION_BOUND, summary
+
+
+def test_a_rate_limit_holds_for_a_client_spread_over_the_replicas(replicas: Replicas) -> None:
+    """A service user limited to 5 requests/s (bursts of 5) asks A, B and C in turn, as fast as
+    they answer, for 6 s: together they let through about its limit, not three times it."""
+    rate, burst, seconds = 5, 5, 6.0
+    status, body = replicas["A"].request(
+        "POST", "/api/v1/service-users", replicas.root_key,
+        body={"name": "metered", "rate_limit": rate, "rate_burst": burst},
+    )  # fmt: skip
+    assert status == 201, body
+    key = body["api_key"]
+    answers: dict[str, list[int]] = {name: [] for name in replicas.by_name}
+    started = time.monotonic()
+    while (elapsed := time.monotonic() - started) < seconds:
+        for name, replica in replicas.by_name.items():
+            answers[name].append(replica.catalog_status(key))
+    let_through = {name: found.count(200) for name, found in answers.items()}
+    total = sum(let_through.values())
+    k = len(replicas.by_name)
+    # The stated bound: the limit over the run, each replica's own burst, and what the others
+    # let through in the two flushes before it is charged (a write, then a read).
+    bound = rate * elapsed + k * burst + k * rate * 2 * FLUSH
+    apart = k * (rate * elapsed + burst)
+    print(
+        f"\n{sum(map(len, answers.values()))} requests in {elapsed:.1f} s at a limit of"
+        f" {rate}/s (burst {burst}): {total} let through ({let_through}); bound {bound:.0f},"
+        f" {apart:.0f} if each replica counted apart"
+    )
+    assert {status for found in answers.values() for status in found} == {200, 429}
+    assert rate * elapsed * 0.8 <= total <= bound
