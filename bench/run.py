@@ -530,6 +530,8 @@ http {{
             if noauth
             else [GATEWAY_BIN, "serve", "--config", str(config), "--port", str(port), *extra]
         )
+        if not noauth and "--workers" not in extra:
+            cmd += ["--workers", "1"]  # the figures are per process unless a row says otherwise
         env = {**gateway_env(), **(settings or {})}
         proc = self.procs.start(f"gateway-{label}", cmd, core=core, env=env)
         url = f"http://127.0.0.1:{port}"

@@ -18,6 +18,7 @@ import click
 
 from . import __version__
 from .command_errors import CommandError
+from .serve.cores import usable_cores
 from .settings import Settings, SettingsError, load_settings, warnings
 from .store import StoreError
 
@@ -35,7 +36,8 @@ _config_option = click.option(
 
 
 class _WorkersType(click.ParamType[int]):
-    """A number of workers (at least 1), or "auto": the cores this process may use."""
+    """A number of workers (at least 1), or "auto": the cores this process may use
+    (``serve.cores``)."""
 
     name = "N|auto"
 
@@ -44,7 +46,7 @@ class _WorkersType(click.ParamType[int]):
         if isinstance(value, int):
             return value
         if str(value).strip().lower() == "auto":
-            return max(1, len(os.sched_getaffinity(0)))
+            return usable_cores()
         try:
             number = int(str(value))
         except ValueError:
@@ -197,11 +199,12 @@ def keygen() -> None:
 @click.option(
     "--workers",
     type=_WorkersType(),
-    default="1",
+    default="auto",
     show_default=True,
     envvar="PANGOLIN_WORKERS",
     help="Worker processes sharing the port (SO_REUSEPORT) and the store, or 'auto': one per "
-    "core this process may run on. Env: PANGOLIN_WORKERS.",
+    "core this process may run on (its CPU affinity, less a cgroup's CPU quota). "
+    "Env: PANGOLIN_WORKERS.",
 )
 def serve(config_path: Path, host: str | None, port: int | None, workers: int) -> None:
     """Run the gateway."""

@@ -391,7 +391,7 @@ def test_serve_on_a_postgresql_store_refuses_it_until_initialized_then_starts(
     assert PASSWORD not in refused.output
     assert run("init", "--config", config, env=env).exit_code == 0
 
-    served = run("serve", "--config", config, env=env)
+    served = run("serve", "--config", config, "--workers", "1", env=env)
 
     # Past every store check, it started serving (which never_serve turns into this error).
     assert isinstance(served.exception, AssertionError), served.output

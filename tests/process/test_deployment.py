@@ -15,11 +15,11 @@ import yaml
 from click.testing import CliRunner
 
 from gateway.cli import main as gateway_cli
-from gateway.settings import Settings, load_settings
+from gateway.settings import Settings, StoreSettings, load_settings
 from gateway.signing_keys import new_signing_key
 
 REPO = Path(__file__).resolve().parents[2]
-_VARIABLE = re.compile(r"\$\{(\w+)(?::?[-?][^}]*)?\}")
+_VARIABLE = re.compile(r"\$\{(\w+)(?::?([-?])([^}]*))?\}")
 
 
 @pytest.fixture(scope="module")
@@ -35,11 +35,14 @@ def _docker_settings() -> Settings:
 
 
 def _environment(service: dict[str, Any], values: dict[str, str]) -> dict[str, str]:
-    """The service's environment with ${VAR} references filled in as compose would."""
-    env = service["environment"]
-    return {
-        key: _VARIABLE.sub(lambda m: values[m.group(1)], str(value)) for key, value in env.items()
-    }
+    """The service's environment with ${VAR} references filled in as compose would: from
+    ``values``, else the ``:-`` default; a ``:?`` variable must be in ``values``."""
+
+    def filled(match: re.Match[str]) -> str:
+        name, operator, default = match.groups()
+        return values[name] if name in values or operator != "-" else default
+
+    return {key: _VARIABLE.sub(filled, str(value)) for key, value in service["environment"].items()}
 
 
 REPLICAS = ("gateway-1", "gateway-2")
@@ -172,6 +175,11 @@ def test_compose_replicas_profile_runs_two_gateways_on_one_postgresql(
         assert replica["build"] == "." and replica["image"] == services["gateway"]["image"]
     ports = [services[name]["ports"] for name in REPLICAS]
     assert ports == [["8081:8080"], ["8082:8080"]]  # beside the single gateway's 8080
+    # Workers are set, not auto: on a many-core host, auto's connections (replicas x cores x
+    # (pool_size + 1)) would pass PostgreSQL's default max_connections of 100.
+    workers = {services[name]["environment"]["PANGOLIN_WORKERS"] for name in REPLICAS}
+    assert workers == {"${PANGOLIN_WORKERS:-2}"}
+    assert len(REPLICAS) * 2 * (StoreSettings().pool_size + 1) <= 100
 
 
 def test_compose_replicas_share_the_database_and_the_signing_key_through_secrets(

@@ -1160,7 +1160,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         log = tmp / "gateway.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(
-                [str(executable), "serve", "--config", str(config)],
+                [str(executable), "serve", "--config", str(config), "--workers", "1"],
                 cwd=REPO, env=clean_env(), stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
         try:

@@ -117,7 +117,9 @@ class Replica:
     def start(self, env: dict[str, str]) -> None:
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway", "serve", "--config", str(self.config)],
+                # One process each: the listening connections counted are one per replica.
+                [sys.executable, "-m", "gateway", "serve", "--config", str(self.config),
+                 "--workers", "1"],
                 cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
 

@@ -32,6 +32,7 @@ from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.cli import main
+from gateway.serve.cores import usable_cores
 from gateway.serve.metrics_share import SNAPSHOT_SECONDS, parse
 from gateway.store import SqliteStore
 
@@ -366,7 +367,7 @@ def test_a_worker_that_dies_stops_the_gateway_with_exit_1(tmp_path: Path) -> Non
     assert f"(pid {survivor}) stopped" in output  # stopped gracefully, not killed
 
 
-def test_workers_option_and_environment_variable(
+def test_workers_default_to_the_cores_option_and_environment_variable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[dict[str, Any]] = []
@@ -393,7 +394,8 @@ def test_workers_option_and_environment_variable(
     assert checked.exit_code == 0, checked.output
     auto = runner.invoke(main, ["serve", "-c", str(config), "--workers", "auto"])
     assert auto.exit_code == 0, auto.output
-    assert [call["workers"] for call in calls] == [1, 3, 4, len(os.sched_getaffinity(0))]
+    cores = usable_cores()  # the default: "auto"
+    assert [call["workers"] for call in calls] == [cores, 3, 4, cores]
 
     refused = runner.invoke(main, ["serve", "-c", str(config), "--workers", "0"])
     assert refused.exit_code == 2 and "--workers" in refused.stderr
