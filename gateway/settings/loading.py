@@ -144,7 +144,7 @@ def _build(cls: type[_T], data: Any, where: str, problems: list[str]) -> _T:
             if ok:
                 values[key] = value
             else:
-                problems.append(f"{name}: expected {_describe(hint)}, got {raw!r}")
+                problems.append(f"{name}: expected {_describe(hint)}, got {_given(hint, raw)}")
     return cls(**values)
 
 
@@ -180,6 +180,18 @@ def _coerce(hint: Any, raw: Any) -> tuple[bool, Any]:
             return True, tuple(raw)
         return False, None
     raise TypeError(f"unsupported settings type {hint!r}")  # a programming error
+
+
+def _given(hint: Any, raw: Any) -> str:
+    """What a problem says was given instead. A string setting may hold a secret (a password,
+    a token, the forward-auth secret, a URL with credentials) written without its quotes, as
+    a number, say: only its kind is named, never the value. Any other setting's value is
+    quoted, which shows the operator which of theirs it was."""
+    if hint is not str:
+        return repr(raw)
+    kinds: dict[type, str] = {bool: "true or false", int: "a number", float: "a number",
+                              list: "a list", dict: "a table"}  # fmt: skip
+    return next((kind for t, kind in kinds.items() if isinstance(raw, t)), "a date or time")
 
 
 def _describe(hint: Any) -> str:

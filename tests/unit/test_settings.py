@@ -148,7 +148,26 @@ def test_a_malformed_setting_is_not_reported_again_as_invalid(tmp_path: Path) ->
     # upstream = 5 is a type problem; its stand-in default ("") must not add "required" too.
     text = '[catalogs.default]\nupstream = 5\n\n[catalogs.other]\nupstream = "http://x"\n'
     problems = problems_of(write(tmp_path, text))
-    assert problems == ["catalogs.default.upstream: expected a string, got 5"]
+    assert problems == ["catalogs.default.upstream: expected a string, got a number"]
+
+
+@pytest.mark.parametrize(
+    ("value", "kind"),
+    [("4815162342481516234248151623424815", "a number"), ("true", "true or false"),
+     ('["sekrit-part-one", "sekrit-part-two"]', "a list"),
+     ("1979-05-27T07:32:00Z", "a date or time"), ('{ value = "sekrit-in-a-table" }', "a table")],
+)  # fmt: skip
+def test_a_secret_given_as_the_wrong_type_is_named_by_its_kind_never_echoed(
+    tmp_path: Path, value: str, kind: str
+) -> None:
+    # A secret written without its quotes (digits only, say) must not reach the error the
+    # operator pastes into a ticket or that `serve` logs.
+    text = f'[forward_auth]\nsecret = {value}\n[catalogs.default]\nupstream = "http://x"\n'
+    with pytest.raises(SettingsError) as raised:
+        load_settings(write(tmp_path, text), {})
+    assert raised.value.problems == [f"forward_auth.secret: expected a string, got {kind}"]
+    for secret in ("4815162342", "sekrit"):
+        assert secret not in str(raised.value)
 
 
 def test_relative_store_path_resolves_against_the_config_directory(
