@@ -36,7 +36,7 @@ from .errors import BadRequest, Forbidden, MethodNotAllowed, ProxyRequired
 from .middleware import error_answer
 from .proxy import ForwardRequest
 from .routing import ICEBERG_METHODS, parse_request_path
-from .state import CONFIGURED, REQUEST_ID, ROUTE
+from .state import CONFIGURED, DECIDED, REQUEST_ID, ROUTE
 
 __all__ = ("ENVOY_PREFIX", "SECRET_HEADER", "envoy", "nginx", "traefik")
 
@@ -52,7 +52,7 @@ async def nginx(request: web.Request) -> web.StreamResponse:
     headers = request.headers
     try:
         return await _decide(
-            request, headers.get("X-Original-Method"), headers.get("X-Original-URI")
+            request, "nginx", headers.get("X-Original-Method"), headers.get("X-Original-URI")
         )
     except Exception as exc:
         answer = error_answer(request, exc)
@@ -70,12 +70,13 @@ async def nginx(request: web.Request) -> web.StreamResponse:
 
 async def traefik(request: web.Request) -> web.StreamResponse:
     headers = request.headers
-    return await _decide(request, headers.get("X-Forwarded-Method"), headers.get("X-Forwarded-Uri"))
+    method, uri = headers.get("X-Forwarded-Method"), headers.get("X-Forwarded-Uri")
+    return await _decide(request, "traefik", method, uri)
 
 
 async def envoy(request: web.Request) -> web.StreamResponse:
     uri = request.raw_path[len(ENVOY_PREFIX) :]
-    answer = await _decide(request, request.method, uri)
+    answer = await _decide(request, "envoy", request.method, uri)
     # Envoy keeps the client's headers the decision does not replace: its credentials must
     # go, except the Authorization the decision itself carries for the upstream.
     remove = [h for h in _CREDENTIALS if h not in answer.headers]
@@ -83,7 +84,9 @@ async def envoy(request: web.Request) -> web.StreamResponse:
     return answer
 
 
-async def _decide(request: web.Request, method: str | None, uri: str | None) -> web.Response:
+async def _decide(
+    request: web.Request, dialect: str, method: str | None, uri: str | None
+) -> web.Response:
     request[ROUTE] = "forward_auth"
     settings = request.app[CONFIGURED].settings.forward_auth
     given = request.headers.get(SECRET_HEADER, "")
@@ -96,6 +99,8 @@ async def _decide(request: web.Request, method: str | None, uri: str | None) -> 
     if method not in ICEBERG_METHODS:
         raise MethodNotAllowed(allow=ICEBERG_METHODS)
     raw_path, _, query = uri.partition("?")
+    # Only after the secret: nobody else puts text of theirs into the access log this way.
+    request[DECIDED] = (dialect, method, raw_path)
     path = parse_request_path(raw_path)
     if path.refusal is not None:
         raise BadRequest(path.refusal)

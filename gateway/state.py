@@ -39,6 +39,7 @@ __all__ = (
     "CLIENTS",
     "CLOCK",
     "CONFIGURED",
+    "DECIDED",
     "HTTP_SESSION",
     "KEY_POLICY",
     "METRICS",
@@ -81,3 +82,7 @@ AUTH: web.RequestKey[AuthOutcome] = web.RequestKey("pangolin.auth")
 # client text.
 CATALOG: web.RequestKey[str] = web.RequestKey("pangolin.catalog")
 ROUTE: web.RequestKey[str] = web.RequestKey("pangolin.route")
+# A forward-auth decision's dialect and the original method and path (no query) it was about,
+# set once the proxy's secret is checked: the access log names the request decided, not the
+# /forward-auth endpoint every decision shares.
+DECIDED: web.RequestKey[tuple[str, str, str]] = web.RequestKey("pangolin.decided")

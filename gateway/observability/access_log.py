@@ -3,7 +3,9 @@
 Fields: request id, client address, principal id, catalog, method, path (without the query
 string), status, bytes sent (aiohttp's ``%b``: the response as written) and duration in ms.
 Never a header, so never a key or a token; the path is the raw (still percent-encoded) path,
-cut to ``MAX_PATH`` characters. Serve with ``access_log_class=AccessLogger``; aiohttp's
+cut to ``MAX_PATH`` characters. A forward-auth decision names the request it decided (the
+original method and path the proxy sent in a header, where a space could hide) and ends with
+``forward_auth=<dialect>``. Serve with ``access_log_class=AccessLogger``; aiohttp's
 ``access_log_format`` is not used.
 """
 
@@ -16,7 +18,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
-from ..state import AUTH, CATALOG, REQUEST_ID
+from ..state import AUTH, CATALOG, DECIDED, REQUEST_ID
 
 __all__ = ("ACCESS_LOGGER", "AccessLogger")
 
@@ -47,18 +49,23 @@ class AccessLogger(AbstractAccessLogger):
         # A request the HTTP parser refused never reached the middlewares: no keys on it.
         auth = request.get(AUTH)
         principal = auth.principal if auth is not None else None
-        path = request.raw_path.partition("?")[0]
+        decided = request.get(DECIDED)
+        if decided is None:
+            method, path, tail = request.method, request.raw_path.partition("?")[0], ""
+        else:
+            dialect, method, path = decided
+            tail = f" forward_auth={dialect}"
         if len(path) > MAX_PATH:
             path = path[:MAX_PATH] + "..."
-        if not path.isprintable():
-            path = "".join(ch if ch.isprintable() else "?" for ch in path)
+        if not path.isprintable() or " " in path:  # one field: a space would start another
+            path = "".join(ch if ch.isprintable() and ch != " " else "?" for ch in path)
         # One f-string, the same text the %-format gave (status and bytes as %d, duration %.2f).
         line = (
             f"request_id={request.get(REQUEST_ID, '-')} client={request.remote or '-'} "
             f"principal={principal.id if principal is not None else '-'} "
-            f"catalog={request.get(CATALOG, '-')} method={request.method} path={path} "
+            f"catalog={request.get(CATALOG, '-')} method={method} path={path} "
             f"status={response.status:d} bytes={response.body_length:d} "
-            f"duration_ms={time * 1000.0:.2f}"
+            f"duration_ms={time * 1000.0:.2f}{tail}"
         )
         # What logger.info(line) does, less its caller lookup (a walk up the stack on every
         # line; the source is always this method): the same record, through the logger's

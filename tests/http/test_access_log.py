@@ -15,10 +15,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import create_app
+from gateway.forward_auth import SECRET_HEADER
 from gateway.identity.bootstrap import initialize
 from gateway.identity.service_users import CreatedKey, ServiceUserAdmin
 from gateway.observability.access_log import ACCESS_LOGGER, AccessLogger
-from gateway.settings import CatalogSettings
+from gateway.settings import CatalogSettings, ForwardAuthSettings
 from gateway.store import SqliteStore
 
 from ..conftest import Gateway, GatewayTestServer, make_settings
@@ -29,7 +30,9 @@ _LINE = re.compile(
     r"request_id=(?P<request_id>\S+) client=(?P<client>\S+) principal=(?P<principal>\S+) "
     r"catalog=(?P<catalog>\S+) method=(?P<method>\S+) path=(?P<path>\S+) "
     r"status=(?P<status>\d+) bytes=(?P<bytes>\d+) duration_ms=(?P<duration_ms>\d+\.\d+)"
+    r"(?: forward_auth=(?P<forward_auth>\S+))?"
 )
+FORWARD_AUTH_SECRET = "f" * 40
 
 
 @pytest.fixture
@@ -42,7 +45,10 @@ async def logged(
     upstream = RecordingUpstream()
     server: TestServer = await aiohttp_server(upstream.app())
     base = str(server.make_url("")).rstrip("/")
-    settings = make_settings(tmp_path, {"default": CatalogSettings(upstream=base)})
+    settings = make_settings(
+        tmp_path, {"default": CatalogSettings(upstream=base)},
+        forward_auth=ForwardAuthSettings(secret=FORWARD_AUTH_SECRET),
+    )  # fmt: skip
     clock = FakeClock()
     store = SqliteStore(settings.store.path)
     await store.open()
@@ -165,6 +171,38 @@ async def test_refused_requests_log_no_principal_and_no_credential(
     messages = all_messages(caplog)
     assert wrong not in messages
     assert user.api_key.plaintext() not in messages
+
+
+async def test_a_forward_auth_decision_logs_the_request_it_decided_not_the_endpoint(
+    logged: Gateway, user: CreatedKey, caplog: pytest.LogCaptureFixture
+) -> None:
+    decided = "/v1/namespaces/ns"  # the default catalog's (a mounted one needs the proxy)
+    proxy = {SECRET_HEADER: FORWARD_AUTH_SECRET, "X-Original-Method": "HEAD"}
+    allowed = await logged.client.get(
+        "/forward-auth/nginx",
+        headers={**proxy, "X-Original-URI": f"{decided}?pageToken=private_query",
+                 "X-API-Key": user.api_key.plaintext()},
+    )  # fmt: skip
+    refused = await logged.client.get(
+        "/forward-auth/nginx", headers={**proxy, "X-Original-URI": f"{decided} x=1"}
+    )
+    unasked = await logged.client.get(
+        "/forward-auth/nginx", headers={"X-Original-Method": "GET", "X-Original-URI": "/fake"}
+    )
+    assert (allowed.status, refused.status, unasked.status) == (200, 403, 403)
+
+    allow, refuse, unknown = await access_lines(caplog, 3)
+    assert (allow["method"], allow["path"], allow["forward_auth"]) == ("HEAD", decided, "nginx")
+    assert (allow["principal"], allow["catalog"], allow["status"]) == (
+        user.user.id, "default", "200",
+    )  # fmt: skip
+    # The proxy's header text stays one field of the line, whatever it holds.
+    assert (refuse["path"], refuse["status"]) == (f"{decided}?x=1", "403")
+    # Without the proxy's secret nothing the caller sent is taken for the request decided.
+    assert (unknown["method"], unknown["path"], unknown["forward_auth"]) == (
+        "GET", "/forward-auth/nginx", None,
+    )  # fmt: skip
+    assert "private_query" not in all_messages(caplog)
 
 
 def test_nothing_is_formatted_when_the_access_logger_is_off(
