@@ -12,8 +12,8 @@ second advisory lock, with the version in ``schema_version``; replicas starting 
 for each other, and the second finds the work done.
 
 Across replicas: a transaction that changes identities also sends ``NOTIFY pangolin_identity``
-(delivered at its commit), and every open store listens on a connection of its own and tells
-its change listeners at once. Notifications sent while that connection was down are lost, so
+(delivered at its commit), and every open store with change listeners listens on a connection
+of its own and tells them at once. Notifications sent while that connection was down are lost, so
 the identity-version poll (``store.change_poll_seconds``) stays the guarantee, and the
 listeners are told again whenever the listening connection comes back.
 """
@@ -26,7 +26,7 @@ import functools
 import logging
 import re
 import secrets
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
@@ -197,7 +197,20 @@ class PostgresEngine(StoreCore):
         except BaseException:
             await self.close()
             raise
-        self._listening = asyncio.create_task(self._listen(), name="pangolin-store-listen")
+        if self._change_listeners:
+            self._start_listening()
+
+    def add_change_listener(self, listener: Callable[[], None]) -> None:
+        super().add_change_listener(listener)
+        if self._pool is not None:
+            self._start_listening()
+
+    def _start_listening(self) -> None:
+        # Only a store somebody listens to (a serving gateway's caches) keeps a connection
+        # listening: a CLI command opens the pool, does its work and goes, and would
+        # otherwise hold one more connection and a reconnecting task for nothing.
+        if self._listening is None:
+            self._listening = asyncio.create_task(self._listen(), name="pangolin-store-listen")
 
     async def close(self) -> None:
         if self._listening is not None:

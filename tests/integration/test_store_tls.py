@@ -104,6 +104,7 @@ async def test_store_verifies_the_server_certificate_and_keeps_working_over_tls(
             name="etl", role=Role.TENANT_USER, actor="test"
         )
         assert (await store.service_user(created.user.id)) is not None
+        store.add_change_listener(lambda: None)  # as a serving gateway's caches do
         await store.listening.wait()  # the listening connection too, not only the pool
 
         backends = await tls_backends(tls_server)

@@ -320,13 +320,13 @@ async def test_an_identity_change_through_one_replica_is_seen_by_another(
 ) -> None:
     async with replicas(postgres_url) as (one, two):
         elsewhere = asyncio.Event()
-        # Each store tells its listeners once its listening connection is up (whatever was
-        # sent before is lost): wait for that, so what follows is the change's own news.
-        for store in (one, two):
-            await asyncio.wait_for(store.listening.wait(), timeout=10)
+        # A store listens once it has listeners, on a connection of its own: wait until that
+        # is up (what was sent before is lost), so what follows is the change's own news.
         told: list[str] = []
         one.add_change_listener(lambda: told.append("one"))
         two.add_change_listener(elsewhere.set)
+        for store in (one, two):
+            await asyncio.wait_for(store.listening.wait(), timeout=10)
         version = await two.identity_version()
 
         created = await ServiceUserAdmin(one, clock=FakeClock()).create(name="etl", actor="t")
@@ -376,9 +376,9 @@ async def test_a_burst_of_changes_elsewhere_is_one_invalidation_here_not_one_eac
     """200 creates through one replica used to wipe the other's caches 200 times: every
     request there turned into a store read. Notifications arriving together are one."""
     async with PostgresStore(postgres_url) as here, PostgresStore(postgres_url) as there:
-        await asyncio.wait_for(there.listening.wait(), 10)
         told: list[int] = []
         there.add_change_listener(lambda: told.append(1))
+        await asyncio.wait_for(there.listening.wait(), 10)
         admin = ServiceUserAdmin(here)
         await asyncio.gather(*(admin.create(name=f"burst-{n}", actor="t") for n in range(50)))
         loop = asyncio.get_running_loop()
@@ -388,11 +388,32 @@ async def test_a_burst_of_changes_elsewhere_is_one_invalidation_here_not_one_eac
         assert 1 <= len(told) < 50
 
 
+def _listening_tasks() -> list[asyncio.Task[object]]:
+    return [t for t in asyncio.all_tasks() if t.get_name() == "pangolin-store-listen"]
+
+
+async def test_only_a_store_with_change_listeners_holds_a_listening_connection(
+    postgres_url: str,
+) -> None:
+    # A CLI command (create a key, copy a store) opens the store, works and goes: it has no
+    # caches to tell, so no connection of its own listens for other replicas' changes.
+    async with PostgresStore(postgres_url) as store:
+        await ServiceUserAdmin(store).create(name="cli", actor="t")
+        assert _listening_tasks() == []
+        assert not store.listening.is_set()
+        told: list[int] = []
+        store.add_change_listener(lambda: told.append(1))  # what a serving gateway does
+        store.add_change_listener(lambda: told.append(2))
+        assert len(_listening_tasks()) == 1
+        await asyncio.wait_for(store.listening.wait(), 10)
+    assert _listening_tasks() == []  # closed with the store
+
+
 async def test_a_store_tells_its_listeners_of_its_own_changes_once(postgres_url: str) -> None:
     async with PostgresStore(postgres_url) as store:
-        await asyncio.wait_for(store.listening.wait(), 10)
         told: list[int] = []
         store.add_change_listener(lambda: told.append(1))
+        await asyncio.wait_for(store.listening.wait(), 10)
         await ServiceUserAdmin(store).create(name="once", actor="t")
         # Its own notification comes back too, and is ignored: wait until it has arrived by
         # making a change elsewhere that this store does hear.
