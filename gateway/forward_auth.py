@@ -96,11 +96,12 @@ async def _decide(
         raise Forbidden("Forbidden: forward-auth answers only the proxy holding its secret")
     if not method or not uri or not uri.startswith("/"):
         raise BadRequest("Malformed forward-auth request: the original method and URI are missing")
-    if method not in ICEBERG_METHODS:
-        raise MethodNotAllowed(allow=ICEBERG_METHODS)
     raw_path, _, query = uri.partition("?")
     # Only after the secret: nobody else puts text of theirs into the access log this way.
-    request[DECIDED] = (dialect, method, raw_path)
+    # A method Iceberg does not use is logged as "-", never as the text the proxy passed on.
+    request[DECIDED] = (dialect, method if method in ICEBERG_METHODS else "-", raw_path)
+    if method not in ICEBERG_METHODS:
+        raise MethodNotAllowed(allow=ICEBERG_METHODS)
     path = parse_request_path(raw_path)
     if path.refusal is not None:
         raise BadRequest(path.refusal)

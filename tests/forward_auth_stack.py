@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import signal
 import subprocess
@@ -78,8 +79,10 @@ class Stack:
         )  # fmt: skip
 
     def decisions(self) -> list[str]:
-        """The access log's forward-auth lines."""
-        return [line for line in self.log.read_text().splitlines() if "/forward-auth/" in line]
+        """The access log's forward-auth lines (each names the request decided, and ends with
+        its dialect)."""
+        lines = self.log.read_text().splitlines()
+        return [line for line in lines if re.search(r" forward_auth=\w+$", line)]
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -175,5 +178,5 @@ def assert_decided(stack: Stack, dialect: str, at_least: int = 5) -> None:
     """The gateway's access log holds ``at_least`` allow decisions in ``dialect``: requests
     the gateway decided and the proxy carried."""
     allowed = [line for line in stack.decisions()
-               if f"/forward-auth/{dialect}" in line and "status=200" in line]  # fmt: skip
+               if line.endswith(f" forward_auth={dialect}") and " status=200 " in line]  # fmt: skip
     assert len(allowed) >= at_least, stack.log.read_text()

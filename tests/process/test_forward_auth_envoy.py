@@ -50,7 +50,7 @@ def envoy(stack: Stack, catalog: str) -> AbstractContextManager[str]:
 
 def decided(stack: Stack, path: str) -> list[str]:
     """The access log's Envoy decisions on ``path``."""
-    return [line for line in stack.decisions() if f" path=/forward-auth/envoy{path} " in line]
+    return [line for line in stack.decisions() if f" path={path} " in line]
 
 
 def lower(headers: dict[str, str]) -> dict[str, str]:
