@@ -53,12 +53,14 @@ class AccessLogger(AbstractAccessLogger):
         if decided is None:
             method, path, tail = request.method, request.raw_path.partition("?")[0], ""
         else:
+            # From a header, where a space can sit (the HTTP parser refuses one in a request
+            # target): it would start another field of the line.
             dialect, method, path = decided
-            tail = f" forward_auth={dialect}"
+            path, tail = path.replace(" ", "?"), f" forward_auth={dialect}"
         if len(path) > MAX_PATH:
             path = path[:MAX_PATH] + "..."
-        if not path.isprintable() or " " in path:  # one field: a space would start another
-            path = "".join(ch if ch.isprintable() and ch != " " else "?" for ch in path)
+        if not path.isprintable():
+            path = "".join(ch if ch.isprintable() else "?" for ch in path)
         # One f-string, the same text the %-format gave (status and bytes as %d, duration %.2f).
         line = (
             f"request_id={request.get(REQUEST_ID, '-')} client={request.remote or '-'} "

@@ -12,10 +12,10 @@ second advisory lock, with the version in ``schema_version``; replicas starting 
 for each other, and the second finds the work done.
 
 Across replicas: a transaction that changes identities also sends ``NOTIFY pangolin_identity``
-(delivered at its commit), and every open store with change listeners listens on a connection
-of its own and tells them at once. Notifications sent while that connection was down are lost, so
-the identity-version poll (``store.change_poll_seconds``) stays the guarantee, and the
-listeners are told again whenever the listening connection comes back.
+(delivered at its commit), and every open store with change listeners listens on a
+connection of its own and tells them at once. Notifications sent while that connection was
+down are lost, so the identity-version poll (``store.change_poll_seconds``) stays the
+guarantee, and the listeners are told again whenever the listening connection comes back.
 """
 
 from __future__ import annotations
