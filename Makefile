@@ -47,11 +47,9 @@ chromium:
 postgres:
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql)
 
-# Debian's nginx for the forward-auth tests (the shipped templates: auth_request, and njs for
-# the decision cache's credential digest).
-NGINX_JS := /usr/lib/nginx/modules/ngx_http_js_module.so
+# Debian's nginx for the forward-auth tests (the shipped templates: auth_request, proxy_cache).
 nginx:
-	test -x /usr/sbin/nginx -a -f $(NGINX_JS) || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx libnginx-mod-http-js)
+	test -x /usr/sbin/nginx || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx)
 
 pytest: $(VENV)/.installed-test tests/js/node_modules/.package-lock.json chromium postgres nginx
 	$(BIN)/pytest

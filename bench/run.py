@@ -422,7 +422,6 @@ class Bench:
       proxy_set_header Connection "";
     }}
   }}"""
-        main = ""
         if gateway:
             from tests import nginx as shipped
 
@@ -431,19 +430,17 @@ class Bench:
                 "PANGOLIN_GATEWAY": gateway.removeprefix("http://"),
                 "PANGOLIN_FORWARD_AUTH_SECRET": FORWARD_AUTH_SECRET,
                 "PANGOLIN_DECISION_CACHE": "pangolin_decisions" if decision_cache else "off",
-                "PANGOLIN_NGINX_JS": str(shipped.CREDENTIAL_JS),
                 "PANGOLIN_DECISION_CACHE_DIR": str(prefix / "decisions"),
             }  # fmt: skip
             site = shipped.render(shipped.FORWARD_AUTH_TEMPLATE, values)
             if decision_cache:
                 site = shipped.render(shipped.DECISION_CACHE_TEMPLATE, values) + "\n" + site
-                main = f"load_module {shipped.NJS_MODULE};\n"
         temps = "\n".join(
             f"  {kind}_temp_path {prefix}/{kind};"
             for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
         )
         conf = prefix / "nginx.conf"
-        conf.write_text(f"""{main}daemon off;
+        conf.write_text(f"""daemon off;
 worker_processes 1;
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;

@@ -30,7 +30,7 @@ from typing import Final
 
 from aiohttp import web
 
-from .auth.assertions import ASSERTION_HEADER
+from .auth.assertions import ASSERTION_HEADER, LIFETIME, REUSE
 from .catalog import admit, confine
 from .errors import BadRequest, Forbidden, MethodNotAllowed, ProxyRequired
 from .middleware import error_answer
@@ -46,6 +46,9 @@ ENVOY_PREFIX: Final = "/forward-auth/envoy"
 # otherwise keeps whatever the decision does not replace: its credentials, and an identity
 # assertion of its own when the catalog asks for none.
 _CREDENTIALS: Final = ("x-api-key", "authorization", ASSERTION_HEADER.lower())
+# Every header a decision reads a credential from (catalog.admit): a cached decision must
+# vary with each of them, all copies in order.
+DECISION_VARY: Final = "X-API-Key, Authorization"
 
 
 async def nginx(request: web.Request) -> web.StreamResponse:
@@ -116,9 +119,17 @@ async def _decide(
     headers = await admitted.forwarder.decision(fwd, uri)
     answer = web.Response(status=200, headers=headers)
     cache = settings.cache_seconds
+    if ASSERTION_HEADER in answer.headers:
+        # A cached decision hands its identity assertion on for as long as it is kept: never
+        # past the assertion's expiry (it is reused with at least LIFETIME - REUSE left).
+        cache = min(cache, LIFETIME - REUSE)
     if cache:
         # For nginx's proxy_cache, which obeys this over Cache-Control's "private" only when
         # it comes first: the decision cache's TTL is the gateway's setting alone.
         answer.headers["X-Accel-Expires"] = str(cache)
     answer.headers["Cache-Control"] = f"private, max-age={cache}" if cache else "no-store"
+    # The decision is the credentials'. nginx's decision cache keys on the request alone and
+    # tells callers apart by this Vary: it keeps an MD5 of these headers' values per cached
+    # decision, never the values (a cache key it would write into its files in clear).
+    answer.headers["Vary"] = DECISION_VARY
     return answer

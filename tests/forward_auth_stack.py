@@ -110,12 +110,12 @@ def recording_catalog(upstream: str) -> str:
     )
 
 
-def create_tenant_user(url: str, stack: Stack) -> tuple[str, str]:
+def create_tenant_user(url: str, stack: Stack, name: str = "etl") -> tuple[str, str]:
     """A TenantUser made through the management API at ``url``: (id, key)."""
     status, _, body = call(
         f"{url}/api/v1/service-users", "POST",
         {"X-API-Key": stack.root_key, "Content-Type": "application/json"},
-        json.dumps({"name": "etl", "role": "TenantUser"}).encode(),
+        json.dumps({"name": name, "role": "TenantUser"}).encode(),
     )  # fmt: skip
     assert status == 201, body
     created = json.loads(body)

@@ -14,16 +14,11 @@ from pathlib import Path
 
 from .processes import REPO, free_port, http_answers
 
-__all__ = (
-    "DECISION_CACHE_TEMPLATE", "FORWARD_AUTH_TEMPLATE", "NJS_MODULE", "render", "running_nginx"
-)  # fmt: skip
+__all__ = ("DECISION_CACHE_TEMPLATE", "FORWARD_AUTH_TEMPLATE", "render", "running_nginx")
 
 DEPLOY = REPO / "deploy" / "nginx"
 FORWARD_AUTH_TEMPLATE = DEPLOY / "pangolin-forward-auth.conf.template"
 DECISION_CACHE_TEMPLATE = DEPLOY / "pangolin-decision-cache.conf.template"
-CREDENTIAL_JS = DEPLOY / "pangolin-credential.js"
-# Debian's njs (libnginx-mod-http-js), for the decision cache's credential digest.
-NJS_MODULE = Path("/usr/lib/nginx/modules/ngx_http_js_module.so")
 
 
 def render(template: Path, values: Mapping[str, str]) -> str:
@@ -39,21 +34,18 @@ def running_nginx(
     """nginx in the foreground with ``template`` rendered inside its ``http`` block, listening
     on a free loopback port; its base URL. ``values`` fill the template (PANGOLIN_LISTEN and
     PANGOLIN_DECISION_CACHE are given here); with ``decision_cache``, the decision cache's
-    template too, with njs loaded."""
+    template too."""
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
     given = {
         **values, "PANGOLIN_LISTEN": f"127.0.0.1:{port}",
         "PANGOLIN_DECISION_CACHE": "pangolin_decisions" if decision_cache else "off",
-        "PANGOLIN_NGINX_JS": str(CREDENTIAL_JS),
         "PANGOLIN_DECISION_CACHE_DIR": str(root / "decisions"),
     }  # fmt: skip
     site = render(template, given)
-    main = ""
     if decision_cache:
         site = render(DECISION_CACHE_TEMPLATE, given) + "\n" + site
-        main = f"load_module {NJS_MODULE};\n"
     temps = "\n".join(
         f"    {kind}_temp_path {root}/{kind};"
         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
@@ -62,7 +54,7 @@ def running_nginx(
     user = "user root;" if os.geteuid() == 0 else ""
     conf = root / "nginx.conf"
     conf.write_text(
-        f"{main}daemon off;\nworker_processes 1;\npid {root}/nginx.pid;\n{user}\n"
+        f"daemon off;\nworker_processes 1;\npid {root}/nginx.pid;\n{user}\n"
         f"error_log {root}/error.log warn;\nevents {{ worker_connections 1024; }}\n"
         f"http {{\n    access_log {root}/access.log;\n{temps}\n{site}\n}}\n",
         encoding="utf-8",

@@ -205,6 +205,9 @@ async def test_allow_decisions_may_be_cached_by_the_proxy_when_configured(
     resp = await nginx(gateway, "GET", "/v1/namespaces/sales", key_header(gateway.root))
     assert resp.headers["Cache-Control"] == "private, max-age=5"
     assert resp.headers["X-Accel-Expires"] == "5"
+    # A cache keyed on the request tells callers apart by these (the shipped nginx caches
+    # nothing without them): every header the decision reads a credential from.
+    assert resp.headers["Vary"] == "X-API-Key, Authorization"
     refused = await nginx(gateway, "GET", "/v1/namespaces/sales")
     assert "max-age" not in refused.headers.get("Cache-Control", "")
     assert "X-Accel-Expires" not in refused.headers

@@ -119,6 +119,26 @@ async def test_forward_auth_decisions_carry_the_assertion_too(gateway: Gateway) 
     assert claims["sub"] == gateway.root.user.id
 
 
+async def test_a_cached_decision_never_outlives_the_assertion_it_carries(
+    make_gateway: MakeGateway,
+) -> None:
+    gateway = await make_gateway(
+        catalogs={"default": CatalogSettings(identity_assertion=True)},
+        forward_auth=ForwardAuthSettings(secret="f" * 40, cache_seconds=300),
+    )
+    gateway.clock.now = time.time()
+
+    asserted = await gateway.client.get(
+        "/forward-auth/nginx",
+        headers={SECRET_HEADER: "f" * 40, "X-Original-Method": "GET",
+                 "X-Original-URI": "/v1/namespaces/a", **key_header(gateway.root)},
+    )  # fmt: skip
+    # A reused assertion has at least LIFETIME - REUSE seconds left: no cache keeps it longer.
+    left = (await verified(gateway, asserted.headers[ASSERTION_HEADER], "default"))["exp"]
+    assert asserted.headers["X-Accel-Expires"] == str(LIFETIME - REUSE)
+    assert left - gateway.clock.now >= LIFETIME - REUSE
+
+
 async def test_each_catalog_gets_its_own_grants_even_with_a_shared_audience(
     make_gateway: MakeGateway,
 ) -> None:

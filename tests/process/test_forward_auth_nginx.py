@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from http.client import HTTPConnection
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -122,6 +124,20 @@ def test_refusals_arrive_as_iceberg_json_and_a_rotated_key_dies_at_once(
 CACHE_SECONDS = 2
 
 
+def status_with_headers(url: str, headers: list[tuple[str, str]]) -> int:
+    """A GET with ``headers`` as given, repeats included (urllib folds them): its status."""
+    parts = urlsplit(url)
+    conn = HTTPConnection(parts.netloc, timeout=30)
+    try:
+        conn.putrequest("GET", parts.path)
+        for name, value in headers:
+            conn.putheader(name, value)
+        conn.endheaders()
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
 def test_with_the_decision_cache_repeats_cost_no_decision_and_a_rotation_wins_within_its_ttl(
     tmp_path: Path,
 ) -> None:
@@ -131,26 +147,46 @@ def test_with_the_decision_cache_repeats_cost_no_decision_and_a_rotation_wins_wi
     try:
         with stack.nginx(upstream.url, decision_cache=True) as url:
             user_id, key = create_tenant_user(url, stack)
+            _, other = create_tenant_user(url, stack, "reporting")
+            namespace = f"{url}/v1/namespaces/a"
             for _ in range(5):
-                assert call(f"{url}/v1/namespaces/a", headers={"X-API-Key": key})[0] == 200
+                assert call(namespace, headers={"X-API-Key": key})[0] == 200
             until(lambda: len(stack.decisions()) >= 1, "the decision in the access log")
             assert len(stack.decisions()) == 1  # four answered from nginx's cache
             assert len(upstream.paths) == 5
-            # Other credentials never share a cached decision: the same key id with another
-            # secret, or the key beside a second copy.
+            # Other credentials on the same request never share a cached decision: each is
+            # decided by the gateway (another caller's key is then cached for its own
+            # repeats), the same key id with another secret, the key beside a second copy or
+            # beside a bearer token are refused.
+            for _ in range(3):
+                assert call(namespace, headers={"X-API-Key": other})[0] == 200
+            until(lambda: len(stack.decisions()) >= 2, "the second caller's decision")
             forged = key[:-1] + ("A" if key[-1] != "A" else "B")
-            assert call(f"{url}/v1/namespaces/a", headers={"X-API-Key": forged})[0] == 401
+            refused = [
+                [("X-API-Key", forged)],
+                [("X-API-Key", key), ("X-API-Key", key)],
+                [("X-API-Key", key), ("Authorization", "Bearer x")],
+                [],
+            ]
+            for headers in refused:
+                assert status_with_headers(namespace, headers) in (401, 403), headers
+            until(lambda: len(stack.decisions()) >= 2 + len(refused), "every refusal decided")
+            assert len(stack.decisions()) == 2 + len(refused)
+            assert len(upstream.paths) == 8
             rotate(url, stack, user_id)
             rotated = time.monotonic()
-            until(lambda: call(f"{url}/v1/namespaces/a", headers={"X-API-Key": key})[0] == 401,
+            until(lambda: call(namespace, headers={"X-API-Key": key})[0] == 401,
                   "the cached decision to expire")  # fmt: skip
             assert time.monotonic() - rotated <= CACHE_SECONDS + 1.5
+            assert call(namespace, headers={"X-API-Key": other})[0] == 200
     finally:
         stack.stop()
         upstream.close()
     cache = tmp_path / "nginx" / "decisions"
     stored = b"".join(f.read_bytes() for f in cache.rglob("*") if f.is_file())
-    assert stored and key.encode() not in stored  # keyed by a digest, never the key
+    # nginx keeps an MD5 of the credentials beside each decision (Vary), never them.
+    assert stored and key.encode() not in stored and other.encode() not in stored
+    assert b"KEY: 127.0.0.1 GET /v1/namespaces/a" in stored
 
 
 @pytest.mark.seaweedfs
