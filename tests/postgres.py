@@ -69,6 +69,12 @@ def _quote(name: str) -> str:
     return f'"{name}"'
 
 
+def _literal(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", text):
+        raise ValueError(f"not a plain locale name: {text!r}")
+    return f"'{text}'"
+
+
 @dataclass
 class PostgresServer:
     """A running server; ``start()`` makes one and stops and removes it on the way out."""
@@ -229,12 +235,18 @@ class PostgresServer:
         connection: asyncpg.Connection = await asyncpg.connect(self.url(database))
         return connection
 
-    async def create_database(self, name: str | None = None, template: str = "template0") -> str:
-        """A new empty database (``t_<hex>`` unless named); returns its name."""
+    async def create_database(
+        self, name: str | None = None, template: str = "template0", *, icu_locale: str = ""
+    ) -> str:
+        """A new empty database (``t_<hex>`` unless named); returns its name. ``icu_locale``:
+        its collation is that language's (ICU's), rather than the server's default."""
         name = name or f"t_{secrets.token_hex(6)}"
+        locale = f" LOCALE_PROVIDER icu ICU_LOCALE {_literal(icu_locale)}" if icu_locale else ""
         connection = await self.connect()
         try:
-            await connection.execute(f"CREATE DATABASE {_quote(name)} TEMPLATE {_quote(template)}")
+            await connection.execute(
+                f"CREATE DATABASE {_quote(name)} TEMPLATE {_quote(template)}{locale}"
+            )
         finally:
             await connection.close()
         return name

@@ -63,13 +63,15 @@ class GrantTables(StoreCore):
 
     async def list_access_roles(self, *, tenant_id: str | None) -> list[AccessRole]:
         condition, params = self._where((("r.tenant_id = ?", tenant_id),))
-        rows = await self._fetchall(f"{_ROLES}{condition} ORDER BY t.name, r.name", params)
+        rows = await self._fetchall(
+            f"{_ROLES}{condition} ORDER BY t.name COLLATE BINARY, r.name COLLATE BINARY", params
+        )
         return [_role(row) for row in rows]
 
     async def roles_of(self, service_user_id: str) -> list[AccessRole]:
         rows = await self._fetchall(
             f"{_ROLES} JOIN role_members m ON m.role_id = r.id"
-            " WHERE m.service_user_id = ? ORDER BY r.name",
+            " WHERE m.service_user_id = ? ORDER BY r.name COLLATE BINARY",
             (service_user_id,),
         )
         return [_role(row) for row in rows]
@@ -136,7 +138,8 @@ class GrantTables(StoreCore):
         )
         rows = await self._fetchall(
             f"SELECT {_GRANT_COLUMNS} FROM grants g{condition}"
-            " ORDER BY g.catalog, g.resource, g.action, g.created_at",
+            " ORDER BY g.catalog COLLATE BINARY, g.resource COLLATE BINARY,"
+            " g.action COLLATE BINARY, g.created_at",
             params,
         )
         return [_grant(row) for row in rows]

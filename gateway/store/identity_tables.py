@@ -82,7 +82,10 @@ class IdentityTables(StoreCore):
         return Tenant(*row) if row else None
 
     async def list_tenants(self) -> list[Tenant]:
-        rows = await self._fetchall("SELECT id, name, created_at FROM tenants ORDER BY name")
+        # Byte order (SQLite's, and PostgreSQL's "C"), whatever the database's collation.
+        rows = await self._fetchall(
+            "SELECT id, name, created_at FROM tenants ORDER BY name COLLATE BINARY"
+        )
         return [Tenant(*row) for row in rows]
 
     async def list_service_users(
@@ -114,7 +117,8 @@ class IdentityTables(StoreCore):
         )
         total = (await self._fetchone(f"SELECT count(*) {_SU_FROM}{condition}", params))[0]
         rows = await self._fetchall(
-            f"SELECT {_SU_COLUMNS} {_SU_FROM}{condition} ORDER BY t.name, su.name LIMIT ? OFFSET ?",
+            f"SELECT {_SU_COLUMNS} {_SU_FROM}{condition}"
+            " ORDER BY t.name COLLATE BINARY, su.name COLLATE BINARY LIMIT ? OFFSET ?",
             (*params, limit, offset),
         )
         return [_service_user(row) for row in rows], int(total)

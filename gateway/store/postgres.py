@@ -1,7 +1,9 @@
 """The store on PostgreSQL, through asyncpg: for replicas on several hosts sharing one state.
 
 The tables' SQL is the SQLite store's (``tables``), written with ``?`` placeholders; here they
-become ``$1, $2 ...`` (asyncpg prepares and caches each statement on its connection). Reads go
+become ``$1, $2 ...`` (asyncpg prepares and caches each statement on its connection), and
+SQLite's ``BINARY`` collation, which lists order their names by, becomes ``"C"``: both the
+bytes of the UTF-8, so a list comes in the same order whatever the database's collation. Reads go
 to the pool; every write transaction first takes one transaction-scoped advisory lock, so
 writes are serialized across every replica as SQLite serializes them within a host: the rules
 that count before they change (the last Root, the grants of a tenant) read a state no other
@@ -44,6 +46,7 @@ _WRITE_LOCK: Final = 0x70616E676F6C696E
 _MIGRATE_LOCK: Final = _WRITE_LOCK + 1
 _SETUP_LOCK: Final = _WRITE_LOCK + 2
 _PLACEHOLDER: Final = re.compile(r"\?")
+_BINARY: Final = re.compile(r"\bCOLLATE BINARY\b")
 _CHANNEL: Final = "pangolin_identity"
 _LOGGER = logging.getLogger(__name__)
 # What a database that cannot be reached raises: answered as StoreUnavailable (503).
@@ -76,8 +79,9 @@ PgConnection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 
 @functools.lru_cache(maxsize=1024)
-def _dollar(sql: str) -> str:
-    """``?`` placeholders as PostgreSQL's ``$n`` (the store's SQL has no literal ``?``)."""
+def _postgres_sql(sql: str) -> str:
+    """The store's SQL as PostgreSQL spells it: ``?`` placeholders as ``$n`` (the store's SQL
+    has no literal ``?``), ``COLLATE BINARY`` (SQLite's byte order) as ``COLLATE "C"``."""
     count = 0
 
     def number(_: re.Match[str]) -> str:
@@ -85,7 +89,7 @@ def _dollar(sql: str) -> str:
         count += 1
         return f"${count}"
 
-    return _PLACEHOLDER.sub(number, sql)
+    return _PLACEHOLDER.sub(number, _BINARY.sub('COLLATE "C"', sql))
 
 
 def _translated(exc: asyncpg.PostgresError) -> StoreError:
@@ -103,7 +107,7 @@ class _PostgresTx:
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         try:
-            status: str = await self._conn.execute(_dollar(sql), *params)
+            status: str = await self._conn.execute(_postgres_sql(sql), *params)
         except asyncpg.IntegrityConstraintViolationError as exc:
             raise _translated(exc) from None
         except _DOWN:
@@ -117,7 +121,7 @@ class _PostgresTx:
         if not batch:
             return
         try:
-            await self._conn.executemany(_dollar(sql), batch)
+            await self._conn.executemany(_postgres_sql(sql), batch)
         except asyncpg.IntegrityConstraintViolationError as exc:
             raise _translated(exc) from None
         except _DOWN:
@@ -125,13 +129,13 @@ class _PostgresTx:
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Any:
         try:
-            return await self._conn.fetchrow(_dollar(sql), *params)
+            return await self._conn.fetchrow(_postgres_sql(sql), *params)
         except _DOWN:
             raise StoreUnavailable() from None
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         try:
-            return list(await self._conn.fetch(_dollar(sql), *params))
+            return list(await self._conn.fetch(_postgres_sql(sql), *params))
         except _DOWN:
             raise StoreUnavailable() from None
 
@@ -366,13 +370,13 @@ class PostgresEngine(StoreCore):
 
     async def _fetchone(self, sql: str, params: Iterable[Any] = ()) -> Any:
         try:
-            return await self._p.fetchrow(_dollar(sql), *params)
+            return await self._p.fetchrow(_postgres_sql(sql), *params)
         except _DOWN:
             raise StoreUnavailable() from None
 
     async def _fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
         try:
-            return list(await self._p.fetch(_dollar(sql), *params))
+            return list(await self._p.fetch(_postgres_sql(sql), *params))
         except _DOWN:
             raise StoreUnavailable() from None
 

@@ -62,7 +62,8 @@ class UserTables(StoreCore):
         condition, params = ("WHERE u.tenant_id = ?", [tenant_id]) if tenant_id else ("", [])
         total = (await self._fetchone(f"SELECT count(*) {_FROM} {condition}", params))[0]
         rows = await self._fetchall(
-            f"SELECT {USER_COLUMNS} {_FROM} {condition} ORDER BY u.username LIMIT ? OFFSET ?",
+            f"SELECT {USER_COLUMNS} {_FROM} {condition}"
+            " ORDER BY u.username COLLATE BINARY LIMIT ? OFFSET ?",
             (*params, limit, offset),
         )
         return [user_from_row(row) for row in rows], int(total)

@@ -24,6 +24,7 @@ import pytest
 from gateway.audit.queue import AuditQueue
 from gateway.identity.models import Role, ServiceUser
 from gateway.identity.service_users import ServiceUserAdmin
+from gateway.identity.tenants import TenantDirectory
 from gateway.identity.users import UserAdmin
 from gateway.settings import Settings, StoreSettings, load_settings
 from gateway.store import (
@@ -31,6 +32,7 @@ from gateway.store import (
     ClientInfo,
     LastRoot,
     PostgresStore,
+    Store,
     StoreError,
     make_store,
 )
@@ -431,3 +433,36 @@ async def test_a_username_with_a_nul_is_a_failed_login_not_a_server_error(
     async with PostgresStore(postgres_url) as store:
         admin = UserAdmin(store, AuditQueue(store))
         assert await admin.login("ad\x00min", "x" * 12, ClientInfo("192.0.2.1")) is None
+
+
+# Names whose byte order (SQLite's) differs from a language's: ICU puts "_" before "-" and
+# both before digits; bytes put "-" before digits before "_".
+COLLATED_NAMES = ("b", "a_b", "a1", "a-b", "ab", "a_", "a")
+
+
+async def names_listed(store: Store) -> tuple[list[str], list[str]]:
+    """``COLLATED_NAMES`` made as tenants and as service users: both lists, as listed."""
+    tenants = TenantDirectory(store)
+    admin = ServiceUserAdmin(store, clock=FakeClock())
+    for name in COLLATED_NAMES:
+        await tenants.create(f"t{name}", actor="t")
+        await admin.create(name=name, actor="t")
+    listed, _ = await store.list_service_users(tenant_name=DEFAULT_TENANT)
+    return [t.name for t in await store.list_tenants()], [u.name for u in listed]
+
+
+async def test_lists_come_in_sqlites_byte_order_whatever_the_databases_collation(
+    postgres_server: PostgresServer, tmp_path: Path
+) -> None:
+    database = await postgres_server.create_database(icu_locale="en-US")
+    try:
+        async with PostgresStore(postgres_server.url(database)) as store:
+            on_postgres = await names_listed(store)
+    finally:
+        await postgres_server.drop_database(database)
+    async with make_store(StoreSettings(path=str(tmp_path / "pangolin.db"))) as sqlite:
+        on_sqlite = await names_listed(sqlite)
+    assert on_postgres == on_sqlite
+    tenants, users = on_postgres
+    assert users == sorted(COLLATED_NAMES)  # code point order: the UTF-8's bytes
+    assert tenants == sorted([DEFAULT_TENANT, *(f"t{name}" for name in COLLATED_NAMES)])
