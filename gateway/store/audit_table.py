@@ -16,12 +16,30 @@ _COLUMNS: Final = (
 )
 
 
+# How long a stored batch's id is kept after its newest record: far past any retry.
+_BATCH_IDS_KEPT: Final = 86_400.0
+
+
 class AuditTable(StoreCore):
-    async def insert_audit_records(self, records: Sequence[AuditRecord]) -> None:
+    async def insert_audit_records(
+        self, records: Sequence[AuditRecord], *, batch: str | None = None
+    ) -> bool:
+        """Store ``records`` in one transaction; with ``batch`` (an id the caller gives them
+        and keeps for its retries), at most once: False if that batch is stored already."""
         if not records:
-            return
+            return False
         async with self.transaction() as tx:
+            if batch is not None:
+                at = max(r.at for r in records)
+                new = await tx.execute(
+                    "INSERT INTO audit_batches (id, at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING",
+                    (batch, at),
+                )
+                if not new:
+                    return False  # a retry of a batch whose commit went through
+                await tx.execute("DELETE FROM audit_batches WHERE at < ?", (at - _BATCH_IDS_KEPT,))
             await self._audit(tx, *records)
+        return True
 
     async def audit_records(self, *, target_id: str | None = None) -> list[AuditRecord]:
         """Every record (of one target), oldest first."""

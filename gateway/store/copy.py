@@ -48,6 +48,7 @@ TABLES: Final = (
     "role_members",
     "grants",
     "audit_log",
+    "audit_batches",  # which audit batches are stored: a queue's retry must find its own
     "failure_counts",  # the login throttle's and auth backoff's: a copy keeps the brakes on
     "request_counts",  # replicas' shared rate limits: a minute's worth, harmless to carry
 )

@@ -238,6 +238,16 @@ _SCRIPTS: Final[tuple[str, ...]] = (
     );
     CREATE INDEX request_counts_last ON request_counts (last_at);
     """,
+    # 11: the request path's audit batches already stored, by the id the queue gave each: a
+    # batch whose COMMIT's answer was lost (the connection dropped) is retried under its id,
+    # and stored at most once. Kept a day past the batch's newest record.
+    """
+    CREATE TABLE audit_batches (
+        id TEXT PRIMARY KEY,
+        at REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX audit_batches_at ON audit_batches (at);
+    """,
 )
 
 MIGRATIONS: Final[tuple[Migration, ...]] = tuple(Migration(script) for script in _SCRIPTS)

@@ -246,10 +246,10 @@ async def test_a_shutdown_during_an_audit_write_waits_for_it_and_loses_nothing(
     writing, release = asyncio.Event(), asyncio.Event()
     real_insert = gw.store.insert_audit_records
 
-    async def slow_insert(records: Any) -> None:  # a spy: the real write, only later
+    async def slow_insert(records: Any, *, batch: str | None = None) -> bool:  # a spy
         writing.set()
         await release.wait()
-        await real_insert(records)
+        return await real_insert(records, batch=batch)  # the real write, only later
 
     monkeypatch.setattr(gw.store, "insert_audit_records", slow_insert)
     assert_error(await call(gw, "GET", CATALOG, key_auth(generate_key().plaintext())), 401)

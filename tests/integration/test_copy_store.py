@@ -111,7 +111,8 @@ async def build_deployment(path: Path) -> Deployment:
                 outcome="failure", client_addr="192.0.2.9", user_agent="pyiceberg/0.12",
                 detail="bad secret",
             )
-        ]
+        ],
+        batch="0f" * 16,  # the request path's queue names its batches
     )  # fmt: skip
     return Deployment(
         path, store, root, etl, first.api_key, reporter, alice, session_token=started[0]

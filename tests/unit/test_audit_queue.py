@@ -1,6 +1,7 @@
 """The request-path audit queue (``gateway.audit.queue``): a flush returns only once every
 record queued before it is stored, even while the background writer's batch is in flight (the
-audit API flushes, then reads: it must see what was recorded before it was asked)."""
+audit API flushes, then reads: it must see what was recorded before it was asked); a batch
+whose write failed is retried under its id, so it is stored exactly once."""
 
 from __future__ import annotations
 
@@ -29,10 +30,10 @@ async def test_a_flush_waits_for_the_write_already_under_way(
     started = asyncio.Event()
     real = store.insert_audit_records
 
-    async def slow(records: Sequence[AuditRecord]) -> None:
+    async def slow(records: Sequence[AuditRecord], *, batch: str | None = None) -> bool:
         started.set()
         await release.wait()  # the background writer's batch, mid-commit
-        await real(records)
+        return await real(records, batch=batch)
 
     queue.record(record("first"))
     monkeypatch.setattr(store, "insert_audit_records", slow)
@@ -48,3 +49,59 @@ async def test_a_flush_waits_for_the_write_already_under_way(
     await asyncio.gather(background, reader)
 
     assert [r.action for r in await store.audit_records()] == ["first", "second"]
+
+
+async def test_a_batch_whose_commit_answer_was_lost_is_stored_once_when_retried(
+    store: StoreTables, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue = AuditQueue(store)
+    real = store.insert_audit_records
+
+    async def committed_then_dropped(
+        records: Sequence[AuditRecord], *, batch: str | None = None
+    ) -> bool:
+        await real(records, batch=batch)  # the COMMIT went through ...
+        raise ConnectionResetError("connection lost")  # ... its answer did not come back
+
+    queue.record(record("first"))
+    monkeypatch.setattr(store, "insert_audit_records", committed_then_dropped)
+    with pytest.raises(ConnectionResetError):
+        await queue.flush()
+    monkeypatch.setattr(store, "insert_audit_records", real)
+    assert queue.pending == 1  # kept: the queue cannot know it was stored
+    queue.record(record("second"))
+    await queue.flush()
+
+    assert [r.action for r in await store.audit_records()] == ["first", "second"]
+    assert queue.pending == 0 and queue.dropped == 0
+
+
+async def test_a_batch_that_failed_before_its_commit_is_stored_on_the_retry(
+    store: StoreTables, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue = AuditQueue(store, max_pending=2)
+    real = store.insert_audit_records
+
+    async def refused(records: Sequence[AuditRecord], *, batch: str | None = None) -> bool:
+        raise ConnectionResetError("connection lost")
+
+    queue.record(record("first"))
+    monkeypatch.setattr(store, "insert_audit_records", refused)
+    with pytest.raises(ConnectionResetError):
+        await queue.flush()
+    queue.record(record("second"))
+    queue.record(record("third"))  # past the bound, with the kept batch: dropped, counted
+    with pytest.raises(ConnectionResetError):
+        await queue.flush()  # still failing: nothing lost, nothing doubled
+    monkeypatch.setattr(store, "insert_audit_records", real)
+    await queue.flush()
+
+    assert [r.action for r in await store.audit_records()] == ["first", "second"]
+    assert queue.dropped == 1
+
+
+async def test_the_store_writes_a_batch_id_once(store: StoreTables) -> None:
+    assert await store.insert_audit_records([record("once")], batch="b1")
+    assert not await store.insert_audit_records([record("once")], batch="b1")
+    assert await store.insert_audit_records([record("again")], batch="b2")
+    assert [r.action for r in await store.audit_records()] == ["once", "again"]
