@@ -2,12 +2,12 @@
 
 The tables' SQL is the SQLite store's (``tables``), written with ``?`` placeholders; here they
 become ``$1, $2 ...`` (asyncpg prepares and caches each statement on its connection), and
-SQLite's ``BINARY`` collation, which lists order their names by, becomes ``"C"``: both the
-bytes of the UTF-8, so a list comes in the same order whatever the database's collation. Reads go
-to the pool; every write transaction first takes one transaction-scoped advisory lock, so
-writes are serialized across every replica as SQLite serializes them within a host: the rules
-that count before they change (the last Root, the grants of a tenant) read a state no other
-writer is changing, under PostgreSQL's default isolation.
+SQLite's ``BINARY`` collation, which lists order their names by, becomes ``"C"``: both order
+by the bytes of the UTF-8, so a list comes in the same order whatever the database's
+collation. Reads go to the pool; every write transaction first takes one transaction-scoped
+advisory lock, so writes are serialized across every replica as SQLite serializes them within
+a host: the rules that count before they change (the last Root, the grants of a tenant) read
+a state no other writer is changing, under PostgreSQL's default isolation.
 
 Migrations: the same list as SQLite's (``migrations``), each in its own transaction under a
 second advisory lock, with the version in ``schema_version``; replicas starting at once wait
