@@ -1716,6 +1716,7 @@ def run_all(bench: Bench) -> list[str]:
             0.9,
         ),
         target("X-API-Key ÷ no-auth, by CPU time per request", cpu_ratio(noauth, keyed), 0.95),
+        target("bearer ÷ no-auth, by CPU time per request", cpu_ratio(noauth, bearer), 0.95),
         target(
             "nginx + forward-auth, decision cache (5 s) ÷ nginx proxy_pass (issue 15)",
             *ab("fa-cached/nginx", fa_cached, nginx),
