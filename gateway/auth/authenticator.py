@@ -47,7 +47,6 @@ from typing import Any, Final, TypeVar
 
 from multidict import CIMultiDictProxy
 
-from ..digests import text_digest
 from ..identity.grants import NO_GRANTS, GrantIndex
 from ..identity.models import (
     KEY_ID_CHARS,
@@ -154,8 +153,10 @@ class Authenticator:
         # object they were verified for) as BLAKE2b keyed with a secret of this process only,
         # so a repeat request skips SHA-256: through OpenSSL 3 it measured far dearer under
         # load (10-35 % of a keyed request's CPU in the benchmark) than its 0.6 µs in isolation,
-        # while hashlib's BLAKE2b is CPython's own small C code. The values are useless
-        # outside this process and die with the cache (any identity change clears it).
+        # while hashlib's BLAKE2b is CPython's own small C code. The token cache is keyed the
+        # same way, for the same reason (a 600-byte token's SHA-256 was about 5 % of a bearer
+        # request's CPU under load). The values are useless outside this process; a key's die
+        # with the cache (any identity change clears it), a token's when the token expires.
         self._seen_key = os.urandom(32)
         self._verified: dict[str, tuple[ServiceUser, bytes]] = {}
         # Store reads in flight (see _cached).
@@ -243,7 +244,7 @@ class Authenticator:
             return None
         # Keys and session tokens are never in the token cache; any other text around the
         # token gives another digest, so it misses and the full path judges it.
-        claims = self._token_claims.get(text_digest(values[0][len(_BEARER) :]))
+        claims = self._token_claims.get(self._seen(values[0][len(_BEARER) :]))
         if claims is None or claims.expires_at <= self._clock():
             return None
         user = self._by_id.get(claims.subject)
@@ -324,9 +325,11 @@ class Authenticator:
             return AuthOutcome(None, "rotated", key_id=key_id)
         return await self._accept(user, key_id, previous=True)
 
-    def _seen(self, plaintext: str) -> bytes:
+    def _seen(self, text: str) -> bytes:
+        """A key or token as this process remembers it (see __init__). Any text a client
+        sends has one: a lone surrogate (JSON can escape one) is encoded as is."""
         return hashlib.blake2b(
-            plaintext.encode("ascii"), key=self._seen_key, digest_size=32
+            text.encode("utf-8", "surrogatepass"), key=self._seen_key, digest_size=32
         ).digest()
 
     async def authenticate_token(self, token: str) -> AuthOutcome:
@@ -337,12 +340,13 @@ class Authenticator:
 
     def verify_token(self, token: str, *, allow_expired: bool = False) -> TokenClaims | None:
         """Signature and claims, cached per token until it expires. The cache is keyed by
-        the token's SHA-256, unkeyed on purpose: a hit needs a text with the digest of a
-        token this process verified, which is a second preimage or that very token."""
+        the token's BLAKE2b keyed with this process's secret (``_seen``, not SHA-256: see
+        __init__): a hit needs a text with the digest of a token this process verified,
+        which is that very token, or a second preimage under a key nobody else holds."""
         if len(token) > MAX_TOKEN_BYTES:
             return None
         now = self._clock()
-        digest = text_digest(token)
+        digest = self._seen(token)
         claims = self._token_claims.get(digest)
         if claims is not None and (allow_expired or claims.expires_at > now):
             return claims

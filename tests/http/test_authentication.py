@@ -388,6 +388,14 @@ async def test_text_around_a_recently_used_token_never_passes_for_the_token(
         assert await status(gateway, {"Authorization": value}) == 200  # as ever
 
 
+async def test_a_token_of_any_text_is_refused_never_an_error(gateway: Gateway) -> None:
+    # The token cache's digest takes whatever text arrives: a header aiohttp decoded with
+    # surrogate escapes, a JSON string with a lone surrogate, letters outside ASCII.
+    authenticator = gateway.app[AUTHENTICATOR]
+    for text in ("\udc80" * 10, "jeton-\u00e9.x.y", "\ud800.\udfff.x"):
+        assert authenticator.verify_token(text) is None
+
+
 async def test_a_cached_token_costs_the_authenticator_a_few_hundred_bytes(
     gateway: Gateway,
 ) -> None:
