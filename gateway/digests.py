@@ -1,5 +1,5 @@
 """The SHA-256 of a text, for what is kept or compared by digest rather than in clear (failed
-logins, backoff counters, the token cache)."""
+logins, backoff counters)."""
 
 from __future__ import annotations
 

@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import hmac
 import json
+import math
 from typing import Final
 
 from aiohttp import web
 
-from .auth.assertions import ASSERTION_HEADER, LIFETIME, REUSE
+from .auth.assertions import ASSERTION_HEADER
 from .catalog import admit, confine
 from .errors import BadRequest, Forbidden, MethodNotAllowed, ProxyRequired
 from .middleware import error_answer
@@ -116,13 +117,14 @@ async def _decide(
     fwd = ForwardRequest(request, method, path, query, admitted.principal, request[REQUEST_ID])
     if admitted.confined:
         confine(fwd, admitted, None)
-    headers = await admitted.forwarder.decision(fwd, uri)
+    headers, valid = await admitted.forwarder.decision(fwd, uri)
     answer = web.Response(status=200, headers=headers)
     cache = settings.cache_seconds
-    if ASSERTION_HEADER in answer.headers:
-        # A cached decision hands its identity assertion on for as long as it is kept: never
-        # past the assertion's expiry (it is reused with at least LIFETIME - REUSE left).
-        cache = min(cache, LIFETIME - REUSE)
+    if valid < cache + 1:
+        # A cached decision hands its identity assertion and upstream token on for as long
+        # as it is kept: never past their expiry. nginx counts whole seconds and keeps an
+        # entry up to a second past its X-Accel-Expires, hence the second less.
+        cache = max(0, math.floor(valid) - 1)
     if cache:
         # For nginx's proxy_cache, which obeys this over Cache-Control's "private" only when
         # it comes first: the decision cache's TTL is the gateway's setting alone.

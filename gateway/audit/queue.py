@@ -71,9 +71,10 @@ class AuditQueue:
         self._pending.clear()
         try:
             await self._store.insert_audit_records(batch[1], batch=batch[0])
-        except Exception:
+        except BaseException:
             # Kept under its id within the bound (the records queued meanwhile count);
-            # what does not fit is lost and counted.
+            # what does not fit is lost and counted. A cancelled write too: it may or may not
+            # have committed, which the id settles on the retry.
             room = max(0, self._max_pending - len(self._pending))
             self.dropped += max(0, len(batch[1]) - room)
             if room:

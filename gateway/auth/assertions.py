@@ -19,11 +19,14 @@ from ..identity.grants import ANY_CATALOG
 from ..identity.models import Principal
 from .tokens import PRINCIPAL_TYPE_CLAIM, TokenService
 
-__all__ = ("ASSERTION_HEADER", "LIFETIME", "REUSE", "IdentityAssertions")
+__all__ = ("ASSERTION_HEADER", "LEAST_LEFT", "LIFETIME", "REUSE", "IdentityAssertions")
 
 ASSERTION_HEADER: Final = "X-Pangolin-Assertion"
 LIFETIME: Final = 60
 REUSE: Final = 45  # then a new one: an upstream never gets one with less than 15 s left
+# What every assertion handed out has left, at least (a proxy caching a decision that carries
+# one must not keep it longer).
+LEAST_LEFT: Final = LIFETIME - REUSE
 # Assertions kept (one per principal and audience): a bound, like every cache of the hot path.
 _MAX_CACHED: Final = 20_000
 
@@ -68,5 +71,7 @@ class IdentityAssertions:
         assertion = self._tokens.sign(claims)
         if len(self._made) >= _MAX_CACHED:
             self._made.clear()
-        self._made[key] = (principal, assertion, now + REUSE)
+        # Counted from ``issued`` (whole seconds, as ``exp`` is): reused until then, it has
+        # LEAST_LEFT seconds left at least.
+        self._made[key] = (principal, assertion, issued + REUSE)
         return assertion

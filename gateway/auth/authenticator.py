@@ -76,11 +76,11 @@ __all__ = (
 
 _LOGGER = logging.getLogger(__name__)
 _MAX_CACHE: Final = 200_000
-# Verified token signatures kept, each under the SHA-256 of the token rather than its text:
-# about 300 bytes an entry (the claims' strings are interned by ``TokenService.verify``)
-# where the text alone took 580. The soak, which mints some 14 tokens a second, each then
-# used, grew every worker by 19 MB with the text. Past the cap, expired ones go, then all
-# (a miss costs one ES256 verification, not a store read).
+# Verified token signatures kept, each under a keyed digest of the token (``_seen``) rather
+# than its text: about 300 bytes an entry (the claims' strings are interned by
+# ``TokenService.verify``) where the text alone took 580. The soak, which mints some 14
+# tokens a second, each then used, grew every worker by 19 MB with the text. Past the cap,
+# expired ones go, then all (a miss costs one ES256 verification, not a store read).
 _MAX_TOKENS: Final = 20_000
 _BEARER: Final = "Bearer "
 _DAY: Final = 86400.0  # Unix time has no leap seconds: day N of the epoch is a UTC day

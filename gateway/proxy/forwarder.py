@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
 from ..audit.clients import ClientAddresses
-from ..auth.assertions import ASSERTION_HEADER
+from ..auth.assertions import ASSERTION_HEADER, LEAST_LEFT
 from ..errors import (
     BadRequest,
     ClientClosedRequest,
@@ -223,9 +224,11 @@ class Forwarder:
         finally:
             upstream.release()
 
-    async def decision(self, fwd: ForwardRequest, target: str) -> Headers:
+    async def decision(self, fwd: ForwardRequest, target: str) -> tuple[Headers, float]:
         """Forward-auth: the headers a proxy must add to send ``fwd`` upstream itself, as
-        ``target`` (the raw path and query it received). Raises ``ProxyRequired`` unless the
+        ``target`` (the raw path and query it received), and for how many seconds they stay
+        valid (inf unless they carry an identity assertion or an upstream token that
+        expires): a proxy must not reuse them longer. Raises ``ProxyRequired`` unless the
         proxy's request would be this forwarder's: the same target upstream (no mounted
         catalog, nothing the warehouse fence adds) and an answer the gateway would pass on
         unread (no credentials to strip, no list to filter)."""
@@ -241,12 +244,15 @@ class Forwarder:
         if fwd.read_only and self._read_auth is not None:
             auth = self._read_auth
         headers = self._headers.identity(fwd.principal)
+        valid = math.inf
         if self._assertion is not None:
             headers.append((ASSERTION_HEADER, self._assertion(fwd.principal)))
+            valid = LEAST_LEFT
         authorization = await auth.authorization()
         if authorization is not None:
             headers.append(("Authorization", authorization))
-        return headers
+            valid = min(valid, auth.valid_for())
+        return headers, valid
 
     async def read_body(self, request: web.Request) -> bytes:
         """The client's whole body, within ``MAX_JUDGED_BODY`` (413 past it, as soon as the

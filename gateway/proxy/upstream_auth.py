@@ -38,6 +38,10 @@ class UpstreamAuth(Protocol):
     async def authorization(self) -> str | None:
         """The ``Authorization`` value to send upstream, if any."""
 
+    def valid_for(self) -> float:
+        """Seconds the value ``authorization()`` last gave stays valid upstream (inf: no
+        expiry): how long a proxy may reuse a forward-auth decision carrying it."""
+
     def invalidate(self, refused: str | None) -> bool:
         """The upstream answered 401 to ``refused`` (an ``authorization()`` value): True if a
         new credential will be fetched for the next request (worth a retry)."""
@@ -48,6 +52,9 @@ class NoUpstreamAuth:
 
     async def authorization(self) -> str | None:
         return None
+
+    def valid_for(self) -> float:
+        return math.inf
 
     def invalidate(self, refused: str | None) -> bool:
         return False
@@ -61,6 +68,9 @@ class StaticBearer:
 
     async def authorization(self) -> str | None:
         return self._value
+
+    def valid_for(self) -> float:
+        return math.inf
 
     def invalidate(self, refused: str | None) -> bool:
         return False
@@ -96,6 +106,7 @@ class OAuth2ClientCredentials:
         self._clock = clock
         self._value: str | None = None
         self._renew_at = 0.0
+        self._expires_at = 0.0
         self._lock = asyncio.Lock()
         # The token fetched because the upstream refused its predecessor, and when: if the
         # upstream refuses that one too, soon after, renewing again would not help.
@@ -113,6 +124,9 @@ class OAuth2ClientCredentials:
             if self._value is None or self._clock() >= self._renew_at:
                 await self._fetch_with_backoff()
         return self._value
+
+    def valid_for(self) -> float:
+        return max(0.0, self._expires_at - self._clock())
 
     def invalidate(self, refused: str | None) -> bool:
         now = self._clock()
@@ -167,7 +181,9 @@ class OAuth2ClientCredentials:
         self._value = f"Bearer {token}"
         if self._renewing:
             self._renewing, self._renewal = False, self._value
-        self._renew_at = self._clock() + lifetime - min(60.0, lifetime / 10)
+        now = self._clock()
+        self._expires_at = now + lifetime
+        self._renew_at = now + lifetime - min(60.0, lifetime / 10)
 
 
 def _lifetime(expires_in: object) -> float:

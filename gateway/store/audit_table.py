@@ -25,7 +25,8 @@ class AuditTable(StoreCore):
         self, records: Sequence[AuditRecord], *, batch: str | None = None
     ) -> bool:
         """Store ``records`` in one transaction; with ``batch`` (an id the caller gives them
-        and keeps for its retries), at most once: False if that batch is stored already."""
+        and keeps for its retries), at most once. False: nothing written (no records, or
+        that batch is stored already)."""
         if not records:
             return False
         async with self.transaction() as tx:

@@ -105,3 +105,28 @@ async def test_the_store_writes_a_batch_id_once(store: StoreTables) -> None:
     assert not await store.insert_audit_records([record("once")], batch="b1")
     assert await store.insert_audit_records([record("again")], batch="b2")
     assert [r.action for r in await store.audit_records()] == ["once", "again"]
+
+
+async def test_a_flush_cancelled_mid_write_keeps_its_batch_for_the_next(
+    store: StoreTables, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue = AuditQueue(store)
+    started = asyncio.Event()
+    real = store.insert_audit_records
+
+    async def stuck(records: Sequence[AuditRecord], *, batch: str | None = None) -> bool:
+        started.set()
+        await asyncio.Event().wait()  # a write that never ends: cancelled here
+        return False
+
+    queue.record(record("first"))
+    monkeypatch.setattr(store, "insert_audit_records", stuck)
+    flushing = asyncio.create_task(queue.flush())  # e.g. an audit API request, then gone
+    await started.wait()
+    flushing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await flushing
+    monkeypatch.setattr(store, "insert_audit_records", real)
+    await queue.flush()
+
+    assert [r.action for r in await store.audit_records()] == ["first"]
