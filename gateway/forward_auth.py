@@ -127,7 +127,8 @@ async def _decide(
         cache = max(0, math.floor(valid) - 1)
     if cache:
         # For nginx's proxy_cache, which obeys this over Cache-Control's "private" only when
-        # it comes first: the decision cache's TTL is the gateway's setting alone.
+        # it comes first: the decision cache's TTL is the gateway's to say (the setting,
+        # shortened to what the decision carries).
         answer.headers["X-Accel-Expires"] = str(cache)
     answer.headers["Cache-Control"] = f"private, max-age={cache}" if cache else "no-store"
     # The decision is the credentials'. nginx's decision cache keys on the request alone and
