@@ -1418,7 +1418,7 @@ def main() -> None:
         "--pairs",
         type=int,
         # 15 pairs left a median about ±4 % from the truth on a shared VM (the A/A control's
-        # quartiles spanned 0.90–1.06): too wide for a 0.95 line; 31 halves the error's square.
+        # quartiles spanned 0.90–1.06): too wide for a 0.95 line. 31 shrink that by about √2.
         default=31,
         help="A/B pairs of 1 s runs behind each target ratio (0: ratios of round medians)",
     )
