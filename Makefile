@@ -61,7 +61,7 @@ test-fast: $(VENV)/.installed-test postgres
 	$(BIN)/pytest tests/unit tests/http
 
 # Not part of `make test`: installs wrk and nginx (Debian packages); `make bench` takes about
-# 23 minutes (5 interleaved rounds of everything), `make bench-quick` about 6 (the fast-upstream
+# 45 minutes on our 2-core VMs (5 interleaved rounds of everything), `make bench-quick` about 6 (the fast-upstream
 # proxy comparison and the PostgreSQL store's rows, results to var/bench-quick.md).
 $(VENV)/.installed-bench: $(BIN)/python setup.cfg pyproject.toml constraints.txt
 	$(PIP) -e '.[local,fast,test,bench]'

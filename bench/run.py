@@ -38,14 +38,16 @@ large store.
 PostgreSQL measurements (cold lookups, revocation lag: under half a minute together; no token
 endpoint, profile, workers, store scale or SeaweedFS), with 2 s wrk runs unless
 ``--duration`` is given: about 5 minutes at 5 rounds, for a developer checking a change. The
-full run (the default, ``make bench``) takes about 23 minutes at 5 rounds on an idle machine.
+full run (the default, ``make bench``) took about 45 minutes at 5 rounds on our 2-core VMs.
 
 Target ratios: after the rounds, ``--pairs`` A/B pairs of back-to-back 1 s runs (first side
-alternating) for X-API-Key vs no-auth, bearer vs no-auth, X-API-Key vs the minimal proxy,
-50 grants vs X-API-Key and the PostgreSQL store vs SQLite; each target is the median of its
-pair ratios, with their interquartile range. Runs a few seconds apart see the shared machine
-in nearly the same state, which separate rounds do not. An A/A control (no-auth vs itself)
-shows how far a pair median strays when both sides are the same: the noise floor of the rest.
+alternating) for X-API-Key vs no-auth, bearer vs no-auth, X-API-Key vs the minimal proxy, 50
+grants vs X-API-Key, the PostgreSQL store vs SQLite, nginx with forward-auth (with and
+without the decision cache) vs nginx alone and the identity assertion on vs off; each target
+is the median of its pair ratios, with their interquartile range. Runs a few seconds apart
+see the shared machine in nearly the same state, which separate rounds do not. An A/A
+control (no-auth vs itself) shows how far a pair median strays when both sides are the same:
+the noise floor of the rest.
 """
 
 from __future__ import annotations
@@ -1417,10 +1419,9 @@ def main() -> None:
     parser.add_argument(
         "--pairs",
         type=int,
-        # 15 pairs left a median about ±4 % from the truth on a shared VM (the A/A control's
-        # quartiles spanned 0.90–1.06): too wide for a 0.95 line. 31 shrink that by about √2.
-        default=31,
-        help="A/B pairs of 1 s runs behind each target ratio (0: ratios of round medians)",
+        default=None,
+        help="A/B pairs of 1 s runs behind each target ratio (31; 15 with --quick; 0: ratios "
+        "of round medians)",
     )
     parser.add_argument(
         "--duration", type=int, default=None, help="seconds per wrk run (5; 2 with --quick)"
@@ -1451,6 +1452,11 @@ def main() -> None:
         parser.error("--cold-keys must be at least 1")
     if args.duration is None:
         args.duration = 2 if args.quick else 5
+    if args.pairs is None:
+        # 15 pairs left a median about ±4 % from the truth on a shared VM (the A/A control's
+        # quartiles spanned 0.90–1.06): too wide for a 0.95 line. 31 shrink that by about √2;
+        # a quick run keeps 15, so a developer's check stays a few minutes.
+        args.pairs = 15 if args.quick else 31
     ensure_tools(postgres=not args.no_postgres)
     if (os.cpu_count() or 1) < 2:
         print("warning: fewer than 2 cores; the proxy and wrk will share one", file=sys.stderr)
