@@ -45,7 +45,8 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
-from multidict import CIMultiDictProxy
+from aiohttp import hdrs
+from multidict import CIMultiDictProxy, istr
 
 from ..identity.grants import NO_GRANTS, GrantIndex
 from ..identity.models import (
@@ -83,6 +84,9 @@ _MAX_CACHE: Final = 200_000
 # expired ones go, then all (a miss costs one ES256 verification, not a store read).
 _MAX_TOKENS: Final = 20_000
 _BEARER: Final = "Bearer "
+# Header names as ``istr``: a lookup with a plain str folds its case first, on every request.
+_AUTHORIZATION: Final = hdrs.AUTHORIZATION
+_API_KEY: Final = istr("X-API-Key")
 _DAY: Final = 86400.0  # Unix time has no leap seconds: day N of the epoch is a UTC day
 USAGE_DAYS_KEPT: Final = 90  # request counts older than this many days are pruned
 _PRUNE_EVERY: Final = 3600.0
@@ -157,7 +161,9 @@ class Authenticator:
         # same way, for the same reason (a 600-byte token's SHA-256 was about 5 % of a bearer
         # request's CPU under load). The values are useless outside this process; a key's die
         # with the cache (any identity change clears it), a token's when the token expires.
-        self._seen_key = os.urandom(32)
+        # Keyed once: each digest copies the keyed state instead of keying BLAKE2b anew
+        # (half the cost per request).
+        self._seen_hash = hashlib.blake2b(key=os.urandom(32), digest_size=32)
         self._verified: dict[str, tuple[ServiceUser, bytes]] = {}
         # Store reads in flight (see _cached).
         self._loading: dict[tuple[int, str, int], asyncio.Future[Any]] = {}
@@ -181,18 +187,16 @@ class Authenticator:
         """``may_read`` False (the client's address is held by the backoff): a credential
         that would need a store read (an API key not in the cache, a session) is not looked
         up but refused as "held"; cached keys and valid tokens work as ever."""
-        if "Authorization" not in headers:
-            if "X-API-Key" not in headers:
+        if _AUTHORIZATION not in headers:
+            if _API_KEY not in headers:
                 return ANONYMOUS  # the common check first: most anonymous requests stop here
             repeated = self._repeated_key(headers)
-        elif "X-API-Key" not in headers:
+        elif _API_KEY not in headers:
             repeated = self._repeated_token(headers)
         else:
             repeated = None
         if repeated is not None:
-            if repeated.principal is not None:
-                self.count_request(repeated.principal.id)
-            return repeated
+            return repeated  # accepted (and counted) or refused without a store read
         credentials = parse_credentials(headers)
         if not credentials:
             return ANONYMOUS
@@ -214,7 +218,7 @@ class Authenticator:
         id, whose user and principal are cached: accepted without parsing it or building a
         credential, on the same constant-time compare of its keyed BLAKE2b as the full path
         (``authenticate_key``). None: take the full path (anything else, refusals included)."""
-        values = headers.getall("X-API-Key")
+        values = headers.getall(_API_KEY)
         if len(values) != 1:
             return None
         value = values[0]
@@ -232,20 +236,20 @@ class Authenticator:
             or not hmac.compare_digest(seen[1], self._seen(value))
         ):
             return None
-        return self._accept_now(user, user.key_id)
+        return self._accept_now(user, user.key_id, count=True)
 
     def _repeated_token(self, headers: CIMultiDictProxy[str]) -> AuthOutcome | None:
         """The hot path for bearers: one ``Authorization: Bearer`` whose token's signature is
         cached, of the current key generation of a cached service user: accepted without
         parsing the header into a credential. None: take the full path (``authenticate_token``,
         then ``principal_for_claims``), refusals and overlaps included."""
-        values = headers.getall("Authorization")
+        values = headers.getall(_AUTHORIZATION)
         if len(values) != 1 or not values[0].startswith(_BEARER):
             return None
         # Keys and session tokens are never in the token cache; any other text around the
         # token gives another digest, so it misses and the full path judges it.
         claims = self._token_claims.get(self._seen(values[0][len(_BEARER) :]))
-        if claims is None or claims.expires_at <= self._clock():
+        if claims is None:
             return None
         user = self._by_id.get(claims.subject)
         if (
@@ -255,12 +259,14 @@ class Authenticator:
             or claims.tenant_id != user.tenant_id
         ):
             return None
-        return self._accept_now(user, None)
+        return self._accept_now(user, None, expiring=claims.expires_at, count=True)
 
     def count_request(self, user_id: str) -> None:
         """One request by a service user, counted once it is accepted (not per credential:
         a key and a token, or a token exchange's two, are one request)."""
-        now = self._clock()
+        self._count(user_id, self._clock())
+
+    def _count(self, user_id: str, now: float) -> None:
         if now >= self._day_ends:
             self._new_day(now)
         today = self._today
@@ -328,9 +334,9 @@ class Authenticator:
     def _seen(self, text: str) -> bytes:
         """A key or token as this process remembers it (see __init__). Any text a client
         sends has one: a lone surrogate (JSON can escape one) is encoded as is."""
-        return hashlib.blake2b(
-            text.encode("utf-8", "surrogatepass"), key=self._seen_key, digest_size=32
-        ).digest()
+        digest = self._seen_hash.copy()
+        digest.update(text.encode("utf-8", "surrogatepass"))
+        return digest.digest()
 
     async def authenticate_token(self, token: str) -> AuthOutcome:
         claims = self.verify_token(token)
@@ -396,24 +402,28 @@ class Authenticator:
 
     def _accept_now(
         self, user: ServiceUser, key_id: str | None, *, previous: bool = False,
-        made: _Made | None = None,
+        made: _Made | None = None, expiring: float = math.inf, count: bool = False,
     ) -> AuthOutcome | None:  # fmt: skip
         """``_accept`` without a store read: None when the principal is still to be made
-        (and ``made`` not given)."""
+        (and ``made`` not given), or when the token it came with (expiring at ``expiring``)
+        has expired (the full path then says so). ``count``: count the request too."""
         if _monotonic() > self._trusted_until:
             # What is cached may have been revoked meanwhile (every way in passes here: keys,
             # tokens, the token endpoint's own checks).
             raise StoreUnavailable()
-        now = self._clock()
-        if not user.active:
-            return AuthOutcome(None, "inactive", key_id=key_id)
+        now = self._clock()  # one reading for every check of this request
+        if now >= expiring:
+            return None
         if not user.usable_at(now):
-            return AuthOutcome(None, "expired", key_id=key_id)
+            return AuthOutcome(None, "inactive" if not user.active else "expired", key_id=key_id)
         if made is None:
             made = self._principals.get(user.id)
             if made is None or made[0] is not user:
                 return None
-        self._last_used[user.id] = now
+        user_id = user.id
+        self._last_used[user_id] = now
+        if count:
+            self._count(user_id, now)
         if previous:
             # Tokens it buys carry the old generation, and die when the overlap ends (which
             # is when it stops working, as far as its callers are told).

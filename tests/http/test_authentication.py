@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.auth import authenticator as authn
 from gateway.errors import UNAUTHENTICATED_MESSAGE
@@ -216,6 +216,35 @@ async def test_rotated_key_works_at_once(gateway: Gateway) -> None:
     rotated = await gateway.admin.rotate(etl.user.id, actor="test")
     assert await status(gateway, key_header(rotated)) == 200
     assert await status(gateway, bearer(await gateway.token(rotated))) == 200
+
+
+@pytest.mark.parametrize("kind", ["key", "token"])
+async def test_a_credential_in_use_dies_the_moment_its_service_user_expires(
+    gateway: Gateway, kind: str
+) -> None:
+    # Once used, the credential is accepted on the hot path (no store read): the expiry is
+    # still checked there, on every request, against the clock.
+    etl = await gateway.user(expires_at=gateway.clock.now + 60)
+    headers = await credential(gateway, etl, kind)
+    assert await status(gateway, headers) == 200
+    gateway.clock.advance(59)
+    assert await status(gateway, headers) == 200
+    gateway.clock.advance(2)
+    await assert_refused(gateway, headers)
+    if kind == "key":  # (a token of it expires with it: refused as a bad token)
+        outcome = await gateway.app[AUTHENTICATOR].authenticate(
+            CIMultiDictProxy(CIMultiDict(headers))
+        )
+        assert (outcome.principal, outcome.reason) == (None, "expired")
+
+
+async def test_a_token_in_use_is_refused_once_it_expires(gateway: Gateway) -> None:
+    token = await gateway.token(await gateway.user())
+    assert await status(gateway, bearer(token)) == 200
+    gateway.clock.advance(3600 - 5)  # the default lifetime, less a margin
+    assert await status(gateway, bearer(token)) == 200
+    gateway.clock.advance(10)
+    await assert_refused(gateway, bearer(token))
 
 
 @pytest.mark.parametrize("kind", ["key", "token"])
