@@ -79,13 +79,15 @@ def refusal(request: web.Request, principal: Principal) -> str | None:
 def check_rate_limit(request: web.Request, principal: Principal) -> None:
     """Count a request of ``principal`` against its rate limit (its own, or the configured
     default; none for humans); raise TooManyRequests past it."""
-    if principal.type != "service_user" or _RATE_COUNTED in request:
+    if principal.type != "service_user":
         return
-    request[_RATE_COUNTED] = True  # a handler may ask for its caller more than once
     limits = request.app[CONFIGURED].settings.limits
     rate = principal.rate_limit if principal.rate_limit is not None else limits.requests_per_second
-    if not rate:
+    # No limit (the default) ends it here, before any per-request state: a membership test
+    # on a request raises (and catches) a KeyError when the key is absent.
+    if not rate or _RATE_COUNTED in request:
         return
+    request[_RATE_COUNTED] = True  # a handler may ask for its caller more than once
     burst = principal.rate_burst or limits.burst or max(1, math.ceil(rate))
     wait = request.app[RATES].wait(principal.id, rate, burst)
     if not wait:
