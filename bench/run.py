@@ -47,7 +47,13 @@ without the decision cache) vs nginx alone and the identity assertion on vs off;
 is the median of its pair ratios, with their interquartile range. Runs a few seconds apart
 see the shared machine in nearly the same state, which separate rounds do not. An A/A
 control (no-auth vs itself) shows how far a pair median strays when both sides are the same:
-the noise floor of the rest.
+the noise floor of the rest. The two authentication targets are also estimated
+co-scheduled: a second process of the no-auth gateway (same config, same store) shares the
+proxy core, and each run loads both at once, one with each side's requests (3 s); each
+ratio is the geometric mean of two runs, the processes swapped between them (a fifth as
+many as A/B pairs, with their own A/A control). Both sides then share the same seconds of
+the same core, so the machine's drift cancels out of each ratio (its A/A stayed within
+about 2 % in our trials, where the pairs' strayed up to 8 %).
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import platform
 import random
@@ -281,13 +288,23 @@ def wrk(
     headers: Sequence[str] = (),
     script: Path | None = None,
 ) -> Run:
+    cmd = wrk_command(url, connections=connections, duration=duration, headers=headers)
+    if script is not None:
+        cmd[-1:-1] = ["-s", str(script)]
+    return wrk_result(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+
+
+def wrk_command(
+    url: str, *, connections: int, duration: float, headers: Sequence[str] = ()
+) -> list[str]:
     cmd = ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}", f"-d{duration}s"]
     cmd += ["--latency", "--timeout", "5s"]
     for header in headers:
         cmd += ["-H", header]
-    if script is not None:
-        cmd += ["-s", str(script)]
-    out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
+    return [*cmd, url]
+
+
+def wrk_result(out: str) -> Run:
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
     bad = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
@@ -770,6 +787,11 @@ def proxy_suite(
         noauth=True,  # the same app as the rows above: only the forwarding client differs
         settings={f"PANGOLIN_CATALOGS__{name.upper()}__CLIENT": "aiohttp" for name in catalogs},
     )
+    twin, twin_proc = "", None
+    if pairs:
+        # The co-scheduled estimator's second process (co_scheduled_ratios): the very app of
+        # the rows above, over the same config and store.
+        twin, twin_proc, _ = bench.start_gateway(config, f"{label}-twin", noauth=True)
     pg_gw, pg_proc = "", None
     if pg_config is not None:
         # The same app as the X-API-Key row's (noauth_gateway.py): only the store differs.
@@ -833,6 +855,7 @@ def proxy_suite(
         if tokens:
             token_runs.append(token_rate(bench, gw, client_id, key, len(token_runs) + 1))
     ab: dict[str, list[float]] = {}
+    co: dict[str, list[float]] = {}
     if pairs:
         by_name = {name: (url, headers) for name, url, headers, _ in configurations}
         noauth = by_name["gateway, no client auth (bench)"]
@@ -854,16 +877,26 @@ def proxy_suite(
         for label_, a, b in pairings:
             ab[label_] = ab_ratios(bench, a, b, pairs)
             print(f"  A/B {label_}: median {statistics.median(ab[label_]):.2f}", flush=True)
+        # The authentication targets again, co-scheduled on two processes (a fifth as many
+        # swapped pairs as A/B pairs: each is two 3 s runs, and their ratios spread far less).
+        for label_, x, y in pairings[:3]:  # noauth/noauth, key/noauth, bearer/noauth
+            x_path, y_path = (x[0].removeprefix(gw), x[1]), (y[0].removeprefix(gw), y[1])
+            co[label_] = co_scheduled_ratios(bench, x_path, y_path, (gw, twin), max(3, pairs // 5))
+            median = statistics.median(co[label_])
+            print(f"  co-scheduled {label_}: median {median:.3f}", flush=True)
     bench.procs.stop(nginx_proc)
     bench.procs.stop(fa_nginx_proc)
     bench.procs.stop(cached_nginx_proc)
     bench.procs.stop(minimal_proc)
     bench.procs.stop(aio_proc)
+    if twin_proc is not None:
+        bench.procs.stop(twin_proc)
     if pg_proc is not None:
         bench.procs.stop(pg_proc)
     return {
         "rows": rows,
         "ab": ab,
+        "co": co,
         "tokens": token_runs,
         "gateway": gw,
         "proc": proc,
@@ -909,6 +942,46 @@ def ab_ratios(
         ra, rb = (one, two) if i % 2 == 0 else (two, one)
         ratios.append(ra.rps / rb.rps)
     return ratios
+
+
+def co_scheduled_ratios(
+    bench: Bench,
+    a: tuple[str, Sequence[str]],
+    b: tuple[str, Sequence[str]],
+    gateways: tuple[str, str],
+    swaps: int,
+) -> list[float]:
+    """``swaps`` pairs of co-scheduled runs: a's load on one of two identical gateway
+    processes and b's on the other, at the same time (two wrk -c32, 3 s), then the same
+    with the processes swapped; the req/s ratio a÷b of each pair (the geometric mean of
+    its two runs' ratios). ``a`` and ``b`` are (path, headers).
+
+    Both processes share the proxy core, so the kernel's fair scheduler gives each half of
+    it over the very same seconds: whatever the shared machine does meanwhile (a neighbour,
+    a frequency change) slows both sides alike and cancels out of the ratio, which two runs
+    one after the other, however close, cannot promise. What is left is what a request of a
+    costs against one of b, as throughput on one core. The swap cancels what differs
+    between the two processes (one has served every row of the rounds, the other is new:
+    their A/A ratio, unswapped, was up to 5 % from 1)."""
+    bench.quiet()
+    runs = []
+    for i in range(2 * swaps + 2):  # the first two warm both processes up and are dropped
+        sides = gateways if i % 2 == 0 else gateways[::-1]
+        procs = [
+            subprocess.Popen(
+                wrk_command(
+                    gw + path, connections=bench.args.connections, duration=3, headers=headers
+                ),
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for gw, (path, headers) in zip(sides, (a, b), strict=True)
+        ]
+        ra, rb = (wrk_result(proc.communicate()[0]) for proc in procs)
+        if ra.bad or rb.bad:
+            raise RuntimeError(f"co-scheduled {a[0]} vs {b[0]}: {ra.bad + rb.bad} bad answers")
+        runs.append(ra.rps / rb.rps)
+    return [math.sqrt(x * y) for x, y in zip(runs[2::2], runs[3::2], strict=True)]
 
 
 def quartiles(values: Sequence[float]) -> str:
@@ -1393,6 +1466,24 @@ def rounds_table(rows: list[Row], c: int) -> list[str]:
     return out
 
 
+def co_rows(co: dict[str, list[float]]) -> list[str]:
+    """The co-scheduled estimates of the authentication targets (co_scheduled_ratios), with
+    their own A/A control; none if they did not run."""
+    if not co:
+        return []
+
+    def shown(name: str) -> tuple[float, str]:
+        return statistics.median(co[name]), quartiles(co[name])
+
+    return [
+        target("X-API-Key ÷ no-auth, co-scheduled (req/s)", *shown("key/noauth"), 0.95),
+        target("bearer ÷ no-auth, co-scheduled (req/s)", *shown("bearer/noauth"), 0.95),
+        "| A/A control, co-scheduled: no-auth ÷ no-auth | {:.3f} ({}) | (report) | |".format(
+            *shown("noauth/noauth")
+        ),
+    ]
+
+
 def target(
     label: str,
     value: float,
@@ -1720,6 +1811,7 @@ def run_all(bench: Bench) -> list[str]:
         "| {:.2f} ({}) | (report; 1.00 on a quiet machine) | |".format(
             *ab("noauth/noauth", noauth, noauth)
         ),
+        *co_rows(fast["co"]),
         target(
             "gateway (X-API-Key) ÷ minimal aiohttp proxy", *ab("key/minimal", keyed, minimal), 0.9
         ),
