@@ -113,6 +113,11 @@ class AuthOutcome:
 ANONYMOUS: Final = AuthOutcome(None, "missing")
 # A cached service user, its principal, and the outcome that accepts it.
 _Made = tuple[ServiceUser, Principal, AuthOutcome]
+# A credential accepted through the full path, as its next request is accepted: the service
+# user's id, when it stops being accepted this way (the user's expiry; a token's own, if
+# sooner) and the outcome. Made only while the caches hold that very user and principal, and
+# dropped with them by every invalidation, so it says nothing the caches no longer say.
+_Hot = tuple[str, float, AuthOutcome]
 # Where the key id sits in a well-formed key: pgl_<key id>_<secret>.
 _KEY_ID_AT: Final = slice(len(KEY_PREFIX), len(KEY_PREFIX) + KEY_ID_CHARS)
 # Not looked up: the client's address is held by the failed-authentication backoff.
@@ -165,6 +170,12 @@ class Authenticator:
         # (half the cost per request).
         self._seen_hash = hashlib.blake2b(key=os.urandom(32), digest_size=32)
         self._verified: dict[str, tuple[ServiceUser, bytes]] = {}
+        # The hot path's own records (see _Hot): a repeat credential is accepted on one
+        # lookup, one digest compare and the clock, rather than re-deriving from four caches
+        # what the first request already established. Keys by key id, with the keyed digest
+        # of the key; tokens by the keyed digest of the token.
+        self._hot_keys: dict[str, tuple[bytes, _Hot]] = {}
+        self._hot_tokens: dict[bytes, _Hot] = {}
         # Store reads in flight (see _cached).
         self._loading: dict[tuple[int, str, int], asyncio.Future[Any]] = {}
         # Past this (monotonic) time, the last successful poll of the store is older than the
@@ -214,9 +225,9 @@ class Authenticator:
         return outcome
 
     def _repeated_key(self, headers: CIMultiDictProxy[str]) -> AuthOutcome | None:
-        """The hot path: one X-API-Key, the very key this process verified last for its key
-        id, whose user and principal are cached: accepted without parsing it or building a
-        credential, on the same constant-time compare of its keyed BLAKE2b as the full path
+        """The hot path: one X-API-Key, the very key this process accepted last for its key
+        id (``_hot_keys``): accepted without parsing it or building a credential, on the
+        same constant-time compare of its keyed BLAKE2b as the full path
         (``authenticate_key``). None: take the full path (anything else, refusals included)."""
         values = headers.getall(_API_KEY)
         if len(values) != 1:
@@ -224,42 +235,35 @@ class Authenticator:
         value = values[0]
         # The key id sits at a fixed place in a well-formed key; a slice of anything else
         # finds nothing, or finds an entry whose digest it cannot match (the digest covers the
-        # whole text, so equal digests mean the text is a key that was verified).
-        key_id = value[_KEY_ID_AT]
-        seen = self._verified.get(key_id)
-        if seen is None or not value.isascii():
+        # whole text, so equal digests mean the text is the key that was accepted).
+        hot = self._hot_keys.get(value[_KEY_ID_AT])
+        if hot is None or not value.isascii() or not hmac.compare_digest(hot[0], self._seen(value)):
             return None
-        user = seen[0]
-        if (
-            key_id != user.key_id  # the previous key of an overlap: the full path
-            or self._by_key_id.get(key_id) is not user  # no longer the cached user
-            or not hmac.compare_digest(seen[1], self._seen(value))
-        ):
-            return None
-        return self._accept_now(user, user.key_id, count=True)
+        return self._accept_hot(hot[1])
 
     def _repeated_token(self, headers: CIMultiDictProxy[str]) -> AuthOutcome | None:
-        """The hot path for bearers: one ``Authorization: Bearer`` whose token's signature is
-        cached, of the current key generation of a cached service user: accepted without
-        parsing the header into a credential. None: take the full path (``authenticate_token``,
-        then ``principal_for_claims``), refusals and overlaps included."""
+        """The hot path for bearers: one ``Authorization: Bearer`` with a token this process
+        accepted (``_hot_tokens``), accepted without parsing the header into a credential.
+        None: take the full path (``authenticate_token``), refusals and overlaps included."""
         values = headers.getall(_AUTHORIZATION)
         if len(values) != 1 or not values[0].startswith(_BEARER):
             return None
-        # Keys and session tokens are never in the token cache; any other text around the
-        # token gives another digest, so it misses and the full path judges it.
-        claims = self._token_claims.get(self._seen(values[0][len(_BEARER) :]))
-        if claims is None:
+        # Keys and session tokens are never hot tokens; any other text around the token
+        # gives another digest, so it misses and the full path judges it.
+        hot = self._hot_tokens.get(self._seen(values[0][len(_BEARER) :]))
+        return None if hot is None else self._accept_hot(hot)
+
+    def _accept_hot(self, hot: _Hot) -> AuthOutcome | None:
+        """Accept (and count) a request with a hot credential; None once it is past its
+        ``until`` (the full path then says why)."""
+        self._check_trusted()
+        user_id, until, outcome = hot
+        now = self._clock()
+        if now >= until:
             return None
-        user = self._by_id.get(claims.subject)
-        if (
-            user is None
-            or claims.principal_type != "service_user"
-            or claims.key_generation != user.key_generation
-            or claims.tenant_id != user.tenant_id
-        ):
-            return None
-        return self._accept_now(user, None, expiring=claims.expires_at, count=True)
+        self._last_used[user_id] = now
+        self._count(user_id, now)
+        return outcome
 
     def count_request(self, user_id: str) -> None:
         """One request by a service user, counted once it is accepted (not per credential:
@@ -298,18 +302,13 @@ class Authenticator:
         if not may_read and key.key_id not in self._by_key_id:
             return HELD
         user = await self._cached(self._by_key_id, key.key_id, self._store.service_user_by_key_id)
+        digest = self._seen(key.plaintext())
         if user is not None:
             # The key this cached user last presented, as a keyed BLAKE2b (see __init__):
             # the same key again is accepted on a constant-time compare of that.
             seen = self._verified.get(key.key_id)
-            if (
-                seen is not None
-                and seen[0] is user
-                and hmac.compare_digest(seen[1], self._seen(key.plaintext()))
-            ):
-                if key.key_id != user.key_id:
-                    return await self._accept_previous(user, key.key_id)
-                return await self._accept(user, key.key_id)
+            if seen is not None and seen[0] is user and hmac.compare_digest(seen[1], digest):
+                return await self._accept_key(user, key.key_id, digest)
         # Always compare, even when the key id is unknown, so both paths cost the same.
         if not verify_key(key, user.digest_for(key.key_id) if user is not None else None):
             if user is None:
@@ -318,10 +317,21 @@ class Authenticator:
         assert user is not None
         if len(self._verified) >= _MAX_CACHE:
             self._verified.clear()
-        self._verified[key.key_id] = (user, self._seen(key.plaintext()))
-        if key.key_id != user.key_id:
-            return await self._accept_previous(user, key.key_id)
-        return await self._accept(user, key.key_id)
+        self._verified[key.key_id] = (user, digest)
+        return await self._accept_key(user, key.key_id, digest)
+
+    async def _accept_key(self, user: ServiceUser, key_id: str, digest: bytes) -> AuthOutcome:
+        """Accept a verified key (``digest``: its keyed BLAKE2b) of ``user``; the current
+        key becomes hot (an overlap's previous key never does: it dies on the clock)."""
+        if key_id != user.key_id:
+            return await self._accept_previous(user, key_id)
+        outcome = await self._accept(user, key_id)
+        hot = self._hot(user, outcome, math.inf)
+        if hot is not None and self._by_key_id.get(key_id) is user:
+            if len(self._hot_keys) >= _MAX_CACHE:
+                self._hot_keys.clear()
+            self._hot_keys[key_id] = (digest, hot)
+        return outcome
 
     async def _accept_previous(self, user: ServiceUser, key_id: str) -> AuthOutcome:
         # The key a rotation replaced: only until its overlap ends (on the clock, per
@@ -342,7 +352,18 @@ class Authenticator:
         claims = self.verify_token(token)
         if claims is None:
             return AuthOutcome(None, "bad_token")
-        return await self.principal_for_claims(claims)
+        outcome = await self.principal_for_claims(claims)
+        user = self._by_id.get(claims.subject)
+        if (
+            user is not None
+            and claims.key_generation == user.key_generation  # an overlap's: never hot
+            and claims.tenant_id == user.tenant_id
+            and (hot := self._hot(user, outcome, claims.expires_at)) is not None
+        ):
+            if len(self._hot_tokens) >= _MAX_TOKENS:
+                self._hot_tokens.clear()  # a miss costs a digest and two lookups, no more
+            self._hot_tokens[self._seen(token)] = hot
+        return outcome
 
     def verify_token(self, token: str, *, allow_expired: bool = False) -> TokenClaims | None:
         """Signature and claims, cached per token until it expires. The cache is keyed by
@@ -400,30 +421,39 @@ class Authenticator:
         assert accepted is not None  # given ``made``, it always decides
         return accepted
 
-    def _accept_now(
-        self, user: ServiceUser, key_id: str | None, *, previous: bool = False,
-        made: _Made | None = None, expiring: float = math.inf, count: bool = False,
-    ) -> AuthOutcome | None:  # fmt: skip
-        """``_accept`` without a store read: None when the principal is still to be made
-        (and ``made`` not given), or when the token it came with (expiring at ``expiring``)
-        has expired (the full path then says so). ``count``: count the request too."""
+    def _hot(self, user: ServiceUser, outcome: AuthOutcome, until: float) -> _Hot | None:
+        """The hot record of a credential ``outcome`` just accepted as ``user``'s current
+        principal (a token: expiring at ``until``); None unless the caches still hold that
+        very user and the outcome is its cached principal's (not a refusal, not an overlap's,
+        not one made while an invalidation came in)."""
+        made = self._principals.get(user.id)
+        if made is None or made[0] is not user or made[2] is not outcome:
+            return None
+        if user.expires_at is not None:
+            until = min(until, user.expires_at)
+        return (user.id, until, outcome)
+
+    def _check_trusted(self) -> None:
         if _monotonic() > self._trusted_until:
             # What is cached may have been revoked meanwhile (every way in passes here: keys,
             # tokens, the token endpoint's own checks).
             raise StoreUnavailable()
+
+    def _accept_now(
+        self, user: ServiceUser, key_id: str | None, *, previous: bool = False,
+        made: _Made | None = None,
+    ) -> AuthOutcome | None:  # fmt: skip
+        """``_accept`` without a store read: None when the principal is still to be made
+        (and ``made`` not given)."""
+        self._check_trusted()
         now = self._clock()  # one reading for every check of this request
-        if now >= expiring:
-            return None
         if not user.usable_at(now):
             return AuthOutcome(None, "inactive" if not user.active else "expired", key_id=key_id)
         if made is None:
             made = self._principals.get(user.id)
             if made is None or made[0] is not user:
                 return None
-        user_id = user.id
-        self._last_used[user_id] = now
-        if count:
-            self._count(user_id, now)
+        self._last_used[user.id] = now
         if previous:
             # Tokens it buys carry the old generation, and die when the overlap ends (which
             # is when it stops working, as far as its callers are told).
@@ -501,6 +531,8 @@ class Authenticator:
         self._epoch += 1
         self._principals.clear()
         self._verified.clear()
+        self._hot_keys.clear()
+        self._hot_tokens.clear()
         self._by_key_id.clear()
         self._by_id.clear()
         self._grants.clear()

@@ -439,13 +439,56 @@ async def test_a_cached_token_costs_the_authenticator_a_few_hundred_bytes(
     tracemalloc.start()
     try:
         for token in tokens:
-            # A copy made here, as a request's header is: what the cache keeps of it counts.
-            assert authenticator.verify_token(token.encode().decode()) is not None
+            # A copy made here, as a request's header is: what the caches keep of it counts
+            # (the verified signature and the hot path's record).
+            outcome = await authenticator.authenticate_token(token.encode().decode())
+            assert outcome.principal is not None
         gc.collect()
         kept, _peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     assert kept / len(tokens) < 400
+
+
+@pytest.mark.parametrize("kind", ["key", "token"])
+async def test_a_credential_accepted_on_a_read_an_invalidation_overtook_is_read_again(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    # The request in flight when another process deactivates its service user is accepted
+    # on the row it read; the next one must not be accepted on what that request left
+    # behind (the hot path's record of the credential), but read the user again.
+    authenticator = gateway.app[AUTHENTICATOR]
+    etl = await gateway.user()
+    headers = CIMultiDictProxy(CIMultiDict(await credential(gateway, etl, kind)))
+    await authenticator.check_for_changes()
+    authenticator.invalidate()
+    name = "service_user_by_key_id" if kind == "key" else "service_user"
+    real = getattr(gateway.store, name)
+    release = asyncio.Event()
+    reads: list[str] = []
+
+    async def stale_read(key: str) -> Any:
+        row = await real(key)
+        reads.append(key)
+        if len(reads) == 1:
+            await release.wait()  # the row as it was, still on its way when the change lands
+        return row
+
+    monkeypatch.setattr(gateway.store, name, stale_read)
+    first = asyncio.create_task(authenticator.authenticate(headers))
+    async with asyncio.timeout(5):
+        while not reads:
+            await asyncio.sleep(0)
+    async with gateway.another_store() as other:
+        await ServiceUserAdmin(other, clock=gateway.clock).deactivate(etl.user.id, actor="w2")
+    assert await authenticator.check_for_changes()
+    release.set()
+    assert (await first).principal is not None
+
+    again = await authenticator.authenticate(headers)
+
+    assert (again.principal, again.reason) == (None, "inactive")
+    assert len(reads) == 2
 
 
 async def test_concurrent_requests_for_a_cold_key_share_one_store_read(
