@@ -50,8 +50,9 @@ control (no-auth vs itself) shows how far a pair median strays when both sides a
 the noise floor of the rest. The two authentication targets are also estimated
 co-scheduled: a second process of the no-auth gateway (same config, same store) shares the
 proxy core, and each run loads both at once, one with each side's requests (3 s); each
-ratio is the geometric mean of two runs, the processes swapped between them (a fifth as
-many as A/B pairs, with their own A/A control). Both sides then share the same seconds of
+ratio, by req/s and by each process's CPU time per request, is the geometric mean of two
+runs, the processes swapped between them (a fifth as many as A/B pairs, with their own A/A
+control). Both sides then share the same seconds of
 the same core, so the machine's drift cancels out of each ratio (its A/A stayed within
 about 2 % in our trials, where the pairs' strayed up to 8 %).
 """
@@ -787,11 +788,12 @@ def proxy_suite(
         noauth=True,  # the same app as the rows above: only the forwarding client differs
         settings={f"PANGOLIN_CATALOGS__{name.upper()}__CLIENT": "aiohttp" for name in catalogs},
     )
-    twin, twin_proc = "", None
+    twin, twin_proc, twin_pid = "", None, 0
     if pairs:
         # The co-scheduled estimator's second process (co_scheduled_ratios): the very app of
         # the rows above, over the same config and store.
         twin, twin_proc, _ = bench.start_gateway(config, f"{label}-twin", noauth=True)
+        twin_pid = twin_proc.pid
     pg_gw, pg_proc = "", None
     if pg_config is not None:
         # The same app as the X-API-Key row's (noauth_gateway.py): only the store differs.
@@ -855,7 +857,7 @@ def proxy_suite(
         if tokens:
             token_runs.append(token_rate(bench, gw, client_id, key, len(token_runs) + 1))
     ab: dict[str, list[float]] = {}
-    co: dict[str, list[float]] = {}
+    co: dict[str, CoScheduled] = {}
     if pairs:
         by_name = {name: (url, headers) for name, url, headers, _ in configurations}
         noauth = by_name["gateway, no client auth (bench)"]
@@ -881,9 +883,14 @@ def proxy_suite(
         # swapped pairs as A/B pairs: each is two 3 s runs, and their ratios spread far less).
         for label_, x, y in pairings[:3]:  # noauth/noauth, key/noauth, bearer/noauth
             x_path, y_path = (x[0].removeprefix(gw), x[1]), (y[0].removeprefix(gw), y[1])
-            co[label_] = co_scheduled_ratios(bench, x_path, y_path, (gw, twin), max(3, pairs // 5))
-            median = statistics.median(co[label_])
-            print(f"  co-scheduled {label_}: median {median:.3f}", flush=True)
+            co[label_] = found = co_scheduled_ratios(
+                bench, x_path, y_path, ((gw, proc.pid), (twin, twin_pid)), max(3, pairs // 5)
+            )
+            print(
+                f"  co-scheduled {label_}: median {statistics.median(found.rps):.3f}, "
+                f"by CPU time per request {statistics.median(found.cpu):.3f}",
+                flush=True,
+            )
     bench.procs.stop(nginx_proc)
     bench.procs.stop(fa_nginx_proc)
     bench.procs.stop(cached_nginx_proc)
@@ -944,29 +951,43 @@ def ab_ratios(
     return ratios
 
 
+@dataclasses.dataclass
+class CoScheduled:
+    """What co_scheduled_ratios found: per swapped pair, a÷b by req/s and by CPU time per
+    request (b's µs per request ÷ a's)."""
+
+    rps: list[float]
+    cpu: list[float]
+
+
 def co_scheduled_ratios(
     bench: Bench,
     a: tuple[str, Sequence[str]],
     b: tuple[str, Sequence[str]],
-    gateways: tuple[str, str],
+    gateways: tuple[tuple[str, int], tuple[str, int]],
     swaps: int,
-) -> list[float]:
+) -> CoScheduled:
     """``swaps`` pairs of co-scheduled runs: a's load on one of two identical gateway
     processes and b's on the other, at the same time (two wrk -c32, 3 s), then the same
-    with the processes swapped; the req/s ratio a÷b of each pair (the geometric mean of
-    its two runs' ratios). ``a`` and ``b`` are (path, headers).
+    with the processes swapped; the ratio a÷b of each pair (the geometric mean of its two
+    runs' ratios), by req/s and by CPU time per request. ``a`` and ``b`` are (path,
+    headers); ``gateways`` (URL, session id) of each process.
 
     Both processes share the proxy core, so the kernel's fair scheduler gives each half of
     it over the very same seconds: whatever the shared machine does meanwhile (a neighbour,
     a frequency change) slows both sides alike and cancels out of the ratio, which two runs
     one after the other, however close, cannot promise. What is left is what a request of a
-    costs against one of b, as throughput on one core. The swap cancels what differs
-    between the two processes (one has served every row of the rounds, the other is new:
-    their A/A ratio, unswapped, was up to 5 % from 1)."""
+    costs against one of b, as throughput on one core, and as each process's own CPU time
+    (from its ticks: the two agree while both stay busy, and the CPU ratio still holds if
+    the scheduler favours one). The swap cancels what differs between the two processes
+    (one has served every row of the rounds, the other is new: their A/A ratio, unswapped,
+    was up to 5 % from 1)."""
     bench.quiet()
-    runs = []
+    rps, cpu = [], []
+    tick = os.sysconf("SC_CLK_TCK")
     for i in range(2 * swaps + 2):  # the first two warm both processes up and are dropped
         sides = gateways if i % 2 == 0 else gateways[::-1]
+        before = [own_ticks({session}) for _, session in sides]
         procs = [
             subprocess.Popen(
                 wrk_command(
@@ -975,13 +996,22 @@ def co_scheduled_ratios(
                 stdout=subprocess.PIPE,
                 text=True,
             )
-            for gw, (path, headers) in zip(sides, (a, b), strict=True)
+            for (gw, _), (path, headers) in zip(sides, (a, b), strict=True)
         ]
         ra, rb = (wrk_result(proc.communicate()[0]) for proc in procs)
+        used = [
+            (own_ticks({session}) - ticks) / tick
+            for (_, session), ticks in zip(sides, before, strict=True)
+        ]
         if ra.bad or rb.bad:
             raise RuntimeError(f"co-scheduled {a[0]} vs {b[0]}: {ra.bad + rb.bad} bad answers")
-        runs.append(ra.rps / rb.rps)
-    return [math.sqrt(x * y) for x, y in zip(runs[2::2], runs[3::2], strict=True)]
+        rps.append(ra.rps / rb.rps)
+        # CPU per request ratio b÷a: (used_b / requests_b) / (used_a / requests_a).
+        cpu.append((used[1] / rb.rps) / (used[0] / ra.rps))
+    return CoScheduled(
+        rps=[math.sqrt(x * y) for x, y in zip(rps[2::2], rps[3::2], strict=True)],
+        cpu=[math.sqrt(x * y) for x, y in zip(cpu[2::2], cpu[3::2], strict=True)],
+    )
 
 
 def quartiles(values: Sequence[float]) -> str:
@@ -1466,20 +1496,35 @@ def rounds_table(rows: list[Row], c: int) -> list[str]:
     return out
 
 
-def co_rows(co: dict[str, list[float]]) -> list[str]:
-    """The co-scheduled estimates of the authentication targets (co_scheduled_ratios), with
-    their own A/A control; none if they did not run."""
+def co_rows(co: dict[str, CoScheduled]) -> list[str]:
+    """The co-scheduled estimates of the authentication targets (co_scheduled_ratios), by
+    req/s and by CPU time per request, with their own A/A control; none if they did not run."""
     if not co:
         return []
 
-    def shown(name: str) -> tuple[float, str]:
-        return statistics.median(co[name]), quartiles(co[name])
+    def shown(name: str, by: str) -> tuple[float, str]:
+        values = getattr(co[name], by)
+        return statistics.median(values), quartiles(values)
 
     return [
-        target("X-API-Key ÷ no-auth, co-scheduled (req/s)", *shown("key/noauth"), 0.95),
-        target("bearer ÷ no-auth, co-scheduled (req/s)", *shown("bearer/noauth"), 0.95),
+        target("X-API-Key ÷ no-auth, co-scheduled (req/s)", *shown("key/noauth", "rps"), 0.95),
+        target("bearer ÷ no-auth, co-scheduled (req/s)", *shown("bearer/noauth", "rps"), 0.95),
         "| A/A control, co-scheduled: no-auth ÷ no-auth | {:.3f} ({}) | (report) | |".format(
-            *shown("noauth/noauth")
+            *shown("noauth/noauth", "rps")
+        ),
+        target(
+            "X-API-Key ÷ no-auth, co-scheduled, by CPU time per request (no-auth's µs ÷ "
+            "X-API-Key's)",
+            *shown("key/noauth", "cpu"),
+            0.95,
+        ),  # fmt: skip
+        target(
+            "bearer ÷ no-auth, co-scheduled, by CPU time per request",
+            *shown("bearer/noauth", "cpu"),
+            0.95,
+        ),  # fmt: skip
+        "| A/A control, co-scheduled, by CPU time per request | {:.3f} ({}) | (report) | |".format(
+            *shown("noauth/noauth", "cpu")
         ),
     ]
 
