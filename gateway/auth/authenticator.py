@@ -349,7 +349,10 @@ class Authenticator:
         return digest.digest()
 
     async def authenticate_token(self, token: str) -> AuthOutcome:
-        claims = self.verify_token(token)
+        if len(token) > MAX_TOKEN_BYTES:
+            return AuthOutcome(None, "bad_token")
+        digest = self._seen(token)  # once, for both the claims cache and the hot record
+        claims = self._claims(token, digest, allow_expired=False)
         if claims is None:
             return AuthOutcome(None, "bad_token")
         outcome = await self.principal_for_claims(claims)
@@ -362,7 +365,7 @@ class Authenticator:
         ):
             if len(self._hot_tokens) >= _MAX_TOKENS:
                 self._hot_tokens.clear()  # a miss costs a digest and two lookups, no more
-            self._hot_tokens[self._seen(token)] = hot
+            self._hot_tokens[digest] = hot
         return outcome
 
     def verify_token(self, token: str, *, allow_expired: bool = False) -> TokenClaims | None:
@@ -372,8 +375,11 @@ class Authenticator:
         which is that very token, or a second preimage under a key nobody else holds."""
         if len(token) > MAX_TOKEN_BYTES:
             return None
+        return self._claims(token, self._seen(token), allow_expired=allow_expired)
+
+    def _claims(self, token: str, digest: bytes, *, allow_expired: bool) -> TokenClaims | None:
+        """``verify_token`` of a token of at most MAX_TOKEN_BYTES, given its ``_seen``."""
         now = self._clock()
-        digest = self._seen(token)
         claims = self._token_claims.get(digest)
         if claims is not None and (allow_expired or claims.expires_at > now):
             return claims
