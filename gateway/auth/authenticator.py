@@ -118,6 +118,9 @@ _Made = tuple[ServiceUser, Principal, AuthOutcome]
 # sooner) and the outcome. Made only while the caches hold that very user and principal, and
 # dropped with them by every invalidation, so it says nothing the caches no longer say.
 _Hot = tuple[str, float, AuthOutcome]
+# A hot key's record: the keyed digest of the key, then the _Hot fields, in one tuple (every
+# cached key's tuples are walked by each full garbage collection: one, not two).
+_HotKey = tuple[bytes, str, float, AuthOutcome]
 # Where the key id sits in a well-formed key: pgl_<key id>_<secret>.
 _KEY_ID_AT: Final = slice(len(KEY_PREFIX), len(KEY_PREFIX) + KEY_ID_CHARS)
 # Not looked up: the client's address is held by the failed-authentication backoff.
@@ -174,7 +177,7 @@ class Authenticator:
         # lookup, one digest compare and the clock, rather than re-deriving from four caches
         # what the first request already established. Keys by key id, with the keyed digest
         # of the key; tokens by the keyed digest of the token.
-        self._hot_keys: dict[str, tuple[bytes, _Hot]] = {}
+        self._hot_keys: dict[str, _HotKey] = {}
         self._hot_tokens: dict[bytes, _Hot] = {}
         # Store reads in flight (see _cached).
         self._loading: dict[tuple[int, str, int], asyncio.Future[Any]] = {}
@@ -239,7 +242,7 @@ class Authenticator:
         hot = self._hot_keys.get(value[_KEY_ID_AT])
         if hot is None or not value.isascii() or not hmac.compare_digest(hot[0], self._seen(value)):
             return None
-        return self._accept_hot(hot[1])
+        return self._accept_hot(hot[1], hot[2], hot[3])
 
     def _repeated_token(self, headers: CIMultiDictProxy[str]) -> AuthOutcome | None:
         """The hot path for bearers: one ``Authorization: Bearer`` with a token this process
@@ -251,13 +254,12 @@ class Authenticator:
         # Keys and session tokens are never hot tokens; any other text around the token
         # gives another digest, so it misses and the full path judges it.
         hot = self._hot_tokens.get(self._seen(values[0][len(_BEARER) :]))
-        return None if hot is None else self._accept_hot(hot)
+        return None if hot is None else self._accept_hot(*hot)
 
-    def _accept_hot(self, hot: _Hot) -> AuthOutcome | None:
-        """Accept (and count) a request with a hot credential; None once it is past its
-        ``until`` (the full path then says why)."""
+    def _accept_hot(self, user_id: str, until: float, outcome: AuthOutcome) -> AuthOutcome | None:
+        """Accept (and count) a request with a hot credential (its record's fields, see
+        _Hot); None once it is past its ``until`` (the full path then says why)."""
         self._check_trusted()
-        user_id, until, outcome = hot
         now = self._clock()
         if now >= until:
             return None
@@ -330,7 +332,7 @@ class Authenticator:
         if hot is not None and self._by_key_id.get(key_id) is user:
             if len(self._hot_keys) >= _MAX_CACHE:
                 self._hot_keys.clear()
-            self._hot_keys[key_id] = (digest, hot)
+            self._hot_keys[key_id] = (digest, *hot)
         return outcome
 
     async def _accept_previous(self, user: ServiceUser, key_id: str) -> AuthOutcome:
@@ -489,7 +491,12 @@ class Authenticator:
         return made
 
     async def _load_grants(self, user_id: str) -> GrantIndex:
-        return GrantIndex(await self._store.grants_of_service_user(user_id))
+        grants = await self._store.grants_of_service_user(user_id)
+        # Most service users hold no grant: they share the one empty index rather than each
+        # keeping one (one object fewer per cached user for every full garbage collection to
+        # walk). Its verdict memo is shared too, which is sound: a verdict depends only on the
+        # index, the catalog and the request (catalog.confine), and empty indexes are equal.
+        return GrantIndex(grants) if grants else NO_GRANTS
 
     async def _cached(
         self,
