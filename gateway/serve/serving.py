@@ -16,6 +16,7 @@ from ..connection import GatewayRunner
 from ..observability.access_log import AccessLogger
 from ..settings import ServerSettings, Settings
 from . import reload
+from .collector import tune_collector
 from .tls import reload_certificate, server_context
 
 __all__ = (
@@ -72,6 +73,7 @@ async def serving(
     tls = server_context(server)  # TlsError (an OSError) before anything listens
     runner = GatewayRunner(app, handle_signals=False, **server_options(server))
     await runner.setup()
+    tune_collector()  # the caches are what grows from here (collector.py says why)
     loop = asyncio.get_running_loop()
     try:
         site = web.TCPSite(runner, server.host, server.port, reuse_port=reuse_port, ssl_context=tls)
