@@ -494,8 +494,9 @@ class Authenticator:
         grants = await self._store.grants_of_service_user(user_id)
         # Most service users hold no grant: they share the one empty index rather than each
         # keeping one (one object fewer per cached user for every full garbage collection to
-        # walk). Its verdict memo is shared too, which is sound: a verdict depends only on the
-        # index, the catalog and the request (catalog.confine), and empty indexes are equal.
+        # walk). Its verdict memo is shared too, which is sound: only confined TenantUsers
+        # reach it (catalog.confine), and their verdict depends only on the index, the catalog
+        # and the request, and empty indexes are equal.
         return GrantIndex(grants) if grants else NO_GRANTS
 
     async def _cached(
